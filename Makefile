@@ -1,0 +1,48 @@
+# recflow: `make demo` runs the pipeline on embedded defaults, `make test` runs the tests.
+# Both create or update the virtual environment first (a no-op when nothing changed).
+
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV     := $(shell command -v uv 2>/dev/null)
+
+.PHONY: venv demo test test-fast lint format lock doctor clean
+
+venv: $(STAMP)
+
+# Re-install only when the lock or the package metadata changed.
+$(STAMP): requirements.txt pyproject.toml
+	@if [ -z "$(UV)" ]; then $(PYTHON) -m pip install --quiet --user uv || $(PYTHON) -m pip install --quiet uv; fi
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
+	  [ -x $(BIN)/python ] || $$UV venv --quiet --python $(PYTHON) $(VENV); \
+	  $$UV pip install --quiet --python $(BIN)/python -r requirements.txt && \
+	  $$UV pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/python -m jobs.demo
+
+test: venv
+	$(BIN)/pytest
+
+test-fast: venv
+	$(BIN)/pytest -m "not spark and not integration and not e2e"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Recompile the lock after editing requirements.in.
+lock:
+	uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+
+doctor: venv
+	$(BIN)/recflow doctor
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache

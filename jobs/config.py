@@ -1,0 +1,141 @@
+"""The one configuration object of recflow.
+
+Every path, endpoint and knob is read here from environment variables prefixed
+``RECFLOW_`` (or a ``.env`` file), with embedded defaults so that a fresh checkout runs
+on one machine with no servers. Settings are read when a task runs (``get_settings()``),
+never at import time, so DAG files stay cheap to parse and tests can override them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$")
+_MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ConfigError(ValueError):
+    """Raised with a readable message when the environment holds invalid settings."""
+
+
+class Settings(BaseSettings):
+    """recflow settings; each field maps to ``RECFLOW_<FIELD NAME IN CAPS>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RECFLOW_", env_file=".env", extra="ignore", validate_default=True
+    )
+
+    # -- where things live ----------------------------------------------------------
+    data_root: Path = Field(Path("var"), description="Root of all runtime data.")
+    landing_dir: Path | None = Field(
+        None, description="Landing files; default <data_root>/landing."
+    )
+    lake_dir: str | None = Field(
+        None, description="Delta lake root (a folder or an s3a:// URI); default <data_root>/lake."
+    )
+
+    # -- Spark ------------------------------------------------------------------------
+    spark_master: str = Field("local[*]", description="local[*], spark://host:7077, k8s://…, yarn.")
+    spark_driver_memory: str = Field("2g", description="JVM heap of the driver, e.g. 2g.")
+    spark_shuffle_partitions: PositiveInt = Field(4, description="Small data wants few partitions.")
+    spark_ui: bool = Field(False, description="Start the Spark UI (off for tests and demo).")
+    spark_log_level: str = Field("WARN")
+    spark_local_ip: str = Field("127.0.0.1", description="Driver bind address in local mode.")
+    spark_ivy_dir: Path = Field(
+        Path.home() / ".cache" / "recflow" / "ivy",
+        description="Ivy cache of Delta's jars, shared by checkouts so starts after the first"
+        " download nothing.",
+    )
+    spark_delta_version: str = Field(
+        "4.4.0", description="Version of Delta's jar (io.delta:delta-spark_<spark>_2.13)."
+    )
+    spark_extra_packages: list[str] = Field(
+        default_factory=list,
+        description="More Maven coordinates, e.g. org.apache.hadoop:hadoop-aws:3.5.0 for s3a://.",
+    )
+
+    # -- the synthetic shop -----------------------------------------------------------
+    seed: int = 42
+    gen_users: PositiveInt = 2_000
+    gen_items: PositiveInt = 500
+    gen_days: PositiveInt = 3
+    gen_sessions_per_user_day: Annotated[float, Field(gt=0)] = 0.6
+    gen_start: str = Field("2026-11-01T00:00:00+00:00", description="First generated instant.")
+    gen_malformed_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    gen_duplicate_fraction: Fraction = 0.0
+
+    @field_validator("spark_master")
+    @classmethod
+    def _check_master(cls, value: str) -> str:
+        if not _MASTER.match(value):
+            raise ValueError(
+                f"{value!r} is not a Spark master URL "
+                "(local[*], local[N], spark://…, k8s://…, yarn)"
+            )
+        return value
+
+    @field_validator("spark_driver_memory")
+    @classmethod
+    def _check_memory(cls, value: str) -> str:
+        if not _MEMORY.match(value):
+            raise ValueError(f"{value!r} is not a JVM memory size such as 512m or 2g")
+        return value
+
+    @field_validator("spark_log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        levels = {"ALL", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF", "TRACE"}
+        if value.upper() not in levels:
+            raise ValueError(f"{value!r} is not one of {sorted(levels)}")
+        return value.upper()
+
+    @model_validator(mode="after")
+    def _derive_paths(self) -> Settings:
+        self.data_root = self.data_root.expanduser().absolute()
+        if self.landing_dir is None:
+            self.landing_dir = self.data_root / "landing"
+        if self.lake_dir is None:
+            self.lake_dir = str(self.data_root / "lake")
+        return self
+
+    # -- derived locations --------------------------------------------------------------
+    def table_path(self, layer: str, name: str) -> str:
+        """Location of one Delta table, e.g. ``table_path("silver", "events")``."""
+        return f"{str(self.lake_dir).rstrip('/')}/{layer}/{name}"
+
+    @property
+    def catalog_dir(self) -> Path:
+        assert self.landing_dir is not None
+        return self.landing_dir / "catalog"
+
+    @property
+    def events_dir(self) -> Path:
+        assert self.landing_dir is not None
+        return self.landing_dir / "events"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus overrides, with one readable error."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  RECFLOW_{field.upper()}: {err['msg']}")
+        raise ConfigError("invalid recflow configuration:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process, read once at first use (never at import time)."""
+    return load_settings()

@@ -1,0 +1,60 @@
+"""The data contracts of recflow, in one place.
+
+Landing events and catalog items (see DESIGN.md), the reason codes a rejected record
+is quarantined with, and the layout of landing files. The generator, the importers and
+the ETL all read these names from here so that a contract changes in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+EVENT_TYPES: tuple[str, ...] = ("impression", "view", "click", "add_to_cart", "purchase")
+REQUIRED_EVENT_FIELDS: tuple[str, ...] = ("event_id", "ts", "user_id", "item_id", "event_type")
+OPTIONAL_EVENT_FIELDS: tuple[str, ...] = (
+    "session_id",
+    "request_id",
+    "position",
+    "quantity",
+    "price",
+    "consent",
+)
+EVENT_FIELDS: tuple[str, ...] = REQUIRED_EVENT_FIELDS + OPTIONAL_EVENT_FIELDS
+ITEM_FIELDS: tuple[str, ...] = (
+    "item_id",
+    "title",
+    "category",
+    "brand",
+    "price",
+    "in_stock",
+    "description",
+    "updated_at",
+)
+MAX_ID_LENGTH = 128
+
+
+class Reason(StrEnum):
+    """Why a landing record was quarantined instead of reaching silver."""
+
+    UNPARSEABLE = "unparseable"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    BAD_TIMESTAMP = "bad_timestamp"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    ANCIENT_TIMESTAMP = "ancient_timestamp"
+    NEGATIVE_VALUE = "negative_value"
+    BAD_ID = "bad_id"
+
+
+def hour_partition(ts: datetime) -> str:
+    """Relative folder of one landing hour: ``dt=YYYY-MM-DD/hr=HH``."""
+    return f"dt={ts:%Y-%m-%d}/hr={ts:%H}"
+
+
+def events_file(events_dir: Path, hour: datetime, part: str) -> Path:
+    """Path of one landing file of events for one hour."""
+    return events_dir / hour_partition(hour) / f"{part}.jsonl"

@@ -1,0 +1,100 @@
+"""`recflow doctor`: is this machine ready to run recflow?
+
+Reads and writes only a scratch Delta table under ``<data_root>/doctor``. Each check
+reports plainly what it found, so a newcomer can tell a missing Java from a blocked jar
+download from an unwritable data root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jobs.config import Settings
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError(
+            "java not found on PATH; install a JDK 17 (apt-get install openjdk-17-jre)"
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=True).stderr
+    match = re.search(r'version "(\d+)', out)
+    major = int(match.group(1)) if match else 0
+    if major < 17:
+        raise RuntimeError(f"Spark 4 needs Java 17 or newer, found {out.splitlines()[0]}")
+    return out.splitlines()[0]
+
+
+def _data_root(settings: Settings) -> str:
+    settings.data_root.mkdir(parents=True, exist_ok=True)
+    probe = settings.data_root / ".doctor-probe"
+    probe.write_text("ok")
+    probe.unlink()
+    return f"{settings.data_root} is writable"
+
+
+def _spark(settings: Settings) -> str:
+    from jobs.spark_session import get_spark
+
+    spark = get_spark(settings)
+    return f"Spark {spark.version} ({spark.sparkContext.master}) with Delta"
+
+
+def _delta_round_trip(settings: Settings) -> str:
+    from delta.tables import DeltaTable
+
+    from jobs.spark_session import get_spark
+
+    spark = get_spark(settings)
+    path = f"{settings.data_root}/doctor/delta_check"
+    spark.range(3).write.format("delta").mode("overwrite").save(path)
+    spark.range(3, 10).write.format("delta").mode("append").save(path)
+    now = spark.read.format("delta").load(path).count()
+    v0 = spark.read.format("delta").option("versionAsOf", 0).load(path).count()
+    version = DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+    if (now, v0) != (10, 3):
+        raise RuntimeError(f"expected 10 rows now and 3 at version 0, read {now} and {v0}")
+    return f"wrote {path} (version {version}), read 10 rows now and 3 at version 0"
+
+
+def run_checks(settings: Settings, on_result: Callable[[Check], None] | None = None) -> list[Check]:
+    """Run every check in order, stopping Spark checks once Spark cannot start."""
+    checks: list[tuple[str, Callable[[], str]]] = [
+        ("java", _java),
+        ("data root", lambda: _data_root(settings)),
+        ("spark + delta jars", lambda: _spark(settings)),
+        ("delta write/read/time travel", lambda: _delta_round_trip(settings)),
+    ]
+    results: list[Check] = []
+    for name, fn in checks:
+        if results and not results[-1].ok and name.startswith("delta"):
+            results.append(Check(name, False, "skipped: Spark did not start", 0.0))
+            continue
+        t0 = time.perf_counter()
+        try:
+            result = Check(name, True, fn(), time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - the doctor reports every failure plainly
+            result = Check(
+                name,
+                False,
+                f"{type(exc).__name__}: {exc}".splitlines()[0],
+                time.perf_counter() - t0,
+            )
+        results.append(result)
+        if on_result:
+            on_result(result)
+    return results

@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from jobs.config import ConfigError, get_settings, load_settings
+
+
+def test_defaults_live_under_one_data_root() -> None:
+    s = load_settings()
+    assert s.data_root == Path("var").absolute()
+    assert s.landing_dir == s.data_root / "landing"
+    assert s.lake_dir == str(s.data_root / "lake")
+    assert s.table_path("silver", "events") == f"{s.data_root}/lake/silver/events"
+    assert s.spark_master == "local[*]"
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RECFLOW_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("RECFLOW_SPARK_MASTER", "spark://10.0.0.5:7077")
+    monkeypatch.setenv("RECFLOW_LAKE_DIR", "s3a://bucket/lake")
+    monkeypatch.setenv("RECFLOW_GEN_USERS", "77")
+    s = get_settings()
+    assert s.data_root == tmp_path
+    assert s.spark_master == "spark://10.0.0.5:7077"
+    assert s.table_path("gold", "interactions") == "s3a://bucket/lake/gold/interactions"
+    assert s.gen_users == 77
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "needle"),
+    [
+        ("RECFLOW_SPARK_MASTER", "localhost", "RECFLOW_SPARK_MASTER"),
+        ("RECFLOW_SPARK_DRIVER_MEMORY", "lots", "RECFLOW_SPARK_DRIVER_MEMORY"),
+        ("RECFLOW_GEN_USERS", "-3", "RECFLOW_GEN_USERS"),
+        ("RECFLOW_GEN_USERS", "many", "RECFLOW_GEN_USERS"),
+        ("RECFLOW_GEN_MALFORMED_FRACTION", "1.5", "RECFLOW_GEN_MALFORMED_FRACTION"),
+        ("RECFLOW_SPARK_SHUFFLE_PARTITIONS", "0", "RECFLOW_SPARK_SHUFFLE_PARTITIONS"),
+    ],
+)
+def test_bad_values_are_rejected_clearly(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, needle: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as err:
+        get_settings()
+    assert needle in str(err.value)
+    assert "invalid recflow configuration" in str(err.value)
+
+
+def test_settings_are_read_at_first_use_not_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECFLOW_SEED", "7")
+    assert get_settings().seed == 7
