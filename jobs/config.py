@@ -63,6 +63,32 @@ class Settings(BaseSettings):
         description="More Maven coordinates, e.g. org.apache.hadoop:hadoop-aws:3.5.0 for s3a://.",
     )
 
+    # -- ingest (bronze → silver → gold) -------------------------------------------
+    ingest_schedule: str = Field("@hourly", description="Airflow schedule of the ingest DAG.")
+    ingest_start: str = Field(
+        "2026-11-01T00:00:00+00:00", description="First data interval of the ingest DAG."
+    )
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "impression": 0.0,
+            "view": 1.0,
+            "click": 2.0,
+            "add_to_cart": 4.0,
+            "purchase": 8.0,
+        },
+        description="Implicit-feedback weight of each event type (0 leaves it out).",
+    )
+    recency_half_life_days: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Half-life of interaction weights by last_ts age; 0 turns decay off."
+    )
+    min_event_ts: str = Field(
+        "1995-01-01T00:00:00+00:00", description="Older events are implausible (quarantined)."
+    )
+    max_future_skew_hours: Annotated[float, Field(ge=0.0)] = Field(
+        24.0, description="How far past its interval's end an event may be stamped."
+    )
+    quality_enabled: bool = Field(True, description="Run Great Expectations gates.")
+
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = 42
     gen_users: PositiveInt = 2_000
@@ -90,6 +116,33 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a JVM memory size such as 512m or 2g")
         return value
 
+    @field_validator("event_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        from jobs.contracts import EVENT_TYPES
+
+        unknown = set(value) - set(EVENT_TYPES)
+        if unknown:
+            raise ValueError(f"unknown event types {sorted(unknown)}; known: {EVENT_TYPES}")
+        if any(w < 0 for w in value.values()):
+            raise ValueError("weights must be >= 0")
+        if not any(w > 0 for w in value.values()):
+            raise ValueError("at least one event type needs a positive weight")
+        return {t: float(value.get(t, 0.0)) for t in EVENT_TYPES}
+
+    @field_validator("ingest_start", "min_event_ts", "gen_start")
+    @classmethod
+    def _check_instant(cls, value: str) -> str:
+        from datetime import datetime
+
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO-8601 instant") from None
+        if parsed.tzinfo is None:
+            raise ValueError(f"{value!r} needs a time zone, e.g. +00:00")
+        return value
+
     @field_validator("spark_log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -111,6 +164,11 @@ class Settings(BaseSettings):
     def table_path(self, layer: str, name: str) -> str:
         """Location of one Delta table, e.g. ``table_path("silver", "events")``."""
         return f"{str(self.lake_dir).rstrip('/')}/{layer}/{name}"
+
+    @property
+    def gx_dir(self) -> Path:
+        """Great Expectations project: suites, results and rendered Data Docs."""
+        return self.data_root / "gx"
 
     @property
     def catalog_dir(self) -> Path:

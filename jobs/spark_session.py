@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,6 +140,8 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     settings = settings or get_settings()
     if settings.spark_master.startswith("local"):
         os.environ.setdefault("SPARK_LOCAL_IP", settings.spark_local_ip)
+        # Python workers must see the same environment (pandas, pyarrow) as the driver.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     settings.spark_ivy_dir.mkdir(parents=True, exist_ok=True)
     builder = SparkSession.builder
     for key, value in spark_conf(settings).items():
