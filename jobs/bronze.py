@@ -95,8 +95,14 @@ def load_events(
     day = f"{interval.start:%Y-%m-%d}"
     previous = _loaded_fingerprint(spark, location, interval.batch_id, day)
     if previous == batch.fingerprint and not force:
-        return BronzeResult(interval.batch_id, batch.fingerprint, batch.lines, batch.lines,
-                            len(batch.files), changed=False)
+        return BronzeResult(
+            interval.batch_id,
+            batch.fingerprint,
+            batch.lines,
+            batch.lines,
+            len(batch.files),
+            changed=False,
+        )
 
     where = f"_dt = DATE'{day}' AND _batch_id = '{interval.batch_id}'"
     if batch.files:
@@ -117,10 +123,12 @@ def load_events(
         F.lit(now).cast("timestamp").alias("_ingested_at"),
         F.lit(day).cast("date").alias("_dt"),
     )
+    before = lake.version(spark, settings, "bronze_events")
     rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(location)
-    written = lake.last_operation_metrics(spark, location).get("numOutputRows", 0)
-    return BronzeResult(interval.batch_id, batch.fingerprint, batch.lines, written,
-                        len(batch.files), changed=True)
+    written = lake.operation_metrics(spark, location, before).get("numOutputRows", 0)
+    return BronzeResult(
+        interval.batch_id, batch.fingerprint, batch.lines, written, len(batch.files), changed=True
+    )
 
 
 def load_catalog(spark: SparkSession, settings: Settings) -> list[str]:
@@ -131,8 +139,11 @@ def load_catalog(spark: SparkSession, settings: Settings) -> list[str]:
     assert settings.landing_dir is not None
     known = {
         (unquote(urlparse(r["_source_file"]).path), r["_fingerprint"])
-        for r in spark.read.format("delta").load(location)
-        .select("_source_file", "_fingerprint").distinct().collect()
+        for r in spark.read.format("delta")
+        .load(location)
+        .select("_source_file", "_fingerprint")
+        .distinct()
+        .collect()
     }
     new: list[tuple[str, str]] = []
     for file in sorted(settings.catalog_dir.glob("dt=*/*.jsonl")):

@@ -87,7 +87,9 @@ class Settings(BaseSettings):
     max_future_skew_hours: Annotated[float, Field(ge=0.0)] = Field(
         24.0, description="How far past its interval's end an event may be stamped."
     )
-    quality_enabled: bool = Field(True, description="Run Great Expectations gates.")
+    quality_enabled: bool = Field(
+        False, description="Run the Great Expectations gates (jobs.quality) in ingest."
+    )
 
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = 42

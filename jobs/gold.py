@@ -93,9 +93,7 @@ def user_deltas(changes: DataFrame) -> DataFrame:
         _count("click").cast("bigint").alias("clicks"),
         _count("add_to_cart").cast("bigint").alias("add_to_carts"),
         _count("purchase").cast("bigint").alias("purchases"),
-        F.sum(F.when(F.col("event_type") == "purchase", revenue * F.col("_sign"))).alias(
-            "revenue"
-        ),
+        F.sum(F.when(F.col("event_type") == "purchase", revenue * F.col("_sign"))).alias("revenue"),
         F.min(F.when(F.col("_sign") > 0, F.col("ts"))).alias("first_ts"),
         F.max(F.when(F.col("_sign") > 0, F.col("ts"))).alias("last_ts"),
     )
@@ -111,9 +109,7 @@ def item_day_deltas(changes: DataFrame, weights: dict[str, float]) -> DataFrame:
         _count("click").cast("bigint").alias("clicks"),
         _count("add_to_cart").cast("bigint").alias("add_to_carts"),
         _count("purchase").cast("bigint").alias("purchases"),
-        F.sum(F.when(F.col("event_type") == "purchase", revenue * F.col("_sign"))).alias(
-            "revenue"
-        ),
+        F.sum(F.when(F.col("event_type") == "purchase", revenue * F.col("_sign"))).alias("revenue"),
         F.sum(weight_expr(weights) * F.col("_sign")).alias("weight"),
     )
 
@@ -163,33 +159,55 @@ def update(spark: SparkSession, settings: Settings) -> GoldResult:
         if applied >= current:
             continue
         changes = changes_since(spark, settings, applied, current)
+        before = lake.version(spark, settings, name)
         if name == "interactions":
             deltas = interaction_deltas(changes, weights)
             _merge_additive(
-                spark, settings, name, deltas, ["user_id", "item_id"], ["weight", "n_events"],
-                {"last_ts": "greatest(t.last_ts, s.last_ts)"}, current,
+                spark,
+                settings,
+                name,
+                deltas,
+                ["user_id", "item_id"],
+                ["weight", "n_events"],
+                {"last_ts": "greatest(t.last_ts, s.last_ts)"},
+                current,
             )
         elif name == "user_stats":
             deltas = user_deltas(changes)
             _merge_additive(
-                spark, settings, name, deltas, ["user_id"],
+                spark,
+                settings,
+                name,
+                deltas,
+                ["user_id"],
                 ["n_events", "impressions", "clicks", "add_to_carts", "purchases", "revenue"],
-                {"first_ts": "least(t.first_ts, s.first_ts)",
-                 "last_ts": "greatest(t.last_ts, s.last_ts)"}, current,
+                {
+                    "first_ts": "least(t.first_ts, s.first_ts)",
+                    "last_ts": "greatest(t.last_ts, s.last_ts)",
+                },
+                current,
             )
         else:
             deltas = item_day_deltas(changes, weights)
-            sums = ["impressions", "views", "clicks", "add_to_carts", "purchases", "revenue",
-                    "weight"]
+            sums = [
+                "impressions",
+                "views",
+                "clicks",
+                "add_to_carts",
+                "purchases",
+                "revenue",
+                "weight",
+            ]
             _merge_additive(
                 spark, settings, name, deltas, ["item_id", "event_date"], sums, {}, current
             )
-        result.changed_rows += lake.last_operation_metrics(
-            spark, lake.path(settings, name)
-        ).get("numSourceRows", 0)
+        result.changed_rows += lake.operation_metrics(spark, lake.path(settings, name), before).get(
+            "numSourceRows", 0
+        )
     refresh_item_stats(spark, settings)
-    result.versions = {name: lake.version(spark, settings, name)
-                       for name in (*ADDITIVE, "item_stats")}
+    result.versions = {
+        name: lake.version(spark, settings, name) for name in (*ADDITIVE, "item_stats")
+    }
     return result
 
 
@@ -210,21 +228,33 @@ def refresh_item_stats(spark: SparkSession, settings: Settings) -> None:
         since = as_of - timedelta(days=days - 1)
         return F.sum(F.when(F.col("event_date") >= F.lit(since), F.col(col)).otherwise(0))
 
-    stats = daily.groupBy("item_id").agg(
-        F.sum("impressions").alias("impressions"),
-        F.sum("clicks").alias("clicks"),
-        F.sum("purchases").alias("purchases"),
-        F.sum("revenue").alias("revenue"),
-        window("weight", 1).cast("double").alias("weight_1d"),
-        window("weight", 7).cast("double").alias("weight_7d"),
-        window("weight", 30).cast("double").alias("weight_30d"),
-        window("purchases", 7).cast("bigint").alias("purchases_7d"),
-    ).select(
-        "item_id", "impressions", "clicks",
-        F.when(F.col("impressions") > 0, F.col("clicks") / F.col("impressions")).alias("ctr"),
-        "purchases", "revenue", "weight_1d", "weight_7d", "weight_30d", "purchases_7d",
-        F.lit(datetime.combine(as_of, datetime.min.time()) + timedelta(days=1))
-        .cast("timestamp").alias("as_of"),
+    stats = (
+        daily.groupBy("item_id")
+        .agg(
+            F.sum("impressions").alias("impressions"),
+            F.sum("clicks").alias("clicks"),
+            F.sum("purchases").alias("purchases"),
+            F.sum("revenue").alias("revenue"),
+            window("weight", 1).cast("double").alias("weight_1d"),
+            window("weight", 7).cast("double").alias("weight_7d"),
+            window("weight", 30).cast("double").alias("weight_30d"),
+            window("purchases", 7).cast("bigint").alias("purchases_7d"),
+        )
+        .select(
+            "item_id",
+            "impressions",
+            "clicks",
+            F.when(F.col("impressions") > 0, F.col("clicks") / F.col("impressions")).alias("ctr"),
+            "purchases",
+            "revenue",
+            "weight_1d",
+            "weight_7d",
+            "weight_30d",
+            "purchases_7d",
+            F.lit(datetime.combine(as_of, datetime.min.time()) + timedelta(days=1))
+            .cast("timestamp")
+            .alias("as_of"),
+        )
     )
     location = lake.ensure_table(spark, settings, "item_stats")
     stats.write.format("delta").mode("overwrite").save(location)

@@ -20,7 +20,7 @@ class UnbalancedBatchError(RuntimeError):
     """The audit counts of a batch do not add up: something was lost or double-counted."""
 
 
-def _spark(settings: Settings):  # noqa: ANN202 - SparkSession, imported lazily
+def _spark(settings: Settings):
     from jobs.spark_session import get_spark
 
     return get_spark(settings)
@@ -35,13 +35,16 @@ def _already_done(spark: Any, settings: Settings, batch_id: str, fingerprint: st
             (F.col("batch_id") == batch_id)
             & (F.col("fingerprint") == fingerprint)
             & (F.col("status") == "ok")
-        ).limit(1).count()
+        )
+        .limit(1)
+        .count()
         > 0
     )
 
 
-def bronze_step(start: str, end: str, force: bool = False,
-                settings: Settings | None = None) -> dict[str, Any]:
+def bronze_step(
+    start: str, end: str, force: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
     """Land the interval's files in bronze; says whether there is anything new to refine."""
     from jobs.bronze import load_events
 
@@ -50,8 +53,11 @@ def bronze_step(start: str, end: str, force: bool = False,
     interval = lake.Interval.parse(start, end)
     result = load_events(spark, settings, interval, force=force)
     out = asdict(result)
-    out["skip"] = (not force and not result.changed
-                   and _already_done(spark, settings, interval.batch_id, result.fingerprint))
+    out["skip"] = (
+        not force
+        and not result.changed
+        and _already_done(spark, settings, interval.batch_id, result.fingerprint)
+    )
     return out
 
 
@@ -66,8 +72,9 @@ def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
     return {"files": len(files), **upsert_items(spark, settings)}
 
 
-def silver_step(start: str, end: str, skip: bool = False,
-                settings: Settings | None = None) -> dict[str, Any]:
+def silver_step(
+    start: str, end: str, skip: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
     """Validate, quarantine, de-duplicate and merge the batch (quality-gated)."""
     from jobs.silver import refine_events
 
@@ -102,8 +109,14 @@ def gold_step(settings: Settings | None = None) -> dict[str, Any]:
     return out
 
 
-def audit_step(start: str, end: str, bronze: dict[str, Any], silver: dict[str, Any],
-               gold: dict[str, Any] | None, settings: Settings | None = None) -> dict[str, Any]:
+def audit_step(
+    start: str,
+    end: str,
+    bronze: dict[str, Any],
+    silver: dict[str, Any],
+    gold: dict[str, Any] | None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
     """Record the batch's counts; fail loudly when they do not balance."""
     settings = settings or get_settings()
     spark = _spark(settings)
@@ -144,8 +157,9 @@ def audit_step(start: str, end: str, bronze: dict[str, Any], silver: dict[str, A
     return {k: v for k, v in row.items() if not isinstance(v, datetime)}
 
 
-def run_interval(start: str, end: str, force: bool = False,
-                 settings: Settings | None = None) -> dict[str, Any]:
+def run_interval(
+    start: str, end: str, force: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
     """All steps of one interval in this process (what the DAG does, task by task)."""
     settings = settings or get_settings()
     bronze = bronze_step(start, end, force=force, settings=settings)
@@ -153,5 +167,4 @@ def run_interval(start: str, end: str, force: bool = False,
     silver = silver_step(start, end, skip=bronze["skip"], settings=settings)
     gold = gold_step(settings=settings)
     audit = audit_step(start, end, bronze, silver, gold, settings=settings)
-    return {"bronze": bronze, "catalog": catalog, "silver": silver, "gold": gold,
-            "audit": audit}
+    return {"bronze": bronze, "catalog": catalog, "silver": silver, "gold": gold, "audit": audit}

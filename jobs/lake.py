@@ -201,11 +201,17 @@ def commit_marks(spark: SparkSession, **marks: int) -> Iterator[None]:
         spark.conf.unset(USER_METADATA_CONF)
 
 
-def last_operation_metrics(spark: SparkSession, location: str) -> dict[str, int]:
-    """Operation metrics of a table's latest commit (rows inserted by a MERGE, …)."""
+def operation_metrics(spark: SparkSession, location: str, after: int) -> dict[str, int]:
+    """Metrics of a table's latest commit if it is newer than version ``after``.
+
+    A MERGE that changes nothing commits nothing, so the latest commit may be an older
+    operation's: its metrics must not be taken for this one's.
+    """
     from delta.tables import DeltaTable
 
     row = DeltaTable.forPath(spark, location).history(1).first()
+    if row is None or int(row["version"]) <= after:
+        return {}
     return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if v.isdigit()}
 
 
@@ -215,9 +221,13 @@ def content_hash(df: DataFrame, exclude: tuple[str, ...] = ()) -> str:
 
     cols = sorted(c for c in df.columns if c not in exclude)
     row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in cols])
-    agg = df.select(row_hash.alias("h")).agg(
-        F.count("*").alias("n"),
-        F.sum(F.col("h") % 1_000_000_007).alias("s"),
-        F.sum((F.col("h") % 999_999_937) * (F.col("h") % 1_000_003)).alias("q"),
-    ).first()
+    agg = (
+        df.select(row_hash.alias("h"))
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(F.col("h") % 1_000_000_007).alias("s"),
+            F.sum((F.col("h") % 999_999_937) * (F.col("h") % 1_000_003)).alias("q"),
+        )
+        .first()
+    )
     return f"{agg['n']}:{agg['s']}:{agg['q']}"

@@ -164,7 +164,9 @@ def refine_events(
         result.non_consented = int(counts.get((None, False), 0))
 
         quarantine = lake.ensure_table(spark, settings, "quarantine")
-        _quarantine(parsed, "events", interval.batch_id).write.format("delta").mode("overwrite").option(
+        _quarantine(parsed, "events", interval.batch_id).write.format("delta").mode(
+            "overwrite"
+        ).option(
             "replaceWhere",
             f"_dt = DATE'{day}' AND _batch_id = '{interval.batch_id}' AND source = 'events'",
         ).save(quarantine)
@@ -200,6 +202,7 @@ def refine_events(
             if gate is not None:
                 result.quality.update(gate(candidates, interval.batch_id))
             location = lake.ensure_table(spark, settings, "events")
+            before = lake.version(spark, settings, "events")
             if n_candidates:
                 bounds = candidates.agg(
                     F.min("event_date").alias("lo"), F.max("event_date").alias("hi")
@@ -219,7 +222,7 @@ def refine_events(
                     .whenNotMatchedInsertAll()
                     .execute()
                 )
-                result.inserted = lake.last_operation_metrics(spark, location).get(
+                result.inserted = lake.operation_metrics(spark, location, before).get(
                     "numTargetRowsInserted", 0
                 )
             result.duplicates_existing = n_candidates - result.inserted
@@ -270,9 +273,16 @@ def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
             .withColumn("_n", F.row_number().over(newest))
             .where("_n = 1")
             .select(
-                "item_id", "title", "category", "brand", "price", "in_stock", "description",
+                "item_id",
+                "title",
+                "category",
+                "brand",
+                "price",
+                "in_stock",
+                "description",
                 (F.col("updated_at_ms") / 1000).cast("timestamp").alias("updated_at"),
-                "_source_file", "_ingested_at",
+                "_source_file",
+                "_ingested_at",
             )
         )
         with lake.commit_marks(spark, bronze_items=current):
@@ -287,4 +297,3 @@ def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
         return {"applied": items.count(), "quarantined": n_bad, "bronze_items_version": current}
     finally:
         parsed.unpersist()
-

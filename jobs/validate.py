@@ -18,7 +18,7 @@ from jobs.contracts import EVENT_TYPES, MAX_ID_LENGTH, REQUIRED_EVENT_FIELDS, Re
 _EVENT_TYPES = frozenset(EVENT_TYPES)
 
 
-class Rejected(Exception):  # noqa: N818 - a verdict, not an error to report
+class Rejected(Exception):
     """A record breaks the contract; carries the quarantine reason."""
 
     def __init__(self, reason: Reason, detail: str) -> None:
@@ -79,7 +79,9 @@ def parse_timestamp_ms(value: object, field: str = "ts") -> int:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
-            raise Rejected(Reason.BAD_TIMESTAMP, f"{field} {value[:40]!r} is not ISO-8601") from None
+            raise Rejected(
+                Reason.BAD_TIMESTAMP, f"{field} {value[:40]!r} is not ISO-8601"
+            ) from None
         if parsed.tzinfo is None:
             raise Rejected(Reason.BAD_TIMESTAMP, f"{field} {value[:40]!r} has no time zone")
         return int(parsed.timestamp() * 1000)
