@@ -88,7 +88,13 @@ class Settings(BaseSettings):
         24.0, description="How far past its interval's end an event may be stamped."
     )
     quality_enabled: bool = Field(
-        False, description="Run the Great Expectations gates (jobs.quality) in ingest."
+        True, description="Run the Great Expectations gates (jobs.quality) in ingest."
+    )
+    quality_row_ratio: Annotated[float, Field(gt=1.0)] = Field(
+        10.0, description="Warn when a batch is this many times smaller/larger than the last."
+    )
+    quality_freshness_hours: Annotated[float, Field(ge=0.0)] = Field(
+        6.0, description="Warn when a batch's newest event is older than its interval by this."
     )
 
     # -- the synthetic shop -----------------------------------------------------------

@@ -14,6 +14,7 @@ applies every silver change exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -34,6 +35,7 @@ class GoldResult:
     applied_from: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     changed_rows: int = 0
+    quality: dict[str, bool] = field(default_factory=dict)
 
 
 def weight_expr(weights: dict[str, float]) -> Column:
@@ -148,11 +150,31 @@ def _merge_additive(
         )
 
 
-def update(spark: SparkSession, settings: Settings) -> GoldResult:
-    """Bring every gold table up to the current silver version."""
+def update(
+    spark: SparkSession,
+    settings: Settings,
+    gate: Callable[[Settings, DataFrame], dict[str, bool]] | None = None,
+) -> GoldResult:
+    """Bring every gold table up to the current silver version.
+
+    ``gate(settings, inserted)`` validates the silver rows about to be applied (the
+    widest pending range) before any gold table changes; it raises to stop the update.
+    """
     current = lake.version(spark, settings, SOURCE)
     result = GoldResult(silver_version=current)
     weights = settings.event_weights
+    if gate is not None:
+        oldest = min(lake.applied_version(spark, settings, n, SOURCE) for n in ADDITIVE)
+        if oldest < current:
+            from pyspark.sql import functions as F
+
+            # Net inserts: a bad row that was written and deleted again (the fix) no
+            # longer blocks gold; its +1/-1 changes cancel out in the additive merge.
+            pending = changes_since(spark, settings, oldest, current)
+            inserted = pending.where(F.col("_sign") > 0).join(
+                pending.where(F.col("_sign") < 0).select("event_id"), "event_id", "left_anti"
+            )
+            result.quality.update(gate(settings, inserted))
     for name in ADDITIVE:
         applied = lake.applied_version(spark, settings, name, SOURCE)
         result.applied_from[name] = applied

@@ -53,6 +53,10 @@ def bronze_step(
     interval = lake.Interval.parse(start, end)
     result = load_events(spark, settings, interval, force=force)
     out = asdict(result)
+    if settings.quality_enabled:
+        from jobs.quality import check_bronze
+
+        out["quality"] = check_bronze(spark, settings, interval)
     out["skip"] = (
         not force
         and not result.changed
@@ -87,8 +91,8 @@ def silver_step(
     if settings.quality_enabled:
         from jobs.quality import gate_silver
 
-        def gate(frame: Any, batch_id: str) -> dict[str, bool]:
-            return gate_silver(spark, settings, frame, batch_id)
+        def gate(frame: Any, batch: lake.Interval) -> dict[str, bool]:
+            return gate_silver(spark, settings, frame, batch)
 
     result = refine_events(spark, settings, interval, gate=gate)
     return {**asdict(result), "balanced": result.balanced, "skipped": False}
@@ -100,12 +104,15 @@ def gold_step(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or get_settings()
     spark = _spark(settings)
-    result = update(spark, settings)
+    gate = None
+    if settings.quality_enabled:
+        from jobs.quality import gate_changes as gate
+    result = update(spark, settings, gate=gate)
     out = asdict(result)
     if settings.quality_enabled:
         from jobs.quality import check_gold
 
-        out["quality"] = check_gold(spark, settings)
+        out["quality"] = {**result.quality, **check_gold(spark, settings)}
     return out
 
 
@@ -140,7 +147,11 @@ def audit_step(
         "balanced": True,
         "silver_version": silver.get("silver_version", -1),
         "gold_versions": (gold or {}).get("versions", {}),
-        "quality": {**silver.get("quality", {}), **(gold or {}).get("quality", {})},
+        "quality": {
+            **bronze.get("quality", {}),
+            **silver.get("quality", {}),
+            **(gold or {}).get("quality", {}),
+        },
         "started_at": None,
         "finished_at": datetime.now(UTC).replace(tzinfo=None),
     }

@@ -39,10 +39,6 @@ PARSED_ITEMS = (
 )
 
 
-class QualityGateError(RuntimeError):
-    """A critical data-quality expectation failed; the batch went no further."""
-
-
 @dataclass
 class SilverResult:
     batch_id: str
@@ -133,13 +129,13 @@ def refine_events(
     spark: SparkSession,
     settings: Settings,
     interval: lake.Interval,
-    gate: Callable[[DataFrame, str], dict[str, bool]] | None = None,
+    gate: Callable[[DataFrame, lake.Interval], dict[str, bool]] | None = None,
 ) -> SilverResult:
     """Validate one bronze batch; quarantine the bad, merge the good into silver.
 
-    ``gate(frame, batch_id)`` runs the silver data-quality suite on the candidate rows
+    ``gate(frame, interval)`` runs the silver data-quality suite on the candidate rows
     before anything reaches silver; it returns per-suite success and raises
-    :class:`QualityGateError` on a critical failure.
+    (``jobs.quality.QualityGateError``) on a critical failure.
     """
     from delta.tables import DeltaTable
     from pyspark.sql import Window
@@ -200,7 +196,7 @@ def refine_events(
                 result.bronze_rows - result.quarantined - result.non_consented - n_candidates
             )
             if gate is not None:
-                result.quality.update(gate(candidates, interval.batch_id))
+                result.quality.update(gate(candidates, interval))
             location = lake.ensure_table(spark, settings, "events")
             before = lake.version(spark, settings, "events")
             if n_candidates:

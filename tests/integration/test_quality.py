@@ -1,0 +1,150 @@
+"""Great Expectations gates on real Spark frames and a real (small) lake."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from jobs import lake, quality
+from jobs.config import Settings, load_settings
+from jobs.generate import generate
+from jobs.ingest import gold_step, run_interval
+from jobs.silver import refine_events
+
+pytestmark = pytest.mark.spark
+
+START, END = "2026-11-01T10:00:00+00:00", "2026-11-01T12:00:00+00:00"
+EVENT_COLUMNS = (
+    "event_id STRING, ts TIMESTAMP, event_date DATE, user_id STRING, item_id STRING, "
+    "event_type STRING, session_id STRING, request_id STRING, position INT, quantity INT, "
+    "price DOUBLE, _batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP"
+)
+
+
+def _event(event_id: str, event_type: str = "click", **kw: Any) -> dict[str, Any]:
+    ts = datetime(2026, 11, 1, 11, 30)
+    row = {
+        "event_id": event_id,
+        "ts": ts,
+        "event_date": ts.date(),
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": event_type,
+        "session_id": "s1",
+        "request_id": None,
+        "position": 0,
+        "quantity": None,
+        "price": None,
+        "_batch_id": "manual",
+        "_source_file": "manual",
+        "_ingested_at": ts,
+    }
+    return {**row, **kw}
+
+
+@pytest.fixture
+def root(tmp_path: Any) -> Settings:
+    return load_settings(data_root=tmp_path / "var", spark_master="local[2]")
+
+
+@pytest.fixture(scope="module")
+def shop(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict]:
+    """A small shop with two hours ingested (quality gates on, as by default)."""
+    settings = load_settings(
+        data_root=tmp_path_factory.mktemp("quality") / "var",
+        gen_users=150,
+        gen_items=40,
+        spark_shuffle_partitions=2,
+        spark_master="local[2]",
+    )
+    generate(settings, days=1)
+    return settings, run_interval(START, END, settings=settings)
+
+
+def test_critical_failures_raise_and_name_the_expectations(spark: Any, root: Settings) -> None:
+    frame = spark.createDataFrame(
+        [_event("e1"), _event("e1"), _event("e2", "teleport"), _event("e3", price=-1.0)],
+        EVENT_COLUMNS,
+    )
+    with pytest.raises(quality.QualityGateError) as err:
+        quality.run_suite(root, "silver_events", frame, quality.silver_expectations())
+    failed = set(err.value.failed)
+    assert "expect_column_values_to_be_unique(event_id)" in failed
+    assert "expect_column_values_to_be_in_set(event_type)" in failed
+    assert "expect_column_values_to_be_between(price)" in failed
+    assert "expect_column_values_to_not_be_null(user_id)" not in failed
+    docs = quality.docs_index(root)
+    assert (
+        docs.is_file()
+        and "silver_events"
+        in "".join(p.name for p in docs.parent.rglob("*.html")) + docs.read_text()
+    )
+
+
+def test_warnings_are_recorded_without_stopping(spark: Any, root: Settings) -> None:
+    frame = spark.createDataFrame([_event("e1", position=-3), _event("e2")], EVENT_COLUMNS)
+    result = quality.run_suite(root, "silver_events", frame, quality.silver_expectations())
+    assert result["success"] is False
+    assert result["failed"] == {"expect_column_values_to_be_between(position)": "warning"}
+    clean = spark.createDataFrame([_event("e1"), _event("e2")], EVENT_COLUMNS)
+    assert quality.run_suite(root, "silver_events", clean, quality.silver_expectations()) == {
+        "success": True,
+        "failed": {},
+    }
+
+
+def test_a_failed_silver_gate_merges_nothing(spark: Any, shop: tuple[Settings, dict]) -> None:
+    import great_expectations.expectations as gxe
+
+    root, _ = shop
+    before = lake.version(spark, root, "events")
+    impossible = [gxe.ExpectTableRowCountToBeBetween(max_value=0)]
+
+    def gate(frame: Any, interval: lake.Interval) -> dict[str, bool]:
+        return {"strict": quality.run_suite(root, "strict", frame, impossible)["success"]}
+
+    later = lake.Interval.parse("2026-11-01T12:00:00+00:00", "2026-11-01T13:00:00+00:00")
+    from jobs.bronze import load_events
+
+    load_events(spark, root, later)
+    with pytest.raises(quality.QualityGateError):
+        refine_events(spark, root, later, gate=gate)
+    assert lake.version(spark, root, "events") == before
+
+
+def test_a_failing_expectation_blocks_gold(spark: Any, shop: tuple[Settings, dict]) -> None:
+    """A bad write into silver (say, a faulty backfill) must not reach gold; once the bad
+    rows are deleted again, gold catches up and ends where it would have been."""
+    root, first = shop
+    assert first["audit"]["balanced"] and all(first["audit"]["quality"].values())
+    assert {"bronze_events", "silver_events", "gold_interactions"} <= set(first["audit"]["quality"])
+
+    def gold_state() -> dict[str, Any]:
+        return {
+            name: (lake.version(spark, root, name), lake.content_hash(lake.read(spark, root, name)))
+            for name in ("interactions", "user_stats", "item_daily")
+        }
+
+    before = gold_state()
+    existing = lake.read(spark, root, "events").first().event_id
+    bad = spark.createDataFrame(
+        [_event(existing), _event("bad-1", "teleport", user_id="u-bad")], EVENT_COLUMNS
+    )
+    bad.write.format("delta").mode("append").save(lake.path(root, "events"))
+
+    with pytest.raises(quality.QualityGateError) as err:
+        gold_step(settings=root)
+    assert "expect_column_values_to_be_in_set(event_type)" in err.value.failed
+    assert gold_state() == before
+
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, lake.path(root, "events")).delete(
+        "_batch_id = 'manual' AND _source_file = 'manual'"
+    )
+    after = gold_step(settings=root)
+    assert all(after["quality"].values())
+    hashes = {name: h for name, (_, h) in gold_state().items()}
+    assert hashes == {name: h for name, (_, h) in before.items()}
