@@ -126,6 +126,24 @@ def doctor() -> None:
     typer.secho("all checks passed", fg=typer.colors.GREEN)
 
 
+@app.command()
+def ingest(
+    start: Annotated[str, typer.Argument(help="Interval start, ISO 8601 (UTC if no zone).")],
+    end: Annotated[str, typer.Argument(help="Interval end (exclusive), ISO 8601.")],
+    force: Annotated[bool, typer.Option(help="Reload even if the files are unchanged.")] = False,
+) -> None:
+    """Run one data interval through bronze → silver → gold, as the `ingest` DAG does."""
+    from jobs.ingest import UnbalancedBatchError, run_interval
+    from jobs.quality import QualityGateError
+
+    try:
+        result = run_interval(start, end, force=force, settings=_settings())
+    except (QualityGateError, UnbalancedBatchError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result["audit"], indent=2, default=str))
+
+
 def main() -> None:
     app()
 

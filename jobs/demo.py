@@ -99,18 +99,29 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
     audit = lake.read(spark, settings, "ingest_audit").orderBy("interval_start").collect()
     print(
         f"{'batch':<30} {'read':>7} {'quarant.':>8} {'no cons.':>8} {'dups':>6} "
-        f"{'inserted':>8} balanced"
+        f"{'inserted':>8} balanced quality"
     )
     for r in audit:
+        checks = r.quality or {}
+        passed = sum(bool(v) for v in checks.values())
         print(
             f"{r.batch_id:<30} {r.read_lines:>7,} {r.quarantined:>8,} {r.non_consented:>8,} "
             f"{r.duplicates_in_batch + r.duplicates_existing:>6,} {r.silver_inserted:>8,} "
-            f"{r.balanced}"
+            f"{r.balanced!s:<8} {passed}/{len(checks)} suites clean"
         )
+    reasons: dict[str, int] = {}
+    for r in audit:
+        for reason, n in (r.quarantined_by_reason or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    print("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     print(
         f"lake: {settings.lake_dir}  (gold interactions: "
         f"{lake.read(spark, settings, 'interactions').count():,} rows)"
     )
+    if settings.quality_enabled:
+        from jobs.quality import docs_index
+
+        print(f"Data Docs (Great Expectations): file://{docs_index(settings)}")
     return ok
 
 
