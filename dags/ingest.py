@@ -13,9 +13,10 @@ import pendulum
 from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, task
 
 from jobs.config import get_settings
+from jobs.contracts import ASSET_GOLD_INTERACTIONS, ASSET_SILVER_EVENTS
 
-SILVER_EVENTS = Asset(name="recflow_silver_events")
-GOLD_INTERACTIONS = Asset(name="recflow_gold_interactions")
+SILVER_EVENTS = Asset(name=ASSET_SILVER_EVENTS)
+GOLD_INTERACTIONS = Asset(name=ASSET_GOLD_INTERACTIONS)
 
 _settings = get_settings()
 

@@ -97,6 +97,53 @@ class Settings(BaseSettings):
         6.0, description="Warn when a batch's newest event is older than its interval by this."
     )
 
+    # -- training (ALS), MLflow and the registry gate -----------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI; default SQLite under the data root."
+    )
+    mlflow_experiment: str = Field("recflow-als", description="MLflow experiment name.")
+    model_name: str = Field("recflow-als", description="Registered model name.")
+    retrain_threshold: PositiveInt = Field(
+        10_000, description="New gold interactions (events) since the last training to retrain."
+    )
+    max_model_age_hours: Annotated[float, Field(gt=0)] = Field(
+        168.0, description="Retrain when the champion is older than this."
+    )
+    # Defaults tuned on MovieLens 100K (BENCHMARKS.md): with confidence 1 + alpha * weight
+    # and weights up to 8, a small alpha and a firm (ALS-WR scaled) regulariser win.
+    als_rank: PositiveInt = 32
+    als_reg: Annotated[float, Field(ge=0.0)] = 0.3
+    als_alpha: Annotated[float, Field(gt=0.0)] = 1.0
+    als_iterations: PositiveInt = 15
+    als_grid: list[dict[str, float]] = Field(
+        default_factory=lambda: [
+            {"rank": 64, "reg": 0.1, "alpha": 0.3},
+            {"reg": 0.1, "alpha": 0.5},
+            {"rank": 16, "reg": 0.1},
+        ],
+        description="Search: each entry overrides the ALS defaults (rank, reg, alpha,"
+        " iterations) for one nested run; the defaults are always tried.",
+    )
+    eval_k: PositiveInt = Field(10, description="K of precision/recall/NDCG/MAP@K.")
+    test_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.1, description="Latest slice of interactions held out for the test (time split)."
+    )
+    validation_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = Field(
+        0.1, description="Latest slice of the training part used to pick hyperparameters."
+    )
+    eval_stratified: bool = Field(
+        True, description="Also evaluate on a per-user stratified 75/25 random split."
+    )
+    gate_min_lift: Annotated[float, Field(ge=0.0)] = Field(
+        0.1, description="Challenger must beat popularity's NDCG@K by this relative margin."
+    )
+    gate_tolerance: Annotated[float, Field(ge=0.0)] = Field(
+        0.02, description="Champion is replaced if the challenger is no worse than this."
+    )
+    review_mode: bool = Field(
+        False, description="Only a reviewer moves the champion alias (in the MLflow UI)."
+    )
+
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = 42
     gen_users: PositiveInt = 2_000
@@ -177,6 +224,20 @@ class Settings(BaseSettings):
     def gx_dir(self) -> Path:
         """Great Expectations project: suites, results and rendered Data Docs."""
         return self.data_root / "gx"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking and registry store (SQLite under the data root by default)."""
+        return self.mlflow_tracking_uri or f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def artifact_root(self) -> str:
+        return str(self.data_root / "mlflow" / "artifacts")
+
+    @property
+    def drift_flag_path(self) -> Path:
+        """Written by monitoring when drift is detected; read by the training trigger."""
+        return self.data_root / "monitoring" / "drift_flag.json"
 
     @property
     def catalog_dir(self) -> Path:

@@ -58,3 +58,10 @@ def hour_partition(ts: datetime) -> str:
 def events_file(events_dir: Path, hour: datetime, part: str) -> Path:
     """Path of one landing file of events for one hour."""
     return events_dir / hour_partition(hour) / f"{part}.jsonl"
+
+
+# Airflow Assets (data-aware scheduling between the DAGs): names shared by producer and
+# consumer DAG files, kept here so the DAG files hold no string twice.
+ASSET_SILVER_EVENTS = "recflow_silver_events"
+ASSET_GOLD_INTERACTIONS = "recflow_gold_interactions"
+ASSET_CHAMPION = "recflow_champion"

@@ -1,0 +1,59 @@
+"""Train DAG: runs when gold changes, trains only when the trigger says so.
+
+Scheduled on the gold Asset the ingest DAG emits. ``should_train`` short-circuits the run
+when there is not enough new data (and no drift, no missing or stale model); the reason
+is in its log and XCom. A new champion emits the champion Asset, which the publish DAG
+follows. Orchestration only: the work is in ``jobs.train``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset, task
+
+from jobs.contracts import ASSET_CHAMPION, ASSET_GOLD_INTERACTIONS
+
+GOLD_INTERACTIONS = Asset(name=ASSET_GOLD_INTERACTIONS)
+CHAMPION = Asset(name=ASSET_CHAMPION)
+
+with DAG(
+    dag_id="train",
+    description="Threshold-triggered Spark ALS training, tracked and gated in MLflow.",
+    schedule=[GOLD_INTERACTIONS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "recflow",
+        "retries": 1,
+        "retry_delay": timedelta(minutes=5),
+        "execution_timeout": timedelta(hours=2),
+    },
+    tags=["recflow", "model"],
+) as dag:
+
+    @task.short_circuit
+    def should_train() -> dict | bool:
+        from jobs.train import trigger_step
+
+        decision = trigger_step()
+        return decision if decision["train"] else False
+
+    @task
+    def train_model(decision: dict) -> dict:
+        from jobs.train import train_step
+
+        return train_step(decision)
+
+    @task.short_circuit
+    def champion_changed(result: dict) -> bool:
+        return bool(result["champion"])
+
+    @task(outlets=[CHAMPION])
+    def announce_champion(result: dict) -> dict:
+        return {"model_version": result["version"], "run_id": result["run_id"]}
+
+    trained = train_model(should_train())
+    champion_changed(trained) >> announce_champion(trained)
