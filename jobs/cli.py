@@ -144,6 +144,29 @@ def ingest(
     typer.echo(json.dumps(result["audit"], indent=2, default=str))
 
 
+@app.command()
+def train(
+    force: Annotated[bool, typer.Option(help="Train even if the trigger says no.")] = False,
+) -> None:
+    """Decide whether to retrain; if so train ALS, log to MLflow, register and gate."""
+    from jobs.train import NotEnoughDataError, train_step, trigger_step
+
+    settings = _settings()
+    decision = trigger_step(settings)
+    typer.echo(f"trigger: {decision['reason']} (train={decision['train']})")
+    if not (decision["train"] or force):
+        return
+    try:
+        result = train_step(
+            {**decision, "reason": decision["reason"] if decision["train"] else "forced by hand"},
+            settings,
+        )
+    except NotEnoughDataError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
 def main() -> None:
     app()
 

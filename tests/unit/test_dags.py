@@ -20,7 +20,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert "ingest" in dagbag.dags
+    assert {"ingest", "train"} <= set(dagbag.dags)
 
 
 def test_ingest_shape(dagbag) -> None:
@@ -39,6 +39,28 @@ def test_ingest_shape(dagbag) -> None:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
     outlets = {a.name for t in dag.tasks for a in t.outlets}
     assert outlets == {"recflow_silver_events", "recflow_gold_interactions"}
+
+
+def test_train_shape(dagbag) -> None:
+    dag = dagbag.dags["train"]
+    assert set(dag.task_ids) == {
+        "should_train",
+        "train_model",
+        "champion_changed",
+        "announce_champion",
+    }
+    assert dag.get_task("train_model").upstream_task_ids == {"should_train"}
+    assert dag.get_task("announce_champion").upstream_task_ids == {
+        "champion_changed",
+        "train_model",
+    }
+    assert dag.catchup is False and dag.max_active_runs == 1
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+    # Scheduled on the Asset the ingest DAG emits; emits the one publish follows.
+    ingest_outlets = {a.name for t in dagbag.dags["ingest"].tasks for a in t.outlets}
+    assert {a.name for a in dag.timetable.asset_condition.objects} <= ingest_outlets
+    assert {a.name for a in dag.get_task("announce_champion").outlets} == {"recflow_champion"}
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
