@@ -23,18 +23,10 @@ from jobs.generate import generate
 from jobs.ingest import run_interval
 from jobs.movielens import import_movielens
 
-NAMES = ("precision", "recall", "ndcg", "map")
-
 
 def table(result: train.TrainResult, k: int) -> None:
-    m = result.metrics
-    print(f"  {'protocol':<20} {'model':<11} " + " ".join(f"{n + '@' + str(k):>12}" for n in NAMES))
-    for protocol, prefix in (("time (latest 10 %)", "test_"), ("stratified 75/25", "stratified_")):
-        for model, p in (("ALS", prefix), ("popularity", f"popularity_{prefix}")):
-            if f"{p}ndcg_at_{k}" in m:
-                cells = " ".join(f"{m[f'{p}{n}_at_{k}']:>12.4f}" for n in NAMES)
-                print(f"  {protocol:<20} {model:<11} {cells}")
-    print(f"  best params {result.params}; candidates {result.candidates}")
+    print(train.metrics_table(result.metrics, k))
+    print(f"best params {result.params}; candidates {result.candidates}")
 
 
 def timed_training(settings: Settings) -> train.TrainResult:

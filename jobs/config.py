@@ -147,8 +147,8 @@ class Settings(BaseSettings):
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = 42
     gen_users: PositiveInt = 2_000
-    gen_items: PositiveInt = 500
-    gen_days: PositiveInt = 3
+    gen_items: PositiveInt = 200
+    gen_days: PositiveInt = 7
     gen_sessions_per_user_day: Annotated[float, Field(gt=0)] = 0.6
     gen_start: str = Field("2026-11-01T00:00:00+00:00", description="First generated instant.")
     gen_malformed_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0

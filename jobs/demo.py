@@ -3,8 +3,9 @@
 At this stage: generate a sample shop into the landing folder, run the doctor (Java,
 Spark with Delta, a Delta round trip with time travel), then run the Airflow DAG
 ``ingest`` with ``dag.test`` once per generated day (daily intervals, so the demo takes
-three runs instead of 72) and print the audit counts. Later stages extend this into
-train → publish → serve.
+seven runs instead of 168) and print the audit counts, then run the ``train`` DAG once
+and print the metrics, the registered version and its aliases. Later stages extend this
+into publish → serve.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ def main() -> int:
 
     _step("1. generate a sample shop")
     report = generate(
-        settings, force=True, progress=True, malformed_fraction=0.01, duplicate_fraction=0.01
+        settings,
+        force=True,
+        progress=True,
+        malformed_fraction=0.01,
+        duplicate_fraction=0.01,
     )
     types = report.events_by_type
     print(
@@ -138,6 +143,7 @@ def _train_with_airflow(settings: Settings) -> bool:
     from airflow.dag_processing.dagbag import DagBag
 
     from jobs.registry import CHALLENGER, CHAMPION, alias_version, setup
+    from jobs.train import metrics_table
 
     dags = Path(__file__).resolve().parents[1] / "dags"
     run = DagBag(dag_folder=str(dags)).dags["train"].test()
@@ -152,15 +158,7 @@ def _train_with_airflow(settings: Settings) -> bool:
         return True
     newest = max(versions, key=lambda v: int(v.version))
     metrics = client.get_run(newest.run_id).data.metrics
-    k = settings.eval_k
-    names = ("precision", "recall", "ndcg", "map")
-    header = " ".join(f"{m + '@' + str(k):>12}" for m in names)
-    print(f"\n{'protocol':<22} {'model':<11} {header}")
-    for protocol, prefix in (("time (latest slice)", "test_"), ("stratified 75/25", "stratified_")):
-        for model, p in (("ALS", prefix), ("popularity", f"popularity_{prefix}")):
-            if f"{p}ndcg_at_{k}" in metrics:
-                row = " ".join(f"{metrics[f'{p}{m}_at_{k}']:>12.4f}" for m in names)
-                print(f"{protocol:<22} {model:<11} {row}")
+    print("\n" + metrics_table(metrics, settings.eval_k))
     aliases = {
         alias: getattr(alias_version(client, settings.model_name, alias), "version", None)
         for alias in (CHALLENGER, CHAMPION)

@@ -317,6 +317,19 @@ def _progress(items: list[Any], enabled: bool, desc: str) -> Any:
     return tqdm(items, desc=desc, unit="fit")
 
 
+def metrics_table(metrics: dict[str, float], k: int) -> str:
+    """ALS against popularity under both protocols, as a reviewer reads them."""
+    names = ("precision", "recall", "ndcg", "map")
+    header = " ".join(f"{n + '@' + str(k):>12}" for n in names)
+    lines = [f"{'protocol':<22} {'model':<11} {header}"]
+    for protocol, prefix in (("time (latest slice)", "test_"), ("stratified 75/25", "stratified_")):
+        for model, p in (("ALS", prefix), ("popularity", f"popularity_{prefix}")):
+            if f"{p}ndcg_at_{k}" in metrics:
+                row = " ".join(f"{metrics[f'{p}{n}_at_{k}']:>12.4f}" for n in names)
+                lines.append(f"{protocol:<22} {model:<11} {row}")
+    return "\n".join(lines)
+
+
 # -- the steps the `train` DAG runs ---------------------------------------------------
 
 

@@ -16,8 +16,8 @@ from jobs.ingest import run_interval
 from jobs.registry import CHAMPION, alias_version, setup
 
 settings = get_settings()
-generate(settings, days=2)
-run_interval("2026-11-01T00:00:00+00:00", "2026-11-03T00:00:00+00:00", settings=settings)
+generate(settings, days=7)  # a week: enough history per user for CF to beat popularity
+run_interval("2026-11-01T00:00:00+00:00", "2026-11-08T00:00:00+00:00", settings=settings)
 dag = DagBag(dag_folder=sys.argv[1]).dags["train"]
 runs = []
 for _ in range(2):
@@ -40,8 +40,9 @@ print("RESULT " + json.dumps({
 def test_train_dag_trains_once_then_skips(run_driver) -> None:
     result = run_driver(
         DRIVER,
-        RECFLOW_GEN_USERS="500",
-        RECFLOW_GEN_ITEMS="120",
+        RECFLOW_GEN_USERS="2000",
+        RECFLOW_GEN_ITEMS="200",
+        RECFLOW_GATE_MIN_LIFT="0.05",
         RECFLOW_ALS_GRID="[]",
         RECFLOW_ALS_ITERATIONS="8",
         RECFLOW_EVAL_STRATIFIED="false",
