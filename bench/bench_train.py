@@ -26,7 +26,9 @@ from jobs.movielens import import_movielens
 
 def table(result: train.TrainResult, k: int) -> None:
     print(train.metrics_table(result.metrics, k))
-    print(f"best params {result.params}; candidates {result.candidates}")
+    print(f"best params (time validation) {result.params}")
+    print(f"best params (stratified validation) {result.stratified_params}")
+    print(f"candidates {result.candidates}")
 
 
 def timed_training(settings: Settings) -> train.TrainResult:

@@ -64,6 +64,7 @@ class TrainResult:
     seconds: float
     champion_before: str | None = None
     candidates: list[dict[str, Any]] = field(default_factory=list)
+    stratified_params: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -205,21 +206,8 @@ def run(
         )
 
         # -- search (nested runs, validation slice) --------------------------------------
-        valid_holdout = als.Holdout.of(train, valid, enc.n_users)
-        found: list[dict[str, Any]] = []
         grid = candidates(settings)
-        steps = _progress(grid, progress, "search")
-        for params in steps:
-            with mlflow.start_run(
-                run_name=f"rank{params.rank} reg{params.reg} a{params.alpha}", nested=True
-            ):
-                started = time.perf_counter()
-                u, v = als.fit(spark, train, enc.n_users, enc.n_items, params, settings.seed)
-                metrics = _holdout_metrics(valid_holdout, u, v, None, k, enc.n_items, "validation_")
-                metrics["fit_seconds"] = time.perf_counter() - started
-                mlflow.log_params(params.as_dict())
-                mlflow.log_metrics(metrics)
-                found.append({"params": params, **metrics})
+        found = _search(spark, settings, enc, train, valid, grid, "time", progress)
         best = max(found, key=lambda c: c[f"validation_ndcg_at_{k}"])["params"]
         mlflow.log_params({f"als_{name}": value for name, value in best.as_dict().items()})
 
@@ -240,6 +228,7 @@ def run(
         als_curve = als.metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items)
         pop_curve = als.metric_curve(holdout, None, None, pop, CURVE_KS, enc.n_items)
         rec_idx, _ = als.top_k_for(holdout, u, v, k)
+        s_best = None
         champion_metrics = None
         if champion is not None:
             champion_metrics = evaluate_registered(
@@ -248,10 +237,16 @@ def run(
             metrics.update({f"champion_test_{n}": x for n, x in champion_metrics.items()})
 
         # -- stratified protocol (comparable with published numbers) -------------------
+        # Its own search on a stratified validation split of its training part, so the
+        # reported numbers never saw their test split.
         if settings.eval_stratified:
             s_train, s_test = als.stratified_split(enc.frame, 0.75, settings.seed)
+            s_fit, s_valid = als.stratified_split(s_train, 0.8, settings.seed + 1)
+            s_found = _search(spark, settings, enc, s_fit, s_valid, grid, "stratified", progress)
+            s_best = max(s_found, key=lambda c: c[f"validation_ndcg_at_{k}"])["params"]
+            mlflow.log_params({f"stratified_als_{n}": x for n, x in s_best.as_dict().items()})
             s_holdout = als.Holdout.of(s_train, s_test, enc.n_users)
-            su, sv = als.fit(spark, s_train, enc.n_users, enc.n_items, best, settings.seed)
+            su, sv = als.fit(spark, s_train, enc.n_users, enc.n_items, s_best, settings.seed)
             s_pop = als.popularity_of(s_train, enc.n_items)
             metrics.update(_holdout_metrics(s_holdout, su, sv, None, k, enc.n_items, "stratified_"))
             metrics.update(
@@ -302,11 +297,43 @@ def run(
         data=data,
         seconds=time.perf_counter() - t0,
         champion_before=None if champion is None else str(champion.version),
+        stratified_params=None if s_best is None else s_best.as_dict(),
         candidates=[
             {**c["params"].as_dict(), "validation_ndcg": c[f"validation_ndcg_at_{k}"]}
             for c in found
         ],
     )
+
+
+def _search(
+    spark: SparkSession,
+    settings: Settings,
+    enc: als.Encoded,
+    fit_frame: pd.DataFrame,
+    valid_frame: pd.DataFrame,
+    grid: list[als.ALSParams],
+    protocol: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Fit each candidate on ``fit_frame`` and score it on ``valid_frame`` (nested runs)."""
+    import mlflow
+
+    holdout = als.Holdout.of(fit_frame, valid_frame, enc.n_users)
+    found: list[dict[str, Any]] = []
+    for params in _progress(grid, progress, f"search ({protocol})"):
+        name = f"{protocol} rank{params.rank} reg{params.reg} a{params.alpha}"
+        with mlflow.start_run(run_name=name, nested=True):
+            mlflow.set_tag("recflow.protocol", protocol)
+            started = time.perf_counter()
+            u, v = als.fit(spark, fit_frame, enc.n_users, enc.n_items, params, settings.seed)
+            metrics = _holdout_metrics(
+                holdout, u, v, None, settings.eval_k, enc.n_items, "validation_"
+            )
+            metrics["fit_seconds"] = time.perf_counter() - started
+            mlflow.log_params(params.as_dict())
+            mlflow.log_metrics(metrics)
+            found.append({"params": params, **metrics})
+    return found
 
 
 def _progress(items: list[Any], enabled: bool, desc: str) -> Any:

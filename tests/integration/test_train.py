@@ -85,7 +85,9 @@ def test_als_beats_popularity_and_becomes_champion(spark: Any, ml: dict[str, Any
     nested = client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
-    assert len(nested) == len(train.candidates(settings)) == 2
+    protocols = sorted(r.data.tags["recflow.protocol"] for r in nested)
+    assert len(train.candidates(settings)) == 2
+    assert protocols == ["stratified", "stratified", "time", "time"]
 
 
 def test_registered_pyfunc_serves_without_spark(ml: dict[str, Any], tmp_path: Path) -> None:
