@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$")
@@ -144,6 +144,70 @@ class Settings(BaseSettings):
         False, description="Only a reviewer moves the champion alias (in the MLflow UI)."
     )
 
+    # -- publishing (per-user JSON on S3 behind a CDN) -----------------------------------
+    publish_k: Annotated[int, Field(ge=1, le=500)] = Field(
+        50, description="Items in each user's published list."
+    )
+    publish_block: PositiveInt = Field(
+        1024, description="Users scored per matrix product (memory ~ block x items x 4 B)."
+    )
+    publish_target: Literal["local", "s3"] = Field(
+        "local", description="Where objects go: a local folder standing in for the bucket, or S3."
+    )
+    publish_dir: Path | None = Field(
+        None, description="The local bucket (target local); default <data_root>/cdn."
+    )
+    publish_bucket: str = Field("recflow-recs", description="S3 bucket (target s3).")
+    publish_prefix: str = Field("", description="Key prefix inside the bucket, e.g. shop1/.")
+    publish_secret: SecretStr = Field(
+        SecretStr("recflow-dev-secret"),
+        description="HMAC key that turns user ids into object keys; set a real one in prod.",
+    )
+    publish_workers: Annotated[int, Field(ge=1, le=256)] = Field(
+        16, description="Concurrent uploads (bounded thread pool)."
+    )
+    publish_max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        8, description="Attempts per request; throttling and 5xx back off exponentially."
+    )
+    publish_keep: Annotated[int, Field(ge=1)] = Field(
+        3, description="Publishes kept; older ones are deleted (never the live one)."
+    )
+    publish_cache_seconds: PositiveInt = Field(
+        60, description="Cache lifetime of recs/latest.json (versioned objects are immutable)."
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto); default AWS."
+    )
+    aws_region: str = Field("us-east-1")
+    aws_access_key_id: str | None = Field(None, description="Default: boto3's credential chain.")
+    aws_secret_access_key: SecretStr | None = None
+    cloudfront_distribution_id: str | None = Field(
+        None, description="When set, each flip invalidates recs/latest.json there."
+    )
+    cloudfront_endpoint_url: str | None = Field(None, description="For tests against moto.")
+    cdn_host: str = Field("127.0.0.1", description="Bind address of `recflow cdn`.")
+    cdn_port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    cdn_cors_origin: str = Field("*", description="Access-Control-Allow-Origin of `recflow cdn`.")
+
+    # -- features (Feast) and the online service (BentoML) -------------------------------
+    feast_project: str = Field("recflow", description="Feast project name.")
+    feast_online_store: Literal["sqlite", "redis"] = Field(
+        "sqlite", description="Online store: SQLite file (default) or Redis."
+    )
+    feast_redis_connection: str = Field(
+        "127.0.0.1:6379", description="Redis connection string when the online store is redis."
+    )
+    feast_recent_items: PositiveInt = Field(
+        20, description="Most recent item ids kept per user as a feature (for fold-in)."
+    )
+    feast_ttl_days: PositiveInt = Field(30, description="TTL of the feature views.")
+    serve_host: str = Field("127.0.0.1", description="Bind address of the Bento service.")
+    serve_port: Annotated[int, Field(ge=0, le=65535)] = 3000
+    serve_max_k: Annotated[int, Field(ge=1, le=500)] = 100
+    serve_max_recent_items: PositiveInt = Field(
+        200, description="Most recent_item_ids a request may carry."
+    )
+
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = 42
     gen_users: PositiveInt = 2_000
@@ -213,6 +277,11 @@ class Settings(BaseSettings):
             self.landing_dir = self.data_root / "landing"
         if self.lake_dir is None:
             self.lake_dir = str(self.data_root / "lake")
+        if self.publish_dir is None:
+            self.publish_dir = self.data_root / "cdn"
+        self.publish_prefix = (
+            self.publish_prefix.strip("/") + "/" if self.publish_prefix.strip("/") else ""
+        )
         return self
 
     # -- derived locations --------------------------------------------------------------
@@ -238,6 +307,16 @@ class Settings(BaseSettings):
     def drift_flag_path(self) -> Path:
         """Written by monitoring when drift is detected; read by the training trigger."""
         return self.data_root / "monitoring" / "drift_flag.json"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.data_root / "feast"
+
+    @property
+    def publish_staging_dir(self) -> Path:
+        """Scores of a publish between the DAG's score and upload tasks."""
+        return self.data_root / "publish"
 
     @property
     def catalog_dir(self) -> Path:
