@@ -167,6 +167,95 @@ def train(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+@app.command()
+def publish(
+    version: Annotated[
+        str | None, typer.Option(help="Model version to publish (default: the champion).")
+    ] = None,
+) -> None:
+    """Score every user and publish their JSON (score, upload, verify, flip, prune)."""
+    from jobs.layout import LayoutError
+    from jobs.publish import PublishError, run
+
+    try:
+        result = run(_settings(), version=version, progress=True)
+    except (PublishError, LayoutError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    up = result["upload"]
+    typer.echo(
+        f"publish {result['publish_id']} → {result['target']}: {up['objects']:,} objects "
+        f"({up['uploaded']:,} uploaded, {up['skipped']:,} already there), "
+        f"{up['mean_bytes_per_user']:.0f} B/user; scored {result['score']['users_per_second']:,}"
+        f" users/s; live (was {result['flip']['previous']}); pruned {result['pruned'] or 'none'}"
+    )
+
+
+@app.command()
+def publishes() -> None:
+    """List the publishes in the bucket, oldest first; * marks the live one."""
+    from jobs.publish import publishes as listing
+
+    for p in listing(_settings()):
+        mark = "*" if p["live"] else " "
+        state = (
+            f"model v{p['model_version']}, {p['users']:,} users" if p["complete"] else "incomplete"
+        )
+        typer.echo(f"{mark} {p['publish_id']}  {state}")
+
+
+@app.command()
+def rollback(
+    publish_id: Annotated[str, typer.Argument(help="A kept publish (see `recflow publishes`).")],
+) -> None:
+    """Point recs/latest.json back at an older publish (after verifying it)."""
+    from jobs.layout import LayoutError
+    from jobs.publish import PublishError
+    from jobs.publish import rollback as run
+
+    try:
+        result = run(_settings(), publish_id)
+    except (PublishError, LayoutError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"recs/latest.json: {result['previous']} → {result['publish_id']}")
+
+
+@app.command()
+def recs(
+    user_id: Annotated[str, typer.Argument(help="The user whose list a client would fetch.")],
+) -> None:
+    """Print the object a client fetches for a user (their list, else popular.json)."""
+    from jobs.publish import PublishError, recs_for
+
+    try:
+        key, body = recs_for(_settings(), user_id)
+    except PublishError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"GET /{key}", err=True)
+    typer.echo(json.dumps(body, indent=2))
+
+
+@app.command()
+def cdn(
+    port: Annotated[int | None, typer.Option(help="Port (default RECFLOW_CDN_PORT).")] = None,
+) -> None:
+    """Serve the local bucket like the CDN: gzip, cache headers, CORS, 404s."""
+    from jobs.cdn import make_server
+
+    settings = _settings()
+    server = make_server(settings, port)
+    host, bound = server.server_address[:2]
+    typer.echo(f"serving {settings.publish_dir} at http://{host}:{bound}/recs/latest.json")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def main() -> None:
     app()
 

@@ -149,7 +149,7 @@ class Settings(BaseSettings):
         50, description="Items in each user's published list."
     )
     publish_block: PositiveInt = Field(
-        1024, description="Users scored per matrix product (memory ~ block x items x 4 B)."
+        256, description="Users scored per matrix product (memory ~ block x items x 4 B)."
     )
     publish_target: Literal["local", "s3"] = Field(
         "local", description="Where objects go: a local folder standing in for the bucket, or S3."

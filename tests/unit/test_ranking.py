@@ -56,3 +56,29 @@ def test_popularity_uses_the_same_ranker() -> None:
     pop = np.array([5.0, 9.0, 1.0, 9.0], dtype=np.float32)
     idx, _ = popular_k(pop, 3, n_users=2, seen=Seen.from_lists([[1], []]))
     assert [list(r) for r in idx] == [[3, 0, 2], [1, 3, 0]]  # ties by item index
+
+
+def test_prefiltered_selection_matches_a_full_sort_whatever_the_block() -> None:
+    rng = np.random.default_rng(3)
+    users = rng.normal(size=(40, 6)).astype(np.float32)
+    items = rng.normal(size=(400, 6)).astype(np.float32)  # 400 >= 16 * k: sampled prefilter
+    seen_lists = [list(rng.choice(400, size=30, replace=False)) for _ in users]
+    allowed = rng.random(400) > 0.3
+    expected = _reference(users, items, 10, [set(s) for s in seen_lists], allowed)
+    for block in (1, 7, 40):
+        idx, _ = top_k(
+            users, items, 10, seen=Seen.from_lists(seen_lists), allowed=allowed, block=block
+        )
+        assert [list(row) for row in idx] == expected
+
+
+def test_ties_at_the_boundary_go_to_the_lower_item_index() -> None:
+    # Many equal scores: the K kept must be the lowest indices among the tied ones, both
+    # on the full-partition path and on the prefiltered path, alone or in a block.
+    for m in (30, 400):
+        items = np.ones((m, 1), dtype=np.float32)
+        items[m // 2] = 2.0
+        users = np.ones((5, 1), dtype=np.float32)
+        for block in (1, 5):
+            idx, _ = top_k(users, items, 10, block=block)
+            assert [list(r) for r in idx] == [[m // 2, *range(9)]] * 5

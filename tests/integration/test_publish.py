@@ -1,0 +1,334 @@
+"""Publishing to the local bucket and to an S3-compatible server, through the real MLflow
+registry: layout and schema, exclusions, idempotency, failure midway, rollback,
+retention, the CDN stand-in's HTTP behaviour and S3 headers read back over HTTP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from support import clustered_model, register_champion
+
+from jobs import layout
+from jobs.cdn import serve_in_background
+from jobs.config import Settings, load_settings
+from jobs.model import RecModel
+from jobs.publish import (
+    PublishError,
+    current,
+    prune_step,
+    publishes,
+    recs_for,
+    rollback,
+    run,
+    score_step,
+    upload_step,
+    verify_step,
+)
+from jobs.storage import LocalStore, ObjectStore, S3Store
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("publish")
+    settings = load_settings(data_root=root / "var", publish_k=10, publish_keep=2)
+    model = clustered_model()
+    version = register_champion(settings, model, root / "work")
+    out_of_stock = {f"item-{i}": False for i in range(0, 90, 7)}
+    return {"settings": settings, "model": model, "version": version, "stock": out_of_stock}
+
+
+def _publish(world: dict[str, Any], hours: int, **kw: Any) -> dict[str, Any]:
+    return run(
+        world["settings"],
+        generated_at=T0 + timedelta(hours=hours),
+        in_stock=world["stock"],
+        **kw,
+    )
+
+
+def _objects(store_root: Path, publish_id: str) -> dict[str, dict[str, Any]]:
+    base = store_root / "recs" / "v" / publish_id
+    return {
+        str(p.relative_to(store_root)): layout.decode(p.read_bytes()) for p in base.rglob("*.json")
+    }
+
+
+def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> None:
+    settings: Settings = world["settings"]
+    model: RecModel = world["model"]
+    result = _publish(world, 0)
+    pid = result["publish_id"]
+    assert pid == f"20261129T060000Z-v{world['version']}"
+    objects = _objects(settings.publish_dir, pid)
+    users = {k: v for k, v in objects.items() if "/u/" in k}
+    assert len(users) == len(model.user_ids)
+    assert len(objects) == len(users) + 2  # + popular.json + _manifest.json
+    secret = settings.publish_secret.get_secret_value()
+    for key, body in users.items():
+        kk, name = key.split("/")[-2:]
+        assert len(name) == layout.KEY_HEX + 5 and name[:2] == kk
+        assert set(body) == {
+            "schema_version",
+            "publish_id",
+            "model",
+            "generated_at",
+            "source",
+            "items",
+        }
+        assert body["model"]["version"] == world["version"] and body["source"] == "als"
+        assert [i["rank"] for i in body["items"]] == list(range(1, 11))
+        scores = [i["score"] for i in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+    for u in model.user_ids:  # the raw id is nowhere: not in keys, not in bodies
+        key = layout.user_object_key("", pid, layout.user_key(secret, str(u)))
+        assert key in users and str(u) not in key
+        assert str(u) not in json.dumps(users[key])
+    manifest = objects[layout.manifest_key("", pid)]
+    assert manifest["counts"]["user_objects"] == len(model.user_ids)
+    assert sum(s["objects"] for s in manifest["shards"].values()) == len(model.user_ids)
+    assert manifest["model"]["run_id"] and manifest["delta_versions"]["gold_interactions"] == -1
+    latest = current(settings)
+    assert latest is not None and latest["publish_id"] == pid
+
+
+def test_lists_are_the_shared_ranking_without_seen_or_out_of_stock_items(
+    world: dict[str, Any],
+) -> None:
+    settings, model = world["settings"], world["model"]
+    gone = set(world["stock"])
+    assert gone
+    allowed = np.array([str(i) not in gone for i in model.item_ids])
+    for row, user in enumerate(model.user_ids):
+        _, body = recs_for(settings, str(user))
+        got = [i["item_id"] for i in body["items"]]
+        seen = {
+            str(model.item_ids[j])
+            for j in model.seen.indices[model.seen.indptr[row] :][
+                : model.seen.indptr[row + 1] - model.seen.indptr[row]
+            ]
+        }
+        assert not (set(got) & seen) and not (set(got) & gone)
+        idx, _ = model.recommend_rows(np.array([row]), 10, allowed)
+        assert got == model.ids(idx)[0]
+    key, body = recs_for(settings, "somebody-we-never-saw")
+    assert key.endswith("popular.json") and body["source"] == "popular"
+    assert not {i["item_id"] for i in body["items"]} & gone
+
+
+def test_keys_are_stable_for_a_user_and_distinct_between_users() -> None:
+    a, b = layout.user_key("s", "user-1"), layout.user_key("s", "user-2")
+    assert a == layout.user_key("s", "user-1") and a != b
+    assert layout.user_key("other-secret", "user-1") != a
+
+
+def test_rerunning_a_publish_uploads_nothing_and_changes_no_byte(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    pid = current(settings)["publish_id"]
+    before = {p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")}
+    again = upload_step(settings, pid)
+    assert again["uploaded"] == 0 and again["skipped"] == len(world["model"].user_ids)
+    after = {p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")}
+    assert after == before
+
+
+class FailingStore:
+    """A real store that breaks after ``n`` PUTs, like a network gone mid-upload."""
+
+    def __init__(self, inner: ObjectStore, n: int) -> None:
+        self.inner, self.left = inner, n
+        self.description = inner.description
+
+    def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise ConnectionError("injected: connection reset during upload")
+        self.inner.put(key, data, headers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_a_failure_midway_leaves_latest_and_the_previous_publish_intact(
+    world: dict[str, Any],
+) -> None:
+    settings = world["settings"]
+    live = current(settings)["publish_id"]
+    store = LocalStore(settings.publish_dir)
+    scored = score_step(settings, T0 + timedelta(hours=1), in_stock=world["stock"])
+    pid = scored["publish_id"]
+    with pytest.raises(ConnectionError, match="injected"):
+        upload_step(settings, pid, FailingStore(store, 40))
+    assert current(settings)["publish_id"] == live
+    verify_step(settings, live)  # the live publish is whole
+    with pytest.raises(PublishError, match="no manifest"):
+        verify_step(settings, pid)
+    with pytest.raises(PublishError, match="no manifest"):
+        rollback(settings, pid)  # an incomplete publish can never go live
+    resumed = upload_step(settings, pid)  # the retry uploads only what is missing
+    assert resumed["skipped"] >= 30 and resumed["uploaded"] <= len(world["model"].user_ids) - 30
+    assert verify_step(settings, pid)["user_objects"] == len(world["model"].user_ids)
+
+
+def test_verification_catches_a_missing_or_altered_object(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    pid = current(settings)["publish_id"]
+    victim = next((settings.publish_dir / "recs" / "v" / pid / "u").rglob("*.json"))
+    original = victim.read_bytes()
+    try:
+        victim.write_bytes(gzip.compress(b'{"items": []}'))
+        with pytest.raises(PublishError, match="shards differing"):
+            verify_step(settings, pid)
+        victim.unlink()
+        with pytest.raises(PublishError, match="does not match"):
+            verify_step(settings, pid)
+    finally:
+        victim.write_bytes(original)
+    verify_step(settings, pid)
+
+
+def test_retention_and_rollback(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    first = current(settings)["publish_id"]  # hour 0; hour 1 is complete but never went live
+    earlier = [p["publish_id"] for p in publishes(settings)]
+    assert earlier[0] == first and len(earlier) == 2
+    second = _publish(world, 2)
+    assert second["pruned"] == [first]  # keep=2: the newest two stay
+    assert [p["publish_id"] for p in publishes(settings)] == [earlier[1], second["publish_id"]]
+    assert not (settings.publish_staging_dir / first).exists()
+
+    assert rollback(settings, earlier[1])["previous"] == second["publish_id"]
+    assert current(settings)["publish_id"] == earlier[1]
+    # A newer publish uploaded but not flipped: pruning keeps the newest two *and* the
+    # live one, even though it is now the oldest.
+    third = score_step(settings, T0 + timedelta(hours=3), in_stock=world["stock"])
+    upload_step(settings, third["publish_id"])
+    assert prune_step(settings) == []
+    listed = publishes(settings)
+    assert [p["live"] for p in listed] == [True, False, False]
+    with pytest.raises(PublishError, match="no manifest"):
+        rollback(settings, first)  # pruned
+    with pytest.raises(layout.LayoutError):
+        rollback(settings, "../../etc")
+
+
+def test_cdn_serves_objects_like_the_cdn(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    server, base = serve_in_background(settings)
+    try:
+        live = current(settings)
+        key = layout.user_object_key(
+            "", live["publish_id"], layout.user_key("recflow-dev-secret", "user-3")
+        )
+        with urllib.request.urlopen(
+            urllib.request.Request(f"{base}/{key}", headers={"Accept-Encoding": "gzip"})
+        ) as r:
+            assert r.headers["Content-Encoding"] == "gzip"
+            assert r.headers["Content-Type"] == "application/json"
+            assert r.headers["Cache-Control"] == layout.IMMUTABLE
+            assert r.headers["Access-Control-Allow-Origin"] == "*"
+            etag = r.headers["ETag"]
+            body = json.loads(gzip.decompress(r.read()))
+        assert body["items"] and body["publish_id"] == live["publish_id"]
+        with urllib.request.urlopen(f"{base}/recs/latest.json") as r:  # no gzip accepted
+            assert "Content-Encoding" not in r.headers
+            assert "max-age=60" in r.headers["Cache-Control"]
+            assert json.loads(r.read())["publish_id"] == live["publish_id"]
+        for path, status in (("/recs/v/nope.json", 404), ("/../../etc/passwd", 404)):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(f"{base}{path}")
+            assert err.value.code == status
+        req = urllib.request.Request(f"{base}/{key}", headers={"If-None-Match": etag})
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req)
+        assert err.value.code == 304
+        pre = urllib.request.Request(f"{base}/{key}", method="OPTIONS")
+        with urllib.request.urlopen(pre) as r:
+            assert r.status == 204 and "GET" in r.headers["Access-Control-Allow-Methods"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
+    world: dict[str, Any], s3_server: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    s3 = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", **creds)
+    s3.create_bucket(Bucket="recs-test")
+    cloudfront = boto3.client(
+        "cloudfront", endpoint_url=s3_server, region_name="us-east-1", **creds
+    )
+    dist = cloudfront.create_distribution(
+        DistributionConfig={
+            "CallerReference": "recflow-test",
+            "Comment": "",
+            "Enabled": True,
+            "Origins": {
+                "Quantity": 1,
+                "Items": [
+                    {
+                        "Id": "s3",
+                        "DomainName": "recs-test.s3.amazonaws.com",
+                        "S3OriginConfig": {"OriginAccessIdentity": ""},
+                    }
+                ],
+            },
+            "DefaultCacheBehavior": {
+                "TargetOriginId": "s3",
+                "ViewerProtocolPolicy": "allow-all",
+                "MinTTL": 0,
+            },
+        }
+    )["Distribution"]["Id"]
+    base = world["settings"]
+    settings = load_settings(
+        data_root=base.data_root,
+        publish_target="s3",
+        publish_bucket="recs-test",
+        publish_prefix="shop1",
+        publish_k=10,
+        s3_endpoint_url=s3_server,
+        cloudfront_distribution_id=dist,
+        cloudfront_endpoint_url=s3_server,
+        **creds,
+    )
+    result = run(settings, generated_at=T0 + timedelta(hours=9), in_stock=world["stock"])
+    pid = result["publish_id"]
+    assert result["invalidation"]
+    batch = cloudfront.get_invalidation(DistributionId=dist, Id=result["invalidation"])
+    assert batch["Invalidation"]["InvalidationBatch"]["Paths"]["Items"] == [
+        "/shop1/recs/latest.json"
+    ]
+    keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
+    assert len(keys) == len(world["model"].user_ids) + 3
+    key = layout.user_object_key("shop1/", pid, layout.user_key("recflow-dev-secret", "user-7"))
+    # The bucket is private (a CDN reads it through origin access): fetch presigned.
+    def url(key: str) -> str:
+        return s3.generate_presigned_url("get_object", {"Bucket": "recs-test", "Key": key})
+
+    with urllib.request.urlopen(url(key)) as r:
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert r.headers["Content-Type"] == "application/json"
+        assert r.headers["Cache-Control"] == layout.IMMUTABLE
+        body = json.loads(gzip.decompress(r.read()))
+    assert body == recs_for(settings, "user-7")[1]
+    model = world["model"]
+    allowed = np.array([str(i) not in world["stock"] for i in model.item_ids])
+    expected, _ = model.recommend_rows(np.array([7]), 10, allowed)  # the shared ranking
+    assert [i["item_id"] for i in body["items"]] == model.ids(expected)[0]
+    with urllib.request.urlopen(url("shop1/recs/latest.json")) as r:
+        assert "max-age=60" in r.headers["Cache-Control"]
+    assert upload_step(settings, pid)["uploaded"] == 0  # idempotent on S3 too

@@ -1,0 +1,65 @@
+"""Helpers shared by tests (importable as ``support``: pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jobs.config import Settings
+from jobs.model import RecModel
+from jobs.ranking import Seen
+
+
+def clustered_model(n_users: int = 120, n_items: int = 90, seed: int = 5) -> RecModel:
+    """Three taste clusters: users and items of a cluster point the same way."""
+    rng = np.random.default_rng(seed)
+    centers = np.eye(3, 8, dtype=np.float32) * 2
+    user_c, item_c = rng.integers(0, 3, n_users), np.arange(n_items) % 3
+    users = centers[user_c] + rng.normal(0, 0.3, (n_users, 8)).astype(np.float32)
+    items = centers[item_c] + rng.normal(0, 0.3, (n_items, 8)).astype(np.float32)
+    seen = [rng.choice(n_items, size=rng.integers(1, 10), replace=False) for _ in range(n_users)]
+    return RecModel(
+        user_ids=np.array([f"user-{u}" for u in range(n_users)]),
+        item_ids=np.array([f"item-{i}" for i in range(n_items)]),
+        user_factors=users,
+        item_factors=items,
+        popularity=rng.random(n_items).astype(np.float32),
+        seen=Seen.from_lists(seen),
+        params={"rank": 8, "reg": 0.1, "alpha": 1.0},
+    )
+
+
+def register_champion(settings: Settings, model: RecModel, workdir: Path) -> str:
+    """Log and register ``model`` in the settings' MLflow store; alias it champion."""
+    import mlflow
+
+    from jobs.registry import CHAMPION, log_model, setup
+
+    client = setup(settings)
+    with mlflow.start_run():
+        info = log_model(model, workdir, settings.model_name)
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(settings.model_name, CHAMPION, version)
+    return version
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
