@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert {"ingest", "train"} <= set(dagbag.dags)
+    assert {"ingest", "train", "publish"} <= set(dagbag.dags)
 
 
 def test_ingest_shape(dagbag) -> None:
@@ -61,6 +62,21 @@ def test_train_shape(dagbag) -> None:
     ingest_outlets = {a.name for t in dagbag.dags["ingest"].tasks for a in t.outlets}
     assert {a.name for a in dag.timetable.asset_condition.objects} <= ingest_outlets
     assert {a.name for a in dag.get_task("announce_champion").outlets} == {"recflow_champion"}
+
+
+def test_publish_shape(dagbag) -> None:
+    dag = dagbag.dags["publish"]
+    chain = ["score", "upload", "verify", "flip"]
+    assert set(chain) | {"invalidate", "prune"} <= set(dag.task_ids)
+    for before, after in itertools.pairwise(chain):
+        assert dag.get_task(after).upstream_task_ids == {before}
+    assert dag.get_task("invalidate").upstream_task_ids == {"flip"}
+    assert dag.get_task("prune").upstream_task_ids == {"flip"}
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+    # Follows the Asset the train DAG emits when the champion changes.
+    train_outlets = {a.name for t in dagbag.dags["train"].tasks for a in t.outlets}
+    assert {a.name for a in dag.timetable.asset_condition.objects} == train_outlets
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -1,0 +1,82 @@
+"""Publish DAG: when the champion changes, score every user and publish their JSON.
+
+Scheduled on the champion Asset the train DAG emits. score → upload → verify → flip →
+prune and invalidate: ``recs/latest.json`` moves only after every object of the publish
+is uploaded and verified, so a failed run leaves clients on the previous publish. The
+publish id comes from the run's date and the model version, so a retried task works on
+the same publish (and re-uploads only what is missing). Orchestration only: the work is
+in ``jobs.publish``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import DAG, Asset, task
+
+from jobs.contracts import ASSET_CHAMPION
+
+CHAMPION = Asset(name=ASSET_CHAMPION)
+
+with DAG(
+    dag_id="publish",
+    description="Precomputed recommendations per user → S3/CDN, flipped atomically.",
+    schedule=[CHAMPION],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "recflow",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "execution_timeout": timedelta(hours=1),
+    },
+    tags=["recflow", "serving"],
+) as dag:
+
+    @task
+    def score(dag_run=None) -> dict:
+        from jobs.config import get_settings
+        from jobs.publish import score_step
+
+        return score_step(get_settings(), generated_at=dag_run.run_after)
+
+    @task
+    def upload(scored: dict) -> dict:
+        from jobs.config import get_settings
+        from jobs.publish import upload_step
+
+        return upload_step(get_settings(), scored["publish_id"])
+
+    @task
+    def verify(uploaded: dict) -> dict:
+        from jobs.config import get_settings
+        from jobs.publish import verify_step
+
+        return verify_step(get_settings(), uploaded["publish_id"])
+
+    @task
+    def flip(verified: dict) -> dict:
+        from jobs.config import get_settings
+        from jobs.publish import flip_step
+
+        return flip_step(get_settings(), verified["publish_id"])
+
+    @task
+    def invalidate(flipped: dict, run_id=None) -> str | None:
+        from jobs.config import get_settings
+        from jobs.publish import invalidate_step
+
+        return invalidate_step(get_settings(), f"{flipped['publish_id']}-{run_id}")
+
+    @task
+    def prune(flipped: dict) -> list[str]:
+        from jobs.config import get_settings
+        from jobs.publish import prune_step
+
+        return prune_step(get_settings())
+
+    flipped = flip(verify(upload(score())))
+    invalidate(flipped)
+    prune(flipped)
