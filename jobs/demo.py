@@ -4,8 +4,9 @@ At this stage: generate a sample shop into the landing folder, run the doctor (J
 Spark with Delta, a Delta round trip with time travel), then run the Airflow DAG
 ``ingest`` with ``dag.test`` once per generated day (daily intervals, so the demo takes
 seven runs instead of 168) and print the audit counts, then run the ``train`` DAG once
-and print the metrics, the registered version and its aliases. Later stages extend this
-into publish → serve.
+and print the metrics, the registered version and its aliases, then run the ``publish``
+DAG (as the champion Asset would) and fetch one user's JSON over HTTP from the CDN
+stand-in.
 """
 
 from __future__ import annotations
@@ -64,6 +65,10 @@ def main() -> int:
     _step("4. train: the Airflow DAG `train` (trigger → ALS → MLflow → gate)")
     if not _train_with_airflow(settings):
         print("\ntraining failed; see above.")
+        return 1
+    _step("5. publish: the Airflow DAG `publish`, then a user's JSON from `recflow cdn`")
+    if not _publish_with_airflow(settings):
+        print("\npublishing failed; see above.")
         return 1
     print("\ndemo finished.")
     return 0
@@ -171,6 +176,61 @@ def _train_with_airflow(settings: Settings) -> bool:
     print(
         "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
         f"{settings.tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
+    )
+    return True
+
+
+def _publish_with_airflow(settings: Settings) -> bool:
+    """Run the publish DAG once and fetch a user's list like a browser would."""
+    import gzip
+    import json
+    import urllib.request
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from jobs import layout
+    from jobs.cdn import serve_in_background
+    from jobs.publish import current, publishes
+    from jobs.registry import CHAMPION, alias_version, load_version, setup
+
+    if alias_version(setup(settings), settings.model_name, CHAMPION) is None:
+        print("no champion (the gate kept popularity): nothing to publish")
+        return True
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    run = DagBag(dag_folder=str(dags)).dags["publish"].test()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(f"publish run: {run.state}  tasks: {states}", flush=True)
+    if str(run.state) != "success":
+        return False
+    live = current(settings)
+    assert live is not None
+    manifest = next(p for p in publishes(settings) if p["live"])
+    print(
+        f"live publish {live['publish_id']}: model v{live['model']['version']}, "
+        f"{manifest['users']:,} users, bucket {settings.publish_dir}"
+    )
+    champion = alias_version(setup(settings), settings.model_name, CHAMPION)
+    user = str(load_version(settings, champion.version).user_ids[0])
+    key = layout.user_key(settings.publish_secret.get_secret_value(), user)
+    path = live["users"].format(kk=key[:2], key=key)
+    server, base = serve_in_background(settings)
+    try:
+        request = urllib.request.Request(f"{base}/{path}", headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(request) as answer:
+            headers = {h: answer.headers[h] for h in ("Content-Encoding", "Cache-Control")}
+            body = json.loads(gzip.decompress(answer.read()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    print(f"GET {base}/{path}  (user {user}; {headers})")
+    head = json.dumps({k: v for k, v in body.items() if k != "items"}, indent=2)
+    items = ",\n    ".join(json.dumps(i) for i in body["items"][:5])
+    print(f'{head[:-2]},\n  "items": [\n    {items},\n    … ({len(body["items"])} in all)\n  ]\n}}')
+    print(
+        "serve it yourself: .venv/bin/recflow cdn  "
+        f"(http://{settings.cdn_host}:{settings.cdn_port}/recs/latest.json); "
+        f"a user's object: .venv/bin/recflow recs {user}"
     )
     return True
 

@@ -204,7 +204,7 @@ def upload_step(
     keys = [layout.user_key(secret, str(u)) for u in user_ids]
     pop_keep = staged["pop_idx"] >= 0
     pop_items = [str(i) for i in item_ids[staged["pop_idx"][pop_keep]]]
-    pop_scores = [float(s) for s in staged["pop_scores"][pop_keep]]
+    pop_scores = layout.round_scores(staged["pop_scores"][pop_keep])
     popular = layout.encode(layout.recs_body(meta, "popular", pop_items, pop_scores))
 
     digests = layout.ShardDigest()
@@ -215,7 +215,10 @@ def upload_step(
             keep = idx[row] >= 0
             if keep.any():
                 body = layout.recs_body(
-                    meta, "als", list(item_ids[idx[row][keep]]), list(scores[row][keep])
+                    meta,
+                    "als",
+                    item_ids[idx[row][keep]].tolist(),
+                    layout.round_scores(scores[row][keep]),
                 )
             else:  # nothing left to personalise (all seen or out of stock)
                 body = layout.recs_body(meta, "popular", pop_items, pop_scores)

@@ -1,0 +1,192 @@
+"""Publishing speed: the blocked scorer against Spark's recommendForAllUsers and against
+the bare matrix product, on the same factors; then objects/s to the local folder and to
+an S3-compatible server (moto's, started here on 127.0.0.1), and bytes per user object.
+
+One Spark ALS fit (a single iteration is enough: only the factors' shape matters) gives
+the factors; Spark ranks them with ``recommendForAllUsers`` (no exclusions), recflow's
+scorer ranks the very same float32 factors with seen items excluded (more work), and the
+bound is the same block-wise ``U @ V.T`` with no selection at all. Uploads go through the
+real publish path (MLflow registry → score → upload → verify → flip).
+
+Run: .venv/bin/python bench/bench_publish.py [--users 50000] [--items 10000] [--rank 64]
+     [--k 50] [--s3-users 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from jobs.config import load_settings
+from jobs.model import RecModel
+from jobs.ranking import Seen
+from jobs.scoring import score_all
+
+
+def spark_factors(args: argparse.Namespace, root: Path):  # type: ignore[no-untyped-def]
+    from pyspark.ml.recommendation import ALS
+
+    from jobs.spark_session import get_spark
+
+    rng = np.random.default_rng(1)
+    n = args.users * args.per_user
+    frame = pd.DataFrame(
+        {
+            "u": np.repeat(np.arange(args.users), args.per_user).astype(np.int32),
+            "i": (rng.zipf(1.3, n) % args.items).astype(np.int32),
+            "weight": rng.integers(1, 9, n).astype(np.float32),
+        }
+    ).drop_duplicates(["u", "i"])
+    frame.to_parquet(root / "ratings.parquet", index=False)
+    spark = get_spark(load_settings(data_root=root / "var", spark_driver_memory="6g"))
+    data = spark.read.parquet(str(root / "ratings.parquet"))
+    t0 = time.perf_counter()
+    model = ALS(
+        rank=args.rank,
+        maxIter=1,
+        implicitPrefs=True,
+        userCol="u",
+        itemCol="i",
+        ratingCol="weight",
+        seed=1,
+    ).fit(data)
+    print(f"ALS fit (1 iteration, {len(frame):,} interactions): {time.perf_counter() - t0:.1f} s")
+    users = np.zeros((args.users, args.rank), np.float32)
+    items = np.zeros((args.items, args.rank), np.float32)
+    for target, pdf in (
+        (users, model.userFactors.toPandas()),
+        (items, model.itemFactors.toPandas()),
+    ):
+        target[pdf["id"].to_numpy()] = np.stack(pdf["features"].to_numpy())
+    seen = frame.groupby("u")["i"].apply(np.array).reindex(range(args.users))
+    seen_lists = [x if isinstance(x, np.ndarray) else np.zeros(0, np.int32) for x in seen]
+    return spark, model, users, items, Seen.from_lists(seen_lists)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=50_000)
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--rank", type=int, default=64)
+    parser.add_argument("--k", type=int, default=50)
+    parser.add_argument("--per-user", type=int, default=10)
+    parser.add_argument("--s3-users", type=int, default=5_000)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="recflow-bench-publish-"))
+
+    spark, als_model, users, items, seen = spark_factors(args, root)
+    model = RecModel(
+        user_ids=np.array([f"u{i}" for i in range(args.users)]),
+        item_ids=np.array([f"i{j}" for j in range(args.items)]),
+        user_factors=users,
+        item_factors=items,
+        popularity=np.bincount(seen.indices, minlength=args.items).astype(np.float32),
+        seen=seen,
+        params={"rank": args.rank},
+    )
+    print(f"\nscoring {args.users:,} users x {args.items:,} items, rank {args.rank}, k {args.k}")
+    t0 = time.perf_counter()
+    als_model.recommendForAllUsers(args.k).write.format("noop").mode("overwrite").save()
+    spark_s = time.perf_counter() - t0
+    spark.stop()
+
+    vt = np.ascontiguousarray(items.T)
+    t0 = time.perf_counter()
+    for lo in range(0, args.users, 256):
+        _ = users[lo : lo + 256] @ vt
+    bound_s = time.perf_counter() - t0
+    score_all(model, args.k, block=256)  # warm-up
+    t0 = time.perf_counter()
+    score_all(model, args.k, block=256)
+    ours_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    score_all(model, args.k, block=256, workers=1)
+    ours1_s = time.perf_counter() - t0
+    rate = args.users
+    print(f"  Spark recommendForAllUsers:     {spark_s:7.2f} s  {rate / spark_s:>10,.0f} users/s")
+    print(f"  recflow blocked scorer:         {ours_s:7.2f} s  {rate / ours_s:>10,.0f} users/s")
+    print(f"  recflow scorer, one thread:     {ours1_s:7.2f} s  {rate / ours1_s:>10,.0f} users/s")
+    print(f"  bare matrix product (bound):    {bound_s:7.2f} s  {rate / bound_s:>10,.0f} users/s")
+    print(f"  speed-up over Spark: {spark_s / ours_s:.1f}x; time vs bound: {ours_s / bound_s:.2f}x")
+
+    upload(args, root, model)
+
+
+def upload(args: argparse.Namespace, root: Path, model: RecModel) -> None:
+    import boto3
+    import mlflow
+
+    from jobs import publish
+    from jobs.registry import CHAMPION, log_model, setup
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from support import free_port, wait_for_port
+
+    settings = load_settings(data_root=root / "var", publish_k=args.k)
+    client = setup(settings)
+    small = RecModel(
+        user_ids=model.user_ids[: args.s3_users],
+        item_ids=model.item_ids,
+        user_factors=model.user_factors[: args.s3_users],
+        item_factors=model.item_factors,
+        popularity=model.popularity,
+        seen=Seen(model.seen.indptr[: args.s3_users + 1], model.seen.indices),
+        params=model.params,
+    )
+    versions = []
+    for m in (model, small):
+        with mlflow.start_run():
+            info = log_model(m, root / f"work{len(versions)}", settings.model_name)
+        versions.append(str(info.registered_model_version))
+    client.set_registered_model_alias(settings.model_name, CHAMPION, versions[0])
+
+    print(f"\nupload (k {args.k}, {settings.publish_workers} workers)")
+    done = publish.run(settings, in_stock={})
+    up = done["upload"]
+    print(
+        f"  local folder: {up['uploaded']:,} objects in {up['seconds']:.1f} s ="
+        f" {up['objects_per_second']:,} objects/s; {up['mean_bytes_per_user']:.0f} B per user"
+        f" object (gzip); scoring inside the publish {done['score']['users_per_second']:,} users/s"
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, server)
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"aws_access_key_id": "bench", "aws_secret_access_key": "bench"}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds).create_bucket(
+            Bucket="bench"
+        )
+        s3 = load_settings(
+            data_root=root / "var",
+            publish_k=args.k,
+            publish_target="s3",
+            publish_bucket="bench",
+            s3_endpoint_url=endpoint,
+            **creds,
+        )
+        done = publish.run(s3, version=versions[1], in_stock={})
+        up = done["upload"]
+        print(
+            f"  S3-compatible server (moto, 127.0.0.1): {up['uploaded']:,} objects in"
+            f" {up['seconds']:.1f} s = {up['objects_per_second']:,} objects/s"
+            f" (verify {done['verify']['user_objects']:,} objects by listing)"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
