@@ -43,6 +43,11 @@ class RecModel:
     def item_index(self) -> dict[str, int]:
         return {str(v): j for j, v in enumerate(self.item_ids)}
 
+    @cached_property
+    def item_factors_t(self) -> np.ndarray:
+        """Item factors as a contiguous (rank, items) array, the operand top_k wants."""
+        return np.ascontiguousarray(self.item_factors.T)
+
     @property
     def rank(self) -> int:
         return int(self.item_factors.shape[1])
@@ -60,6 +65,7 @@ class RecModel:
             seen=self.seen,
             rows=rows,
             allowed=allowed,
+            items_t=self.item_factors_t,
         )
 
     def popular_rows(

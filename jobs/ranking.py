@@ -52,6 +52,7 @@ def top_k(
     rows: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
     block: int = 1024,
+    items_t: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items for each user vector: (item indices, scores), best first.
 
@@ -63,7 +64,11 @@ def top_k(
     user scored alone online gets the list the batch scored for them in a block.
     """
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
-    items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
+    # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
+    # bit for bit the same alone or in any block. Pass ``items_t``
+    # (RecModel.item_factors_t) so a single-user call does not copy the item matrix.
+    if items_t is None:
+        items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
     n, m = users.shape[0], items_t.shape[1]
     k = min(k, m)
     rows = np.arange(n) if rows is None else np.asarray(rows)
@@ -74,7 +79,12 @@ def top_k(
     blocked = None if allowed is None else ~np.asarray(allowed, dtype=bool)
     for lo in range(0, n, block):
         hi = min(lo + block, n)
-        scores = users[lo:hi] @ items_t
+        if hi - lo == 1:
+            # numpy sends a one-row product to gemv, which rounds differently from the
+            # gemm a block goes through; two rows keep a lone user's bits identical.
+            scores = (np.repeat(users[lo:hi], 2, axis=0) @ items_t)[:1]
+        else:
+            scores = users[lo:hi] @ items_t
         if blocked is not None:
             scores[:, blocked] = -np.inf
         if seen is not None:

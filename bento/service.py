@@ -1,0 +1,281 @@
+"""recflow's online service: recommendations for whoever the CDN cannot answer.
+
+Reads the champion model from the BentoML model store (imported from the MLflow registry
+by ``jobs.bento_build``, pinned by the build argument ``model_tag``) and the Feast online
+store (stock flags at start-up and every minute; recent items of unknown users). All
+request logic is in :mod:`jobs.serving`; this module binds it to HTTP and Prometheus.
+
+Endpoints: ``POST /recommend``, ``POST /similar``; BentoML's own ``/livez`` and
+``/healthz`` (liveness), ``/readyz`` (readiness, answered here with JSON details) and
+``/metrics`` (Prometheus, with the counters and histograms defined below).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import bentoml
+
+with bentoml.importing():
+    import anyio
+    from starlette.responses import JSONResponse
+
+    from jobs import serving
+    from jobs.config import get_settings
+    from jobs.model import RecModel
+
+log = logging.getLogger("recflow.service")
+
+# The service module is the process's entry point: reading settings here fixes the
+# request limits in the OpenAPI schema to what RECFLOW_SERVE_* say.
+SETTINGS = get_settings()
+RecommendRequest, SimilarRequest = serving.request_types(serving.Limits.from_settings(SETTINGS))
+# `bentoml build --arg model_tag=…` bakes the tag into the Bento; in development pass it to
+# `bentoml serve --arg model_tag=…`, or get the newest model of that name.
+MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or f"{SETTINGS.model_name}:latest"
+API_ROUTES = {"/recommend": "recommend", "/similar": "similar"}
+
+# bentoml.metrics wraps prometheus_client so that metrics of all workers are merged.
+RECOMMENDATIONS = bentoml.metrics.Counter(
+    name="recflow_recommendations",
+    documentation="Answered /recommend requests by source (als, fold_in, popular).",
+    labelnames=["source"],
+)
+SCORING_SECONDS = bentoml.metrics.Histogram(
+    name="recflow_scoring_seconds",
+    documentation="Time to answer a valid request (feature lookup + scoring), by source.",
+    labelnames=["endpoint", "source"],
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+REJECTED = bentoml.metrics.Counter(
+    name="recflow_rejected_requests",
+    documentation="Requests answered 422 (404: unknown /similar item), by first bad field.",
+    labelnames=["endpoint", "field"],
+)
+UNKNOWN_RECENT_ITEMS = bentoml.metrics.Counter(
+    name="recflow_unknown_recent_items",
+    documentation="Recent item ids ignored because the model does not know them.",
+)
+FEATURE_LOOKUPS = bentoml.metrics.Counter(
+    name="recflow_feature_lookups",
+    documentation="Recent-item lookups in the online store by outcome (hit, empty).",
+    labelnames=["outcome"],
+)
+
+
+@bentoml.service(
+    name="recflow",
+    workers=1,
+    traffic={"timeout": 10, "concurrency": 256},
+    # No line per request: /metrics counts them, and at hundreds of requests a second the
+    # log costs CPU a 2-core box cannot spare. Turn it back on with BENTOML_CONFIG_OPTIONS=
+    # "services.recflow.logging.access.enabled=true" (workers: "services.recflow.workers=2").
+    logging={"access": {"enabled": False}},
+    labels={"component": "online-recommendations"},
+)
+class RecflowService:
+    """The champion model, the stock mask and the feature store of one worker."""
+
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        stored = self.model_ref
+        meta = stored.info.metadata
+        model = RecModel.load(stored.path_of("model.npz"))
+        self.online = serving.OnlineModel.of(
+            model,
+            name=str(meta.get("registered_name", stored.tag.name)),
+            version=str(meta.get("version", stored.tag.version)),
+            run_id=str(meta.get("run_id", "")),
+        )
+        self.model_tag = str(stored.tag)
+        self.features = serving.FeatureSource(SETTINGS)
+        self.features.open()
+        self.stock = self.features.load_stock(model)
+        self._refresher: asyncio.Task[None] | None = None
+        log.info(
+            "serving %s (registered %s v%s): %d users, %d items; feast %s; stock %s",
+            self.model_tag,
+            self.online.name,
+            self.online.version,
+            len(model.user_ids),
+            len(model.item_ids),
+            self.features.status,
+            self.stock.source,
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @bentoml.on_startup
+    async def start_stock_refresh(self) -> None:
+        """Stock changes during the day; re-read it without blocking requests."""
+        if self.features.available:
+            self._refresher = asyncio.create_task(self._refresh_stock())
+
+    @bentoml.on_shutdown
+    async def stop_stock_refresh(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+
+    async def _refresh_stock(self) -> None:
+        while True:
+            await asyncio.sleep(serving.STOCK_REFRESH_SECONDS)
+            state = await anyio.to_thread.run_sync(self.features.load_stock, self.online.model)
+            self.stock = state  # one reference swap: requests see the old or the new mask
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready once the model is loaded; Feast trouble degrades but does not block."""
+        return True, {
+            "ready": True,
+            "model": {
+                "tag": self.model_tag,
+                "name": self.online.name,
+                "version": self.online.version,
+                "run_id": self.online.run_id,
+                "users": len(self.online.model.user_ids),
+                "items": len(self.online.model.item_ids),
+            },
+            "feast": {
+                "status": self.features.status,
+                "recent_items": "online store" if self.features.available else "none (fallback)",
+                "stock": self.stock.as_dict(),
+            },
+            # Still serving, but without recent items or stock filtering.
+            "degraded": not self.features.available or self.stock.fallback,
+        }
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    @bentoml.api(route="/recommend")
+    async def recommend(self, request: RecommendRequest, /) -> serving.RecommendResponse:  # type: ignore[valid-type]
+        """Top-K items for a user: als (known), fold_in (recent items) or popular."""
+        started = time.perf_counter()
+        mask = self.stock.mask
+        if serving.needs_recent_lookup(self.online, request) and self.features.available:
+            # The online store is I/O: keep it off the event loop.
+            response = await anyio.to_thread.run_sync(
+                serving.recommend, self.online, request, self._recent, mask
+            )
+        else:
+            response = serving.recommend(self.online, request, None, mask)
+        RECOMMENDATIONS.labels(source=response.source).inc()
+        SCORING_SECONDS.labels(endpoint="recommend", source=response.source).observe(
+            time.perf_counter() - started
+        )
+        if response.unknown_recent_item_ids:
+            UNKNOWN_RECENT_ITEMS.inc(len(response.unknown_recent_item_ids))
+        return response
+
+    @bentoml.api(route="/similar")
+    async def similar(self, request: SimilarRequest, /) -> serving.SimilarResponse:  # type: ignore[valid-type]
+        """Items like ``item_id`` (cosine of item factors), in stock; 404 if unknown."""
+        started = time.perf_counter()
+        try:
+            response = serving.similar(self.online, request.item_id, request.k, self.stock.mask)
+        except serving.UnknownItemError:
+            REJECTED.labels(endpoint="similar", field="item_id").inc()
+            return JSONResponse(  # type: ignore[return-value]
+                {"error": f"item_id: unknown item {request.item_id!r}", "field": "item_id"},
+                status_code=404,
+            )
+        SCORING_SECONDS.labels(endpoint="similar", source="als").observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    def _recent(self, user_id: str) -> list[str]:
+        items = self.features.recent(user_id)
+        FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
+        return items
+
+
+class RequestErrors:
+    """ASGI middleware: 422 for invalid requests, JSON details on ``GET /readyz``.
+
+    BentoML answers a request its pydantic input model rejects with a 400 whose body
+    lists the errors; the contract of this service (and of FastAPI clients) is a 422
+    naming the field, so those answers are rewritten here. BentoML's own request metrics
+    sit outside this middleware and still count them as 400. ``/readyz`` is a system
+    route BentoML answers with an empty body; here it also says what the service runs
+    on and whether Feast is there.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"].rstrip("/") or "/"
+        if path == "/readyz" and scope["method"] in ("GET", "HEAD"):
+            await self._readyz(scope, receive, send)
+            return
+        endpoint = API_ROUTES.get(path)
+        if endpoint is None:
+            await self.app(scope, receive, send)
+            return
+        # The endpoints take JSON only: a form-encoded or untyped body (curl -d) is parsed
+        # as JSON too, so it is validated field by field instead of as one odd form key.
+        scope = {
+            **scope,
+            "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            + [(b"content-type", b"application/json")],
+        }
+
+        held: dict[str, Any] | None = None
+        body = bytearray()
+
+        async def rewrite(message: dict[str, Any]) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                if message["status"] == 400:
+                    held = message
+                    return
+            elif message["type"] == "http.response.body" and held is not None:
+                body.extend(message.get("body", b""))
+                if message.get("more_body", False):
+                    return
+                await self._send_422(endpoint, held, bytes(body), send)
+                return
+            await send(message)
+
+        await self.app(scope, receive, rewrite)
+
+    @staticmethod
+    async def _send_422(endpoint: str, start: dict[str, Any], body: bytes, send: Any) -> None:
+        try:
+            errors = json.loads(body).get("detail") or []
+            if not isinstance(errors, list):
+                raise ValueError("no error list")
+        except (ValueError, AttributeError):
+            errors = [{"loc": (), "msg": body.decode("utf-8", "replace")[:500]}]
+        payload = serving.validation_error_body(errors)
+        REJECTED.labels(endpoint=endpoint, field=payload["detail"][0]["field"]).inc()
+        data = json.dumps(payload).encode()
+        headers = [
+            (k, v)
+            for k, v in start.get("headers", [])
+            if k.lower() not in (b"content-length", b"content-type")
+        ]
+        headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+        await send({"type": "http.response.start", "status": 422, "headers": headers})
+        await send({"type": "http.response.body", "body": data, "more_body": False})
+
+    @staticmethod
+    async def _readyz(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        instance = bentoml.get_current_service()
+        if instance is None:
+            ready, details = False, {"ready": False, "reason": "service not initialised"}
+        else:
+            ready, details = instance.readiness()
+        response = JSONResponse(details, status_code=200 if ready else 503)
+        await response(scope, receive, send)
+
+
+RecflowService.add_asgi_middleware(RequestErrors)

@@ -1,0 +1,345 @@
+"""The online service as it ships: a registered champion, ``jobs.bento_build`` (model import
+and ``bentoml build``), ``bentoml serve`` of the Bento on 127.0.0.1, called over HTTP.
+
+One module-scoped world: a clustered model registered in a temporary MLflow store and
+published to the local bucket (the lists the service must agree with), the Bento built
+and served in subprocesses with ``BENTOML_HOME`` inside the temporary data root. There is
+no Feast store there, so the service also shows its fallback (everything in stock, no
+recent items) in ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import yaml
+from support import clustered_model, free_port, register_champion
+
+from jobs.config import load_settings
+from jobs.model import RecModel
+from jobs.publish import recs_for, run
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 120.0
+
+
+def _env(root: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("RECFLOW_", "BENTOML_"))}
+    return {
+        **keep,
+        "RECFLOW_DATA_ROOT": str(root),
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    base = tmp_path_factory.mktemp("bento")
+    root = base / "var"
+    settings = load_settings(data_root=root)
+    model = clustered_model()
+    version = register_champion(settings, model, base / "work")
+    run(settings, in_stock=None)  # the published lists the service must agree with
+    env = _env(root)
+
+    built = subprocess.run(
+        [sys.executable, "-m", "jobs.bento_build"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    build = json.loads(built.stdout.strip().splitlines()[-1])
+
+    port = free_port()
+    log_path = base / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                build["bento_tag"],
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=base,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        client = httpx.Client(base_url=url, timeout=10)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.3)
+        yield {
+            "settings": settings,
+            "model": model,
+            "version": version,
+            "build": build,
+            "client": client,
+            "log": log_path,
+        }
+        client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _recommend(world: dict[str, Any], body: Any) -> httpx.Response:
+    return world["client"].post("/recommend", json=body)
+
+
+def _ids(payload: dict[str, Any]) -> list[str]:
+    return [item["item_id"] for item in payload["items"]]
+
+
+def _cluster(item_id: str) -> int:
+    return int(item_id.split("-")[1]) % 3
+
+
+# -- build -------------------------------------------------------------------------------------
+
+
+def test_bento_is_tagged_with_the_model_version(world: dict[str, Any]) -> None:
+    build, version = world["build"], world["version"]
+    assert build["bento_tag"] == f"recflow:v{version}"
+    assert build["model_tag"] == f"recflow-als:v{version}"
+    manifest = yaml.safe_load(
+        (
+            Path(build["bentoml_home"]) / "bentos" / "recflow" / f"v{version}" / "bento.yaml"
+        ).read_text()
+    )
+    assert manifest["labels"]["mlflow_version"] == version
+    assert manifest["labels"]["mlflow_run_id"] == build["run_id"]
+    assert manifest["args"] == {"model_tag": build["model_tag"]}
+    assert [m["tag"] for m in manifest["services"][0]["models"]] == [build["model_tag"]]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def test_health_and_readiness_with_feast_absent(world: dict[str, Any]) -> None:
+    client: httpx.Client = world["client"]
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/livez").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    details = ready.json()
+    assert details["ready"] is True
+    assert details["model"]["version"] == world["version"]
+    assert details["model"]["run_id"] == world["build"]["run_id"]
+    assert details["model"]["items"] == len(world["model"].item_ids)
+    assert details["degraded"] is True
+    assert details["feast"]["status"].startswith("unavailable")
+    assert details["feast"]["stock"]["fallback"] is True
+
+
+# -- the three paths ---------------------------------------------------------------------------
+
+
+def test_known_user_gets_the_published_list(world: dict[str, Any]) -> None:
+    model: RecModel = world["model"]
+    settings = world["settings"]
+    for user in ("user-0", "user-42", "user-119"):
+        response = _recommend(world, {"user_id": user, "k": settings.publish_k})
+        assert response.status_code == 200, response.text
+        payload = response.json()
+        assert payload["source"] == "als"
+        assert payload["model_version"] == world["version"]
+        assert payload["model_run_id"] == world["build"]["run_id"]
+        assert len(payload["request_id"]) == 32
+        _, published = recs_for(settings, user)
+        assert published["source"] == "als"
+        assert _ids(payload) == [item["item_id"] for item in published["items"]]
+        assert [i["score"] for i in payload["items"]] == pytest.approx(
+            [i["score"] for i in published["items"]], abs=1e-5
+        )
+        row = model.user_index[user]
+        idx, _ = model.recommend_rows(np.array([row]), 10)
+        short = _recommend(world, {"user_id": user}).json()
+        assert _ids(short) == model.ids(idx)[0]
+
+
+def test_fold_in_moves_towards_the_recent_items(world: dict[str, Any]) -> None:
+    for taste in (0, 1, 2):
+        recent = [f"item-{i}" for i in range(taste, 30, 3)][:4]
+        response = _recommend(
+            world,
+            {"user_id": f"new-{taste}", "k": 10, "recent_item_ids": [*recent, "ghost-item"]},
+        )
+        assert response.status_code == 200, response.text
+        payload = response.json()
+        assert payload["source"] == "fold_in" and payload["recent_source"] == "request"
+        assert payload["unknown_recent_item_ids"] == ["ghost-item"]
+        assert {_cluster(i) for i in _ids(payload)} == {taste}
+        assert not set(recent) & set(_ids(payload))
+
+
+def test_popular_for_everyone_else(world: dict[str, Any]) -> None:
+    _, popular = recs_for(world["settings"], "someone-never-seen")
+    response = _recommend(world, {"user_id": "someone-never-seen", "k": 20})
+    assert response.status_code == 200
+    payload = response.json()
+    assert payload["source"] == "popular" and payload["recent_source"] is None
+    assert _ids(payload) == [item["item_id"] for item in popular["items"]][:20]
+    only_unknown = _recommend(
+        world, {"user_id": "x", "k": 5, "recent_item_ids": ["ghost-1", "ghost-2"]}
+    ).json()
+    assert only_unknown["source"] == "popular"
+    assert only_unknown["unknown_recent_item_ids"] == ["ghost-1", "ghost-2"]
+    excluded = _recommend(
+        world, {"user_id": "x", "k": 5, "exclude_item_ids": _ids(payload)[:2]}
+    ).json()
+    assert _ids(excluded) == _ids(payload)[2:7]
+
+
+def test_similar_items(world: dict[str, Any]) -> None:
+    client: httpx.Client = world["client"]
+    response = client.post("/similar", json={"item_id": "item-4", "k": 8})
+    assert response.status_code == 200, response.text
+    payload = response.json()
+    assert payload["item_id"] == "item-4" and payload["model_version"] == world["version"]
+    assert [_cluster(i) for i in _ids(payload)] == [1] * 8
+    unknown = client.post("/similar", json={"item_id": "ghost"})
+    assert unknown.status_code == 404 and "item_id" in unknown.json()["error"]
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+LONG = "x" * 129
+BAD_RECOMMEND: list[tuple[Any, str]] = [
+    ({"k": 5}, "user_id"),
+    ({"user_id": 12345}, "user_id"),
+    ({"user_id": None}, "user_id"),
+    ({"user_id": ""}, "user_id"),
+    ({"user_id": LONG}, "user_id"),
+    ({"user_id": "u", "k": 0}, "k"),
+    ({"user_id": "u", "k": 101}, "k"),
+    ({"user_id": "u", "k": -3}, "k"),
+    ({"user_id": "u", "k": "10"}, "k"),
+    ({"user_id": "u", "k": 1.5}, "k"),
+    ({"user_id": "u", "k": True}, "k"),
+    ({"user_id": "u", "recent_item_ids": "item-1"}, "recent_item_ids"),
+    ({"user_id": "u", "recent_item_ids": ["item-1", 2]}, "recent_item_ids[1]"),
+    ({"user_id": "u", "recent_item_ids": [LONG]}, "recent_item_ids[0]"),
+    ({"user_id": "u", "recent_item_ids": ["item-1"] * 201}, "recent_item_ids"),
+    ({"user_id": "u", "exclude_item_ids": {"a": 1}}, "exclude_item_ids"),
+    ({"user_id": "u", "exclude_item_ids": ["i"] * 1001}, "exclude_item_ids"),
+    ({"user_id": "u", "recent_items": ["item-1"]}, "recent_items"),
+    ([{"user_id": "u"}], "body"),
+    ("user-1", "body"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_RECOMMEND)
+def test_bad_recommend_requests_get_422_naming_the_field(
+    world: dict[str, Any], body: Any, field: str
+) -> None:
+    response = _recommend(world, body)
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    assert payload["detail"][0]["field"] == field
+    assert payload["error"].startswith("invalid request: ") and field in payload["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [(b"", "user_id"), (b"{not json", "body"), (b"null", "body"), (b'{"user_id": "u",', "body")],
+)
+def test_unparseable_bodies_get_422(world: dict[str, Any], content: bytes, field: str) -> None:
+    response = world["client"].post(
+        "/recommend", content=content, headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({}, "item_id"), ({"item_id": 3}, "item_id"), ({"item_id": "i", "k": 1000}, "k")],
+)
+def test_bad_similar_requests_get_422(world: dict[str, Any], body: Any, field: str) -> None:
+    response = world["client"].post("/similar", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["field"] == field
+
+
+def test_no_input_produces_a_server_error(world: dict[str, Any]) -> None:
+    odd: list[Any] = [
+        {"user_id": "ü-ñ-😀", "k": 100},
+        {"user_id": "u", "k": 100, "recent_item_ids": [], "exclude_item_ids": []},
+        {"user_id": "u", "recent_item_ids": ["item-1"] * 200, "exclude_item_ids": None},
+        {"user_id": "u", "exclude_item_ids": [f"item-{i}" for i in range(90)]},
+        {"user_id": "user-1", "k": 100, "exclude_item_ids": [f"item-{i}" for i in range(89)]},
+        {"user_id": "u", "k": 10**30},
+        {"user_id": {"nested": ["x"]}},
+        {"user_id": "u", "recent_item_ids": [None]},
+    ]
+    for body in odd:
+        response = _recommend(world, body)
+        assert response.status_code in (200, 422), (body, response.status_code, response.text)
+    for raw in (b'{"user_id": "u", "k": 1e309}', b'{"user_id": "u", "k": NaN}', b"\xff\xfe"):
+        response = world["client"].post("/recommend", content=raw)
+        assert response.status_code == 422, (raw, response.status_code, response.text)
+    everything_excluded = _recommend(
+        world, {"user_id": "u", "exclude_item_ids": [f"item-{i}" for i in range(90)]}
+    ).json()
+    assert everything_excluded["items"] == []
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def test_metrics_count_by_source_and_time_scoring(world: dict[str, Any]) -> None:
+    client: httpx.Client = world["client"]
+    for body in (
+        {"user_id": "user-1"},
+        {"user_id": "new", "recent_item_ids": ["item-1"]},
+        {"user_id": "new"},
+    ):
+        assert _recommend(world, body).status_code == 200
+    _recommend(world, {"user_id": "u", "k": 0})
+    text = client.get("/metrics").text
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("recflow_")
+    }
+    for source in ("als", "fold_in", "popular"):
+        assert samples[f'recflow_recommendations_total{{source="{source}"}}'] >= 1
+        assert (
+            samples[f'recflow_scoring_seconds_count{{endpoint="recommend",source="{source}"}}'] >= 1
+        )
+    assert samples['recflow_rejected_requests_total{endpoint="recommend",field="k"}'] >= 1
+    assert samples["recflow_unknown_recent_items_total"] >= 1
+    assert "bentoml_service_request_duration_seconds_bucket" in text
