@@ -315,6 +315,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
     assert len(keys) == len(world["model"].user_ids) + 3
     key = layout.user_object_key("shop1/", pid, layout.user_key("recflow-dev-secret", "user-7"))
+
     # The bucket is private (a CDN reads it through origin access): fetch presigned.
     def url(key: str) -> str:
         return s3.generate_presigned_url("get_object", {"Bucket": "recs-test", "Key": key})
