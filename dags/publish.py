@@ -1,11 +1,11 @@
 """Publish DAG: when the champion changes, score every user and publish their JSON.
 
-Scheduled on the champion Asset the train DAG emits. score → upload → verify → flip →
-prune and invalidate: ``recs/latest.json`` moves only after every object of the publish
-is uploaded and verified, so a failed run leaves clients on the previous publish. The
-publish id comes from the run's date and the model version, so a retried task works on
-the same publish (and re-uploads only what is missing). Orchestration only: the work is
-in ``jobs.publish``.
+Scheduled on the champion Asset the train DAG emits. score → upload → verify → flip,
+then prune, invalidate and build the Bento of the published model. ``recs/latest.json``
+moves only after every object of the publish is uploaded and verified, so a failed run
+leaves clients on the previous publish. The publish id comes from the run's date and the
+model version, so a retried task works on the same publish (and re-uploads only what is
+missing). Orchestration only: the work is in ``jobs.publish`` and ``jobs.bento_build``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,17 @@ with DAG(
 
         return prune_step(get_settings())
 
+    @task
+    def build_bento(flipped: dict) -> dict:
+        """The online service for the model just published, as a Bento tagged v<version>."""
+        from dataclasses import asdict
+
+        from jobs.bento_build import run
+        from jobs.config import get_settings
+
+        return asdict(run(get_settings(), version=flipped["model_version"]))
+
     flipped = flip(verify(upload(score())))
     invalidate(flipped)
     prune(flipped)
+    build_bento(flipped)

@@ -373,7 +373,11 @@ def flip_step(
     store.put(key, layout.encode(pointer), layout.headers_for(key, settings.publish_cache_seconds))
     previous = before["publish_id"] if before else None
     log.warning("recs/latest.json: %s -> %s", previous, publish_id)
-    return {"publish_id": publish_id, "previous": previous}
+    return {
+        "publish_id": publish_id,
+        "previous": previous,
+        "model_version": manifest["model"]["version"],
+    }
 
 
 def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ spark.createDataFrame(rows, "item_id string, in_stock boolean, updated_at timest
 spark.stop()
 
 run = DagBag(dag_folder=sys.argv[1]).dags["publish"].test()
+import bentoml
+bentos = [str(b.tag) for b in bentoml.bentos.list()]
 live = current(settings)
 lists = [recs_for(settings, str(u))[1] for u in model.user_ids]
 print("RESULT " + json.dumps({
@@ -40,6 +42,7 @@ print("RESULT " + json.dumps({
     "live": live,
     "items": sorted({i["item_id"] for body in lists for i in body["items"]}),
     "sources": sorted({body["source"] for body in lists}),
+    "bentos": bentos,
 }))
 """
 
@@ -54,3 +57,5 @@ def test_publish_dag_publishes_the_champion_and_flips_latest(run_driver) -> None
     assert result["sources"] == ["als"]
     # Only items whose id ends in 3 are in stock in the lake's catalog.
     assert result["items"] and all(i.endswith("3") for i in result["items"])
+    # The online service of the published model was built as a Bento.
+    assert result["bentos"] == [f"recflow:v{result['version']}"]

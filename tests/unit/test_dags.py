@@ -67,11 +67,12 @@ def test_train_shape(dagbag) -> None:
 def test_publish_shape(dagbag) -> None:
     dag = dagbag.dags["publish"]
     chain = ["score", "upload", "verify", "flip"]
-    assert set(chain) | {"invalidate", "prune"} <= set(dag.task_ids)
+    assert set(dag.task_ids) == set(chain) | {"invalidate", "prune", "build_bento"}
     for before, after in itertools.pairwise(chain):
         assert dag.get_task(after).upstream_task_ids == {before}
     assert dag.get_task("invalidate").upstream_task_ids == {"flip"}
     assert dag.get_task("prune").upstream_task_ids == {"flip"}
+    assert dag.get_task("build_bento").upstream_task_ids == {"flip"}
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
     # Follows the Asset the train DAG emits when the champion changes.
