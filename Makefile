@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo test test-fast lint format lock doctor clean
+.PHONY: venv demo up test test-fast lint format lock doctor clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): requirements.txt pyproject.toml
 
 demo: venv
 	$(BIN)/python -m jobs.demo
+
+# After `make demo`: the champion's Bento on :3000 next to the CDN stand-in on :8765.
+up: venv
+	$(BIN)/recflow up
 
 test: venv
 	$(BIN)/pytest

@@ -256,6 +256,54 @@ def cdn(
         server.server_close()
 
 
+@app.command()
+def up(
+    build: Annotated[
+        bool, typer.Option(help="Import the champion and build its Bento first.")
+    ] = True,
+) -> None:
+    """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops."""
+    import os
+    import subprocess
+    import sys
+
+    from jobs import bento_build
+    from jobs.cdn import serve_in_background
+
+    settings = _settings()
+    home = bento_build.use_bentoml_home(settings)
+    if build:
+        try:
+            tag = bento_build.run(settings).bento_tag
+        except LookupError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+    else:
+        tag = f"{bento_build.BENTO_NAME}:latest"
+    server, cdn_url = serve_in_background(settings, settings.cdn_port)
+    bentoml = Path(sys.executable).parent / "bentoml"
+    command = [str(bentoml), "serve", str(tag), "--host", settings.serve_host]
+    proc = subprocess.Popen(
+        [*command, "--port", str(settings.serve_port)],
+        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
+    )
+    typer.echo(f"CDN stand-in:   {cdn_url}/recs/latest.json")
+    typer.echo(f"online service: http://{settings.serve_host}:{settings.serve_port}  ({tag})")
+    typer.echo(
+        f"  curl -s -XPOST http://{settings.serve_host}:{settings.serve_port}/recommend "
+        """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
+    )
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        server.shutdown()
+        server.server_close()
+
+
 def main() -> None:
     app()
 

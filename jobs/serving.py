@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 from jobs.config import Settings
 from jobs.contracts import MAX_ID_LENGTH
+from jobs.layout import round_scores
 from jobs.model import RecModel
 from jobs.ranking import NO_ITEM, top_k
 
@@ -310,12 +311,14 @@ def _allowed(n_items: int, mask: np.ndarray | None, *blocked: np.ndarray) -> np.
 
 
 def _items(model: RecModel, idx: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
-    out = []
-    for j, s in zip(idx, scores, strict=True):
-        if j == NO_ITEM:
-            break
-        out.append(ScoredItem(item_id=str(model.item_ids[j]), rank=len(out) + 1, score=float(s)))
-    return out
+    """Scored items as the published JSON has them (scores rounded alike)."""
+    keep = idx != NO_ITEM
+    return [
+        ScoredItem(item_id=str(model.item_ids[j]), rank=rank, score=score)
+        for rank, (j, score) in enumerate(
+            zip(idx[keep], round_scores(scores[keep]), strict=True), start=1
+        )
+    ]
 
 
 def needs_recent_lookup(online: OnlineModel, request: RecommendRequest) -> bool:
