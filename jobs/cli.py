@@ -264,6 +264,7 @@ def up(
 ) -> None:
     """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops."""
     import os
+    import signal
     import subprocess
     import sys
 
@@ -287,6 +288,10 @@ def up(
         [*command, "--port", str(settings.serve_port)],
         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
     )
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # a supervisor's stop also stops the service
     typer.echo(f"CDN stand-in:   {cdn_url}/recs/latest.json")
     typer.echo(f"online service: http://{settings.serve_host}:{settings.serve_port}  ({tag})")
     typer.echo(
