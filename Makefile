@@ -43,7 +43,8 @@ format: venv
 
 # Recompile the lock after editing requirements.in.
 lock:
-	uv pip compile requirements.in --python-version 3.11 -o requirements.txt
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
+	  $$UV pip compile requirements.in --python-version 3.11 -o requirements.txt
 
 doctor: venv
 	$(BIN)/recflow doctor

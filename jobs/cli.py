@@ -288,6 +288,7 @@ def up(
         [*command, "--port", str(settings.serve_port)],
         env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
     )
+
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
 

@@ -21,7 +21,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert {"ingest", "train", "publish"} <= set(dagbag.dags)
+    assert set(dagbag.dags) == {"ingest", "train", "publish", "features"}
 
 
 def test_ingest_shape(dagbag) -> None:
@@ -78,6 +78,16 @@ def test_publish_shape(dagbag) -> None:
     # Follows the Asset the train DAG emits when the champion changes.
     train_outlets = {a.name for t in dagbag.dags["train"].tasks for a in t.outlets}
     assert {a.name for a in dag.timetable.asset_condition.objects} == train_outlets
+
+
+def test_features_shape(dagbag) -> None:
+    dag = dagbag.dags["features"]
+    assert set(dag.task_ids) == {"apply_definitions", "materialize_features"}
+    assert dag.get_task("materialize_features").upstream_task_ids == {"apply_definitions"}
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+    # Follows gold, like training: features change when gold does.
+    assert {a.name for a in dag.timetable.asset_condition.objects} == {"recflow_gold_interactions"}
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)
