@@ -3,10 +3,10 @@
 At this stage: generate a sample shop into the landing folder, run the doctor (Java,
 Spark with Delta, a Delta round trip with time travel), then run the Airflow DAG
 ``ingest`` with ``dag.test`` once per generated day (daily intervals, so the demo takes
-seven runs instead of 168) and print the audit counts, then run the ``train`` DAG once
-and print the metrics, the registered version and its aliases, then run the ``publish``
-DAG (as the champion Asset would) and fetch one user's JSON over HTTP from the CDN
-stand-in.
+seven runs instead of 168) and print the audit counts; then, as the gold Asset would,
+the ``features`` DAG (Feast apply + materialize) and the ``train`` DAG (metrics, the
+registered version, its aliases); then, as the champion Asset would, the ``publish`` DAG,
+and fetch one user's JSON over HTTP from the CDN stand-in.
 """
 
 from __future__ import annotations
@@ -62,15 +62,22 @@ def main() -> int:
     if not _ingest_with_airflow(settings, report.days):
         print("\ningest failed; see above.")
         return 1
-    _step("4. train: the Airflow DAG `train` (trigger → ALS → MLflow → gate)")
+    _step("4. features: the Airflow DAG `features` (Feast apply → materialize)")
+    if not _features_with_airflow(settings):
+        print("\nfeatures failed; see above.")
+        return 1
+    _step("5. train: the Airflow DAG `train` (trigger → ALS → MLflow → gate)")
     if not _train_with_airflow(settings):
         print("\ntraining failed; see above.")
         return 1
-    _step("5. publish: the Airflow DAG `publish`, then a user's JSON from `recflow cdn`")
+    _step("6. publish: the Airflow DAG `publish`, then a user's JSON from `recflow cdn`")
     if not _publish_with_airflow(settings):
         print("\npublishing failed; see above.")
         return 1
-    print("\ndemo finished.")
+    print(
+        "\ndemo finished. Next: `make up` serves the champion's Bento on "
+        f"http://{settings.serve_host}:{settings.serve_port} next to the CDN stand-in."
+    )
     return 0
 
 
@@ -177,6 +184,31 @@ def _train_with_airflow(settings: Settings) -> bool:
         "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
         f"{settings.tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
     )
+    return True
+
+
+def _features_with_airflow(settings: Settings) -> bool:
+    """Run the features DAG once (as the gold Asset would) and read a user back online."""
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from jobs import features
+
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    run = DagBag(dag_folder=str(dags)).dags["features"].test()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(f"features run: {run.state}  tasks: {states}", flush=True)
+    if str(run.state) != "success":
+        return False
+    done = next(ti for ti in run.get_task_instances() if ti.task_id == "materialize_features")
+    result = done.xcom_pull(task_ids="materialize_features") or {}
+    for view, info in sorted(result.get("views", {}).items()):
+        print(f"  {view:<20} {info.get('materialized', 0):>6,} rows materialized")
+    fs = features.store(settings)
+    user = "u000000"
+    print(f"online read: {user} recent items {features.recent_items(fs, [user])[user][:5]}")
+    print(f"Feast registry and SQLite online store: {settings.feast_dir}")
     return True
 
 
