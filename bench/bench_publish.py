@@ -112,7 +112,7 @@ def main() -> None:
     rate = args.users
     print(f"  Spark recommendForAllUsers:     {spark_s:7.2f} s  {rate / spark_s:>10,.0f} users/s")
     print(f"  recflow blocked scorer:         {ours_s:7.2f} s  {rate / ours_s:>10,.0f} users/s")
-    print(f"  recflow scorer, one thread:     {ours1_s:7.2f} s  {rate / ours1_s:>10,.0f} users/s")
+    print(f"  recflow scorer, one worker:     {ours1_s:7.2f} s  {rate / ours1_s:>10,.0f} users/s")
     print(f"  bare matrix product (bound):    {bound_s:7.2f} s  {rate / bound_s:>10,.0f} users/s")
     print(f"  speed-up over Spark: {spark_s / ours_s:.1f}x; time vs bound: {ours_s / bound_s:.2f}x")
 
