@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import free_port, wait_for_port
+from support import free_port, stop_process, wait_for_port
 
 
 @pytest.fixture(scope="session")
@@ -25,5 +25,4 @@ def s3_server() -> Iterator[str]:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from support import clustered_model, free_port, register_champion
+from support import clustered_model, free_port, register_champion, stop_process
 
 from jobs.config import load_settings
 from jobs.model import RecModel
@@ -107,12 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         }
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=30)
 
 
 def _recommend(world: dict[str, Any], body: Any) -> httpx.Response:

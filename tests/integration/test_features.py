@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import stop_process
 
 from jobs import features, lake
 from jobs.config import Settings, load_settings
@@ -389,12 +390,7 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
                 time.sleep(0.1)
         yield port
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server)
 
 
 def test_redis_online_store_serves_the_same(
