@@ -20,8 +20,9 @@ $(STAMP): requirements.txt pyproject.toml
 	  $$UV pip install --quiet --python $(BIN)/python --no-deps -e .
 	@touch $(STAMP)
 
+# Library deprecation warnings would bury the demo's story; tests still show them.
 demo: venv
-	$(BIN)/python -m jobs.demo
+	PYTHONWARNINGS=ignore $(BIN)/python -m jobs.demo
 
 # After `make demo`: the champion's Bento on :3000 next to the CDN stand-in on :8765.
 up: venv
