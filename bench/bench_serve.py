@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.bento_build import use_bentoml_home
+from jobs.bento_build import serve_env, use_bentoml_home
 from jobs.config import Settings, get_settings
 from jobs.model import RecModel
 
@@ -225,7 +225,7 @@ def start_service(
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "BENTOML_HOME": str(use_bentoml_home(settings))}
+    env = serve_env(settings)
     if workers:
         env["BENTOML_CONFIG_OPTIONS"] = f"services.recflow.workers={workers}"
     cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", target]

@@ -61,6 +61,18 @@ def use_bentoml_home(settings: Settings) -> Path:
     return home
 
 
+def serve_env(settings: Settings) -> dict[str, str]:
+    """Environment for ``bentoml serve``: it runs inside the Bento's own folder, so a
+    relative data root (the default ``var``) would point the service at an empty Feast
+    store; pass the resolved one, and the BentoML home."""
+    return {
+        **os.environ,
+        "BENTOML_HOME": str(use_bentoml_home(settings)),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "RECFLOW_DATA_ROOT": str(settings.data_root),
+    }
+
+
 def bento_version(model_version: str) -> str:
     """The version part of Bento and BentoML model tags for a registered version."""
     return f"v{model_version}"

@@ -263,7 +263,6 @@ def up(
     ] = True,
 ) -> None:
     """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops."""
-    import os
     import signal
     import subprocess
     import sys
@@ -272,7 +271,6 @@ def up(
     from jobs.cdn import serve_in_background
 
     settings = _settings()
-    home = bento_build.use_bentoml_home(settings)
     if build:
         try:
             tag = bento_build.run(settings).bento_tag
@@ -286,7 +284,7 @@ def up(
     command = [str(bentoml), "serve", str(tag), "--host", settings.serve_host]
     proc = subprocess.Popen(
         [*command, "--port", str(settings.serve_port)],
-        env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"},
+        env=bento_build.serve_env(settings),
     )
 
     def stop(*_: object) -> None:
