@@ -284,3 +284,16 @@ def test_without_a_feature_store_everything_is_in_stock_and_nobody_has_recent_it
     state = source.load_stock(model)
     assert state.mask is None and state.fallback and state.out_of_stock == 0
     assert "all items count as in stock" in state.source
+
+
+def test_serve_env_hands_the_service_an_absolute_data_root(tmp_path, monkeypatch) -> None:
+    # `bentoml serve` runs inside the Bento's folder: a relative data root there would
+    # open an empty Feast store (found in `make up`).
+    from jobs.bento_build import serve_env
+    from jobs.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # restored afterwards
+    env = serve_env(load_settings(data_root="var"))
+    assert env["RECFLOW_DATA_ROOT"] == str(tmp_path / "var")
+    assert env["BENTOML_HOME"] == str(tmp_path / "bentoml")
