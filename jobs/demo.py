@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 from jobs.config import Settings, get_settings
 
@@ -148,20 +149,27 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
     return ok
 
 
-def _train_with_airflow(settings: Settings) -> bool:
-    """Run the train DAG once (as the gold Asset would) and show what the registry holds."""
+def _run_dag(dag_id: str) -> Any:
+    """One ``dag.test()`` run, as the Asset it is scheduled on would start it; the run,
+    or None when it failed (the task states are printed either way)."""
     from pathlib import Path
 
     from airflow.dag_processing.dagbag import DagBag
 
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    run = DagBag(dag_folder=str(dags)).dags[dag_id].test()
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(f"{dag_id} run: {run.state}  tasks: {states}", flush=True)
+    return run if str(run.state) == "success" else None
+
+
+def _train_with_airflow(settings: Settings) -> bool:
+    """Run the train DAG once (as the gold Asset would) and show what the registry holds."""
     from jobs.registry import CHALLENGER, CHAMPION, alias_version, setup
     from jobs.train import metrics_table
 
-    dags = Path(__file__).resolve().parents[1] / "dags"
-    run = DagBag(dag_folder=str(dags)).dags["train"].test()
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    print(f"train run: {run.state}  tasks: {states}", flush=True)
-    if str(run.state) != "success":
+    run = _run_dag("train")
+    if run is None:
         return False
     client = setup(settings)
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
@@ -189,17 +197,11 @@ def _train_with_airflow(settings: Settings) -> bool:
 
 def _features_with_airflow(settings: Settings) -> bool:
     """Run the features DAG once (as the gold Asset would) and read a user back online."""
-    from pathlib import Path
-
-    from airflow.dag_processing.dagbag import DagBag
 
     from jobs import features
 
-    dags = Path(__file__).resolve().parents[1] / "dags"
-    run = DagBag(dag_folder=str(dags)).dags["features"].test()
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    print(f"features run: {run.state}  tasks: {states}", flush=True)
-    if str(run.state) != "success":
+    run = _run_dag("features")
+    if run is None:
         return False
     done = next(ti for ti in run.get_task_instances() if ti.task_id == "materialize_features")
     result = done.xcom_pull(task_ids="materialize_features") or {}
@@ -217,9 +219,6 @@ def _publish_with_airflow(settings: Settings) -> bool:
     import gzip
     import json
     import urllib.request
-    from pathlib import Path
-
-    from airflow.dag_processing.dagbag import DagBag
 
     from jobs import layout
     from jobs.cdn import serve_in_background
@@ -229,11 +228,8 @@ def _publish_with_airflow(settings: Settings) -> bool:
     if alias_version(setup(settings), settings.model_name, CHAMPION) is None:
         print("no champion (the gate kept popularity): nothing to publish")
         return True
-    dags = Path(__file__).resolve().parents[1] / "dags"
-    run = DagBag(dag_folder=str(dags)).dags["publish"].test()
-    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
-    print(f"publish run: {run.state}  tasks: {states}", flush=True)
-    if str(run.state) != "success":
+    run = _run_dag("publish")
+    if run is None:
         return False
     live = current(settings)
     assert live is not None
