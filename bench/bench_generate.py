@@ -9,7 +9,7 @@ import argparse
 import tempfile
 
 from jobs.config import load_settings
-from jobs.generate import generate
+from jobs.sources.shop import generate
 
 
 def main() -> None:

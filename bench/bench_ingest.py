@@ -21,8 +21,8 @@ from pathlib import Path
 
 from jobs.config import Settings, load_settings
 from jobs.contracts import hour_partition
-from jobs.generate import generate
-from jobs.ingest import run_interval
+from jobs.ingest.steps import run_interval
+from jobs.sources.shop import generate
 
 
 def hour_counts(settings: Settings, start: datetime, hours: int) -> list[int]:

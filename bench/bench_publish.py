@@ -25,15 +25,15 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import load_settings
-from jobs.model import RecModel
-from jobs.ranking import Seen
-from jobs.scoring import score_all
+from jobs.model.artifact import RecModel
+from jobs.model.ranking import Seen
+from jobs.publish.scoring import score_all
 
 
 def spark_factors(args: argparse.Namespace, root: Path):  # type: ignore[no-untyped-def]
     from pyspark.ml.recommendation import ALS
 
-    from jobs.spark_session import get_spark
+    from jobs.spark import get_spark
 
     rng = np.random.default_rng(1)
     n = args.users * args.per_user
@@ -123,8 +123,8 @@ def upload(args: argparse.Namespace, root: Path, model: RecModel) -> None:
     import boto3
     import mlflow
 
-    from jobs import publish
-    from jobs.registry import CHAMPION, log_model, setup
+    from jobs.model.registry import CHAMPION, log_model, setup
+    from jobs.publish.steps import publish_all
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from support import free_port, wait_for_port
@@ -148,7 +148,7 @@ def upload(args: argparse.Namespace, root: Path, model: RecModel) -> None:
     client.set_registered_model_alias(settings.model_name, CHAMPION, versions[0])
 
     print(f"\nupload (k {args.k}, {settings.publish_workers} workers)")
-    done = publish.run(settings, in_stock={})
+    done = publish_all(settings, in_stock={})
     up = done["upload"]
     print(
         f"  local folder: {up['uploaded']:,} objects in {up['seconds']:.1f} s ="
@@ -176,7 +176,7 @@ def upload(args: argparse.Namespace, root: Path, model: RecModel) -> None:
             s3_endpoint_url=endpoint,
             **creds,
         )
-        done = publish.run(s3, version=versions[1], in_stock={})
+        done = publish_all(s3, version=versions[1], in_stock={})
         up = done["upload"]
         print(
             f"  S3-compatible server (moto, 127.0.0.1): {up['uploaded']:,} objects in"

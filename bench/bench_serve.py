@@ -39,9 +39,9 @@ from typing import Any
 
 import numpy as np
 
-from jobs.bento_build import serve_env, use_bentoml_home
 from jobs.config import Settings, get_settings
-from jobs.model import RecModel
+from jobs.model.artifact import RecModel
+from jobs.serve.bento_build import serve_env, use_bentoml_home
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,7 @@
 """Training quality and time: MovieLens 100K (both protocols) and ~1 M synthetic events.
 
-Each data set goes the production way (landing → ingest → gold → ``jobs.train.run``) in a
+Each data set goes the production way (landing → ingest → gold →
+``jobs.train.training.train_model``) in a
 throwaway data root with its own MLflow store; the script prints P/R/NDCG/MAP@10 for
 ALS and the popularity baseline under the time-based and the stratified 75/25 protocol,
 plus wall times.
@@ -17,11 +18,11 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from jobs import train
 from jobs.config import Settings, load_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
-from jobs.movielens import import_movielens
+from jobs.ingest.steps import run_interval
+from jobs.sources.movielens import import_movielens
+from jobs.sources.shop import generate
+from jobs.train import training as train
 
 
 def table(result: train.TrainResult, k: int) -> None:
@@ -33,7 +34,7 @@ def table(result: train.TrainResult, k: int) -> None:
 
 def timed_training(settings: Settings) -> train.TrainResult:
     t0 = time.perf_counter()
-    result = train.run(settings)
+    result = train.train_model(settings)
     print(
         f"  training run (search {len(result.candidates)} candidates + test + stratified +"
         f" final fit, MLflow logging): {time.perf_counter() - t0:.1f} s;"

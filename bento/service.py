@@ -1,9 +1,9 @@
 """recflow's online service: recommendations for whoever the CDN cannot answer.
 
 Reads the champion model from the BentoML model store (imported from the MLflow registry
-by ``jobs.bento_build``, pinned by the build argument ``model_tag``) and the Feast online
+by ``jobs.serve.bento_build``, pinned by the build argument ``model_tag``) and the Feast online
 store (stock flags at start-up and every minute; recent items of unknown users). All
-request logic is in :mod:`jobs.serving`; this module binds it to HTTP and Prometheus.
+request logic is in :mod:`jobs.serve.answers`; this module binds it to HTTP and Prometheus.
 
 Endpoints: ``POST /recommend``, ``POST /similar``; BentoML's own ``/livez`` and
 ``/healthz`` (liveness), ``/readyz`` (readiness, answered here with JSON details) and
@@ -23,16 +23,16 @@ with bentoml.importing():
     import anyio
     from starlette.responses import JSONResponse
 
-    from jobs import serving
     from jobs.config import get_settings
-    from jobs.model import RecModel
+    from jobs.model.artifact import RecModel
+    from jobs.serve import answers, feature_source, schemas
 
 log = logging.getLogger("recflow.service")
 
 # The service module is the process's entry point: reading settings here fixes the
 # request limits in the OpenAPI schema to what RECFLOW_SERVE_* say.
 SETTINGS = get_settings()
-RecommendRequest, SimilarRequest = serving.request_types(serving.Limits.from_settings(SETTINGS))
+RecommendRequest, SimilarRequest = schemas.request_types(schemas.Limits.from_settings(SETTINGS))
 # `bentoml build --arg model_tag=…` bakes the tag into the Bento; in development pass it to
 # `bentoml serve --arg model_tag=…`, or get the newest model of that name.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or f"{SETTINGS.model_name}:latest"
@@ -85,14 +85,14 @@ class RecflowService:
         stored = self.model_ref
         meta = stored.info.metadata
         model = RecModel.load(stored.path_of("model.npz"))
-        self.online = serving.OnlineModel.of(
+        self.online = answers.OnlineModel.of(
             model,
             name=str(meta.get("registered_name", stored.tag.name)),
             version=str(meta.get("version", stored.tag.version)),
             run_id=str(meta.get("run_id", "")),
         )
         self.model_tag = str(stored.tag)
-        self.features = serving.FeatureSource(SETTINGS)
+        self.features = feature_source.FeatureSource(SETTINGS)
         self.features.open()
         self.stock = self.features.load_stock(model)
         self._refresher: asyncio.Task[None] | None = None
@@ -124,7 +124,7 @@ class RecflowService:
 
     async def _refresh_stock(self) -> None:
         while True:
-            await asyncio.sleep(serving.STOCK_REFRESH_SECONDS)
+            await asyncio.sleep(feature_source.STOCK_REFRESH_SECONDS)
             state = await anyio.to_thread.run_sync(self.features.load_stock, self.online.model)
             self.stock = state  # one reference swap: requests see the old or the new mask
 
@@ -152,17 +152,17 @@ class RecflowService:
     # -- endpoints ------------------------------------------------------------------------
 
     @bentoml.api(route="/recommend")
-    async def recommend(self, request: RecommendRequest, /) -> serving.RecommendResponse:  # type: ignore[valid-type]
+    async def recommend(self, request: RecommendRequest, /) -> schemas.RecommendResponse:  # type: ignore[valid-type]
         """Top-K items for a user: als (known), fold_in (recent items) or popular."""
         started = time.perf_counter()
         mask = self.stock.mask
-        if serving.needs_recent_lookup(self.online, request) and self.features.available:
+        if answers.needs_recent_lookup(self.online, request) and self.features.available:
             # The online store is I/O: keep it off the event loop.
             response = await anyio.to_thread.run_sync(
-                serving.recommend, self.online, request, self._recent, mask
+                answers.recommend, self.online, request, self._recent, mask
             )
         else:
-            response = serving.recommend(self.online, request, None, mask)
+            response = answers.recommend(self.online, request, None, mask)
         RECOMMENDATIONS.labels(source=response.source).inc()
         SCORING_SECONDS.labels(endpoint="recommend", source=response.source).observe(
             time.perf_counter() - started
@@ -172,12 +172,12 @@ class RecflowService:
         return response
 
     @bentoml.api(route="/similar")
-    async def similar(self, request: SimilarRequest, /) -> serving.SimilarResponse:  # type: ignore[valid-type]
+    async def similar(self, request: SimilarRequest, /) -> schemas.SimilarResponse:  # type: ignore[valid-type]
         """Items like ``item_id`` (cosine of item factors), in stock; 404 if unknown."""
         started = time.perf_counter()
         try:
-            response = serving.similar(self.online, request.item_id, request.k, self.stock.mask)
-        except serving.UnknownItemError:
+            response = answers.similar(self.online, request.item_id, request.k, self.stock.mask)
+        except answers.UnknownItemError:
             REJECTED.labels(endpoint="similar", field="item_id").inc()
             return JSONResponse(  # type: ignore[return-value]
                 {"error": f"item_id: unknown item {request.item_id!r}", "field": "item_id"},
@@ -255,7 +255,7 @@ class RequestErrors:
                 raise ValueError("no error list")
         except (ValueError, AttributeError):
             errors = [{"loc": (), "msg": body.decode("utf-8", "replace")[:500]}]
-        payload = serving.validation_error_body(errors)
+        payload = schemas.validation_error_body(errors)
         REJECTED.labels(endpoint=endpoint, field=payload["detail"][0]["field"]).inc()
         data = json.dumps(payload).encode()
         headers = [

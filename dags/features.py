@@ -1,8 +1,8 @@
-"""Features DAG: after gold changes, apply the Feast definitions and materialize online.
+"""Features: after gold changes, apply the Feast definitions and materialize online.
 
-Scheduled on the gold Asset the ingest DAG emits. ``materialize_features`` exports the
+Scheduled on the gold Asset the ingest DAG emits. `materialize_features` exports the
 lake as of the end of the data that triggered the run and materializes incrementally up
-to it. Orchestration only: the work is in ``jobs.features``.
+to it. Each task is one call into `jobs.features.steps`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def _data_end(context: dict[str, Any]) -> datetime:
 with DAG(
     dag_id="features",
     description="Feast apply, then incremental materialization of the online features.",
+    doc_md=__doc__,
     schedule=[GOLD_INTERACTIONS],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -54,18 +55,14 @@ with DAG(
 
     @task
     def apply_definitions() -> dict:
-        from jobs.config import get_settings
-        from jobs.features import apply
+        from jobs.features.steps import apply_step
 
-        settings = get_settings()
-        apply(settings)
-        return {"project": settings.feast_project}
+        return apply_step()
 
     @task
-    def materialize_features(applied: dict, **context: Any) -> dict:
-        from jobs.config import get_settings
-        from jobs.features import materialize
+    def materialize_features(**context: Any) -> dict:
+        from jobs.features.steps import materialize_step
 
-        return materialize(get_settings(), end=_data_end(context))
+        return materialize_step(_data_end(context))
 
-    materialize_features(apply_definitions())
+    apply_definitions() >> materialize_features()

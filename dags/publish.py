@@ -1,11 +1,12 @@
-"""Publish DAG: when the champion changes, score every user and publish their JSON.
+"""Publish: when the champion changes, score every user and publish their JSON.
 
 Scheduled on the champion Asset the train DAG emits. score → upload → verify → flip,
-then prune, invalidate and build the Bento of the published model. ``recs/latest.json``
-moves only after every object of the publish is uploaded and verified, so a failed run
-leaves clients on the previous publish. The publish id comes from the run's date and the
-model version, so a retried task works on the same publish (and re-uploads only what is
-missing). Orchestration only: the work is in ``jobs.publish`` and ``jobs.bento_build``.
+then prune, invalidate and build the Bento of the published model. `recs/latest.json` moves only
+after every object of the publish is uploaded and verified, so a failed run leaves
+clients on the previous publish. The publish id comes from the run's date and the model
+version, so a retried task works on the same publish (and re-uploads only what is
+missing). Scores move between tasks through the object store (a private staging prefix),
+never a worker's disk. Each task is one call into `jobs.publish.steps`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ CHAMPION = Asset(name=ASSET_CHAMPION)
 with DAG(
     dag_id="publish",
     description="Precomputed recommendations per user → S3/CDN, flipped atomically.",
+    doc_md=__doc__,
     schedule=[CHAMPION],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -37,57 +39,47 @@ with DAG(
 
     @task
     def score(dag_run=None) -> dict:
-        from jobs.config import get_settings
-        from jobs.publish import score_step
+        from jobs.publish.steps import score_step
 
-        return score_step(get_settings(), generated_at=dag_run.run_after)
+        return score_step(generated_at=dag_run.run_after)
 
     @task
     def upload(scored: dict) -> dict:
-        from jobs.config import get_settings
-        from jobs.publish import upload_step
+        from jobs.publish.steps import upload_step
 
-        return upload_step(get_settings(), scored["publish_id"])
+        return upload_step(scored["publish_id"])
 
     @task
     def verify(uploaded: dict) -> dict:
-        from jobs.config import get_settings
-        from jobs.publish import verify_step
+        from jobs.publish.steps import verify_step
 
-        return verify_step(get_settings(), uploaded["publish_id"])
+        return verify_step(uploaded["publish_id"])
 
     @task
     def flip(verified: dict) -> dict:
-        from jobs.config import get_settings
-        from jobs.publish import flip_step
+        from jobs.publish.steps import flip_step
 
-        return flip_step(get_settings(), verified["publish_id"])
+        return flip_step(verified["publish_id"])
 
     @task
     def invalidate(flipped: dict, run_id=None) -> str | None:
-        from jobs.config import get_settings
-        from jobs.publish import invalidate_step
+        from jobs.publish.steps import invalidate_step
 
-        return invalidate_step(get_settings(), f"{flipped['publish_id']}-{run_id}")
+        return invalidate_step(f"{flipped['publish_id']}-{run_id}")
 
     @task
-    def prune(flipped: dict) -> list[str]:
-        from jobs.config import get_settings
-        from jobs.publish import prune_step
+    def prune() -> list[str]:
+        from jobs.publish.steps import prune_step
 
-        return prune_step(get_settings())
+        return prune_step()
 
     @task
     def build_bento(flipped: dict) -> dict:
-        """The online service for the model just published, as a Bento tagged v<version>."""
-        from dataclasses import asdict
+        from jobs.publish.steps import build_bento_step
 
-        from jobs.bento_build import run
-        from jobs.config import get_settings
-
-        return asdict(run(get_settings(), version=flipped["model_version"]))
+        return build_bento_step(flipped["model_version"])
 
     flipped = flip(verify(upload(score())))
     invalidate(flipped)
-    prune(flipped)
+    flipped >> prune()
     build_bento(flipped)

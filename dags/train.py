@@ -1,9 +1,9 @@
 """Train DAG: runs when gold changes, trains only when the trigger says so.
 
-Scheduled on the gold Asset the ingest DAG emits. ``should_train`` short-circuits the run
+Scheduled on the gold Asset the ingest DAG emits. `should_train` short-circuits the run
 when there is not enough new data (and no drift, no missing or stale model); the reason
 is in its log and XCom. A new champion emits the champion Asset, which the publish DAG
-follows. Orchestration only: the work is in ``jobs.train``.
+follows. Each task is one call into `jobs.train.steps`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ CHAMPION = Asset(name=ASSET_CHAMPION)
 with DAG(
     dag_id="train",
     description="Threshold-triggered Spark ALS training, tracked and gated in MLflow.",
+    doc_md=__doc__,
     schedule=[GOLD_INTERACTIONS],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -36,14 +37,14 @@ with DAG(
 
     @task.short_circuit
     def should_train() -> dict | bool:
-        from jobs.train import trigger_step
+        from jobs.train.steps import trigger_step
 
         decision = trigger_step()
         return decision if decision["train"] else False
 
     @task
     def train_model(decision: dict) -> dict:
-        from jobs.train import train_step
+        from jobs.train.steps import train_step
 
         return train_step(decision)
 

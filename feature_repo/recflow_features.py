@@ -11,7 +11,7 @@ from datetime import timedelta
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Bool, Float64, Int64, String, UnixTimestamp
 
-from jobs.features import (
+from jobs.features.definitions import (
     ITEM_STATS,
     ITEM_STOCK,
     SERVICE,
@@ -46,7 +46,7 @@ item = Entity(
 )
 
 # -- sources -------------------------------------------------------------------------------
-# Parquet snapshots that jobs.features exports from the Delta lake. Each row is stamped
+# Parquet snapshots that jobs.features.definitions exports from the Delta lake. Each row is stamped
 # with the end of the run that exported it (the instant its values are valid from); only
 # changed rows are exported, so materialization reads just the new ones.
 user_stats_source = FileSource(

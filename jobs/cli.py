@@ -53,7 +53,7 @@ def generate(
     ] = False,
 ) -> None:
     """Write a synthetic shop (catalog + clickstream) into the landing folder."""
-    from jobs.generate import generate as run
+    from jobs.sources.shop import generate as run
 
     settings = _settings()
     try:
@@ -93,7 +93,7 @@ def import_movielens(
     path: Annotated[Path, typer.Argument(help="Folder holding u.data, u.item, u.user.")],
 ) -> None:
     """Map MovieLens 100K onto the event and item contracts (ratings become events)."""
-    from jobs.movielens import import_movielens as run
+    from jobs.sources.movielens import import_movielens as run
 
     settings = _settings()
     try:
@@ -133,8 +133,8 @@ def ingest(
     force: Annotated[bool, typer.Option(help="Reload even if the files are unchanged.")] = False,
 ) -> None:
     """Run one data interval through bronze → silver → gold, as the `ingest` DAG does."""
-    from jobs.ingest import UnbalancedBatchError, run_interval
-    from jobs.quality import QualityGateError
+    from jobs.ingest.quality import QualityGateError
+    from jobs.ingest.steps import UnbalancedBatchError, run_interval
 
     try:
         result = run_interval(start, end, force=force, settings=_settings())
@@ -149,7 +149,8 @@ def train(
     force: Annotated[bool, typer.Option(help="Train even if the trigger says no.")] = False,
 ) -> None:
     """Decide whether to retrain; if so train ALS, log to MLflow, register and gate."""
-    from jobs.train import NotEnoughDataError, train_step, trigger_step
+    from jobs.train.data import NotEnoughDataError
+    from jobs.train.steps import train_step, trigger_step
 
     settings = _settings()
     decision = trigger_step(settings)
@@ -174,11 +175,11 @@ def publish(
     ] = None,
 ) -> None:
     """Score every user and publish their JSON (score, upload, verify, flip, prune)."""
-    from jobs.layout import LayoutError
-    from jobs.publish import PublishError, run
+    from jobs.publish.layout import LayoutError
+    from jobs.publish.steps import PublishError, publish_all
 
     try:
-        result = run(_settings(), version=version, progress=True)
+        result = publish_all(_settings(), version=version, progress=True)
     except (PublishError, LayoutError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -194,7 +195,7 @@ def publish(
 @app.command()
 def publishes() -> None:
     """List the publishes in the bucket, oldest first; * marks the live one."""
-    from jobs.publish import publishes as listing
+    from jobs.publish.steps import publishes as listing
 
     for p in listing(_settings()):
         mark = "*" if p["live"] else " "
@@ -209,12 +210,12 @@ def rollback(
     publish_id: Annotated[str, typer.Argument(help="A kept publish (see `recflow publishes`).")],
 ) -> None:
     """Point recs/latest.json back at an older publish (after verifying it)."""
-    from jobs.layout import LayoutError
-    from jobs.publish import PublishError
-    from jobs.publish import rollback as run
+    from jobs.publish.layout import LayoutError
+    from jobs.publish.steps import PublishError
+    from jobs.publish.steps import rollback as roll_back
 
     try:
-        result = run(_settings(), publish_id)
+        result = roll_back(_settings(), publish_id)
     except (PublishError, LayoutError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -226,7 +227,7 @@ def recs(
     user_id: Annotated[str, typer.Argument(help="The user whose list a client would fetch.")],
 ) -> None:
     """Print the object a client fetches for a user (their list, else popular.json)."""
-    from jobs.publish import PublishError, recs_for
+    from jobs.publish.steps import PublishError, recs_for
 
     try:
         key, body = recs_for(_settings(), user_id)
@@ -242,7 +243,7 @@ def cdn(
     port: Annotated[int | None, typer.Option(help="Port (default RECFLOW_CDN_PORT).")] = None,
 ) -> None:
     """Serve the local bucket like the CDN: gzip, cache headers, CORS, 404s."""
-    from jobs.cdn import make_server
+    from jobs.publish.cdn import make_server
 
     settings = _settings()
     server = make_server(settings, port)
@@ -267,13 +268,13 @@ def up(
     import subprocess
     import sys
 
-    from jobs import bento_build
-    from jobs.cdn import serve_in_background
+    from jobs.publish.cdn import serve_in_background
+    from jobs.serve import bento_build
 
     settings = _settings()
     if build:
         try:
-            tag = bento_build.run(settings).bento_tag
+            tag = bento_build.import_and_build(settings).bento_tag
         except LookupError as exc:
             typer.secho(str(exc), fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
     spark_delta_version: str = Field(
         "4.4.0", description="Version of Delta's jar (io.delta:delta-spark_<spark>_2.13)."
     )
+    spark_maven_repository: str = Field(
+        "https://repo1.maven.org/maven2/",
+        description="The one Maven repository Ivy resolves Spark's jars from (a mirror in prod).",
+    )
     spark_extra_packages: list[str] = Field(
         default_factory=list,
         description="More Maven coordinates, e.g. org.apache.hadoop:hadoop-aws:3.5.0 for s3a://.",
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
         24.0, description="How far past its interval's end an event may be stamped."
     )
     quality_enabled: bool = Field(
-        True, description="Run the Great Expectations gates (jobs.quality) in ingest."
+        True, description="Run the Great Expectations gates (jobs.ingest.quality) in ingest."
     )
     quality_row_ratio: Annotated[float, Field(gt=1.0)] = Field(
         10.0, description="Warn when a batch is this many times smaller/larger than the last."
@@ -314,11 +318,6 @@ class Settings(BaseSettings):
         return self.data_root / "feast"
 
     @property
-    def publish_staging_dir(self) -> Path:
-        """Scores of a publish between the DAG's score and upload tasks."""
-        return self.data_root / "publish"
-
-    @property
     def catalog_dir(self) -> Path:
         assert self.landing_dir is not None
         return self.landing_dir / "catalog"
@@ -339,6 +338,29 @@ def load_settings(**overrides: object) -> Settings:
             field = ".".join(str(p) for p in err["loc"]) or "settings"
             lines.append(f"  RECFLOW_{field.upper()}: {err['msg']}")
         raise ConfigError("invalid recflow configuration:\n" + "\n".join(lines)) from None
+
+
+class IngestSchedule(BaseSettings):
+    """The two settings the ingest DAG's schedule needs when Airflow parses the file.
+
+    Parsing reads these and nothing else, so an invalid value of any other setting fails
+    the task that uses it (with a readable error) instead of hiding the DAG.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="RECFLOW_", env_file=".env", extra="ignore")
+
+    ingest_schedule: str = Settings.model_fields["ingest_schedule"].default
+    ingest_start: str = Settings.model_fields["ingest_start"].default
+
+    _check_start = field_validator("ingest_start")(Settings._check_instant.__func__)
+
+
+def ingest_schedule() -> IngestSchedule:
+    """Schedule and first interval of the ingest DAG, read at parse time."""
+    try:
+        return IngestSchedule()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid ingest schedule: {exc}") from None
 
 
 @lru_cache(maxsize=1)

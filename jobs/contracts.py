@@ -33,6 +33,8 @@ ITEM_FIELDS: tuple[str, ...] = (
     "updated_at",
 )
 MAX_ID_LENGTH = 128
+# K of a recommendation list when nobody says otherwise: offline metrics and the service.
+DEFAULT_K = 10
 
 
 class Reason(StrEnum):

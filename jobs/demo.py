@@ -11,6 +11,7 @@ and fetch one user's JSON over HTTP from the CDN stand-in.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from typing import Any
@@ -22,10 +23,21 @@ def _step(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)), flush=True)
 
 
+def _show_progress_logs() -> None:
+    """recflow's own INFO lines (what each step did) on stdout; libraries stay quiet."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("   · %(message)s"))
+    logger = logging.getLogger("jobs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def main() -> int:
     from jobs.doctor import run_checks
-    from jobs.generate import generate
+    from jobs.sources.shop import generate
 
+    _show_progress_logs()
     settings = get_settings()
     print(f"recflow demo — data root {settings.data_root}")
 
@@ -109,8 +121,8 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
     import pendulum
     from airflow.dag_processing.dagbag import DagBag
 
-    from jobs import lake
-    from jobs.spark_session import get_spark
+    from jobs import tables
+    from jobs.spark import get_spark
 
     dag = DagBag(dag_folder=str(dags)).dags["ingest"]
     ok = True
@@ -120,7 +132,9 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
         print(f"ingest run for {day}: {run.state}", flush=True)
         ok = ok and str(run.state) == "success"
     spark = get_spark(settings)
-    audit = lake.read(spark, settings, "ingest_audit").orderBy("interval_start").collect()
+    audit = (
+        tables.read_or_create(spark, settings, "ingest_audit").orderBy("interval_start").collect()
+    )
     print(
         f"{'batch':<30} {'read':>7} {'quarant.':>8} {'no cons.':>8} {'dups':>6} "
         f"{'inserted':>8} balanced quality"
@@ -140,10 +154,10 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
     print("quarantined by reason: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())))
     print(
         f"lake: {settings.lake_dir}  (gold interactions: "
-        f"{lake.read(spark, settings, 'interactions').count():,} rows)"
+        f"{tables.read_or_create(spark, settings, 'interactions').count():,} rows)"
     )
     if settings.quality_enabled:
-        from jobs.quality import docs_index
+        from jobs.ingest.quality import docs_index
 
         print(f"Data Docs (Great Expectations): file://{docs_index(settings)}")
     return ok
@@ -165,8 +179,8 @@ def _run_dag(dag_id: str) -> Any:
 
 def _train_with_airflow(settings: Settings) -> bool:
     """Run the train DAG once (as the gold Asset would) and show what the registry holds."""
-    from jobs.registry import CHALLENGER, CHAMPION, alias_version, setup
-    from jobs.train import metrics_table
+    from jobs.model.registry import CHALLENGER, CHAMPION, alias_version, setup
+    from jobs.train.training import metrics_table
 
     run = _run_dag("train")
     if run is None:
@@ -198,7 +212,7 @@ def _train_with_airflow(settings: Settings) -> bool:
 def _features_with_airflow(settings: Settings) -> bool:
     """Run the features DAG once (as the gold Asset would) and read a user back online."""
 
-    from jobs import features
+    from jobs.features import definitions, online
 
     run = _run_dag("features")
     if run is None:
@@ -207,9 +221,9 @@ def _features_with_airflow(settings: Settings) -> bool:
     result = done.xcom_pull(task_ids="materialize_features") or {}
     for view, info in sorted(result.get("views", {}).items()):
         print(f"  {view:<20} {info.get('materialized', 0):>6,} rows materialized")
-    fs = features.store(settings)
+    fs = definitions.store(settings)
     user = "u000000"
-    print(f"online read: {user} recent items {features.recent_items(fs, [user])[user][:5]}")
+    print(f"online read: {user} recent items {online.recent_items(fs, [user])[user][:5]}")
     print(f"Feast registry and SQLite online store: {settings.feast_dir}")
     return True
 
@@ -220,10 +234,10 @@ def _publish_with_airflow(settings: Settings) -> bool:
     import json
     import urllib.request
 
-    from jobs import layout
-    from jobs.cdn import serve_in_background
-    from jobs.publish import current, publishes
-    from jobs.registry import CHAMPION, alias_version, load_version, setup
+    from jobs.model.registry import CHAMPION, alias_version, load_version, setup
+    from jobs.publish import layout
+    from jobs.publish.cdn import serve_in_background
+    from jobs.publish.steps import current, publishes
 
     if alias_version(setup(settings), settings.model_name, CHAMPION) is None:
         print("no champion (the gate kept popularity): nothing to publish")

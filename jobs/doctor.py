@@ -48,7 +48,7 @@ def _data_root(settings: Settings) -> str:
 
 
 def _spark(settings: Settings) -> str:
-    from jobs.spark_session import get_spark
+    from jobs.spark import get_spark
 
     spark = get_spark(settings)
     return f"Spark {spark.version} ({spark.sparkContext.master}) with Delta"
@@ -57,7 +57,7 @@ def _spark(settings: Settings) -> str:
 def _delta_round_trip(settings: Settings) -> str:
     from delta.tables import DeltaTable
 
-    from jobs.spark_session import get_spark
+    from jobs.spark import get_spark
 
     spark = get_spark(settings)
     path = f"{settings.data_root}/doctor/delta_check"

@@ -47,7 +47,7 @@ def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(spark_settings: Settings) -> Iterator[object]:
-    from jobs.spark_session import get_spark
+    from jobs.spark import get_spark
 
     session = get_spark(spark_settings)
     yield session

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.config import Settings
-from jobs.model import RecModel
-from jobs.ranking import Seen
+from jobs.model.artifact import RecModel
+from jobs.model.ranking import Seen
 
 
 def clustered_model(n_users: int = 120, n_items: int = 90, seed: int = 5) -> RecModel:
@@ -37,7 +37,7 @@ def register_champion(settings: Settings, model: RecModel, workdir: Path) -> str
     """Log and register ``model`` in the settings' MLflow store; alias it champion."""
     import mlflow
 
-    from jobs.registry import CHAMPION, log_model, setup
+    from jobs.model.registry import CHAMPION, log_model, setup
 
     client = setup(settings)
     with mlflow.start_run():

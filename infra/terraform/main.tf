@@ -4,6 +4,8 @@
 
 locals {
   recs_path = "${var.publish_prefix}recs/*"
+  # Scores between the publish DAG's tasks: the publisher's only, never behind CloudFront.
+  staging_path = "${var.publish_prefix}_staging/*"
 }
 
 resource "aws_s3_bucket" "recs" {
@@ -162,9 +164,12 @@ resource "aws_iam_role" "publisher" {
 
 data "aws_iam_policy_document" "publisher" {
   statement {
-    sid       = "Objects"
-    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
-    resources = ["${aws_s3_bucket.recs.arn}/${local.recs_path}"]
+    sid     = "Objects"
+    actions = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = [
+      "${aws_s3_bucket.recs.arn}/${local.recs_path}",
+      "${aws_s3_bucket.recs.arn}/${local.staging_path}",
+    ]
   }
   statement {
     sid       = "List"
@@ -173,7 +178,7 @@ data "aws_iam_policy_document" "publisher" {
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = [local.recs_path]
+      values   = [local.recs_path, local.staging_path]
     }
   }
   statement {

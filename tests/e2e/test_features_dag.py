@@ -10,11 +10,12 @@ DRIVER = """
 import json, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
-from jobs import features, lake
+from jobs import tables
+from jobs.features import definitions, online
 from jobs.config import get_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
-from jobs.spark_session import get_spark
+from jobs.sources.shop import generate
+from jobs.ingest.steps import run_interval
+from jobs.spark import get_spark
 
 settings = get_settings()
 generate(settings, days=1)
@@ -22,15 +23,18 @@ run_interval("2026-11-01T00:00:00+00:00", "2026-11-01T11:00:00+00:00", settings=
 dag = DagBag(dag_folder=sys.argv[1]).dags["features"]
 # A manual run: its data interval ends at the logical date, which is the export's end.
 run = dag.test(logical_date=pendulum.datetime(2026, 11, 1, 11, tz="UTC"))
-fs = features.store(settings)
-users = sorted(r.user_id for r in lake.read(get_spark(settings), settings, "user_stats").collect())
+fs = definitions.store(settings)
+stats = tables.read_or_create(get_spark(settings), settings, "user_stats")
+users = sorted(r.user_id for r in stats.collect())
 print("RESULT " + json.dumps({
     "state": str(run.state),
     "tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()},
-    "ends": sorted({str(fs.get_feature_view(v).most_recent_end_time) for v in features.VIEW_KEYS}),
+    "ends": sorted(
+        {str(fs.get_feature_view(v).most_recent_end_time) for v in definitions.VIEW_KEYS}
+    ),
     "users": len(users),
-    "with_stats": len(features.user_stats(fs, users)),
-    "with_recent": sum(1 for v in features.recent_items(fs, users).values() if v),
+    "with_stats": len(online.user_stats(fs, users)),
+    "with_recent": sum(1 for v in online.recent_items(fs, users).values() if v),
 }))
 """
 

@@ -11,9 +11,9 @@ import json, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
 from jobs.config import get_settings
-from jobs.generate import generate
-from jobs import lake
-from jobs.spark_session import get_spark
+from jobs.sources.shop import generate
+from jobs import tables
+from jobs.spark import get_spark
 
 settings = get_settings()
 generate(settings, days=1, malformed_fraction=0.05, duplicate_fraction=0.02)
@@ -23,14 +23,14 @@ for hour in (11, 12):  # a data interval ends at the logical date given to dag.t
     run = dag.test(logical_date=pendulum.datetime(2026, 11, 1, hour, tz="UTC"))
     states.append(str(run.state))
 spark = get_spark(settings)
-audit = lake.read(spark, settings, "ingest_audit").collect()
+audit = tables.read_or_create(spark, settings, "ingest_audit").collect()
 print("RESULT " + json.dumps({
     "states": states,
     "batches": sorted(r.batch_id for r in audit),
     "balanced": all(r.balanced for r in audit),
     "quality": [dict(r.quality) for r in audit],
-    "silver": lake.read(spark, settings, "events").count(),
-    "gold": lake.read(spark, settings, "interactions").count(),
+    "silver": tables.read_or_create(spark, settings, "events").count(),
+    "gold": tables.read_or_create(spark, settings, "interactions").count(),
 }))
 """
 

@@ -14,16 +14,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1]).parent / "tests"))
 from airflow.dag_processing.dagbag import DagBag
 from support import clustered_model, register_champion
-from jobs import lake
+from jobs import tables
 from jobs.config import get_settings
-from jobs.publish import current, recs_for
-from jobs.spark_session import get_spark
+from jobs.publish.steps import current, recs_for
+from jobs.spark import get_spark
 
 settings = get_settings()
 model = clustered_model()
 version = register_champion(settings, model, settings.data_root / "work")
 spark = get_spark(settings)
-location = lake.ensure_table(spark, settings, "items")
+location = tables.ensure_table(spark, settings, "items")
 now = datetime(2026, 11, 29, tzinfo=UTC)
 rows = [(str(i), i.endswith("3"), now) for i in model.item_ids]  # item-3, item-13, ... in stock
 spark.createDataFrame(rows, "item_id string, in_stock boolean, updated_at timestamp") \\

@@ -11,9 +11,9 @@ DRIVER = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 from jobs.config import get_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
-from jobs.registry import CHAMPION, alias_version, setup
+from jobs.sources.shop import generate
+from jobs.ingest.steps import run_interval
+from jobs.model.registry import CHAMPION, alias_version, setup
 
 settings = get_settings()
 generate(settings, days=7)  # a week: enough history per user for CF to beat popularity

@@ -1,4 +1,4 @@
-"""The online service as it ships: a registered champion, ``jobs.bento_build`` (model import
+"""The online service as it ships: a registered champion, ``jobs.serve.bento_build`` (model import
 and ``bentoml build``), ``bentoml serve`` of the Bento on 127.0.0.1, called over HTTP.
 
 One module-scoped world: a clustered model registered in a temporary MLflow store and
@@ -26,8 +26,8 @@ import yaml
 from support import clustered_model, free_port, register_champion, stop_process
 
 from jobs.config import load_settings
-from jobs.model import RecModel
-from jobs.publish import recs_for, run
+from jobs.model.artifact import RecModel
+from jobs.publish.steps import publish_all, recs_for
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     settings = load_settings(data_root=root)
     model = clustered_model()
     version = register_champion(settings, model, base / "work")
-    run(settings, in_stock=None)  # the published lists the service must agree with
+    publish_all(settings, in_stock=None)  # the published lists the service must agree with
     env = _env(root)
 
     built = subprocess.run(
-        [sys.executable, "-m", "jobs.bento_build"],
+        [sys.executable, "-m", "jobs.serve.bento_build"],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 from support import stop_process
 
-from jobs import features, lake
+from jobs import tables
 from jobs.config import Settings, load_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
+from jobs.features import definitions, export, online
+from jobs.ingest.steps import run_interval
+from jobs.sources.shop import generate
 
 pytestmark = [
     pytest.mark.spark,
@@ -60,12 +61,12 @@ def shop(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
 
 # -- what the lake says (computed independently of jobs.features) ---------------------------
 def gold_users(spark: Any, settings: Settings) -> dict[str, dict[str, Any]]:
-    rows = lake.read(spark, settings, "user_stats").collect()
+    rows = tables.read_or_create(spark, settings, "user_stats").collect()
     return {r["user_id"]: r.asDict() for r in rows}
 
 
 def expected_recent(spark: Any, settings: Settings) -> dict[str, list[str]]:
-    frame = lake.read(spark, settings, "interactions").toPandas()
+    frame = tables.read_or_create(spark, settings, "interactions").toPandas()
     frame = frame.sort_values(
         ["user_id", "last_ts", "weight", "item_id"], ascending=[True, False, False, True]
     )
@@ -73,22 +74,25 @@ def expected_recent(spark: Any, settings: Settings) -> dict[str, list[str]]:
 
 
 def catalog_stock(spark: Any, settings: Settings) -> dict[str, bool]:
-    return {r["item_id"]: r["in_stock"] for r in lake.read(spark, settings, "items").collect()}
+    return {
+        r["item_id"]: r["in_stock"]
+        for r in tables.read_or_create(spark, settings, "items").collect()
+    }
 
 
 def assert_users_match(fs: Any, spark: Any, settings: Settings) -> None:
     gold = gold_users(spark, settings)
-    online = features.user_stats(fs, sorted(gold))
-    assert set(online) == set(gold)
+    answered = online.user_stats(fs, sorted(gold))
+    assert set(answered) == set(gold)
     for user, row in gold.items():
-        got = online[user]
+        got = answered[user]
         for col in ("n_events", "impressions", "clicks", "add_to_carts", "purchases"):
             assert got[col] == row[col], (user, col)
         assert math.isclose(got["revenue"], row["revenue"] or 0.0)
         # Feast's UnixTimestamp holds whole seconds.
         assert got["last_event_ts"] == row["last_ts"].replace(microsecond=0, tzinfo=UTC)
     recent = expected_recent(spark, settings)
-    assert features.recent_items(fs, sorted(gold)) == {u: recent.get(u, []) for u in gold}
+    assert online.recent_items(fs, sorted(gold)) == {u: recent.get(u, []) for u in gold}
 
 
 # -- tests --------------------------------------------------------------------------------
@@ -97,22 +101,22 @@ def test_definitions_and_export_agree(spark: Any, shop: dict[str, Any]) -> None:
     from feast.types import Array, String
 
     settings: Settings = shop["settings"]
-    objects = features.definitions(settings)
+    objects = definitions.definitions(settings)
     views = {o.name: o for o in objects if isinstance(o, FeatureView)}
     entities = {o.name: o for o in objects if isinstance(o, Entity)}
-    assert set(views) == set(features.VIEW_KEYS)
-    frames = features.feature_frames(spark, settings)
+    assert set(views) == set(definitions.VIEW_KEYS)
+    frames = export.feature_frames(spark, settings)
     for name, view in views.items():
         assert view.online and view.ttl == timedelta(days=settings.feast_ttl_days)
         assert view.batch_source.path == str(settings.feast_dir / "sources" / name)
         (entity,) = view.entities
-        assert entities[entity].join_key == features.VIEW_KEYS[name]
-        wanted = {features.VIEW_KEYS[name], *(f.name for f in view.features)}
+        assert entities[entity].join_key == definitions.VIEW_KEYS[name]
+        wanted = {definitions.VIEW_KEYS[name], *(f.name for f in view.features)}
         assert set(frames[name].columns) == wanted, name
-    recent = views[features.USER_RECENT_ITEMS].features[0]
+    recent = views[definitions.USER_RECENT_ITEMS].features[0]
     assert recent.name == "recent_item_ids" and recent.dtype == Array(String)
     (service,) = [o for o in objects if isinstance(o, FeatureService)]
-    assert service.name == features.SERVICE
+    assert service.name == definitions.SERVICE
     assert {p.name for p in service.feature_view_projections} == set(views)
 
 
@@ -134,7 +138,7 @@ def test_changed_rows_exports_changes_tombstones_and_refreshes(spark: Any) -> No
         [("same", ["a", "b"]), ("changed", ["f", "c"]), ("stale", ["d"]), ("new", ["g"])],
         "user_id STRING, recent_item_ids ARRAY<STRING>",
     )
-    rows = features.changed_rows(
+    rows = export.changed_rows(
         current, previous, "user_id", ["recent_item_ids"], end, end - timedelta(days=15)
     ).collect()
     got = {r["user_id"]: (r["recent_item_ids"], r["_gone"]) for r in rows}
@@ -145,7 +149,7 @@ def test_changed_rows_exports_changes_tombstones_and_refreshes(spark: Any) -> No
         "erased": (None, True),
     }
     assert {r["event_timestamp"].replace(tzinfo=UTC) for r in rows} == {end}
-    first = features.changed_rows(current, None, "user_id", ["recent_item_ids"], end, end)
+    first = export.changed_rows(current, None, "user_id", ["recent_item_ids"], end, end)
     assert first.count() == 4
 
 
@@ -154,8 +158,8 @@ def test_apply_is_idempotent_and_drops_leftovers(shop: dict[str, Any]) -> None:
     from feast.types import Int64
 
     settings: Settings = shop["settings"]
-    features.apply(settings)
-    fs = features.store(settings)
+    definitions.apply(settings)
+    fs = definitions.store(settings)
     leftover = FeatureView(
         name="obsolete",
         entities=[fs.get_entity("user")],
@@ -165,36 +169,38 @@ def test_apply_is_idempotent_and_drops_leftovers(shop: dict[str, Any]) -> None:
     )
     fs.apply([leftover])
     assert "obsolete" in {v.name for v in fs.list_feature_views()}
-    features.apply(settings)
-    features.apply(settings)
-    fs = features.store(settings)
-    assert {v.name for v in fs.list_feature_views()} == set(features.VIEW_KEYS)
-    assert {s.name for s in fs.list_feature_services()} == {features.SERVICE}
+    definitions.apply(settings)
+    definitions.apply(settings)
+    fs = definitions.store(settings)
+    assert {v.name for v in fs.list_feature_views()} == set(definitions.VIEW_KEYS)
+    assert {s.name for s in fs.list_feature_services()} == {definitions.SERVICE}
     assert {e.name for e in fs.list_entities()} >= {"user", "item"}
 
 
 def test_materialize_and_read_online(spark: Any, shop: dict[str, Any]) -> None:
     settings: Settings = shop["settings"]
-    result = features.materialize(settings, END1, spark)
+    result = export.materialize(settings, END1, spark)
     assert result["end"] == END1.isoformat()
-    frames = features.feature_frames(spark, settings)
+    frames = export.feature_frames(spark, settings)
     for name, info in result["views"].items():
         n = frames[name].count()
         assert n > 0 and info["exported"] == info["materialized"] == n, (name, info)
         assert info["start"] == (END1 - timedelta(days=settings.feast_ttl_days)).isoformat()
 
-    fs = features.store(settings)
+    fs = definitions.store(settings)
     assert_users_match(fs, spark, settings)
     assert any(len(v) == RECENT for v in expected_recent(spark, settings).values())
-    assert features.recent_items(fs, ["nobody", "nobody"]) == {"nobody": []}
-    assert features.user_stats(fs, ["nobody"]) == {}
-    assert features.recent_items(fs, []) == {} and features.stock(fs, []) == {}
+    assert online.recent_items(fs, ["nobody", "nobody"]) == {"nobody": []}
+    assert online.user_stats(fs, ["nobody"]) == {}
+    assert online.recent_items(fs, []) == {} and online.stock(fs, []) == {}
 
     catalog = catalog_stock(spark, settings)
-    assert features.stock(fs, [*sorted(catalog), "no-such-item"]) == catalog
+    assert online.stock(fs, [*sorted(catalog), "no-such-item"]) == catalog
 
-    gold_items = {r["item_id"]: r for r in lake.read(spark, settings, "item_stats").collect()}
-    online_items = features.item_stats(fs, [*sorted(gold_items), "no-such-item"])
+    gold_items = {
+        r["item_id"]: r for r in tables.read_or_create(spark, settings, "item_stats").collect()
+    }
+    online_items = online.item_stats(fs, [*sorted(gold_items), "no-such-item"])
     assert set(online_items) == set(gold_items)
     for item, row in gold_items.items():
         for col in ("impressions", "clicks", "purchases", "purchases_7d"):
@@ -210,10 +216,10 @@ def test_service_folds_in_a_new_user_from_their_feast_recent_items(
     read from the materialized store, fold-in, stock from the store."""
     import numpy as np
 
-    from jobs import serving
-    from jobs.model import RecModel
-    from jobs.ranking import Seen
-    from jobs.scoring import stock_mask
+    from jobs.model.artifact import RecModel
+    from jobs.model.ranking import Seen
+    from jobs.model.stock import stock_mask
+    from jobs.serve import answers, feature_source, schemas
 
     settings: Settings = shop["settings"]
     recent = expected_recent(spark, settings)
@@ -230,13 +236,13 @@ def test_service_folds_in_a_new_user_from_their_feast_recent_items(
         seen=Seen.from_lists([[]]),
         params={"reg": 0.1, "alpha": 1.0},
     )
-    source = serving.FeatureSource(settings)
+    source = feature_source.FeatureSource(settings)
     source.open()
     assert source.available, source.status
     mask = stock_mask(model, source.stock(items))
-    answer = serving.recommend(
-        serving.OnlineModel.of(model),
-        serving.RecommendRequest(user_id=user, k=5),
+    answer = answers.recommend(
+        answers.OnlineModel.of(model),
+        schemas.RecommendRequest(user_id=user, k=5),
         recent_lookup=source.recent,
         stock_mask=mask,
     )
@@ -244,9 +250,9 @@ def test_service_folds_in_a_new_user_from_their_feast_recent_items(
     got = {i.item_id for i in answer.items}
     assert got and not got & set(recent[user])  # what they just saw is not offered again
     assert not got & {i for i, ok in catalog.items() if not ok}
-    stranger = serving.recommend(
-        serving.OnlineModel.of(model),
-        serving.RecommendRequest(user_id="nobody-at-all", k=5),
+    stranger = answers.recommend(
+        answers.OnlineModel.of(model),
+        schemas.RecommendRequest(user_id="nobody-at-all", k=5),
         recent_lookup=source.recent,
         stock_mask=mask,
     )
@@ -271,21 +277,21 @@ def test_new_hour_materializes_only_what_changed(spark: Any, shop: dict[str, Any
     changed = {u for u, row in after.items() if before.get(u) != row}
     assert changed and len(changed) < len(after)
 
-    features.apply(settings)  # what the DAG does first: progress must survive it
-    fs = features.store(settings)
-    assert fs.get_feature_view(features.USER_STATS).most_recent_end_time == END1
+    definitions.apply(settings)  # what the DAG does first: progress must survive it
+    fs = definitions.store(settings)
+    assert fs.get_feature_view(definitions.USER_STATS).most_recent_end_time == END1
 
-    result = features.materialize(settings, END2, spark)
+    result = export.materialize(settings, END2, spark)
     views = result["views"]
     just_after = (END1 + timedelta(microseconds=1)).isoformat()
     assert all(v["start"] == just_after for v in views.values())
-    assert views[features.USER_STATS]["exported"] == len(changed)
-    assert views[features.USER_STATS]["materialized"] == len(changed)
-    assert views[features.ITEM_STOCK]["exported"] == 1
-    assert views[features.USER_RECENT_ITEMS]["exported"] <= len(changed)
+    assert views[definitions.USER_STATS]["exported"] == len(changed)
+    assert views[definitions.USER_STATS]["materialized"] == len(changed)
+    assert views[definitions.ITEM_STOCK]["exported"] == 1
+    assert views[definitions.USER_RECENT_ITEMS]["exported"] <= len(changed)
 
-    fs = features.store(settings)
-    assert features.stock(fs, [sold_out]) == {sold_out: False}
+    fs = definitions.store(settings)
+    assert online.stock(fs, [sold_out]) == {sold_out: False}
     assert_users_match(fs, spark, settings)
     shop["second"] = result
 
@@ -294,20 +300,20 @@ def test_rerun_and_backfill_change_nothing(spark: Any, shop: dict[str, Any]) -> 
     settings: Settings = shop["settings"]
 
     def snapshots() -> list[Path]:
-        return sorted(p for p in features.sources_dir(settings).glob("*/*") if p.is_dir())
+        return sorted(p for p in definitions.sources_dir(settings).glob("*/*") if p.is_dir())
 
     folders = snapshots()
-    again = features.materialize(settings, END2, spark)
+    again = export.materialize(settings, END2, spark)
     for name, info in again["views"].items():
         assert info["exported"] == shop["second"]["views"][name]["exported"]
         assert info["start"] == END2.isoformat()  # only this end's rows are rewritten
     assert snapshots() == folders
 
-    old = features.materialize(settings, END1, spark)
+    old = export.materialize(settings, END1, spark)
     for info in old["views"].values():
         assert info["exported"] == 0 and "skipped" in info and "materialize_skipped" in info
-    fs = features.store(settings)
-    assert fs.get_feature_view(features.ITEM_STATS).most_recent_end_time == END2
+    fs = definitions.store(settings)
+    assert fs.get_feature_view(definitions.ITEM_STATS).most_recent_end_time == END2
     assert_users_match(fs, spark, settings)
 
 
@@ -318,14 +324,14 @@ def test_changed_definition_resets_its_snapshots(
     own = load_settings(
         data_root=tmp_path / "var", lake_dir=settings.lake_dir, landing_dir=settings.landing_dir
     )
-    n_items = lake.read(spark, own, "item_stats").count()
-    first = features.export(spark, own, END1, {features.ITEM_STATS: ["clicks"]})
-    assert first[features.ITEM_STATS] == {"exported": n_items, "removed": 0, "reset": False}
-    wider = {features.ITEM_STATS: ["clicks", "impressions"]}
-    second = features.export(spark, own, END2, wider)
-    assert second[features.ITEM_STATS] == {"exported": n_items, "removed": 0, "reset": True}
-    folder = features.sources_dir(own) / features.ITEM_STATS
-    assert features.exported_stamps(folder) == [END2]
+    n_items = tables.read_or_create(spark, own, "item_stats").count()
+    first = export.export(spark, own, END1, {definitions.ITEM_STATS: ["clicks"]})
+    assert first[definitions.ITEM_STATS] == {"exported": n_items, "removed": 0, "reset": False}
+    wider = {definitions.ITEM_STATS: ["clicks", "impressions"]}
+    second = export.export(spark, own, END2, wider)
+    assert second[definitions.ITEM_STATS] == {"exported": n_items, "removed": 0, "reset": True}
+    folder = definitions.sources_dir(own) / definitions.ITEM_STATS
+    assert export.exported_stamps(folder) == [END2]
 
 
 def test_feast_cli_applies_the_repository(tmp_path: Path) -> None:
@@ -341,10 +347,10 @@ def test_feast_cli_applies_the_repository(tmp_path: Path) -> None:
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    fs = features.store(load_settings(data_root=tmp_path / "var"))
-    assert {v.name for v in fs.list_feature_views()} == set(features.VIEW_KEYS)
-    assert fs.get_feature_view(features.USER_STATS).batch_source.path == str(
-        tmp_path / "var" / "feast" / "sources" / features.USER_STATS
+    fs = definitions.store(load_settings(data_root=tmp_path / "var"))
+    assert {v.name for v in fs.list_feature_views()} == set(definitions.VIEW_KEYS)
+    assert fs.get_feature_view(definitions.USER_STATS).batch_source.path == str(
+        tmp_path / "var" / "feast" / "sources" / definitions.USER_STATS
     )
 
 
@@ -405,11 +411,11 @@ def test_redis_online_store_serves_the_same(
         feast_redis_connection=f"127.0.0.1:{redis_port}",
         feast_recent_items=RECENT,
     )
-    features.apply(on_redis)
-    result = features.materialize(on_redis, END2, spark)
-    assert result["views"][features.USER_STATS]["materialized"] > 0
-    fs = features.store(on_redis)
+    definitions.apply(on_redis)
+    result = export.materialize(on_redis, END2, spark)
+    assert result["views"][definitions.USER_STATS]["materialized"] > 0
+    fs = definitions.store(on_redis)
     assert fs.config.online_store.type == "redis"
     assert_users_match(fs, spark, on_redis)
     catalog = catalog_stock(spark, on_redis)
-    assert features.stock(fs, sorted(catalog)) == catalog
+    assert online.stock(fs, sorted(catalog)) == catalog

@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from jobs import lake
-from jobs.bronze import interval_files
+from jobs import tables
 from jobs.config import Settings, load_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
-from jobs.silver import time_window
-from jobs.validate import Rejected, parse_event
+from jobs.ingest.bronze import interval_files
+from jobs.ingest.silver import time_window
+from jobs.ingest.steps import run_interval
+from jobs.ingest.validate import Rejected, parse_event
+from jobs.sources.shop import generate
 
 pytestmark = pytest.mark.spark
 
@@ -46,7 +46,7 @@ def shop(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
 
 def _expected(settings: Settings) -> tuple[Counter[str], set[str], int]:
     """An independent reading of the landing files: reasons, consented ids, non-consented."""
-    interval = lake.Interval.parse(START, END)
+    interval = tables.Interval.parse(START, END)
     window = time_window(settings, interval)
     reasons: Counter[str] = Counter()
     ids: set[str] = set()
@@ -71,10 +71,10 @@ def test_every_bad_line_is_quarantined_and_every_good_one_reaches_silver(
     settings, result = shop
     reasons, ids, _ = _expected(settings)
     assert len(reasons) >= 8  # a corpus of many kinds
-    quarantine = lake.read(spark, settings, "quarantine").where("source = 'events'")
+    quarantine = tables.read_or_create(spark, settings, "quarantine").where("source = 'events'")
     got = Counter({r["reason"]: r["count"] for r in quarantine.groupBy("reason").count().collect()})
     assert got == reasons
-    silver_ids = {r.event_id for r in lake.read(spark, settings, "events").collect()}
+    silver_ids = {r.event_id for r in tables.read_or_create(spark, settings, "events").collect()}
     assert silver_ids == ids
     assert result["silver"]["quarantined_by_reason"] == dict(reasons)
 
@@ -95,7 +95,7 @@ def test_counts_balance_in_the_audit(spark: Any, shop: tuple[Settings, dict]) ->
         )
     )
     assert audit["duplicates_in_batch"] > 0
-    rows = lake.read(spark, settings, "ingest_audit").collect()
+    rows = tables.read_or_create(spark, settings, "ingest_audit").collect()
     assert rows and all(r.balanced for r in rows)
 
 
@@ -105,16 +105,16 @@ def test_gold_interactions_add_up_to_weighted_silver_events(
     settings, _ = shop
     weights = settings.event_weights
     expected: Counter[tuple[str, str]] = Counter()
-    for r in lake.read(spark, settings, "events").collect():
+    for r in tables.read_or_create(spark, settings, "events").collect():
         if weights[r.event_type] > 0:
             expected[(r.user_id, r.item_id)] += weights[r.event_type]
     gold = {
         (r.user_id, r.item_id): r.weight
-        for r in lake.read(spark, settings, "interactions").collect()
+        for r in tables.read_or_create(spark, settings, "interactions").collect()
     }
     assert gold.keys() == expected.keys()
     assert all(abs(gold[k] - expected[k]) < 1e-9 for k in gold)
-    stats = lake.read(spark, settings, "item_stats").collect()
+    stats = tables.read_or_create(spark, settings, "item_stats").collect()
     assert stats and all(s.ctr is None or 0 <= s.ctr <= 1 for s in stats)
 
 
@@ -123,7 +123,9 @@ def test_reruns_leave_the_same_contents(spark: Any, shop: tuple[Settings, dict])
 
     def hashes() -> dict[str, str]:
         return {
-            name: lake.content_hash(lake.read(spark, settings, name), exclude=("_ingested_at",))
+            name: tables.content_hash(
+                tables.read_or_create(spark, settings, name), exclude=("_ingested_at",)
+            )
             for name in TABLES
         }
 

@@ -15,41 +15,44 @@ import numpy as np
 import pytest
 from support import clustered_model, register_champion
 
-from jobs import layout
-from jobs.cdn import serve_in_background
 from jobs.config import Settings, load_settings
-from jobs.model import RecModel
-from jobs.publish import (
+from jobs.model.artifact import RecModel
+from jobs.publish import layout
+from jobs.publish.cdn import serve_in_background
+from jobs.publish.steps import (
     PublishError,
     current,
+    flip_step,
     prune_step,
+    publish_all,
     publishes,
     recs_for,
     rollback,
-    run,
     score_step,
     upload_step,
     verify_step,
 )
-from jobs.storage import LocalStore, ObjectStore, S3Store
+from jobs.publish.storage import LocalStore, ObjectStore, S3Store
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("publish")
-    settings = load_settings(data_root=root / "var", publish_k=10, publish_keep=2)
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, Any]:
+    """A registered champion and its first publish (hour 0, live), for each test alone."""
+    settings = load_settings(data_root=tmp_path / "var", publish_k=10, publish_keep=2)
     model = clustered_model()
-    version = register_champion(settings, model, root / "work")
+    version = register_champion(settings, model, tmp_path / "work")
     out_of_stock = {f"item-{i}": False for i in range(0, 90, 7)}
-    return {"settings": settings, "model": model, "version": version, "stock": out_of_stock}
+    world = {"settings": settings, "model": model, "version": version, "stock": out_of_stock}
+    world["first"] = _publish(world, 0)
+    return world
 
 
 def _publish(world: dict[str, Any], hours: int, **kw: Any) -> dict[str, Any]:
-    return run(
+    return publish_all(
         world["settings"],
         generated_at=T0 + timedelta(hours=hours),
         in_stock=world["stock"],
@@ -67,8 +70,7 @@ def _objects(store_root: Path, publish_id: str) -> dict[str, dict[str, Any]]:
 def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> None:
     settings: Settings = world["settings"]
     model: RecModel = world["model"]
-    result = _publish(world, 0)
-    pid = result["publish_id"]
+    pid = world["first"]["publish_id"]
     assert pid == f"20261129T060000Z-v{world['version']}"
     objects = _objects(settings.publish_dir, pid)
     users = {k: v for k, v in objects.items() if "/u/" in k}
@@ -136,7 +138,7 @@ def test_rerunning_a_publish_uploads_nothing_and_changes_no_byte(world: dict[str
     settings = world["settings"]
     pid = current(settings)["publish_id"]
     before = {p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")}
-    again = upload_step(settings, pid)
+    again = upload_step(pid, settings=settings)
     assert again["uploaded"] == 0 and again["skipped"] == len(world["model"].user_ids)
     after = {p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")}
     assert after == before
@@ -165,19 +167,19 @@ def test_a_failure_midway_leaves_latest_and_the_previous_publish_intact(
     settings = world["settings"]
     live = current(settings)["publish_id"]
     store = LocalStore(settings.publish_dir)
-    scored = score_step(settings, T0 + timedelta(hours=1), in_stock=world["stock"])
+    scored = score_step(T0 + timedelta(hours=1), in_stock=world["stock"], settings=settings)
     pid = scored["publish_id"]
     with pytest.raises(ConnectionError, match="injected"):
-        upload_step(settings, pid, FailingStore(store, 40))
+        upload_step(pid, FailingStore(store, 40), settings=settings)
     assert current(settings)["publish_id"] == live
-    verify_step(settings, live)  # the live publish is whole
+    verify_step(live, settings=settings)  # the live publish is whole
     with pytest.raises(PublishError, match="no manifest"):
-        verify_step(settings, pid)
+        verify_step(pid, settings=settings)
     with pytest.raises(PublishError, match="no manifest"):
         rollback(settings, pid)  # an incomplete publish can never go live
-    resumed = upload_step(settings, pid)  # the retry uploads only what is missing
+    resumed = upload_step(pid, settings=settings)  # the retry uploads only what is missing
     assert resumed["skipped"] >= 30 and resumed["uploaded"] <= len(world["model"].user_ids) - 30
-    assert verify_step(settings, pid)["user_objects"] == len(world["model"].user_ids)
+    assert verify_step(pid, settings=settings)["user_objects"] == len(world["model"].user_ids)
 
 
 def test_verification_catches_a_missing_or_altered_object(world: dict[str, Any]) -> None:
@@ -188,32 +190,37 @@ def test_verification_catches_a_missing_or_altered_object(world: dict[str, Any])
     try:
         victim.write_bytes(gzip.compress(b'{"items": []}'))
         with pytest.raises(PublishError, match="shards differing"):
-            verify_step(settings, pid)
+            verify_step(pid, settings=settings)
         victim.unlink()
         with pytest.raises(PublishError, match="does not match"):
-            verify_step(settings, pid)
+            verify_step(pid, settings=settings)
     finally:
         victim.write_bytes(original)
-    verify_step(settings, pid)
+    verify_step(pid, settings=settings)
 
 
 def test_retention_and_rollback(world: dict[str, Any]) -> None:
     settings = world["settings"]
-    first = current(settings)["publish_id"]  # hour 0; hour 1 is complete but never went live
+    first = current(settings)["publish_id"]  # hour 0, live
+    hour1 = score_step(T0 + timedelta(hours=1), in_stock=world["stock"], settings=settings)
+    upload_step(hour1["publish_id"], settings=settings)  # complete, never flipped
+    store = LocalStore(settings.publish_dir)
+    staged = [k for k, _ in store.list(layout.staging_root("", hour1["publish_id"]))]
+    assert staged and not [k for k, _ in store.list(layout.staging_root("", first))]
     earlier = [p["publish_id"] for p in publishes(settings)]
     assert earlier[0] == first and len(earlier) == 2
     second = _publish(world, 2)
     assert second["pruned"] == [first]  # keep=2: the newest two stay
     assert [p["publish_id"] for p in publishes(settings)] == [earlier[1], second["publish_id"]]
-    assert not (settings.publish_staging_dir / first).exists()
+    assert not [k for k, _ in store.list(layout.staging_root("", first))]
 
     assert rollback(settings, earlier[1])["previous"] == second["publish_id"]
     assert current(settings)["publish_id"] == earlier[1]
     # A newer publish uploaded but not flipped: pruning keeps the newest two *and* the
     # live one, even though it is now the oldest.
-    third = score_step(settings, T0 + timedelta(hours=3), in_stock=world["stock"])
-    upload_step(settings, third["publish_id"])
-    assert prune_step(settings) == []
+    third = score_step(T0 + timedelta(hours=3), in_stock=world["stock"], settings=settings)
+    upload_step(third["publish_id"], settings=settings)
+    assert prune_step(settings=settings) == []
     listed = publishes(settings)
     assert [p["live"] for p in listed] == [True, False, False]
     with pytest.raises(PublishError, match="no manifest"):
@@ -305,7 +312,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
         cloudfront_endpoint_url=s3_server,
         **creds,
     )
-    result = run(settings, generated_at=T0 + timedelta(hours=9), in_stock=world["stock"])
+    result = publish_all(settings, generated_at=T0 + timedelta(hours=9), in_stock=world["stock"])
     pid = result["publish_id"]
     assert result["invalidation"]
     batch = cloudfront.get_invalidation(DistributionId=dist, Id=result["invalidation"])
@@ -332,4 +339,28 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     assert [i["item_id"] for i in body["items"]] == model.ids(expected)[0]
     with urllib.request.urlopen(url("shop1/recs/latest.json")) as r:
         assert "max-age=60" in r.headers["Cache-Control"]
-    assert upload_step(settings, pid)["uploaded"] == 0  # idempotent on S3 too
+    assert upload_step(pid, settings=settings)["uploaded"] == 0  # idempotent on S3 too
+
+
+def test_staged_scores_are_private_and_hold_no_user_id(world: dict[str, Any]) -> None:
+    """Scores between the DAG's tasks go through the store, keyed by HMAC, never served."""
+    settings, model = world["settings"], world["model"]
+    scored = score_step(T0 + timedelta(hours=5), in_stock=world["stock"], settings=settings)
+    store = LocalStore(settings.publish_dir)
+    root = layout.staging_root("", scored["publish_id"])
+    staged = {k: store.get(k) for k, _ in store.list(root)}
+    assert set(staged) == {f"{root}scores.npz", f"{root}meta.json"}
+    blob = b"".join(staged.values())
+    assert not any(str(u).encode() in blob for u in model.user_ids)
+    server, base = serve_in_background(settings)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/{root}meta.json")
+        assert err.value.code == 404  # only recs/ is served, as the bucket policy says
+    finally:
+        server.shutdown()
+        server.server_close()
+    upload_step(scored["publish_id"], settings=settings)
+    verify_step(scored["publish_id"], settings=settings)
+    flip_step(scored["publish_id"], settings=settings)
+    assert not [k for k, _ in store.list(root)]  # dropped once live

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from jobs import lake, quality
+from jobs import tables
 from jobs.config import Settings, load_settings
-from jobs.generate import generate
-from jobs.ingest import gold_step, run_interval
-from jobs.silver import refine_events
+from jobs.ingest import quality
+from jobs.ingest.silver import refine_events
+from jobs.ingest.steps import gold_step, run_interval
+from jobs.sources.shop import generate
 
 pytestmark = pytest.mark.spark
 
@@ -99,19 +100,19 @@ def test_a_failed_silver_gate_merges_nothing(spark: Any, shop: tuple[Settings, d
     import great_expectations.expectations as gxe
 
     root, _ = shop
-    before = lake.version(spark, root, "events")
+    before = tables.version(spark, root, "events")
     impossible = [gxe.ExpectTableRowCountToBeBetween(max_value=0)]
 
-    def gate(frame: Any, interval: lake.Interval) -> dict[str, bool]:
+    def gate(frame: Any, interval: tables.Interval) -> dict[str, bool]:
         return {"strict": quality.run_suite(root, "strict", frame, impossible)["success"]}
 
-    later = lake.Interval.parse("2026-11-01T12:00:00+00:00", "2026-11-01T13:00:00+00:00")
-    from jobs.bronze import load_events
+    later = tables.Interval.parse("2026-11-01T12:00:00+00:00", "2026-11-01T13:00:00+00:00")
+    from jobs.ingest.bronze import load_events
 
     load_events(spark, root, later)
     with pytest.raises(quality.QualityGateError):
         refine_events(spark, root, later, gate=gate)
-    assert lake.version(spark, root, "events") == before
+    assert tables.version(spark, root, "events") == before
 
 
 def test_a_failing_expectation_blocks_gold(spark: Any, shop: tuple[Settings, dict]) -> None:
@@ -123,16 +124,19 @@ def test_a_failing_expectation_blocks_gold(spark: Any, shop: tuple[Settings, dic
 
     def gold_state() -> dict[str, Any]:
         return {
-            name: (lake.version(spark, root, name), lake.content_hash(lake.read(spark, root, name)))
+            name: (
+                tables.version(spark, root, name),
+                tables.content_hash(tables.read_or_create(spark, root, name)),
+            )
             for name in ("interactions", "user_stats", "item_daily")
         }
 
     before = gold_state()
-    existing = lake.read(spark, root, "events").first().event_id
+    existing = tables.read_or_create(spark, root, "events").first().event_id
     bad = spark.createDataFrame(
         [_event(existing), _event("bad-1", "teleport", user_id="u-bad")], EVENT_COLUMNS
     )
-    bad.write.format("delta").mode("append").save(lake.path(root, "events"))
+    bad.write.format("delta").mode("append").save(tables.path(root, "events"))
 
     with pytest.raises(quality.QualityGateError) as err:
         gold_step(settings=root)
@@ -141,7 +145,7 @@ def test_a_failing_expectation_blocks_gold(spark: Any, shop: tuple[Settings, dic
 
     from delta.tables import DeltaTable
 
-    DeltaTable.forPath(spark, lake.path(root, "events")).delete(
+    DeltaTable.forPath(spark, tables.path(root, "events")).delete(
         "_batch_id = 'manual' AND _source_file = 'manual'"
     )
     after = gold_step(settings=root)

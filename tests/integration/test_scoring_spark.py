@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from support import clustered_model
 
-from jobs.scoring import score_all, score_spark, stock_mask
+from jobs.model.stock import stock_mask
+from jobs.publish.scoring import score_all, score_spark
 
 pytestmark = pytest.mark.spark
 

@@ -6,7 +6,7 @@ import pytest
 
 from jobs.config import Settings, load_settings
 from jobs.doctor import run_checks
-from jobs.spark_session import cached_jars, delta_package, spark_conf
+from jobs.spark import cached_jars, delta_package, spark_conf
 
 pytestmark = pytest.mark.spark
 

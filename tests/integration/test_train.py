@@ -1,8 +1,9 @@
 """Training on MovieLens 100K through the real lake, MLflow registry and gate.
 
-One module-scoped lake: MovieLens is imported into the landing folder and ingested whole;
-later in the module a few hours of a synthetic shop arrive to exercise the threshold
-trigger. The tests run in file order and build on each other's registry state.
+One module-scoped lake: MovieLens is imported into the landing folder and ingested whole,
+and one module-scoped first training run registers the champion. Every test asks for the
+state it needs through those fixtures, so any subset runs alone and in any order; the
+trigger test alone adds a few hours of a synthetic shop (after its "nothing new" check).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from jobs import train
 from jobs.config import Settings, load_settings
-from jobs.generate import generate
-from jobs.ingest import run_interval
-from jobs.movielens import import_movielens
-from jobs.registry import CHALLENGER, CHAMPION, alias_version, setup
-from jobs.trigger import decide
+from jobs.ingest.steps import run_interval
+from jobs.model.registry import CHALLENGER, CHAMPION, alias_version, setup
+from jobs.sources.movielens import import_movielens
+from jobs.sources.shop import generate
+from jobs.train import als
+from jobs.train.training import train_model
+from jobs.train.trigger import decide
 
 pytestmark = pytest.mark.spark
 
@@ -47,19 +49,26 @@ def ml(spark: Any, ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return {"settings": settings}
 
 
+@pytest.fixture(scope="module")
+def first(spark: Any, ml: dict[str, Any]) -> Any:
+    """The module's first training run: the champion every other test compares against."""
+    return train_model(ml["settings"], spark)
+
+
 def _decide(spark: Any, settings: Settings) -> Any:
     return decide(spark, settings, setup(settings))
 
 
 def test_no_model_means_train(spark: Any, ml: dict[str, Any]) -> None:
-    decision = _decide(spark, ml["settings"])
+    # A model name nothing was registered under, whatever other tests trained.
+    untrained = ml["settings"].model_copy(update={"model_name": "recflow-never-trained"})
+    decision = _decide(spark, untrained)
     assert decision.train is True and decision.reason == "no model yet"
 
 
-def test_als_beats_popularity_and_becomes_champion(spark: Any, ml: dict[str, Any]) -> None:
+def test_als_beats_popularity_and_becomes_champion(ml: dict[str, Any], first: Any) -> None:
     settings: Settings = ml["settings"]
-    result = train.run(settings, spark)
-    ml["first"] = result
+    result = first
     m = result.metrics
     # The stratified protocol is the one published numbers use; the time-based one is
     # harder on MovieLens (the last slice is a few dozen users) but must still win.
@@ -86,11 +95,13 @@ def test_als_beats_popularity_and_becomes_champion(spark: Any, ml: dict[str, Any
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
     protocols = sorted(r.data.tags["recflow.protocol"] for r in nested)
-    assert len(train.candidates(settings)) == 2
+    assert len(als.candidates(settings)) == 2
     assert protocols == ["stratified", "stratified", "time", "time"]
 
 
-def test_registered_pyfunc_serves_without_spark(ml: dict[str, Any], tmp_path: Path) -> None:
+def test_registered_pyfunc_serves_without_spark(
+    ml: dict[str, Any], first: Any, tmp_path: Path
+) -> None:
     """Load the champion in a fresh interpreter with pyspark made unimportable."""
     import subprocess
     import sys
@@ -111,16 +122,16 @@ def test_registered_pyfunc_serves_without_spark(ml: dict[str, Any], tmp_path: Pa
     known, unknown = json.loads(done.stdout.strip().splitlines()[-1])
     assert known["source"] == "als" and len(known["item_ids"]) == 10
     assert unknown["source"] == "popular" and len(unknown["item_ids"]) == 3
-    from jobs.registry import load_version
+    from jobs.model.registry import load_version
 
-    model = load_version(settings, ml["first"].version)
+    model = load_version(settings, first.version)
     row = model.user_index["ml-u1"]
     lo, hi = model.seen.indptr[row], model.seen.indptr[row + 1]
     seen = {str(model.item_ids[j]) for j in model.seen.indices[lo:hi]}
     assert seen and not seen & set(known["item_ids"])
 
 
-def test_trigger_threshold_age_and_drift(spark: Any, ml: dict[str, Any]) -> None:
+def test_trigger_threshold_age_and_drift(spark: Any, ml: dict[str, Any], first: Any) -> None:
     settings: Settings = ml["settings"]
     quiet = _decide(spark, settings)
     assert quiet.train is False and quiet.new_interactions == 0
@@ -145,15 +156,21 @@ def test_trigger_threshold_age_and_drift(spark: Any, ml: dict[str, Any]) -> None
     assert at.train is True
 
 
-def test_gate_refuses_a_broken_model(spark: Any, ml: dict[str, Any]) -> None:
+def test_gate_refuses_a_broken_model(
+    spark: Any, ml: dict[str, Any], first: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: real Spark ALS, then item factors shuffled (a broken model)."""
     settings: Settings = ml["settings"]
-    champion = ml["first"].version
+    champion = first.version
+    real_fit = als.fit
 
-    def shuffle(factors: np.ndarray) -> np.ndarray:
-        return np.random.default_rng(0).permutation(factors)
+    def shuffled_fit(*args: Any, **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        users, items = real_fit(*args, **kwargs)
+        return users, np.random.default_rng(0).permutation(items)
 
+    monkeypatch.setattr(als, "fit", shuffled_fit)
     quick = settings.model_copy(update={"eval_stratified": False})
-    broken = train.run(quick, spark, tamper=shuffle)
+    broken = train_model(quick, spark)
     assert broken.gate.challenger is False and broken.gate.champion is False
     assert broken.gate.reason.startswith("rejected")
     client = setup(settings)

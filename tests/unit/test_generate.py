@@ -13,7 +13,7 @@ import pytest
 
 from jobs.config import Settings, load_settings
 from jobs.contracts import EVENT_TYPES, ITEM_FIELDS, MAX_ID_LENGTH, REQUIRED_EVENT_FIELDS
-from jobs.generate import MALFORMED_KINDS, generate
+from jobs.sources.shop import MALFORMED_KINDS, generate
 
 
 def _tree_digest(root: Path) -> dict[str, str]:

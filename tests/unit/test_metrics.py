@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from jobs.metrics import (
+from jobs.train.metrics import (
     coverage,
     map_at_k,
     ndcg_at_k,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobs.config import Settings
-from jobs.movielens import RATING_TO_EVENT, import_movielens, read_ratings
+from jobs.sources.movielens import RATING_TO_EVENT, import_movielens, read_ratings
 
 
 def test_import_maps_every_rating_user_and_film(ml100k: Path, settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jobs.ranking import NO_ITEM, Seen, popular_k, top_k
+from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 
 def _reference(users, items, k, seen_lists, allowed):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 from support import clustered_model
 
-from jobs.scoring import score_all, stock_mask
+from jobs.model.stock import stock_mask
+from jobs.publish.scoring import score_all
 
 
 def test_batch_lists_equal_single_user_lists_with_stock() -> None:
@@ -24,8 +25,8 @@ def test_batch_lists_equal_single_user_lists_with_stock() -> None:
 def test_scores_are_bit_identical_alone_and_in_a_block_at_production_shapes() -> None:
     # Rank 64 and a wide catalog: BLAS must give a user the same bits in a block of 256
     # as alone, or near-ties could order the online list differently from the CDN's.
-    from jobs.model import RecModel
-    from jobs.ranking import Seen
+    from jobs.model.artifact import RecModel
+    from jobs.model.ranking import Seen
 
     rng = np.random.default_rng(11)
     model = RecModel(

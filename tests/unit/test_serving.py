@@ -10,12 +10,13 @@ import pytest
 from pydantic import ValidationError
 from support import clustered_model
 
-from jobs import serving
 from jobs.config import load_settings
-from jobs.model import RecModel
+from jobs.model import stock
+from jobs.model.artifact import RecModel
+from jobs.serve import answers, feature_source, schemas
 
-LIMITS = serving.Limits(max_k=100, max_recent_items=200)
-Recommend, Similar = serving.request_types(LIMITS)
+LIMITS = schemas.Limits(max_k=100, max_recent_items=200)
+Recommend, Similar = schemas.request_types(LIMITS)
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,8 @@ def model() -> RecModel:
 
 
 @pytest.fixture(scope="module")
-def online(model: RecModel) -> serving.OnlineModel:
-    return serving.OnlineModel.of(model, name="recflow-als", version="7", run_id="abc")
+def online(model: RecModel) -> answers.OnlineModel:
+    return answers.OnlineModel.of(model, name="recflow-als", version="7", run_id="abc")
 
 
 def cluster(item_id: str) -> int:
@@ -33,20 +34,20 @@ def cluster(item_id: str) -> int:
     return int(item_id.split("-")[1]) % 3
 
 
-def ids(response: serving.RecommendResponse | serving.SimilarResponse) -> list[str]:
+def ids(response: schemas.RecommendResponse | schemas.SimilarResponse) -> list[str]:
     return [item.item_id for item in response.items]
 
 
 # -- known users: the published list ----------------------------------------------------------
 
 
-def test_known_user_gets_the_published_list(model: RecModel, online: serving.OnlineModel) -> None:
+def test_known_user_gets_the_published_list(model: RecModel, online: answers.OnlineModel) -> None:
     in_stock = {"item-0": False, "item-4": False, "item-9": True}
-    mask = serving.stock_mask(model, in_stock)
+    mask = stock.stock_mask(model, in_stock)
     for user in ("user-0", "user-17", "user-101"):
         row = model.user_index[user]
         published, scores = model.recommend_rows(np.array([row]), 25, allowed=mask)
-        got = serving.recommend(online, Recommend(user_id=user, k=25), stock_mask=mask)
+        got = answers.recommend(online, Recommend(user_id=user, k=25), stock_mask=mask)
         assert got.source == "als"
         assert ids(got) == model.ids(published)[0]
         assert [i.score for i in got.items] == pytest.approx(scores[0].tolist())
@@ -55,13 +56,13 @@ def test_known_user_gets_the_published_list(model: RecModel, online: serving.Onl
     assert got.model_version == "7" and got.model_run_id == "abc" and len(got.request_id) == 32
 
 
-def test_known_user_exclusions_and_no_feast_lookup(online: serving.OnlineModel) -> None:
-    full = ids(serving.recommend(online, Recommend(user_id="user-3", k=10)))
+def test_known_user_exclusions_and_no_feast_lookup(online: answers.OnlineModel) -> None:
+    full = ids(answers.recommend(online, Recommend(user_id="user-3", k=10)))
 
     def lookup(user_id: str) -> list[str]:
         raise AssertionError("a known user needs no recent items")
 
-    got = serving.recommend(
+    got = answers.recommend(
         online,
         Recommend(user_id="user-3", k=10, exclude_item_ids=[*full[:2], "no-such-item"]),
         recent_lookup=lookup,
@@ -71,8 +72,8 @@ def test_known_user_exclusions_and_no_feast_lookup(online: serving.OnlineModel) 
 
 
 def test_stock_mask_counts_absent_items_as_in_stock(model: RecModel) -> None:
-    assert serving.stock_mask(model, None) is None
-    mask = serving.stock_mask(model, {"item-1": False, "item-2": True, "ghost": False})
+    assert stock.stock_mask(model, None) is None
+    mask = stock.stock_mask(model, {"item-1": False, "item-2": True, "ghost": False})
     assert mask is not None and mask.dtype == bool and len(mask) == len(model.item_ids)
     assert not mask[model.item_index["item-1"]] and mask.sum() == len(mask) - 1
 
@@ -82,25 +83,25 @@ def test_stock_mask_counts_absent_items_as_in_stock(model: RecModel) -> None:
 
 @pytest.mark.parametrize("taste", [0, 1, 2])
 def test_fold_in_moves_towards_the_recent_items_cluster(
-    online: serving.OnlineModel, taste: int
+    online: answers.OnlineModel, taste: int
 ) -> None:
     recent = [f"item-{i}" for i in range(taste, 30, 3)][:4]
-    got = serving.recommend(online, Recommend(user_id="new-user", k=15, recent_item_ids=recent))
+    got = answers.recommend(online, Recommend(user_id="new-user", k=15, recent_item_ids=recent))
     assert got.source == "fold_in" and got.recent_source == "request"
     assert [cluster(i) for i in ids(got)] == [taste] * 15
     assert not set(recent) & set(ids(got)), "recent items are not recommended back"
 
 
-def test_fold_in_direction_follows_the_weight_of_evidence(online: serving.OnlineModel) -> None:
+def test_fold_in_direction_follows_the_weight_of_evidence(online: answers.OnlineModel) -> None:
     """Mostly cluster 2 with one cluster-0 item: cluster 2 leads, cluster 0 follows."""
     recent = ["item-2", "item-5", "item-8", "item-11", "item-0"]
-    got = serving.recommend(online, Recommend(user_id="new", k=20, recent_item_ids=recent))
+    got = answers.recommend(online, Recommend(user_id="new", k=20, recent_item_ids=recent))
     clusters = [cluster(i) for i in ids(got)]
     assert clusters[:5] == [2] * 5
     assert clusters.count(2) > clusters.count(0) > clusters.count(1)
 
 
-def test_fold_in_solves_the_implicit_als_objective(online: serving.OnlineModel) -> None:
+def test_fold_in_solves_the_implicit_als_objective(online: answers.OnlineModel) -> None:
     """The folded-in vector is the minimiser of Spark's implicit-ALS loss for one user.
 
     L(x) = Σ_all items c_i (p_i − x·y_i)² + reg · n · |x|², c_i = 1 + alpha·w_i on the
@@ -110,7 +111,7 @@ def test_fold_in_solves_the_implicit_als_objective(online: serving.OnlineModel) 
     rows = np.array([3, 10, 44, 71])
     weights = np.array([1.0, 2.0, 1.0, 8.0])
     reg, alpha = 0.3, 1.5
-    x = serving.fold_in(online.model.item_factors, y.T @ y, rows, weights, reg, alpha).astype(
+    x = answers.fold_in(online.model.item_factors, y.T @ y, rows, weights, reg, alpha).astype(
         np.float64
     )
     c = np.ones(len(y))
@@ -120,77 +121,77 @@ def test_fold_in_solves_the_implicit_als_objective(online: serving.OnlineModel) 
     gradient = 2 * (y.T @ (c * (y @ x - p))) + 2 * reg * len(rows) * x
     assert np.abs(gradient).max() < 1e-4 * np.abs(y.T @ (c * p)).max()
     # Regularisation shrinks: a larger reg gives a shorter vector.
-    x_strong = serving.fold_in(online.model.item_factors, y.T @ y, rows, weights, 30.0, alpha)
+    x_strong = answers.fold_in(online.model.item_factors, y.T @ y, rows, weights, 30.0, alpha)
     assert np.linalg.norm(x_strong) < np.linalg.norm(x)
 
 
 def test_fold_in_uses_the_models_reg_and_alpha(model: RecModel) -> None:
-    online = serving.OnlineModel.of(model)
+    online = answers.OnlineModel.of(model)
     assert (online.reg, online.alpha) == (model.params["reg"], model.params["alpha"])
     bare = dataclasses.replace(model, params={})
-    defaults = serving.OnlineModel.of(bare)
+    defaults = answers.OnlineModel.of(bare)
     settings = load_settings()
     assert (defaults.reg, defaults.alpha) == (settings.als_reg, settings.als_alpha)
 
 
-def test_repeated_recent_items_count_as_more_weight(online: serving.OnlineModel) -> None:
-    once = serving.recommend(
+def test_repeated_recent_items_count_as_more_weight(online: answers.OnlineModel) -> None:
+    once = answers.recommend(
         online, Recommend(user_id="n", k=5, recent_item_ids=["item-0", "item-1"])
     )
-    thrice = serving.recommend(
+    thrice = answers.recommend(
         online, Recommend(user_id="n", k=5, recent_item_ids=["item-0"] * 3 + ["item-1"])
     )
     assert cluster(ids(thrice)[0]) == 0
     assert ids(once) != ids(thrice)
 
 
-def test_unknown_recent_ids_are_ignored_and_reported(online: serving.OnlineModel) -> None:
-    got = serving.recommend(
+def test_unknown_recent_ids_are_ignored_and_reported(online: answers.OnlineModel) -> None:
+    got = answers.recommend(
         online,
         Recommend(user_id="new", k=5, recent_item_ids=["ghost-1", "item-1", "ghost-2"]),
     )
     assert got.source == "fold_in" and got.unknown_recent_item_ids == ["ghost-1", "ghost-2"]
-    only_unknown = serving.recommend(
+    only_unknown = answers.recommend(
         online, Recommend(user_id="new", k=5, recent_item_ids=["ghost-1"])
     )
     assert only_unknown.source == "popular"
     assert only_unknown.unknown_recent_item_ids == ["ghost-1"]
 
 
-def test_recent_items_from_the_feature_store(online: serving.OnlineModel) -> None:
+def test_recent_items_from_the_feature_store(online: answers.OnlineModel) -> None:
     asked: list[str] = []
 
     def lookup(user_id: str) -> list[str]:
         asked.append(user_id)
         return ["item-2", "item-5"]
 
-    got = serving.recommend(online, Recommend(user_id="session-9", k=5), recent_lookup=lookup)
+    got = answers.recommend(online, Recommend(user_id="session-9", k=5), recent_lookup=lookup)
     assert asked == ["session-9"]
     assert got.source == "fold_in" and got.recent_source == "feast"
     assert {cluster(i) for i in ids(got)} == {2}
     # Items in the request win: the store is not asked.
-    serving.recommend(
+    answers.recommend(
         online, Recommend(user_id="session-9", k=5, recent_item_ids=["item-1"]), lookup
     )
     assert asked == ["session-9"]
-    assert serving.needs_recent_lookup(online, Recommend(user_id="session-9"))
-    assert not serving.needs_recent_lookup(online, Recommend(user_id="user-1"))
+    assert answers.needs_recent_lookup(online, Recommend(user_id="session-9"))
+    assert not answers.needs_recent_lookup(online, Recommend(user_id="user-1"))
 
 
 # -- popular ----------------------------------------------------------------------------------
 
 
 def test_popular_for_everyone_else_in_stock_only(
-    model: RecModel, online: serving.OnlineModel
+    model: RecModel, online: answers.OnlineModel
 ) -> None:
     order = [str(model.item_ids[j]) for j in np.argsort(-model.popularity, kind="stable")]
-    got = serving.recommend(online, Recommend(user_id="stranger", k=10), lambda _: [])
+    got = answers.recommend(online, Recommend(user_id="stranger", k=10), lambda _: [])
     assert got.source == "popular" and got.recent_source is None
     assert ids(got) == order[:10]
     assert [i.score for i in got.items] == sorted((i.score for i in got.items), reverse=True)
 
-    mask = serving.stock_mask(model, {order[0]: False, order[3]: False})
-    filtered = serving.recommend(
+    mask = stock.stock_mask(model, {order[0]: False, order[3]: False})
+    filtered = answers.recommend(
         online,
         Recommend(user_id="stranger", k=10, exclude_item_ids=[order[1]]),
         stock_mask=mask,
@@ -198,26 +199,26 @@ def test_popular_for_everyone_else_in_stock_only(
     assert ids(filtered) == [order[2], *order[4:13]]
 
 
-def test_k_larger_than_the_catalog_returns_what_exists(online: serving.OnlineModel) -> None:
+def test_k_larger_than_the_catalog_returns_what_exists(online: answers.OnlineModel) -> None:
     mask = np.zeros(len(online.model.item_ids), dtype=bool)
     mask[:3] = True
-    got = serving.recommend(online, Recommend(user_id="stranger", k=100), stock_mask=mask)
+    got = answers.recommend(online, Recommend(user_id="stranger", k=100), stock_mask=mask)
     assert sorted(ids(got)) == ["item-0", "item-1", "item-2"]
 
 
 # -- similar ----------------------------------------------------------------------------------
 
 
-def test_similar_items_share_the_cluster(model: RecModel, online: serving.OnlineModel) -> None:
-    got = serving.similar(online, "item-4", 10)
+def test_similar_items_share_the_cluster(model: RecModel, online: answers.OnlineModel) -> None:
+    got = answers.similar(online, "item-4", 10)
     assert "item-4" not in ids(got)
     assert [cluster(i) for i in ids(got)] == [1] * 10
     scores = [i.score for i in got.items]
     assert scores == sorted(scores, reverse=True) and all(-1.0 <= s <= 1.0 + 1e-6 for s in scores)
-    mask = serving.stock_mask(model, {ids(got)[0]: False})
-    assert ids(serving.similar(online, "item-4", 9, mask)) == ids(got)[1:]
-    with pytest.raises(serving.UnknownItemError):
-        serving.similar(online, "ghost", 5)
+    mask = stock.stock_mask(model, {ids(got)[0]: False})
+    assert ids(answers.similar(online, "item-4", 9, mask)) == ids(got)[1:]
+    with pytest.raises(answers.UnknownItemError):
+        answers.similar(online, "ghost", 5)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -247,14 +248,14 @@ def test_bad_requests_name_the_field(body: dict[str, object], field: str) -> Non
 
     with pytest.raises(ValidationError) as info:
         Recommend.model_validate_json(json.dumps(body))
-    payload = serving.validation_error_body(info.value.errors())
+    payload = schemas.validation_error_body(info.value.errors())
     assert payload["detail"][0]["field"] == field
     assert field in payload["error"]
 
 
 def test_limits_come_from_settings() -> None:
     settings = load_settings(serve_max_k=20, serve_max_recent_items=3)
-    recommend, similar = serving.request_types(serving.Limits.from_settings(settings))
+    recommend, similar = schemas.request_types(schemas.Limits.from_settings(settings))
     recommend(user_id="u", k=20, recent_item_ids=["a", "b", "c"])
     with pytest.raises(ValidationError):
         recommend(user_id="u", k=21)
@@ -268,7 +269,7 @@ def test_limits_come_from_settings() -> None:
 def test_unparseable_body_is_reported_as_body() -> None:
     with pytest.raises(ValidationError) as info:
         Recommend.model_validate_json(b"{not json")
-    assert serving.validation_error_body(info.value.errors())["detail"][0]["field"] == "body"
+    assert schemas.validation_error_body(info.value.errors())["detail"][0]["field"] == "body"
 
 
 # -- the feature store seam ------------------------------------------------------------------
@@ -278,7 +279,7 @@ def test_without_a_feature_store_everything_is_in_stock_and_nobody_has_recent_it
     tmp_path: Path, model: RecModel
 ) -> None:
     """The seam's fallback (opening a real, empty store is in tests/integration/test_bento)."""
-    source = serving.FeatureSource(load_settings(data_root=tmp_path / "var"))
+    source = feature_source.FeatureSource(load_settings(data_root=tmp_path / "var"))
     assert not source.available and source.status == "not opened"
     assert source.recent("user-1") == [] and source.stock(["item-1"]) is None
     state = source.load_stock(model)
@@ -289,8 +290,8 @@ def test_without_a_feature_store_everything_is_in_stock_and_nobody_has_recent_it
 def test_serve_env_hands_the_service_an_absolute_data_root(tmp_path, monkeypatch) -> None:
     # `bentoml serve` runs inside the Bento's folder: a relative data root there would
     # open an empty Feast store (found in `make up`).
-    from jobs.bento_build import serve_env
     from jobs.config import load_settings
+    from jobs.serve.bento_build import serve_env
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "bentoml"))  # restored afterwards

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from jobs.contracts import Reason
-from jobs.generate import MALFORMED_KINDS, malformed_line
-from jobs.validate import Rejected, TimeWindow, parse_event, parse_item
+from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item
+from jobs.sources.shop import MALFORMED_KINDS, malformed_line
 
 WINDOW = TimeWindow(min_ms=788_918_400_000, max_ms=1_893_456_000_000)  # 1995 .. 2030
 GOOD = {

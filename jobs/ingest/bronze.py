@@ -1,0 +1,170 @@
+"""Bronze: landing files of one data interval, raw and append-only, with lineage.
+
+Reads: ``<landing>/events/dt=…/hr=…/*.jsonl`` for the hours of the interval, and
+``<landing>/catalog/dt=…/*.jsonl``. Writes: ``bronze/bronze_events`` (one row a line, the
+line untouched) and ``bronze/bronze_items``.
+
+A batch is the interval; its fingerprint hashes the names and bytes of its files. Loading
+the same interval again replaces exactly that batch's rows (``replaceWhere``) or, when the
+fingerprint is unchanged, writes nothing at all, so bronze never holds a line twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from jobs import tables
+from jobs.config import Settings
+from jobs.contracts import hour_partition
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+
+@dataclass
+class LandingBatch:
+    """The files of one interval and what they hold."""
+
+    files: list[Path]
+    fingerprint: str
+    lines: int
+
+
+@dataclass
+class BronzeResult:
+    batch_id: str
+    fingerprint: str
+    read_lines: int
+    bronze_rows: int
+    files: int
+    changed: bool
+
+
+def interval_files(settings: Settings, interval: tables.Interval) -> list[Path]:
+    """Landing event files whose hour folder falls inside the interval."""
+    files: list[Path] = []
+    hour = interval.start.replace(minute=0, second=0, microsecond=0)
+    while hour < interval.end:
+        folder = settings.events_dir / hour_partition(hour)
+        if folder.is_dir():
+            files.extend(sorted(folder.glob("*.jsonl")))
+        hour += timedelta(hours=1)
+    return files
+
+
+def fingerprint(files: list[Path], root: Path) -> LandingBatch:
+    """Hash of names and contents, and the number of lines Spark's text reader will see."""
+    digest = hashlib.sha256()
+    lines = 0
+    for file in files:
+        data = file.read_bytes()
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        digest.update(hashlib.sha256(data).digest())
+        lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+    return LandingBatch(files, digest.hexdigest(), lines)
+
+
+def _loaded_fingerprint(spark: SparkSession, location: str, batch_id: str, day: str) -> str | None:
+    from pyspark.sql import functions as F
+
+    row = (
+        spark.read.format("delta")
+        .load(location)
+        .where((F.col("_dt") == F.lit(day).cast("date")) & (F.col("_batch_id") == batch_id))
+        .select("_fingerprint")
+        .limit(1)
+        .collect()
+    )
+    return row[0]["_fingerprint"] if row else None
+
+
+def load_events(
+    spark: SparkSession, settings: Settings, interval: tables.Interval, force: bool = False
+) -> BronzeResult:
+    """Append the interval's landing lines to bronze, replacing an earlier load of it."""
+    from pyspark.sql import functions as F
+
+    location = tables.ensure_table(spark, settings, "bronze_events")
+    assert settings.landing_dir is not None
+    batch = fingerprint(interval_files(settings, interval), settings.landing_dir)
+    day = f"{interval.start:%Y-%m-%d}"
+    previous = _loaded_fingerprint(spark, location, interval.batch_id, day)
+    if previous == batch.fingerprint and not force:
+        return BronzeResult(
+            interval.batch_id,
+            batch.fingerprint,
+            batch.lines,
+            batch.lines,
+            len(batch.files),
+            changed=False,
+        )
+
+    where = f"_dt = DATE'{day}' AND _batch_id = '{interval.batch_id}'"
+    if batch.files:
+        raw = spark.read.text([str(f) for f in batch.files]).select(
+            F.col("value"),
+            F.col("_metadata.file_path").alias("_source_file"),
+        )
+    else:
+        raw = spark.createDataFrame([], "value STRING, _source_file STRING")
+    now = datetime.now(UTC).replace(tzinfo=None)
+    rows = raw.select(
+        "value",
+        "_source_file",
+        F.lit(interval.batch_id).alias("_batch_id"),
+        F.lit(batch.fingerprint).alias("_fingerprint"),
+        F.lit(interval.start.replace(tzinfo=None)).cast("timestamp").alias("_interval_start"),
+        F.lit(interval.end.replace(tzinfo=None)).cast("timestamp").alias("_interval_end"),
+        F.lit(now).cast("timestamp").alias("_ingested_at"),
+        F.lit(day).cast("date").alias("_dt"),
+    )
+    before = tables.version(spark, settings, "bronze_events")
+    rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(location)
+    written = tables.operation_metrics(spark, location, before).get("numOutputRows", 0)
+    return BronzeResult(
+        interval.batch_id, batch.fingerprint, batch.lines, written, len(batch.files), changed=True
+    )
+
+
+def load_catalog(spark: SparkSession, settings: Settings) -> list[str]:
+    """Bring catalog files not loaded before (by content) into bronze; return their paths."""
+    from pyspark.sql import functions as F
+
+    location = tables.ensure_table(spark, settings, "bronze_items")
+    assert settings.landing_dir is not None
+    known = {
+        (unquote(urlparse(r["_source_file"]).path), r["_fingerprint"])
+        for r in spark.read.format("delta")
+        .load(location)
+        .select("_source_file", "_fingerprint")
+        .distinct()
+        .collect()
+    }
+    new: list[tuple[str, str]] = []
+    for file in sorted(settings.catalog_dir.glob("dt=*/*.jsonl")):
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        if (str(file.absolute()), digest) not in known:
+            new.append((str(file.absolute()), digest))
+    if not new:
+        return []
+    now = datetime.now(UTC).replace(tzinfo=None)
+    frames = [
+        spark.read.text(p).select(
+            "value",
+            F.col("_metadata.file_path").alias("_source_file"),
+            F.lit(f"catalog-{Path(p).parent.name}").alias("_batch_id"),
+            F.lit(d).alias("_fingerprint"),
+            F.lit(now).cast("timestamp").alias("_ingested_at"),
+        )
+        for p, d in new
+    ]
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    rows.write.format("delta").mode("append").save(location)
+    return [p for p, _ in new]

@@ -1,0 +1,329 @@
+"""Silver: typed, validated, de-duplicated events and the current catalog.
+
+Reads: one batch of ``bronze_events`` (by batch id), new rows of ``bronze_items`` (change
+data feed). Writes: ``silver/events`` (MERGE on ``event_id``, insert-only: the first
+delivery of an event wins and redeliveries are counted, not stored), ``silver/items``
+(upsert by ``item_id``, newest ``updated_at`` wins) and ``silver/quarantine`` (every
+rejected line with its reason; replaced per batch so reruns do not pile up).
+
+Every line of a batch ends in exactly one of: quarantined, not consented (dropped and
+counted), duplicate within the batch, already in silver, inserted. The counts are
+returned for the audit, which checks that they add up to the lines read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from jobs import tables
+from jobs.config import Settings
+from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame, SparkSession
+
+# What the parsers add to each bronze row (the lineage columns it keeps come first).
+EVENT_LINEAGE = (
+    "value STRING, _source_file STRING, _batch_id STRING, _ingested_at TIMESTAMP, _dt DATE"
+)
+EVENT_FIELDS = (
+    "reason STRING, detail STRING, event_id STRING, ts_ms BIGINT, user_id STRING, "
+    "item_id STRING, event_type STRING, session_id STRING, request_id STRING, position INT, "
+    "quantity INT, price DOUBLE, consent BOOLEAN"
+)
+ITEM_LINEAGE = "value STRING, _source_file STRING, _ingested_at TIMESTAMP"
+ITEM_FIELDS = (
+    "reason STRING, detail STRING, item_id STRING, title STRING, category STRING, "
+    "brand STRING, price DOUBLE, in_stock BOOLEAN, description STRING, updated_at_ms BIGINT"
+)
+PARSED_EVENTS = f"{EVENT_LINEAGE}, {EVENT_FIELDS}"
+PARSED_ITEMS = f"{ITEM_LINEAGE}, {ITEM_FIELDS}"
+
+
+@dataclass
+class SilverResult:
+    batch_id: str
+    bronze_rows: int = 0
+    quarantined: int = 0
+    quarantined_by_reason: dict[str, int] = field(default_factory=dict)
+    non_consented: int = 0
+    duplicates_in_batch: int = 0
+    duplicates_existing: int = 0
+    inserted: int = 0
+    silver_version: int = -1
+    quality: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> bool:
+        return self.bronze_rows == (
+            self.quarantined
+            + self.non_consented
+            + self.duplicates_in_batch
+            + self.duplicates_existing
+            + self.inserted
+        )
+
+
+def time_window(settings: Settings, interval: tables.Interval) -> TimeWindow:
+    """Plausible event times for a batch: not before the configured floor, not later than
+    the interval's end plus the allowed clock skew."""
+    floor = datetime.fromisoformat(settings.min_event_ts)
+    ceiling = interval.end + timedelta(hours=settings.max_future_skew_hours)
+    return TimeWindow(int(floor.timestamp() * 1000), int(ceiling.timestamp() * 1000))
+
+
+def _parser(
+    parse: Callable[[str], dict[str, object]], columns: list[str]
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: validate each line, keep lineage, add typed fields."""
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        import pandas as pd
+
+        for batch in batches:
+            records = []
+            for line in batch["value"]:
+                try:
+                    rec = parse(line)
+                    rec["reason"], rec["detail"] = None, None
+                except Rejected as bad:
+                    rec = {"reason": str(bad.reason), "detail": bad.detail}
+                records.append(rec)
+            parsed = pd.DataFrame.from_records(records, columns=columns)
+            for name in ("position", "quantity", "ts_ms", "updated_at_ms"):
+                if name in parsed:
+                    parsed[name] = parsed[name].astype("Int64")
+            yield pd.concat([batch.reset_index(drop=True), parsed], axis=1)
+
+    return run
+
+
+def validate_events(bronze: DataFrame, window: TimeWindow) -> DataFrame:
+    """Bronze rows plus a reason (rejected) or typed contract fields (accepted)."""
+    fn = _parser(lambda line: parse_event(line, window), tables.ddl_columns(EVENT_FIELDS))
+    lineage = bronze.select(*tables.ddl_columns(EVENT_LINEAGE))
+    return lineage.mapInPandas(fn, PARSED_EVENTS)
+
+
+def _quarantine(parsed: DataFrame, source: str, batch_id: str) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    rejected = parsed.where(F.col("reason").isNotNull())
+    return rejected.select(
+        F.lit(source).alias("source"),
+        "value",
+        "reason",
+        "detail",
+        "_source_file",
+        F.lit(batch_id).alias("_batch_id"),
+        "_ingested_at",
+        F.col("_dt") if "_dt" in parsed.columns else F.to_date("_ingested_at").alias("_dt"),
+    )
+
+
+def refine_events(
+    spark: SparkSession,
+    settings: Settings,
+    interval: tables.Interval,
+    gate: Callable[[DataFrame, tables.Interval], dict[str, bool]] | None = None,
+) -> SilverResult:
+    """Validate one bronze batch; quarantine the bad, merge the good into silver.
+
+    ``gate(frame, interval)`` runs the silver data-quality suite on the candidate rows
+    before anything reaches silver; it returns per-suite success and raises
+    (``jobs.ingest.quality.QualityGateError``) on a critical failure.
+    """
+    result = SilverResult(interval.batch_id)
+    bronze = _bronze_batch(spark, settings, interval)
+    with _persisted(validate_events(bronze, time_window(settings, interval))) as parsed:
+        _count_outcomes(parsed, result)
+        _write_quarantine(spark, settings, parsed, interval)
+        with _persisted(_first_of_each_event(parsed)) as candidates:
+            n_candidates = candidates.count()
+            result.duplicates_in_batch = (
+                result.bronze_rows - result.quarantined - result.non_consented - n_candidates
+            )
+            if gate is not None:
+                result.quality.update(gate(candidates, interval))
+            result.inserted = _merge_new_events(spark, settings, candidates, n_candidates)
+            result.duplicates_existing = n_candidates - result.inserted
+            result.silver_version = tables.version(spark, settings, "events")
+    return result
+
+
+@contextmanager
+def _persisted(frame: DataFrame) -> Iterator[DataFrame]:
+    """A frame computed once for the several actions of the block, released after it."""
+    frame = frame.persist()
+    try:
+        yield frame
+    finally:
+        frame.unpersist()
+
+
+def _bronze_batch(spark: SparkSession, settings: Settings, interval: tables.Interval) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    day = f"{interval.start:%Y-%m-%d}"
+    return tables.read_or_create(spark, settings, "bronze_events").where(
+        (F.col("_dt") == F.lit(day).cast("date")) & (F.col("_batch_id") == interval.batch_id)
+    )
+
+
+def _count_outcomes(parsed: DataFrame, result: SilverResult) -> None:
+    """Bronze rows, quarantined by reason and non-consented, in one aggregation."""
+    from pyspark.sql import functions as F
+
+    counts = {
+        (r["reason"], r["consent"]): r["n"]
+        for r in parsed.groupBy("reason", "consent").agg(F.count("*").alias("n")).collect()
+    }
+    result.bronze_rows = sum(counts.values())
+    result.quarantined_by_reason = {
+        str(reason): int(n) for (reason, _), n in counts.items() if reason is not None
+    }
+    result.quarantined = sum(result.quarantined_by_reason.values())
+    result.non_consented = int(counts.get((None, False), 0))
+
+
+def _write_quarantine(
+    spark: SparkSession, settings: Settings, parsed: DataFrame, interval: tables.Interval
+) -> None:
+    """Replace this batch's quarantine rows (a retry rewrites them, never adds twice)."""
+    day = f"{interval.start:%Y-%m-%d}"
+    quarantine = tables.ensure_table(spark, settings, "quarantine")
+    _quarantine(parsed, "events", interval.batch_id).write.format("delta").mode("overwrite").option(
+        "replaceWhere",
+        f"_dt = DATE'{day}' AND _batch_id = '{interval.batch_id}' AND source = 'events'",
+    ).save(quarantine)
+
+
+def _first_of_each_event(parsed: DataFrame) -> DataFrame:
+    """Accepted, consented rows, one per event id (the earliest), in silver's columns."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    accepted = parsed.where(F.col("reason").isNull() & F.col("consent"))
+    first = Window.partitionBy("event_id").orderBy("ts_ms", "_source_file", "value")
+    ts = (F.col("ts_ms") / 1000).cast("timestamp")
+    return (
+        accepted.withColumn("_n", F.row_number().over(first))
+        .where("_n = 1")
+        .select(
+            "event_id",
+            ts.alias("ts"),
+            F.to_date(ts).alias("event_date"),
+            "user_id",
+            "item_id",
+            "event_type",
+            "session_id",
+            "request_id",
+            "position",
+            "quantity",
+            "price",
+            "_batch_id",
+            "_source_file",
+            "_ingested_at",
+        )
+    )
+
+
+def _merge_new_events(
+    spark: SparkSession, settings: Settings, candidates: DataFrame, n_candidates: int
+) -> int:
+    """Insert events silver does not hold yet; returns how many were inserted."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    location = tables.ensure_table(spark, settings, "events")
+    before = tables.version(spark, settings, "events")
+    if not n_candidates:
+        return 0
+    bounds = candidates.agg(
+        F.min("event_date").alias("lo"), F.max("event_date").alias("hi")
+    ).first()
+    lo = bounds["lo"] - timedelta(days=1)
+    hi = bounds["hi"] + timedelta(days=1)
+    # Redeliveries arrive close to the original: matching within the batch's days ±1 lets
+    # Delta prune partitions instead of scanning all of silver.
+    (
+        DeltaTable.forPath(spark, location)
+        .alias("t")
+        .merge(
+            candidates.alias("s"),
+            f"t.event_date BETWEEN DATE'{lo}' AND DATE'{hi}' AND t.event_id = s.event_id",
+        )
+        .whenNotMatchedInsertAll()
+        .execute()
+    )
+    return tables.operation_metrics(spark, location, before).get("numTargetRowsInserted", 0)
+
+
+def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
+    """Apply catalog lines added to bronze since the last upsert; newest update wins."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    source = tables.ensure_table(spark, settings, "bronze_items")
+    target = tables.ensure_table(spark, settings, "items")
+    done = tables.applied_version(spark, settings, "items", "bronze_items")
+    current = tables.version(spark, settings, "bronze_items")
+    if current <= done:
+        return {"applied": 0, "quarantined": 0, "bronze_items_version": current}
+    changes = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", done + 1)
+        .option("endingVersion", current)
+        .load(source)
+        .where("_change_type = 'insert'")
+        .select("value", "_source_file", "_ingested_at")
+    )
+    columns = tables.ddl_columns(ITEM_FIELDS)
+    parsed = changes.mapInPandas(_parser(parse_item, columns), PARSED_ITEMS).persist()
+    try:
+        batch = f"items-{done + 1}-{current}"
+        rejected = _quarantine(parsed, "items", batch)
+        n_bad = rejected.count()
+        # Keyed by the bronze versions applied, so a retried upsert replaces, not appends.
+        rejected.write.format("delta").mode("overwrite").option(
+            "replaceWhere", f"source = 'items' AND _batch_id = '{batch}'"
+        ).save(tables.ensure_table(spark, settings, "quarantine"))
+        newest = Window.partitionBy("item_id").orderBy(
+            F.col("updated_at_ms").desc(), F.col("_source_file").desc()
+        )
+        items = (
+            parsed.where(F.col("reason").isNull())
+            .withColumn("_n", F.row_number().over(newest))
+            .where("_n = 1")
+            .select(
+                "item_id",
+                "title",
+                "category",
+                "brand",
+                "price",
+                "in_stock",
+                "description",
+                (F.col("updated_at_ms") / 1000).cast("timestamp").alias("updated_at"),
+                "_source_file",
+                "_ingested_at",
+            )
+        )
+        with tables.commit_marks(spark, bronze_items=current):
+            (
+                DeltaTable.forPath(spark, target)
+                .alias("t")
+                .merge(items.alias("s"), "t.item_id = s.item_id")
+                .whenMatchedUpdateAll(condition="s.updated_at >= t.updated_at")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        return {"applied": items.count(), "quarantined": n_bad, "bronze_items_version": current}
+    finally:
+        parsed.unpersist()

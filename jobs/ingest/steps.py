@@ -1,0 +1,181 @@
+"""Ingest of one data interval: landing → bronze → silver → gold, with an audit row.
+
+These are the steps the ``ingest`` DAG runs as tasks (each returns a small JSON-able dict
+for XCom) and that ``recflow ingest`` runs in one process. Each step is a transaction:
+it reads what earlier steps committed and can be retried on its own.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from jobs import tables
+from jobs.config import Settings, get_settings
+
+
+class UnbalancedBatchError(RuntimeError):
+    """The audit counts of a batch do not add up: something was lost or double-counted."""
+
+
+def _spark(settings: Settings):
+    from jobs.spark import get_spark
+
+    return get_spark(settings)
+
+
+def _already_done(spark: Any, settings: Settings, batch_id: str, fingerprint: str) -> bool:
+    from pyspark.sql import functions as F
+
+    audit = tables.read_or_create(spark, settings, "ingest_audit")
+    return (
+        audit.where(
+            (F.col("batch_id") == batch_id)
+            & (F.col("fingerprint") == fingerprint)
+            & (F.col("status") == "ok")
+        )
+        .limit(1)
+        .count()
+        > 0
+    )
+
+
+def bronze_step(
+    start: str, end: str, force: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Land the interval's files in bronze; says whether there is anything new to refine."""
+    from jobs.ingest.bronze import load_events
+
+    settings = settings or get_settings()
+    spark = _spark(settings)
+    interval = tables.Interval.parse(start, end)
+    result = load_events(spark, settings, interval, force=force)
+    out = asdict(result)
+    if settings.quality_enabled:
+        from jobs.ingest.quality import check_bronze
+
+        out["quality"] = check_bronze(spark, settings, interval)
+    out["skip"] = (
+        not force
+        and not result.changed
+        and _already_done(spark, settings, interval.batch_id, result.fingerprint)
+    )
+    return out
+
+
+def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
+    """Load new catalog files into bronze and upsert them into silver items."""
+    from jobs.ingest.bronze import load_catalog
+    from jobs.ingest.silver import upsert_items
+
+    settings = settings or get_settings()
+    spark = _spark(settings)
+    files = load_catalog(spark, settings)
+    return {"files": len(files), **upsert_items(spark, settings)}
+
+
+def silver_step(
+    start: str, end: str, skip: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Validate, quarantine, de-duplicate and merge the batch (quality-gated)."""
+    from jobs.ingest.silver import refine_events
+
+    settings = settings or get_settings()
+    interval = tables.Interval.parse(start, end)
+    if skip:
+        return {"batch_id": interval.batch_id, "skipped": True}
+    spark = _spark(settings)
+    gate = None
+    if settings.quality_enabled:
+        from jobs.ingest.quality import gate_silver
+
+        def gate(frame: Any, batch: tables.Interval) -> dict[str, bool]:
+            return gate_silver(spark, settings, frame, batch)
+
+    result = refine_events(spark, settings, interval, gate=gate)
+    return {**asdict(result), "balanced": result.balanced, "skipped": False}
+
+
+def gold_step(settings: Settings | None = None) -> dict[str, Any]:
+    """Apply every silver change not yet in gold (quality-gated)."""
+    from jobs.ingest.gold import update
+
+    settings = settings or get_settings()
+    spark = _spark(settings)
+    gate = None
+    if settings.quality_enabled:
+        from jobs.ingest.quality import gate_changes as gate
+    result = update(spark, settings, gate=gate)
+    out = asdict(result)
+    if settings.quality_enabled:
+        from jobs.ingest.quality import check_gold
+
+        out["quality"] = {**result.quality, **check_gold(spark, settings)}
+    return out
+
+
+def audit_step(
+    start: str,
+    end: str,
+    bronze: dict[str, Any],
+    silver: dict[str, Any],
+    gold: dict[str, Any] | None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Record the batch's counts; fail loudly when they do not balance."""
+    settings = settings or get_settings()
+    spark = _spark(settings)
+    interval = tables.Interval.parse(start, end)
+    skipped = silver.get("skipped", False)
+    row = {
+        "run_id": uuid.uuid4().hex,
+        "batch_id": interval.batch_id,
+        "interval_start": interval.start.replace(tzinfo=None),
+        "interval_end": interval.end.replace(tzinfo=None),
+        "fingerprint": bronze["fingerprint"],
+        "status": "unchanged" if skipped else "ok",
+        "read_lines": bronze["read_lines"],
+        "bronze_rows": bronze["bronze_rows"],
+        "quarantined": silver.get("quarantined", 0),
+        "quarantined_by_reason": silver.get("quarantined_by_reason", {}),
+        "non_consented": silver.get("non_consented", 0),
+        "duplicates_in_batch": silver.get("duplicates_in_batch", 0),
+        "duplicates_existing": silver.get("duplicates_existing", 0),
+        "silver_inserted": silver.get("inserted", 0),
+        "balanced": True,
+        "silver_version": silver.get("silver_version", -1),
+        "gold_versions": (gold or {}).get("versions", {}),
+        "quality": {
+            **bronze.get("quality", {}),
+            **silver.get("quality", {}),
+            **(gold or {}).get("quality", {}),
+        },
+        "started_at": None,
+        "finished_at": datetime.now(UTC).replace(tzinfo=None),
+    }
+    if not skipped:
+        row["balanced"] = bool(silver.get("balanced")) and (
+            bronze["read_lines"] == bronze["bronze_rows"] == silver.get("bronze_rows")
+        )
+    schema = tables.TABLES["ingest_audit"].ddl
+    spark.createDataFrame([row], schema).write.format("delta").mode("append").save(
+        tables.ensure_table(spark, settings, "ingest_audit")
+    )
+    if not row["balanced"]:
+        raise UnbalancedBatchError(f"batch {interval.batch_id} does not balance: {row}")
+    return {k: v for k, v in row.items() if not isinstance(v, datetime)}
+
+
+def run_interval(
+    start: str, end: str, force: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """All steps of one interval in this process (what the DAG does, task by task)."""
+    settings = settings or get_settings()
+    bronze = bronze_step(start, end, force=force, settings=settings)
+    catalog = catalog_step(settings=settings)
+    silver = silver_step(start, end, skip=bronze["skip"], settings=settings)
+    gold = gold_step(settings=settings)
+    audit = audit_step(start, end, bronze, silver, gold, settings=settings)
+    return {"bronze": bronze, "catalog": catalog, "silver": silver, "gold": gold, "audit": audit}

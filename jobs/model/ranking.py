@@ -1,0 +1,166 @@
+"""Top-K ranking from factors: the one function batch publishing, evaluation and the
+online service all call, so a user gets the same list wherever it is computed.
+
+Scores are dot products computed block by block with a float32 matrix product (BLAS);
+the top K of each row come from ``argpartition`` (linear) and only those K are sorted.
+Items a user already interacted with and items not allowed (out of stock) never appear.
+Ties break by item index so the order is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_ITEM = -1
+
+
+@dataclass(frozen=True)
+class Seen:
+    """Per-user item indices in CSR form: user row ``u`` saw ``indices[indptr[u]:indptr[u+1]]``."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+
+    @classmethod
+    def from_lists(cls, lists: list[list[int]] | list[np.ndarray]) -> Seen:
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        indptr = np.zeros(len(lists) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        flat = (
+            np.concatenate([np.asarray(x, dtype=np.int32) for x in lists])
+            if lists and indptr[-1]
+            else np.zeros(0, np.int32)
+        )
+        return cls(indptr, flat)
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(position in ``rows``, item index) of every seen pair of the given users."""
+        starts, stops = self.indptr[rows], self.indptr[rows + 1]
+        counts = stops - starts
+        which = np.repeat(np.arange(len(rows)), counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return which, self.indices[np.repeat(starts, counts) + offsets]
+
+
+def top_k(
+    user_vectors: np.ndarray,
+    item_factors: np.ndarray,
+    k: int,
+    seen: Seen | None = None,
+    rows: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+    block: int = 1024,
+    items_t: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` items for each user vector: (item indices, scores), best first.
+
+    ``seen`` holds the items to exclude per user; ``rows`` says which of its rows each
+    vector is (default: row i for vector i; ``-1`` for a vector with nothing seen).
+    ``allowed`` is a boolean mask over items. Slots with no eligible item hold
+    ``NO_ITEM`` and ``-inf``. The result is exactly the first ``k`` of all eligible items
+    sorted by (score descending, item index ascending), whatever the block size, so a
+    user scored alone online gets the list the batch scored for them in a block.
+    """
+    users = np.ascontiguousarray(user_vectors, dtype=np.float32)
+    # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
+    # bit for bit the same alone or in any block. Pass ``items_t``
+    # (RecModel.item_factors_t) so a single-user call does not copy the item matrix.
+    if items_t is None:
+        items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
+    n, m = users.shape[0], items_t.shape[1]
+    k = min(k, m)
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    out_idx = np.full((n, k), NO_ITEM, dtype=np.int32)
+    out_score = np.full((n, k), -np.inf, dtype=np.float32)
+    if n == 0 or k == 0:
+        return out_idx, out_score
+    blocked = None if allowed is None else ~np.asarray(allowed, dtype=bool)
+    for lo in range(0, n, block):
+        hi = min(lo + block, n)
+        if hi - lo == 1:
+            # numpy sends a one-row product to gemv, which rounds differently from the
+            # gemm a block goes through; two rows keep a lone user's bits identical.
+            scores = (np.repeat(users[lo:hi], 2, axis=0) @ items_t)[:1]
+        else:
+            scores = users[lo:hi] @ items_t
+        if blocked is not None:
+            scores[:, blocked] = -np.inf
+        if seen is not None:
+            valid = rows[lo:hi] >= 0
+            which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
+            keep = valid[which]
+            scores[which[keep], cols[keep]] = -np.inf
+        out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
+    return out_idx, out_score
+
+
+# Above this many items per K, a sampled threshold first cuts each row to a few hundred
+# candidates: one comparison pass replaces a full partition of every row.
+_PREFILTER_RATIO = 16
+_SAMPLE_STRIDE = 4
+
+
+def select_top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` columns of each row of a score block, by (score desc, column asc).
+
+    The k-th largest of every ``_SAMPLE_STRIDE``-th column is a lower bound of the row's
+    k-th largest score, so every column scoring at least that is a candidate and nothing
+    of the true top K is lost. Ties at the K boundary are settled by column index, so the
+    answer never depends on which rows share a block.
+    """
+    b, m = scores.shape
+    if k < m and m >= _PREFILTER_RATIO * k:
+        sample = scores[:, ::_SAMPLE_STRIDE]
+        width = sample.shape[1]
+        bound = np.partition(sample, width - k, axis=1)[:, width - k]
+        flat = np.flatnonzero(scores >= bound[:, None])
+        row_of, col_of = np.divmod(flat, m)
+        counts = np.bincount(row_of, minlength=b)
+        offsets = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+        vals = np.full((b, counts.max()), -np.inf, dtype=np.float32)
+        cols = np.full((b, counts.max()), m, dtype=np.int64)
+        vals[row_of, offsets] = scores.ravel()[flat]
+        cols[row_of, offsets] = col_of
+    else:
+        vals, cols = scores, np.broadcast_to(np.arange(m), scores.shape)
+    width = vals.shape[1]
+    part = np.argpartition(-vals, k - 1, axis=1)[:, :k] if k < width else np.argsort(-vals, 1)
+    part = part[:, :k]
+    best = np.take_along_axis(vals, part, axis=1)
+    idx = np.take_along_axis(cols, part, axis=1)
+    # Ties at the boundary: argpartition keeps an arbitrary subset of the items scoring
+    # exactly the k-th value; redo those (rare) rows with a full sort.
+    kth = best.min(axis=1)
+    at_kth = (vals == kth[:, None]).sum(axis=1)
+    ambiguous = np.flatnonzero((at_kth > (best == kth[:, None]).sum(axis=1)) & np.isfinite(kth))
+    for r in ambiguous:
+        order = np.lexsort((cols[r], -vals[r]))[:k]
+        best[r], idx[r] = vals[r][order], cols[r][order]
+    order = np.lexsort((idx, -best), axis=1)
+    idx = np.take_along_axis(idx, order, axis=1).astype(np.int32)
+    best = np.take_along_axis(best, order, axis=1)
+    idx[~np.isfinite(best)] = NO_ITEM
+    return idx, best
+
+
+def popular_k(
+    popularity: np.ndarray,
+    k: int,
+    n_users: int = 1,
+    seen: Seen | None = None,
+    rows: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The popularity baseline through the same ranker (one-dimensional factors)."""
+    ones = np.ones((n_users, 1), dtype=np.float32)
+    return top_k(ones, popularity.reshape(-1, 1), k, seen=seen, rows=rows, allowed=allowed)
+
+
+def round_scores(scores: np.typing.ArrayLike) -> list[float]:
+    """float32 scores as short decimals (6 places), as published and as served.
+
+    Both sides round the same way so a published list equals the service's answer.
+    """
+    return np.round(np.asarray(scores, dtype=np.float64), 6).tolist()

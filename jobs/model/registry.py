@@ -1,0 +1,146 @@
+"""MLflow: tracking set-up, the pyfunc flavour of the model, registry aliases and the gate.
+
+The registered model holds the ``.npz`` artifact of :mod:`jobs.model.artifact`; its pyfunc loads
+with numpy alone (no Spark) and answers ``user_id, k`` with the same ranking the batch
+publisher uses. Aliases: ``challenger`` (newest version that beat popularity) and
+``champion`` (what is published and served). Promotion to champion is automatic when
+the challenger is no worse than the champion on the same holdout, or left to a reviewer
+in review mode.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from jobs.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from jobs.model.artifact import RecModel
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+TAG_GOLD_VERSION = "recflow.gold_interactions_version"
+log = logging.getLogger(__name__)
+
+
+def setup(settings: Settings) -> MlflowClient:
+    """Point MLflow at the configured store and make sure the experiment exists."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    if settings.tracking_uri.startswith("sqlite:///"):
+        Path(settings.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+            parents=True, exist_ok=True
+        )
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    if client.get_experiment_by_name(settings.mlflow_experiment) is None:
+        client.create_experiment(
+            settings.mlflow_experiment, artifact_location=Path(settings.artifact_root).as_uri()
+        )
+    mlflow.set_experiment(settings.mlflow_experiment)
+    return client
+
+
+# -- the pyfunc ---------------------------------------------------------------------------
+
+
+def _python_model_class() -> type:
+    import mlflow.pyfunc
+
+    class RecflowALS(mlflow.pyfunc.PythonModel):
+        """Top-K for known users (seen items excluded); popular items for the rest."""
+
+        def load_context(self, context: Any) -> None:
+            from jobs.model.artifact import RecModel
+
+            self.model = RecModel.load(context.artifacts["model"])
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+            return predict_frame(self.model, model_input)
+
+    return RecflowALS
+
+
+def predict_frame(model: RecModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """``user_id, k`` rows → ``user_id, source, item_ids, scores`` rows."""
+    import numpy as np
+
+    out = []
+    for user_id, k in zip(frame["user_id"].astype(str), frame["k"].astype(int), strict=True):
+        row = model.user_index.get(user_id)
+        if row is None:
+            idx, scores = model.popular_rows(np.array([-1]), k)
+            source = "popular"
+        else:
+            idx, scores = model.recommend_rows(np.array([row]), k)
+            source = "als"
+        keep = idx[0] >= 0
+        out.append(
+            {
+                "user_id": user_id,
+                "source": source,
+                "item_ids": [str(model.item_ids[j]) for j in idx[0][keep]],
+                "scores": [float(s) for s in scores[0][keep]],
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def log_model(model: RecModel, workdir: Path, registered_name: str) -> Any:
+    """Log the model as a pyfunc (signature, input example) and register it."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    artifact = model.save(workdir / "model.npz")
+    example = pd.DataFrame({"user_id": [str(model.user_ids[0]), "someone-new"], "k": [10, 5]})
+    signature = infer_signature(example, predict_frame(model, example))
+    code = Path(__file__).resolve().parent
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=_python_model_class()(),
+        artifacts={"model": str(artifact)},
+        signature=signature,
+        input_example=example,
+        code_paths=[str(code)],
+        registered_model_name=registered_name,
+        pip_requirements=["numpy", "pandas", "mlflow"],
+    )
+
+
+def load_version(settings: Settings, version: str | int) -> RecModel:
+    """The ``RecModel`` of a registered version (downloads the artifact; no Spark)."""
+    import mlflow
+
+    from jobs.model.artifact import RecModel
+
+    setup(settings)
+    local = mlflow.artifacts.download_artifacts(
+        f"models:/{settings.model_name}/{version}", tracking_uri=settings.tracking_uri
+    )
+    found = sorted(Path(local).rglob("model.npz"))
+    if not found:
+        raise FileNotFoundError(f"no model.npz in version {version} of {settings.model_name}")
+    return RecModel.load(found[0])
+
+
+# -- aliases ------------------------------------------------------------------------------
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
+    """The model version behind ``alias``, or None (no model or no such alias)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None

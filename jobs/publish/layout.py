@@ -1,0 +1,164 @@
+"""The published object layout: keys, bodies and HTTP headers (DESIGN.md, "Published").
+
+One publish is one immutable prefix::
+
+    recs/v/<publish_id>/u/<kk>/<key>.json   one user's list (key = HMAC of the user id)
+    recs/v/<publish_id>/popular.json        for anyone without a personal list
+    recs/v/<publish_id>/_manifest.json      counts, per-shard checksums, model, Delta versions
+    recs/latest.json                        the live publish; written last
+
+The uploader, the verifier, ``recflow cdn`` and ``recflow recs`` all take keys, bodies
+and headers from here, so the bucket and the stand-in CDN cannot disagree. Bodies are
+gzip-compressed once, deterministically (no timestamp in the gzip header), so a re-run of
+the same publish produces byte-identical objects and MD5s.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import hmac
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+KEY_HEX = 32  # 128 bits of the HMAC: unguessable, and short paths
+IMMUTABLE = "public, max-age=31536000, immutable"
+PUBLISH_ID = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]{1,64}$")
+
+
+class LayoutError(ValueError):
+    """A publish id or key that does not follow the layout."""
+
+
+def publish_id_for(generated_at: datetime, model_version: str | int) -> str:
+    """Sortable id: the publish's timestamp, then the model version it serves."""
+    stamp = generated_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-v{model_version}"
+
+
+def check_publish_id(publish_id: str) -> str:
+    if not PUBLISH_ID.match(publish_id):
+        raise LayoutError(
+            f"{publish_id!r} is not a publish id (like 20261129T110000Z-v3); "
+            "see `recflow publishes`"
+        )
+    return publish_id
+
+
+def user_key(secret: str, user_id: str) -> str:
+    """HMAC-SHA256 of the user id: stable per user, not reversible, not enumerable."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:KEY_HEX]
+
+
+def publish_root(prefix: str, publish_id: str) -> str:
+    return f"{prefix}recs/v/{publish_id}/"
+
+
+def staging_root(prefix: str, publish_id: str) -> str:
+    """Private working objects of one publish, outside ``recs/`` (the CDN serves only that)."""
+    return f"{prefix}_staging/{check_publish_id(publish_id)}/"
+
+
+def served_prefix(prefix: str) -> str:
+    """Everything the CDN may serve lives under this key prefix."""
+    return f"{prefix}recs/"
+
+
+def user_object_key(prefix: str, publish_id: str, key: str) -> str:
+    return f"{publish_root(prefix, publish_id)}u/{key[:2]}/{key}.json"
+
+
+def popular_key(prefix: str, publish_id: str) -> str:
+    return f"{publish_root(prefix, publish_id)}popular.json"
+
+
+def manifest_key(prefix: str, publish_id: str) -> str:
+    return f"{publish_root(prefix, publish_id)}_manifest.json"
+
+
+def latest_key(prefix: str) -> str:
+    return f"{prefix}recs/latest.json"
+
+
+def publish_id_of(key: str, prefix: str) -> str | None:
+    """The publish id a key belongs to, or None for keys outside ``recs/v/``."""
+    rest = key.removeprefix(f"{prefix}recs/v/")
+    if rest == key or "/" not in rest:
+        return None
+    return rest.split("/", 1)[0]
+
+
+def headers_for(key: str, cache_seconds: int) -> dict[str, str]:
+    """HTTP headers of an object: immutable for versioned keys, short for the pointer."""
+    cache = (
+        f"public, max-age={cache_seconds}, must-revalidate"
+        if key.endswith("recs/latest.json")
+        else IMMUTABLE
+    )
+    return {
+        "Content-Type": "application/json",
+        "Content-Encoding": "gzip",
+        "Cache-Control": cache,
+    }
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """Compact JSON, gzip-compressed with a fixed header so equal bodies give equal bytes."""
+    raw = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    return json.loads(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+
+
+def md5_hex(data: bytes) -> str:
+    """The checksum S3 reports as ETag for a single-part PUT."""
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def recs_body(
+    meta: dict[str, Any], source: str, item_ids: list[str], scores: list[float]
+) -> dict[str, Any]:
+    """One list as clients read it: no user id anywhere, ranks from 1.
+
+    ``scores`` should already be Python floats rounded to 6 decimals (the uploader
+    rounds a whole block at once with numpy; per-item rounding dominated the cost).
+    """
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "publish_id": meta["publish_id"],
+        "model": meta["model"],
+        "generated_at": meta["generated_at"],
+        "source": source,
+        "items": [
+            {"item_id": item, "rank": rank, "score": score}
+            for rank, (item, score) in enumerate(zip(item_ids, scores, strict=True), start=1)
+        ],
+    }
+
+
+class ShardDigest:
+    """Per-shard (``kk``) object count and SHA-256 over ``key md5`` lines in key order.
+
+    The uploader feeds objects in key order; the verifier feeds what the bucket lists (S3
+    lists in key order), so equal digests mean every object is there with its bytes.
+    """
+
+    def __init__(self) -> None:
+        self._shards: dict[str, tuple[int, Any]] = {}
+
+    def add(self, key: str, md5: str) -> None:
+        shard = key.rsplit("/", 2)[-2]
+        count, digest = self._shards.get(shard, (0, hashlib.sha256()))
+        digest.update(f"{key.rsplit('/', 1)[-1]} {md5}\n".encode())
+        self._shards[shard] = (count + 1, digest)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            shard: {"objects": count, "sha256": digest.hexdigest()}
+            for shard, (count, digest) in sorted(self._shards.items())
+        }

@@ -1,0 +1,588 @@
+"""Publishing: score every known user, upload one JSON each, verify, flip ``latest.json``.
+
+Reads the champion from the MLflow registry and item stock from silver ``items``; writes
+the objects of :mod:`jobs.publish.layout` to the configured store (:mod:`jobs.publish.storage`).
+
+The steps are separate so the ``publish`` DAG can retry each one, and each is safe to
+re-run:
+
+1. ``score_step`` ranks every user (seen and out-of-stock items excluded) and stages the
+   result in the object store under ``<prefix>_staging/<publish_id>/`` — private, outside
+   ``recs/`` and so never served by the CDN, and holding HMAC keys rather than user ids —
+   so the next task may run on another worker (XCom carries only the id);
+2. ``upload_step`` turns the staged lists into gzip JSON objects under the publish's own
+   immutable prefix, skipping objects already there with the same MD5 (a re-run after a
+   failure uploads only what is missing), then writes the manifest;
+3. ``verify_step`` lists the prefix and checks every shard's object count and checksum
+   against the manifest;
+4. ``flip_step`` rewrites ``recs/latest.json`` — the only mutable object — after which
+   clients see the new publish; nothing before this step is visible to them;
+5. ``prune_step`` deletes publishes beyond the newest ``RECFLOW_PUBLISH_KEEP`` (never the
+   live one), ``invalidate_step`` asks CloudFront to drop its copy of ``latest.json``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jobs.config import Settings, get_settings
+from jobs.model.ranking import round_scores
+from jobs.model.registry import TAG_GOLD_VERSION
+from jobs.publish import layout
+from jobs.publish.storage import ObjectStore, open_store
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from pyspark.sql import SparkSession
+
+    from jobs.model.artifact import RecModel
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(RuntimeError):
+    """A publish that cannot go on (no champion, nothing staged, failed verification)."""
+
+
+# -- 1. score ------------------------------------------------------------------------------
+
+
+def read_stock(settings: Settings, spark: SparkSession) -> tuple[dict[str, bool] | None, int]:
+    """``item_id -> in_stock`` from silver ``items`` and the Delta version read (-1: none)."""
+    from delta.tables import DeltaTable
+
+    from jobs import tables
+
+    location = tables.path(settings, "items")
+    if not DeltaTable.isDeltaTable(spark, location):
+        return None, -1
+    version = tables.version(spark, settings, "items")
+    rows = (
+        spark.read.format("delta")
+        .option("versionAsOf", version)
+        .load(location)
+        .select("item_id", "in_stock")
+        .collect()
+    )
+    return {r.item_id: r.in_stock is not False for r in rows}, version
+
+
+def score_step(
+    generated_at: datetime | None = None,
+    version: str | int | None = None,
+    in_stock: Mapping[str, bool] | None = None,
+    spark: SparkSession | None = None,
+    progress: bool = False,
+    settings: Settings | None = None,
+    store: ObjectStore | None = None,
+) -> dict[str, Any]:
+    """Rank every user of the champion (or ``version``) and stage the lists.
+
+    Stock comes from ``in_stock`` when given, else from the lake (Spark). The publish id
+    is derived from ``generated_at`` (the DAG passes its run's date, so a retried run
+    reuses the id) and the model version.
+    """
+    from jobs.model.registry import load_version
+
+    settings = settings or get_settings()
+    t0 = time.perf_counter()
+    found = _model_version(settings, version)
+    model = load_version(settings, found.version)
+    items_version = -1
+    if in_stock is None:
+        if spark is None:
+            from jobs.spark import get_spark
+
+            spark = get_spark(settings)
+        in_stock, items_version = read_stock(settings, spark)
+    generated_at = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    publish_id = layout.publish_id_for(generated_at, found.version)
+    scores, score_seconds = _rank_everyone(settings, model, in_stock, progress)
+    meta = {
+        "publish_id": publish_id,
+        "generated_at": generated_at.isoformat().replace("+00:00", "Z"),
+        "model": {
+            "name": settings.model_name,
+            "version": str(found.version),
+            "run_id": found.run_id,
+        },
+        "k": settings.publish_k,
+        "delta_versions": {
+            "gold_interactions": int(found.tags.get(TAG_GOLD_VERSION, -1)),
+            "silver_items": items_version,
+        },
+        "users": len(model.user_ids),
+        "items_in_stock": scores.pop("items_in_stock"),
+    }
+    _stage(settings, store or open_store(settings), publish_id, meta, scores)
+    users_per_s = len(model.user_ids) / max(score_seconds, 1e-9)
+    log.info(
+        "scored %d users in %.2f s (%.0f users/s) for publish %s",
+        len(model.user_ids),
+        score_seconds,
+        users_per_s,
+        publish_id,
+    )
+    return {
+        **meta,
+        "score_seconds": round(score_seconds, 3),
+        "users_per_second": round(users_per_s),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+
+
+def _model_version(settings: Settings, version: str | int | None) -> Any:
+    """The registry entry to publish: ``version``, else whatever ``champion`` points at."""
+    from jobs.model.registry import CHAMPION, alias_version, setup
+
+    client = setup(settings)
+    if version is not None:
+        return client.get_model_version(settings.model_name, str(version))
+    found = alias_version(client, settings.model_name, CHAMPION)
+    if found is None:
+        raise PublishError(
+            f"no {CHAMPION!r} alias on {settings.model_name!r}: train a model first "
+            "(`recflow train`) or publish a version explicitly"
+        )
+    return found
+
+
+def _rank_everyone(
+    settings: Settings,
+    model: RecModel,
+    in_stock: Mapping[str, bool] | None,
+    progress: bool,
+) -> tuple[dict[str, Any], float]:
+    """Every user's top K and the popular list, as arrays to stage; and the scoring time.
+
+    Users are staged by their HMAC object key, never by id: the staging area then holds
+    nothing a reader could tie back to a person without the secret.
+    """
+    from jobs.model.stock import stock_mask
+    from jobs.publish.scoring import score_all
+
+    allowed = stock_mask(model, in_stock)
+    k = settings.publish_k
+    bar = _bar(progress, len(model.user_ids), "scoring users", "user")
+    started = time.perf_counter()
+    idx, scores = score_all(
+        model, k, allowed, block=settings.publish_block, progress=bar.update if bar else None
+    )
+    seconds = time.perf_counter() - started
+    if bar:
+        bar.close()
+    pop_idx, pop_scores = model.popular_rows(np.array([-1]), k, allowed)
+    secret = settings.publish_secret.get_secret_value()
+    return {
+        "keys": np.array([layout.user_key(secret, str(u)) for u in model.user_ids]),
+        "item_ids": model.item_ids.astype(str),
+        "idx": idx,
+        "scores": scores,
+        "pop_idx": pop_idx[0],
+        "pop_scores": pop_scores[0],
+        "items_in_stock": int(allowed.sum()) if allowed is not None else len(model.item_ids),
+    }, seconds
+
+
+# Staged objects are private working data: never cached, never served.
+_STAGE_HEADERS = {"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
+
+
+def _stage(
+    settings: Settings,
+    store: ObjectStore,
+    publish_id: str,
+    meta: dict[str, Any],
+    arrays: dict[str, Any],
+) -> None:
+    """Scores first, metadata last: a stage with ``meta.json`` is complete."""
+    root = layout.staging_root(settings.publish_prefix, publish_id)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    store.put(f"{root}scores.npz", buffer.getvalue(), _STAGE_HEADERS)
+    store.put(f"{root}meta.json", json.dumps(meta, indent=2).encode(), _STAGE_HEADERS)
+
+
+def _load_stage(
+    settings: Settings, store: ObjectStore, publish_id: str
+) -> tuple[dict[str, Any], Any]:
+    root = layout.staging_root(settings.publish_prefix, publish_id)
+    meta = store.get(f"{root}meta.json")
+    scores = store.get(f"{root}scores.npz")
+    if meta is None or scores is None:
+        raise PublishError(f"nothing staged for publish {publish_id} (run the score step)")
+    return json.loads(meta), np.load(io.BytesIO(scores), allow_pickle=False)
+
+
+def drop_stage(settings: Settings, store: ObjectStore, publish_id: str) -> int:
+    """Delete a publish's staged scores (after its flip, or when it is pruned)."""
+    root = layout.staging_root(settings.publish_prefix, publish_id)
+    return store.delete([key for key, _ in store.list(root)])
+
+
+# -- 2. upload -----------------------------------------------------------------------------
+
+
+def upload_step(
+    publish_id: str,
+    store: ObjectStore | None = None,
+    progress: bool = False,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Upload every user's object, ``popular.json`` and the manifest (last)."""
+    settings = settings or get_settings()
+    store = store or open_store(settings)
+    meta, staged = _load_stage(settings, store, publish_id)
+    prefix = settings.publish_prefix
+    cache = settings.publish_cache_seconds
+    item_ids = staged["item_ids"]
+    idx, scores = staged["idx"], staged["scores"]
+    t0 = time.perf_counter()
+    root = layout.publish_root(prefix, publish_id)
+    existing = dict(store.list(root))
+    keys = [str(key) for key in staged["keys"]]
+    pop_keep = staged["pop_idx"] >= 0
+    pop_items = [str(i) for i in item_ids[staged["pop_idx"][pop_keep]]]
+    pop_scores = round_scores(staged["pop_scores"][pop_keep])
+    popular = layout.encode(layout.recs_body(meta, "popular", pop_items, pop_scores))
+
+    digests = layout.ShardDigest()
+    stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
+    bar = _bar(progress, len(keys), f"uploading to {store.description}", "object")
+    with _Uploader(store, settings.publish_workers, cache, stats, bar) as uploader:
+        for row in sorted(range(len(keys)), key=keys.__getitem__):
+            keep = idx[row] >= 0
+            if keep.any():
+                body = layout.recs_body(
+                    meta,
+                    "als",
+                    item_ids[idx[row][keep]].tolist(),
+                    round_scores(scores[row][keep]),
+                )
+            else:  # nothing left to personalise (all seen or out of stock)
+                body = layout.recs_body(meta, "popular", pop_items, pop_scores)
+            data = layout.encode(body)
+            key = layout.user_object_key(prefix, publish_id, keys[row])
+            md5 = layout.md5_hex(data)
+            digests.add(key, md5)
+            stats["bytes"] += len(data)
+            if existing.get(key) == md5:
+                stats["skipped"] += 1
+                if bar:
+                    bar.update(1)
+            else:
+                uploader.put(key, data)
+        uploader.put(layout.popular_key(prefix, publish_id), popular, count=False)
+    n_users = len(keys)
+    manifest = {
+        "schema_version": layout.SCHEMA_VERSION,
+        **meta,
+        "counts": {
+            "user_objects": n_users,
+            "objects": n_users + 1,
+            "user_bytes": stats["bytes"],
+            "mean_bytes_per_user": round(stats["bytes"] / max(n_users, 1), 1),
+        },
+        "key_scheme": {"hmac": "sha256", "hex_chars": layout.KEY_HEX},
+        "shards": digests.as_dict(),
+        "popular": {
+            "key": layout.popular_key(prefix, publish_id),
+            "md5": layout.md5_hex(popular),
+        },
+    }
+    mkey = layout.manifest_key(prefix, publish_id)
+    store.put(mkey, layout.encode(manifest), layout.headers_for(mkey, cache))
+    seconds = time.perf_counter() - t0
+    return {
+        "publish_id": publish_id,
+        "objects": n_users + 2,
+        "uploaded": stats["uploaded"],
+        "skipped": stats["skipped"],
+        "user_bytes": stats["bytes"],
+        "mean_bytes_per_user": manifest["counts"]["mean_bytes_per_user"],
+        "seconds": round(seconds, 3),
+        "objects_per_second": round(stats["uploaded"] / max(seconds, 1e-9)),
+    }
+
+
+class _Uploader:
+    """A bounded thread pool of PUTs: at most a few batches in flight, errors re-raised."""
+
+    def __init__(
+        self, store: ObjectStore, workers: int, cache: int, stats: dict[str, int], bar: Any
+    ) -> None:
+        self.store, self.cache, self.stats, self.bar = store, cache, stats, bar
+        self.pool = ThreadPoolExecutor(max_workers=workers)
+        self.pending: deque[Future[None]] = deque()
+        self.limit = workers * 8
+
+    def put(self, key: str, data: bytes, count: bool = True) -> None:
+        headers = layout.headers_for(key, self.cache)
+        self.pending.append(self.pool.submit(self.store.put, key, data, headers))
+        if count:
+            self.stats["uploaded"] += 1
+        while len(self.pending) > self.limit:
+            self._settle(self.pending.popleft())
+
+    def _settle(self, future: Future[None]) -> None:
+        future.result()
+        if self.bar:
+            self.bar.update(1)
+
+    def __enter__(self) -> _Uploader:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        try:
+            if exc_type is None:
+                while self.pending:
+                    self._settle(self.pending.popleft())
+        finally:
+            for future in self.pending:
+                future.cancel()
+            self.pool.shutdown(wait=True)
+            if self.bar:
+                self.bar.close()
+
+
+# -- 3. verify -----------------------------------------------------------------------------
+
+
+def read_manifest(store: ObjectStore, prefix: str, publish_id: str) -> dict[str, Any]:
+    data = store.get(layout.manifest_key(prefix, publish_id))
+    if data is None:
+        raise PublishError(f"publish {publish_id} has no manifest (incomplete or unknown)")
+    return layout.decode(data)
+
+
+def verify_step(
+    publish_id: str, store: ObjectStore | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Every shard's object count and checksum as the manifest says, or PublishError."""
+    settings = settings or get_settings()
+    store = store or open_store(settings)
+    prefix = settings.publish_prefix
+    manifest = read_manifest(store, prefix, publish_id)
+    digests = layout.ShardDigest()
+    n = 0
+    for key, md5 in store.list(f"{layout.publish_root(prefix, publish_id)}u/"):
+        digests.add(key, md5)
+        n += 1
+    found, expected = digests.as_dict(), manifest["shards"]
+    bad = sorted(s for s in set(found) | set(expected) if found.get(s) != expected.get(s))
+    popular = store.md5(manifest["popular"]["key"])
+    if bad or popular != manifest["popular"]["md5"]:
+        raise PublishError(
+            f"publish {publish_id} does not match its manifest: {n} user objects listed, "
+            f"{manifest['counts']['user_objects']} expected; shards differing: "
+            f"{', '.join(bad[:10]) or 'none'}; popular.json "
+            f"{'ok' if popular == manifest['popular']['md5'] else 'missing or different'}"
+        )
+    return {"publish_id": publish_id, "user_objects": n, "shards": len(found)}
+
+
+# -- 4. flip, 5. prune and invalidate -----------------------------------------------------------
+
+
+def current(settings: Settings, store: ObjectStore | None = None) -> dict[str, Any] | None:
+    """What ``recs/latest.json`` points at, or None before the first publish."""
+    store = store or open_store(settings)
+    data = store.get(layout.latest_key(settings.publish_prefix))
+    return layout.decode(data) if data is not None else None
+
+
+def flip_step(
+    publish_id: str, store: ObjectStore | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Point ``recs/latest.json`` at a publish that has a manifest; returns both ids.
+
+    The publish's staged scores are dropped once it is live: they are never needed again.
+    """
+    settings = settings or get_settings()
+    store = store or open_store(settings)
+    prefix = settings.publish_prefix
+    manifest = read_manifest(store, prefix, publish_id)
+    before = current(settings, store)
+    pointer = {
+        "schema_version": layout.SCHEMA_VERSION,
+        "publish_id": publish_id,
+        "root": layout.publish_root(prefix, publish_id),
+        "users": f"{layout.publish_root(prefix, publish_id)}u/{{kk}}/{{key}}.json",
+        "popular": manifest["popular"]["key"],
+        "manifest": layout.manifest_key(prefix, publish_id),
+        "model": manifest["model"],
+        "generated_at": manifest["generated_at"],
+    }
+    key = layout.latest_key(prefix)
+    store.put(key, layout.encode(pointer), layout.headers_for(key, settings.publish_cache_seconds))
+    previous = before["publish_id"] if before else None
+    log.info("recs/latest.json: %s -> %s", previous, publish_id)
+    drop_stage(settings, store, publish_id)
+    return {
+        "publish_id": publish_id,
+        "previous": previous,
+        "model_version": manifest["model"]["version"],
+    }
+
+
+def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict[str, Any]]:
+    """Every publish prefix in the store, oldest first, with its state."""
+    store = store or open_store(settings)
+    prefix = settings.publish_prefix
+    live = current(settings, store)
+    ids = sorted(
+        {
+            pid
+            for key, _ in store.list(f"{prefix}recs/v/")
+            if (pid := layout.publish_id_of(key, prefix))
+        }
+    )
+    out = []
+    for pid in ids:
+        data = store.get(layout.manifest_key(prefix, pid))
+        manifest = layout.decode(data) if data else None
+        out.append(
+            {
+                "publish_id": pid,
+                "live": bool(live and live["publish_id"] == pid),
+                "complete": manifest is not None,
+                "model_version": manifest["model"]["version"] if manifest else None,
+                "users": manifest["counts"]["user_objects"] if manifest else None,
+            }
+        )
+    return out
+
+
+def prune_step(store: ObjectStore | None = None, settings: Settings | None = None) -> list[str]:
+    """Delete publishes beyond the newest ``publish_keep``; the live one always stays."""
+    settings = settings or get_settings()
+    store = store or open_store(settings)
+    prefix = settings.publish_prefix
+    found = publishes(settings, store)
+    keep = {p["publish_id"] for p in found[-settings.publish_keep :]}
+    keep |= {p["publish_id"] for p in found if p["live"]}
+    dropped = []
+    for p in found:
+        if p["publish_id"] in keep:
+            continue
+        root = layout.publish_root(prefix, p["publish_id"])
+        store.delete(key for key, _ in list(store.list(root)))
+        drop_stage(settings, store, p["publish_id"])
+        dropped.append(p["publish_id"])
+    if dropped:
+        log.info("pruned publishes %s", ", ".join(dropped))
+    return dropped
+
+
+def invalidate_step(reference: str, settings: Settings | None = None) -> str | None:
+    """Invalidate ``latest.json`` on the CloudFront distribution, when one is configured."""
+    settings = settings or get_settings()
+    if not settings.cloudfront_distribution_id:
+        return None
+    import boto3
+
+    secret = settings.aws_secret_access_key
+    client = boto3.client(
+        "cloudfront",
+        endpoint_url=settings.cloudfront_endpoint_url,
+        region_name=settings.aws_region,
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=secret.get_secret_value() if secret else None,
+    )
+    answer = client.create_invalidation(
+        DistributionId=settings.cloudfront_distribution_id,
+        InvalidationBatch={
+            "Paths": {"Quantity": 1, "Items": [f"/{layout.latest_key(settings.publish_prefix)}"]},
+            "CallerReference": reference,
+        },
+    )
+    return answer["Invalidation"]["Id"]
+
+
+# -- the whole thing -------------------------------------------------------------------------
+
+
+def publish_all(
+    settings: Settings,
+    generated_at: datetime | None = None,
+    version: str | int | None = None,
+    in_stock: Mapping[str, bool] | None = None,
+    spark: SparkSession | None = None,
+    store: ObjectStore | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """score → upload → verify → flip → prune → invalidate, as the DAG runs them."""
+    store = store or open_store(settings)
+    scored = score_step(generated_at, version, in_stock, spark, progress, settings, store)
+    pid = scored["publish_id"]
+    uploaded = upload_step(pid, store, progress, settings)
+    verified = verify_step(pid, store, settings)
+    flipped = flip_step(pid, store, settings)
+    pruned = prune_step(store, settings)
+    invalidation = invalidate_step(f"{pid}-{time.time_ns()}", settings)
+    return {
+        "publish_id": pid,
+        "score": scored,
+        "upload": uploaded,
+        "verify": verified,
+        "flip": flipped,
+        "pruned": pruned,
+        "invalidation": invalidation,
+        "target": store.description,
+    }
+
+
+def rollback(settings: Settings, publish_id: str, store: ObjectStore | None = None) -> dict:
+    """Point ``latest.json`` back at an older (still kept, verified) publish."""
+    store = store or open_store(settings)
+    layout.check_publish_id(publish_id)
+    verify_step(publish_id, store, settings)
+    flipped = flip_step(publish_id, store, settings)
+    flipped["invalidation"] = invalidate_step(f"rollback-{publish_id}-{time.time_ns()}", settings)
+    return flipped
+
+
+def recs_for(
+    settings: Settings, user_id: str, store: ObjectStore | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(object key, body) a client fetches for ``user_id``: their list, else popular."""
+    store = store or open_store(settings)
+    live = current(settings, store)
+    if live is None:
+        raise PublishError("nothing published yet (run `recflow publish`)")
+    key = layout.user_key(settings.publish_secret.get_secret_value(), user_id)
+    user_key = live["users"].format(kk=key[:2], key=key)
+    data = store.get(user_key)
+    if data is not None:
+        return user_key, layout.decode(data)
+    data = store.get(live["popular"])
+    if data is None:
+        raise PublishError(f"live publish {live['publish_id']} has no popular.json")
+    return live["popular"], layout.decode(data)
+
+
+def _bar(enabled: bool, total: int, desc: str, unit: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True)
+
+
+def build_bento_step(model_version: str, settings: Settings | None = None) -> dict[str, Any]:
+    """The online service for the model just published: its Bento, tagged v<version>."""
+    from dataclasses import asdict
+
+    from jobs.serve.bento_build import import_and_build
+
+    return asdict(import_and_build(settings or get_settings(), version=model_version))

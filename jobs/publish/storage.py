@@ -1,0 +1,185 @@
+"""Object stores behind the publisher: a local folder (the default bucket) and S3.
+
+Both speak the same small interface — put with headers, get, list with MD5s, delete —
+so publishing, verifying, pruning and rolling back are written once. The local store
+writes each object to a temporary name and renames it, so a reader (``recflow cdn``)
+never sees half an object; S3 PUTs are atomic per object already.
+
+S3 requests go through boto3 with botocore's "standard" retry mode: throttling
+(SlowDown, 503) and 5xx answers are retried with exponential backoff and jitter, up to
+``RECFLOW_PUBLISH_MAX_ATTEMPTS`` attempts. Concurrency is the caller's bounded thread
+pool; the client's connection pool is sized to match.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from jobs.config import Settings
+from jobs.publish.layout import md5_hex
+
+
+class ObjectStore(Protocol):
+    """Where a publish lands."""
+
+    description: str
+
+    def put(self, key: str, data: bytes, headers: dict[str, str]) -> None: ...
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def md5(self, key: str) -> str | None:
+        """MD5 hex of one object (S3's ETag), or None when it does not exist."""
+        ...
+
+    def list(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, md5 hex) of every object under ``prefix``, in key order."""
+        ...
+
+    def delete(self, keys: Iterable[str]) -> int: ...
+
+
+class LocalStore:
+    """A folder standing in for the bucket; object key = relative path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.description = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root.resolve()):
+            raise ValueError(f"key {key!r} escapes the store")
+        return path
+
+    def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    def get(self, key: str) -> bytes | None:
+        path = self._path(key)
+        return path.read_bytes() if path.is_file() else None
+
+    def md5(self, key: str) -> str | None:
+        data = self.get(key)
+        return md5_hex(data) if data is not None else None
+
+    def list(self, prefix: str) -> Iterator[tuple[str, str]]:
+        base = self._path(prefix) if prefix else self.root.resolve()
+        start = base if base.is_dir() else base.parent
+        if not start.exists():
+            return
+        root = self.root.resolve()
+        found = sorted(
+            str(p.relative_to(root))
+            for p in start.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+        for key in found:
+            if key.startswith(prefix):
+                yield key, md5_hex((root / key).read_bytes())
+
+    def delete(self, keys: Iterable[str]) -> int:
+        n = 0
+        for key in keys:
+            path = self._path(key)
+            if path.exists():
+                path.unlink()
+                n += 1
+            for parent in path.parents:  # drop emptied folders, never the root
+                if parent == self.root.resolve() or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+        return n
+
+
+class S3Store:
+    """An S3 bucket (or any S3-compatible server) through boto3."""
+
+    def __init__(self, settings: Settings) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = settings.publish_bucket
+        self.description = f"s3://{self.bucket}"
+        config = Config(
+            retries={"max_attempts": settings.publish_max_attempts, "mode": "standard"},
+            max_pool_connections=max(10, settings.publish_workers),
+            s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
+        )
+        secret = settings.aws_secret_access_key
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.aws_region,
+            aws_access_key_id=settings.aws_access_key_id,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            config=config,
+        )
+
+    def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=data,
+            ContentType=headers["Content-Type"],
+            ContentEncoding=headers["Content-Encoding"],
+            CacheControl=headers["Cache-Control"],
+        )
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def md5(self, key: str) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)["ETag"].strip('"')
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def list(self, prefix: str) -> Iterator[tuple[str, str]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                yield obj["Key"], obj["ETag"].strip('"')
+
+    def delete(self, keys: Iterable[str]) -> int:
+        batch: list[str] = []
+        n = 0
+        for key in keys:
+            batch.append(key)
+            if len(batch) == 1000:  # DeleteObjects takes at most 1,000 keys
+                n += self._delete(batch)
+                batch = []
+        return n + (self._delete(batch) if batch else 0)
+
+    def _delete(self, keys: list[str]) -> int:
+        answer = self.client.delete_objects(
+            Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True}
+        )
+        if answer.get("Errors"):
+            first = answer["Errors"][0]
+            raise RuntimeError(f"S3 delete failed for {first['Key']}: {first['Message']}")
+        return len(keys)
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """The configured target (``RECFLOW_PUBLISH_TARGET``)."""
+    if settings.publish_target == "s3":
+        return S3Store(settings)
+    assert settings.publish_dir is not None
+    return LocalStore(settings.publish_dir)

@@ -1,0 +1,282 @@
+"""Online scoring: what the Bento service answers, importable and testable without BentoML.
+
+Reads a :class:`~jobs.model.artifact.RecModel` (the champion the Bento carries), the stock flags
+and recent items of the Feast online store (through :class:`FeatureSource`, which falls
+back to "all in stock, no recent items" when Feast is absent), and the request. Writes
+nothing: every answer is a pure function of those inputs, so the service in
+``bento/service.py`` only moves bytes and counts.
+
+Three paths, in order:
+
+- ``als``: a user the model knows gets :func:`jobs.ranking.top_k` on their own factors,
+  exactly the call the batch publisher makes, so the online list is the published list;
+- ``fold_in``: an unknown user with recent items (from the request, else Feast) gets a
+  user vector solved against the fixed item factors with the model's own implicit-ALS
+  objective (:func:`fold_in`), then the same ranking;
+- ``popular``: everyone else gets the popularity baseline through the same ranker.
+
+Every path filters out-of-stock items and the request's ``exclude_item_ids``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+
+from jobs.config import Settings
+from jobs.model.artifact import RecModel
+from jobs.model.ranking import NO_ITEM, round_scores, top_k
+from jobs.serve.schemas import (
+    RecommendRequest,
+    RecommendResponse,
+    ScoredItem,
+    SimilarResponse,
+    Source,
+)
+
+# Recent items read from the feature store for one fold-in (it keeps ~20 per user).
+MAX_LOOKUP_RECENT_ITEMS = 200
+# Weight of one occurrence of a recent item: a view (jobs.config event_weights).
+RECENT_ITEM_WEIGHT = 1.0
+
+
+# -- the model as served ------------------------------------------------------------------
+
+
+@dataclass
+class OnlineModel:
+    """A ``RecModel`` with its identity and what online scoring precomputes once.
+
+    ``gram`` is YᵀY in float64 (the fold-in's constant term, as Spark computes it each
+    iteration); ``unit_items`` are the item factors scaled to unit length (cosine).
+    """
+
+    model: RecModel
+    name: str
+    version: str
+    run_id: str
+    reg: float
+    alpha: float
+    gram: np.ndarray = field(repr=False)
+    unit_items: np.ndarray = field(repr=False)
+
+    @cached_property
+    def unit_items_t(self) -> np.ndarray:
+        """``unit_items`` as the contiguous (rank, items) operand top_k wants."""
+        return np.ascontiguousarray(self.unit_items.T)
+
+    @classmethod
+    def of(
+        cls,
+        model: RecModel,
+        name: str = "",
+        version: str = "",
+        run_id: str = "",
+        reg: float | None = None,
+        alpha: float | None = None,
+    ) -> OnlineModel:
+        """Wrap a model; ``reg``/``alpha`` default to the ones it was trained with."""
+        params = model.params or {}
+        reg = float(
+            params.get("reg", Settings.model_fields["als_reg"].default) if reg is None else reg
+        )
+        alpha = float(
+            params.get("alpha", Settings.model_fields["als_alpha"].default)
+            if alpha is None
+            else alpha
+        )
+        y = model.item_factors.astype(np.float64)
+        norms = np.linalg.norm(model.item_factors, axis=1, keepdims=True)
+        unit = np.divide(
+            model.item_factors,
+            norms,
+            out=np.zeros_like(model.item_factors),
+            where=norms > 0,
+        )
+        return cls(model, name, version, run_id, reg, alpha, y.T @ y, unit)
+
+    def item_rows(self, item_ids: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+        """(row of every known id, in order, duplicates kept; the unknown ids)."""
+        index = self.model.item_index
+        rows, unknown = [], []
+        for item_id in item_ids:
+            j = index.get(item_id)
+            if j is None:
+                unknown.append(item_id)
+            else:
+                rows.append(j)
+        return np.asarray(rows, dtype=np.int64), unknown
+
+
+def fold_in(
+    item_factors: np.ndarray,
+    gram: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    reg: float,
+    alpha: float,
+) -> np.ndarray:
+    """The user vector implicit ALS would give someone with these interactions.
+
+    One half-step of Spark's implicit ALS with the item factors fixed (Hu, Koren and
+    Volinsky 2008, with Spark's ALS-WR regularisation): with confidence
+    ``c = 1 + alpha * w`` and preference 1 for each interacted item,
+
+        x = (YᵀY + Σᵢ (cᵢ − 1) yᵢ yᵢᵀ + reg · n · I)⁻¹ Σᵢ cᵢ yᵢ
+
+    where ``n`` is the number of interacted items (Spark scales ``regParam`` by each
+    user's count of positive ratings). ``rows`` must be distinct item rows with their
+    summed ``weights`` — gold aggregates interactions per (user, item) the same way.
+    Solved in float64 (a rank × rank system); returned as float32 like the factors.
+    """
+    y = item_factors[rows].astype(np.float64)
+    c1 = alpha * np.asarray(weights, dtype=np.float64)
+    a = gram + (y.T * c1) @ y
+    a[np.diag_indices_from(a)] += reg * len(rows)
+    b = y.T @ (1.0 + c1)
+    try:
+        x = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:  # singular only with reg = 0 and degenerate factors
+        x = np.linalg.lstsq(a, b, rcond=None)[0]
+    return x.astype(np.float32)
+
+
+# -- answering ----------------------------------------------------------------------------
+
+
+def _allowed(n_items: int, mask: np.ndarray | None, *blocked: np.ndarray) -> np.ndarray | None:
+    rows = [b for b in blocked if len(b)]
+    if not rows:
+        return mask
+    allowed = np.ones(n_items, dtype=bool) if mask is None else mask.copy()
+    for b in rows:
+        allowed[b] = False
+    return allowed
+
+
+def _items(model: RecModel, idx: np.ndarray, scores: np.ndarray) -> list[ScoredItem]:
+    """Scored items as the published JSON has them (scores rounded alike)."""
+    keep = idx != NO_ITEM
+    return [
+        ScoredItem(item_id=str(model.item_ids[j]), rank=rank, score=score)
+        for rank, (j, score) in enumerate(
+            zip(idx[keep], round_scores(scores[keep]), strict=True), start=1
+        )
+    ]
+
+
+def needs_recent_lookup(online: OnlineModel, request: RecommendRequest) -> bool:
+    """True when the answer depends on the user's recent items from the feature store."""
+    return request.user_id not in online.model.user_index and not request.recent_item_ids
+
+
+def recommend(
+    online: OnlineModel,
+    request: RecommendRequest,
+    recent_lookup: Callable[[str], Sequence[str]] | None = None,
+    stock_mask: np.ndarray | None = None,
+    request_id: str | None = None,
+) -> RecommendResponse:
+    """Answer one validated ``/recommend`` request (see the module docstring).
+
+    ``recent_lookup`` (user id → recent item ids, e.g. from Feast) is called only for an
+    unknown user whose request carries no recent items. Unknown recent item ids are
+    ignored and reported; a known user's list is the published one (with only the
+    request's exclusions on top).
+    """
+    model = online.model
+    n_items = len(model.item_ids)
+    exclude = online.item_rows(request.exclude_item_ids or ())[0]
+    unknown: list[str] = []
+    recent_source: Literal["request", "feast"] | None = None
+    row = model.user_index.get(request.user_id)
+
+    if row is not None:
+        source: Source = "als"
+        idx, scores = model.recommend_rows(
+            np.array([row]), request.k, allowed=_allowed(n_items, stock_mask, exclude)
+        )
+    else:
+        recent: Sequence[str] = request.recent_item_ids or ()
+        if recent:
+            recent_source = "request"
+        elif recent_lookup is not None:
+            recent = list(recent_lookup(request.user_id) or ())[:MAX_LOOKUP_RECENT_ITEMS]
+            recent_source = "feast" if recent else None
+        rows, unknown = online.item_rows(recent)
+        if len(rows):
+            source = "fold_in"
+            counts = Counter(rows.tolist())
+            distinct = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+            weights = RECENT_ITEM_WEIGHT * np.fromiter(
+                counts.values(), dtype=np.float64, count=len(counts)
+            )
+            vector = fold_in(
+                model.item_factors, online.gram, distinct, weights, online.reg, online.alpha
+            )
+            idx, scores = top_k(
+                vector[None, :],
+                model.item_factors,
+                request.k,
+                allowed=_allowed(n_items, stock_mask, exclude, distinct),
+                items_t=model.item_factors_t,
+            )
+        else:
+            source = "popular"
+            idx, scores = model.popular_rows(
+                np.array([-1]), request.k, allowed=_allowed(n_items, stock_mask, exclude)
+            )
+    return RecommendResponse(
+        request_id=request_id or new_request_id(),
+        user_id=request.user_id,
+        source=source,
+        items=_items(model, idx[0], scores[0]),
+        model_name=online.name,
+        model_version=online.version,
+        model_run_id=online.run_id,
+        recent_source=recent_source if source == "fold_in" else None,
+        unknown_recent_item_ids=unknown,
+    )
+
+
+class UnknownItemError(KeyError):
+    """``/similar`` was asked about an item the model does not know."""
+
+
+def similar(
+    online: OnlineModel,
+    item_id: str,
+    k: int,
+    stock_mask: np.ndarray | None = None,
+    request_id: str | None = None,
+) -> SimilarResponse:
+    """The ``k`` items closest to ``item_id`` by cosine of their factors, in stock only."""
+    j = online.model.item_index.get(item_id)
+    if j is None:
+        raise UnknownItemError(item_id)
+    allowed = _allowed(len(online.model.item_ids), stock_mask, np.array([j]))
+    idx, scores = top_k(
+        online.unit_items[j][None, :],
+        online.unit_items,
+        k,
+        allowed=allowed,
+        items_t=online.unit_items_t,
+    )
+    return SimilarResponse(
+        request_id=request_id or new_request_id(),
+        item_id=item_id,
+        items=_items(online.model, idx[0], scores[0]),
+        model_name=online.name,
+        model_version=online.version,
+    )
+
+
+def new_request_id() -> str:
+    """A fresh id the front end echoes in click events (``request_id`` of the contract)."""
+    return uuid.uuid4().hex

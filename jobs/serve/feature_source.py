@@ -1,0 +1,130 @@
+"""The Feast online store behind a seam: stock flags and recent items, or their absence.
+
+Reads: the online store through :mod:`jobs.features.online`. Writes nothing. When Feast
+is not installed, not applied or not materialized the service still answers: every item
+counts as in stock and nobody has recent items, and the reason is reported by readiness.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jobs.config import Settings
+from jobs.model.artifact import RecModel
+
+# The publisher's own stock filter: online and batch lists drop the same items.
+from jobs.model.stock import stock_mask
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+log = logging.getLogger(__name__)
+
+# How often the service re-reads stock flags from the online store.
+STOCK_REFRESH_SECONDS = 60.0
+
+
+@dataclass
+class StockState:
+    """The stock mask in use and where it came from (reported by readiness)."""
+
+    mask: np.ndarray | None = None
+    source: str = "none: all items count as in stock"
+    fallback: bool = True
+    out_of_stock: int = 0
+    refreshed_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "fallback": self.fallback,
+            "out_of_stock": self.out_of_stock,
+            "refreshed_at": self.refreshed_at,
+        }
+
+
+class FeatureSource:
+    """The Feast online store, or its graceful absence.
+
+    ``jobs.features.definitions`` does the Feast work; this seam decides what the service does when
+    Feast is not installed, not applied or not materialized: every item is in stock and
+    nobody has recent items. The reason is kept in :attr:`status` for ``/readyz``.
+    Opening probes one real lookup, so a store whose views were never applied counts as
+    unavailable once, instead of failing (and logging) on every request.
+    """
+
+    PROBE_USER = "__recflow_probe__"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: FeatureStore | None = None
+        self.status = "not opened"
+
+    @property
+    def available(self) -> bool:
+        return self.store is not None
+
+    def open(self) -> None:
+        try:
+            from jobs.features import definitions, online
+
+            fs = definitions.store(self.settings)
+            online.recent_items(fs, [self.PROBE_USER])
+        except Exception as exc:  # any failure means the same fallback
+            log.warning("Feast online store unavailable, falling back: %s", exc, exc_info=True)
+            self.store = None
+            self.status = _reason("unavailable", exc)
+        else:
+            self.store = fs
+            self.status = "ok"
+
+    def stock(self, item_ids: Sequence[str]) -> dict[str, bool] | None:
+        """Stock flags of the items (absent = unknown), or None when the store failed."""
+        if self.store is None:
+            return None
+        try:
+            from jobs.features import online
+
+            return online.stock(self.store, list(item_ids))
+        except Exception as exc:
+            log.warning("stock lookup failed: %s", exc, exc_info=True)
+            self.status = _reason("stock lookup failed", exc)
+            return None
+
+    def recent(self, user_id: str) -> list[str]:
+        """The user's recent item ids, newest first; none when the store cannot tell."""
+        if self.store is None:
+            return []
+        try:
+            from jobs.features import online
+
+            return list(online.recent_items(self.store, [user_id]).get(user_id) or [])
+        except Exception as exc:
+            log.warning("recent items lookup failed: %s", exc, exc_info=True)
+            return []
+
+    def load_stock(self, model: RecModel) -> StockState:
+        """Read stock flags for the model's items and turn them into a mask."""
+        now = time.time()
+        flags = self.stock([str(i) for i in model.item_ids])
+        if flags is None:
+            return StockState(
+                None, f"none, {self.status}: all items count as in stock", True, 0, now
+            )
+        if not flags:
+            return StockState(
+                None, "feast: no stock values (not materialized?): all items in stock", True, 0, now
+            )
+        mask = stock_mask(model, flags)
+        out = 0 if mask is None else int((~mask).sum())
+        return StockState(mask, f"feast: {len(flags)} items with a stock value", False, out, now)
+
+
+def _reason(what: str, exc: BaseException) -> str:
+    return f"{what} ({type(exc).__name__}: {exc})"[:300]

@@ -1,0 +1,275 @@
+"""The Delta lake's tables: names, schemas, creation, versions and commit bookkeeping.
+
+Every table lives at ``settings.table_path(layer, name)``. Tables are created on first
+use with their schema, partitioning and properties, so jobs never depend on who ran
+first. Incremental consumers remember which version of their source they have applied in
+the ``userMetadata`` of their own commits: the progress marker and the data change land in
+one atomic Delta commit, so a retried task neither loses nor double-counts a batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from jobs.config import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One Delta table: where it lives, its schema, partitioning and properties."""
+
+    name: str
+    layer: str  # bronze | silver | gold | audit: the folder under the lake root
+    ddl: str  # Spark DDL of the columns, in order
+    partitions: tuple[str, ...] = ()
+    properties: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names in schema order."""
+        return ddl_columns(self.ddl)
+
+
+def ddl_columns(ddl: str) -> list[str]:
+    """Column names of a DDL string, without Spark (commas inside ``<…>`` are skipped)."""
+    names, depth, start = [], 0, 0
+    for pos, char in enumerate(ddl + ","):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            names.append(ddl[start:pos].split()[0])
+            start = pos + 1
+    return names
+
+
+_CDF = (("delta.enableChangeDataFeed", "true"),)
+
+TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "bronze_events",
+            "bronze",
+            "value STRING, _source_file STRING, _batch_id STRING, _fingerprint STRING, "
+            "_interval_start TIMESTAMP, _interval_end TIMESTAMP, _ingested_at TIMESTAMP, _dt DATE",
+            ("_dt",),
+            (),
+        ),
+        Table(
+            "bronze_items",
+            "bronze",
+            "value STRING, _source_file STRING, _batch_id STRING, _fingerprint STRING, "
+            "_ingested_at TIMESTAMP",
+            (),
+            _CDF,
+        ),
+        Table(
+            "events",
+            "silver",
+            "event_id STRING NOT NULL, ts TIMESTAMP NOT NULL, event_date DATE NOT NULL, "
+            "user_id STRING NOT NULL, item_id STRING NOT NULL, event_type STRING NOT NULL, "
+            "session_id STRING, request_id STRING, position INT, quantity INT, price DOUBLE, "
+            "_batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP",
+            ("event_date",),
+            _CDF,
+        ),
+        Table(
+            "items",
+            "silver",
+            "item_id STRING NOT NULL, title STRING, category STRING, brand STRING, price DOUBLE, "
+            "in_stock BOOLEAN, description STRING, updated_at TIMESTAMP NOT NULL, "
+            "_source_file STRING, _ingested_at TIMESTAMP",
+            (),
+            _CDF,
+        ),
+        Table(
+            "quarantine",
+            "silver",
+            "source STRING, value STRING, reason STRING, detail STRING, _source_file STRING, "
+            "_batch_id STRING, _ingested_at TIMESTAMP, _dt DATE",
+            ("_dt",),
+            (),
+        ),
+        Table(
+            "interactions",
+            "gold",
+            "user_id STRING NOT NULL, item_id STRING NOT NULL, weight DOUBLE NOT NULL, "
+            "n_events BIGINT NOT NULL, last_ts TIMESTAMP",
+            (),
+            (),
+        ),
+        Table(
+            "item_daily",
+            "gold",
+            "item_id STRING NOT NULL, event_date DATE NOT NULL, impressions BIGINT, views BIGINT, "
+            "clicks BIGINT, add_to_carts BIGINT, purchases BIGINT, revenue DOUBLE, weight DOUBLE",
+            (),
+            (),
+        ),
+        Table(
+            "item_stats",
+            "gold",
+            "item_id STRING NOT NULL, impressions BIGINT, clicks BIGINT, ctr DOUBLE, "
+            "purchases BIGINT, revenue DOUBLE, weight_1d DOUBLE, weight_7d DOUBLE, "
+            "weight_30d DOUBLE, purchases_7d BIGINT, as_of TIMESTAMP",
+            (),
+            (),
+        ),
+        Table(
+            "user_stats",
+            "gold",
+            "user_id STRING NOT NULL, n_events BIGINT, impressions BIGINT, clicks BIGINT, "
+            "add_to_carts BIGINT, purchases BIGINT, revenue DOUBLE, first_ts TIMESTAMP, "
+            "last_ts TIMESTAMP",
+            (),
+            (),
+        ),
+        Table(
+            "ingest_audit",
+            "audit",
+            "run_id STRING, batch_id STRING, interval_start TIMESTAMP, interval_end TIMESTAMP, "
+            "fingerprint STRING, status STRING, read_lines BIGINT, bronze_rows BIGINT, "
+            "quarantined BIGINT, quarantined_by_reason MAP<STRING, BIGINT>, non_consented BIGINT, "
+            "duplicates_in_batch BIGINT, duplicates_existing BIGINT, silver_inserted BIGINT, "
+            "balanced BOOLEAN, silver_version BIGINT, gold_versions MAP<STRING, BIGINT>, "
+            "quality MAP<STRING, BOOLEAN>, started_at TIMESTAMP, finished_at TIMESTAMP",
+            (),
+            (),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One data interval [start, end) as Airflow hands it to a run; names the batch."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("interval bounds need a time zone")
+        if self.end <= self.start:
+            raise ValueError(f"empty interval {self.start} .. {self.end}")
+
+    @classmethod
+    def parse(cls, start: str | datetime, end: str | datetime) -> Interval:
+        def as_dt(v: str | datetime) -> datetime:
+            d = datetime.fromisoformat(v) if isinstance(v, str) else v
+            return d.astimezone(UTC)
+
+        return cls(as_dt(start), as_dt(end))
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.start:%Y%m%dT%H%M}-{self.end:%Y%m%dT%H%M}"
+
+
+def path(settings: Settings, name: str) -> str:
+    return settings.table_path(TABLES[name].layer, name)
+
+
+def ensure_table(spark: SparkSession, settings: Settings, name: str) -> str:
+    """Create the table if missing; return its path."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import StructType
+
+    table = TABLES[name]
+    location = path(settings, name)
+    if not DeltaTable.isDeltaTable(spark, location):
+        builder = DeltaTable.createIfNotExists(spark).location(location)
+        builder = builder.addColumns(StructType.fromDDL(table.ddl))
+        if table.partitions:
+            builder = builder.partitionedBy(*table.partitions)
+        for key, value in table.properties:
+            builder = builder.property(key, value)
+        builder.execute()
+    return location
+
+
+def read_or_create(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
+    """The table's current contents; an empty table is created first if it is missing."""
+    return spark.read.format("delta").load(ensure_table(spark, settings, name))
+
+
+def version(spark: SparkSession, settings: Settings, name: str) -> int:
+    """Current Delta version of a table (creating it if missing)."""
+    from delta.tables import DeltaTable
+
+    location = ensure_table(spark, settings, name)
+    return int(DeltaTable.forPath(spark, location).history(1).first()["version"])
+
+
+def applied_version(spark: SparkSession, settings: Settings, name: str, source: str) -> int:
+    """Version of ``source`` that table ``name`` has applied (-1 if none yet)."""
+    from delta.tables import DeltaTable
+
+    location = ensure_table(spark, settings, name)
+    rows = (
+        DeltaTable.forPath(spark, location)
+        .history(200)
+        .where("userMetadata IS NOT NULL")
+        .select("userMetadata")
+        .orderBy("version", ascending=False)
+        .collect()
+    )
+    for row in rows:
+        try:
+            marks = json.loads(row["userMetadata"])
+        except ValueError:
+            continue
+        if source in marks:
+            return int(marks[source])
+    return -1
+
+
+@contextmanager
+def commit_marks(spark: SparkSession, **marks: int) -> Iterator[None]:
+    """Stamp the Delta commits made inside the block with ``marks`` (JSON userMetadata)."""
+    spark.conf.set(USER_METADATA_CONF, json.dumps(marks, sort_keys=True))
+    try:
+        yield
+    finally:
+        spark.conf.unset(USER_METADATA_CONF)
+
+
+def operation_metrics(spark: SparkSession, location: str, after: int) -> dict[str, int]:
+    """Metrics of a table's latest commit if it is newer than version ``after``.
+
+    A MERGE that changes nothing commits nothing, so the latest commit may be an older
+    operation's: its metrics must not be taken for this one's.
+    """
+    from delta.tables import DeltaTable
+
+    row = DeltaTable.forPath(spark, location).history(1).first()
+    if row is None or int(row["version"]) <= after:
+        return {}
+    return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if v.isdigit()}
+
+
+def content_hash(df: DataFrame, exclude: tuple[str, ...] = ()) -> str:
+    """Order-independent hash of a frame's rows (for idempotency checks)."""
+    from pyspark.sql import functions as F
+
+    cols = sorted(c for c in df.columns if c not in exclude)
+    row_hash = F.xxhash64(*[F.coalesce(F.col(c).cast("string"), F.lit("\u0000")) for c in cols])
+    agg = (
+        df.select(row_hash.alias("h"))
+        .agg(
+            F.count("*").alias("n"),
+            F.sum(F.col("h") % 1_000_000_007).alias("s"),
+            F.sum((F.col("h") % 999_999_937) * (F.col("h") % 1_000_003)).alias("q"),
+        )
+        .first()
+    )
+    return f"{agg['n']}:{agg['s']}:{agg['q']}"
