@@ -20,7 +20,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 BENTO_NAME = "recflow"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BENTOFILE = REPO_ROOT / "bento" / "bentofile.yaml"
+LOCK = REPO_ROOT / "requirements.txt"
 MODEL_FILE = "model.npz"
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,32 @@ def import_model(settings: Settings, version: str | int | None = None) -> bentom
     return stored
 
 
+def pinned_bentofile(bentofile: str, lock: str) -> str:
+    """The bentofile with each Python package pinned to its version in the lock.
+
+    The service's packages are named once in ``bento/bentofile.yaml`` and versioned once
+    in ``requirements.txt``; a package the lock does not hold is an error, not a guess.
+    """
+    import yaml
+
+    pins = {}
+    for line in lock.splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if sep:
+            pins[_normalise(name)] = f"{name}=={version.split(';')[0].strip()}"
+    spec = yaml.safe_load(bentofile)
+    python = spec.setdefault("python", {})
+    missing = [p for p in python.get("packages", []) if _normalise(p) not in pins]
+    if missing:
+        raise LookupError(f"bentofile packages {missing} are not in requirements.txt")
+    python["packages"] = [pins[_normalise(p)] for p in python.get("packages", [])]
+    return yaml.safe_dump(spec, sort_keys=False)
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name.split("[")[0]).strip().lower()
+
+
 def build(settings: Settings, stored: bentoml.Model) -> str:
     """``bentoml build`` of ``bento/`` with this model; returns the Bento tag."""
     use_bentoml_home(settings)
@@ -140,17 +169,20 @@ def build(settings: Settings, stored: bentoml.Model) -> str:
         pass
     else:
         bentoml.bentos.delete(tag)
-    bento = bentoml.bentos.build_bentofile(
-        str(BENTOFILE),
-        build_ctx=str(REPO_ROOT),
-        version=version,
-        labels={
-            "mlflow_model": str(meta["registered_name"]),
-            "mlflow_version": str(meta["version"]),
-            "mlflow_run_id": str(meta["run_id"]),
-        },
-        args={"model_tag": str(stored.tag)},
-    )
+    with tempfile.TemporaryDirectory(prefix="recflow-bentofile-") as tmp:
+        bentofile = Path(tmp) / "bentofile.yaml"
+        bentofile.write_text(pinned_bentofile(BENTOFILE.read_text(), LOCK.read_text()))
+        bento = bentoml.bentos.build_bentofile(
+            str(bentofile),
+            build_ctx=str(REPO_ROOT),
+            version=version,
+            labels={
+                "mlflow_model": str(meta["registered_name"]),
+                "mlflow_version": str(meta["version"]),
+                "mlflow_run_id": str(meta["run_id"]),
+            },
+            args={"model_tag": str(stored.tag)},
+        )
     log.info("built Bento %s with model %s", bento.tag, stored.tag)
     return str(bento.tag)
 
