@@ -28,11 +28,13 @@ demo: venv
 up: venv
 	$(BIN)/recflow up
 
+# Everything: unit, integration (Spark, servers) and end-to-end DAG runs.
 test: venv
 	$(BIN)/pytest
 
+# The fast tier: no Spark, no servers, no DAG runs (see tests/README.md).
 test-fast: venv
-	$(BIN)/pytest -m "not spark and not integration and not e2e"
+	$(BIN)/pytest -m "not slow"
 
 lint: venv
 	$(BIN)/ruff check .

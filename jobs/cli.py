@@ -30,8 +30,17 @@ def _settings() -> Settings:
 
 
 @app.command()
-def config() -> None:
+def config(
+    table: Annotated[
+        bool, typer.Option(help="Print every setting with its default and meaning instead.")
+    ] = False,
+) -> None:
     """Print the effective configuration (defaults plus RECFLOW_* overrides)."""
+    if table:
+        from jobs.config import settings_table
+
+        typer.echo(settings_table())
+        return
     typer.echo(_settings().model_dump_json(indent=2))
 
 

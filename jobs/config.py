@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     spark_driver_memory: str = Field("2g", description="JVM heap of the driver, e.g. 2g.")
     spark_shuffle_partitions: PositiveInt = Field(4, description="Small data wants few partitions.")
     spark_ui: bool = Field(False, description="Start the Spark UI (off for tests and demo).")
-    spark_log_level: str = Field("WARN")
+    spark_log_level: str = Field("WARN", description="Log level of Spark's JVM (WARN, INFO, …).")
     spark_local_ip: str = Field("127.0.0.1", description="Driver bind address in local mode.")
     spark_ivy_dir: Path = Field(
         Path.home() / ".cache" / "recflow" / "ivy",
@@ -115,10 +115,14 @@ class Settings(BaseSettings):
     )
     # Defaults tuned on MovieLens 100K (BENCHMARKS.md): with confidence 1 + alpha * weight
     # and weights up to 8, a small alpha and a firm (ALS-WR scaled) regulariser win.
-    als_rank: PositiveInt = 32
-    als_reg: Annotated[float, Field(ge=0.0)] = 0.3
-    als_alpha: Annotated[float, Field(gt=0.0)] = 1.0
-    als_iterations: PositiveInt = 15
+    als_rank: PositiveInt = Field(32, description="ALS: latent factors per user and item.")
+    als_reg: Annotated[float, Field(ge=0.0)] = Field(
+        0.3, description="ALS: regularisation (scaled by each row's count, ALS-WR)."
+    )
+    als_alpha: Annotated[float, Field(gt=0.0)] = Field(
+        1.0, description="ALS: confidence 1 + alpha x weight of an interaction."
+    )
+    als_iterations: PositiveInt = Field(15, description="ALS: alternating sweeps.")
     als_grid: list[dict[str, float]] = Field(
         default_factory=lambda: [
             {"rank": 64, "reg": 0.1, "alpha": 0.3},
@@ -182,15 +186,19 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); default AWS."
     )
-    aws_region: str = Field("us-east-1")
+    aws_region: str = Field("us-east-1", description="AWS region of the bucket and CloudFront.")
     aws_access_key_id: str | None = Field(None, description="Default: boto3's credential chain.")
-    aws_secret_access_key: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = Field(
+        None, description="Default: boto3's credential chain; never printed."
+    )
     cloudfront_distribution_id: str | None = Field(
         None, description="When set, each flip invalidates recs/latest.json there."
     )
     cloudfront_endpoint_url: str | None = Field(None, description="For tests against moto.")
     cdn_host: str = Field("127.0.0.1", description="Bind address of `recflow cdn`.")
-    cdn_port: Annotated[int, Field(ge=0, le=65535)] = 8765
+    cdn_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8765, description="Port of `recflow cdn`."
+    )
     cdn_cors_origin: str = Field("*", description="Access-Control-Allow-Origin of `recflow cdn`.")
 
     # -- features (Feast) and the online service (BentoML) -------------------------------
@@ -206,21 +214,31 @@ class Settings(BaseSettings):
     )
     feast_ttl_days: PositiveInt = Field(30, description="TTL of the feature views.")
     serve_host: str = Field("127.0.0.1", description="Bind address of the Bento service.")
-    serve_port: Annotated[int, Field(ge=0, le=65535)] = 3000
-    serve_max_k: Annotated[int, Field(ge=1, le=500)] = 100
+    serve_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        3000, description="Port of the Bento service."
+    )
+    serve_max_k: Annotated[int, Field(ge=1, le=500)] = Field(
+        100, description="Largest k a /recommend or /similar request may ask for."
+    )
     serve_max_recent_items: PositiveInt = Field(
         200, description="Most recent_item_ids a request may carry."
     )
 
     # -- the synthetic shop -----------------------------------------------------------
-    seed: int = 42
-    gen_users: PositiveInt = 2_000
-    gen_items: PositiveInt = 200
-    gen_days: PositiveInt = 7
-    gen_sessions_per_user_day: Annotated[float, Field(gt=0)] = 0.6
+    seed: int = Field(42, description="Seed of the generator, the splits and ALS.")
+    gen_users: PositiveInt = Field(2_000, description="Synthetic shop: users.")
+    gen_items: PositiveInt = Field(200, description="Synthetic shop: catalog items.")
+    gen_days: PositiveInt = Field(7, description="Synthetic shop: days of events.")
+    gen_sessions_per_user_day: Annotated[float, Field(gt=0)] = Field(
+        0.6, description="Synthetic shop: mean sessions per user and day."
+    )
     gen_start: str = Field("2026-11-01T00:00:00+00:00", description="First generated instant.")
-    gen_malformed_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    gen_duplicate_fraction: Fraction = 0.0
+    gen_malformed_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="Synthetic shop: share of malformed lines (quarantine drills)."
+    )
+    gen_duplicate_fraction: Fraction = Field(
+        0.0, description="Synthetic shop: share of events delivered twice."
+    )
 
     @field_validator("spark_master")
     @classmethod
@@ -326,6 +344,22 @@ class Settings(BaseSettings):
     def events_dir(self) -> Path:
         assert self.landing_dir is not None
         return self.landing_dir / "events"
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table row: variable, default, description.
+
+    ``recflow config --table`` prints it; a test keeps every setting described.
+    """
+    rows = ["| variable | default | what it is |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        factory = field.default_factory
+        default = factory() if factory is not None else field.default  # type: ignore[call-arg]
+        if isinstance(default, SecretStr):
+            default = "(a development value)"
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `RECFLOW_{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -18,6 +18,16 @@ ML100K = Path(
 )
 
 
+SLOW_MARKERS = ("spark", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything that starts Spark, a server or a DAG is also `slow`: one marker to skip."""
+    for item in items:
+        if any(item.get_closest_marker(name) for name in SLOW_MARKERS):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No RECFLOW_* variable of the developer's shell leaks into a test."""

@@ -1,8 +1,10 @@
 """Feast over the lake: real apply, export + materialize, online reads, increments.
 
 One module-scoped lake of a small synthetic shop (quality gates off to keep it quick):
-eleven hours are ingested and materialized, then one more hour arrives with a catalog
-update. The tests run in file order and build on the feature store's state.
+eleven hours are ingested and materialized (fixture ``at_end1``), then one more hour
+arrives with a catalog update and is materialized (``at_end2``, built on ``at_end1``).
+A test asks for the state it checks through these fixtures and compares the online store
+with the lake as it is, so any subset runs alone and in any order.
 """
 
 from __future__ import annotations
@@ -57,6 +59,44 @@ def shop(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     generate(settings, days=1)
     run_interval(START.isoformat(), END1.isoformat(), settings=settings)
     return {"settings": settings}
+
+
+@pytest.fixture(scope="module")
+def at_end1(spark: Any, shop: dict[str, Any]) -> dict[str, Any]:
+    """The first materialization: the lake as of END1 in the online store."""
+    settings: Settings = shop["settings"]
+    definitions.apply(settings)
+    rows = {name: frame.count() for name, frame in export.feature_frames(spark, settings).items()}
+    return {"result": export.materialize(settings, END1, spark), "rows": rows}
+
+
+@pytest.fixture(scope="module")
+def at_end2(spark: Any, shop: dict[str, Any], at_end1: dict[str, Any]) -> dict[str, Any]:
+    """One more hour with a catalog update (one item sold out), materialized up to END2."""
+    settings: Settings = shop["settings"]
+    before = gold_users(spark, settings)
+    catalog = catalog_stock(spark, settings)
+    sold_out = next(i for i, s in sorted(catalog.items()) if s)
+    source = next(settings.catalog_dir.glob("dt=*/items.jsonl"))
+    line = next(json.loads(x) for x in source.read_text().splitlines() if sold_out in x)
+    update = settings.catalog_dir / "dt=2026-11-01-update" / "items.jsonl"
+    update.parent.mkdir(parents=True)
+    update.write_text(
+        json.dumps({**line, "in_stock": False, "updated_at": "2026-11-01T11:30:00Z"}) + "\n"
+    )
+    run_interval(END1.isoformat(), END2.isoformat(), settings=settings)
+    after = gold_users(spark, settings)
+    definitions.apply(settings)  # what the DAG does first: progress must survive it
+    applied_end = (
+        definitions.store(settings).get_feature_view(definitions.USER_STATS).most_recent_end_time
+    )
+    return {
+        "changed": {u for u, row in after.items() if before.get(u) != row},
+        "users": len(after),
+        "sold_out": sold_out,
+        "end_after_apply": applied_end,
+        "result": export.materialize(settings, END2, spark),
+    }
 
 
 # -- what the lake says (computed independently of jobs.features) ---------------------------
@@ -177,13 +217,14 @@ def test_apply_is_idempotent_and_drops_leftovers(shop: dict[str, Any]) -> None:
     assert {e.name for e in fs.list_entities()} >= {"user", "item"}
 
 
-def test_materialize_and_read_online(spark: Any, shop: dict[str, Any]) -> None:
+def test_materialize_and_read_online(
+    spark: Any, shop: dict[str, Any], at_end1: dict[str, Any]
+) -> None:
     settings: Settings = shop["settings"]
-    result = export.materialize(settings, END1, spark)
+    result = at_end1["result"]
     assert result["end"] == END1.isoformat()
-    frames = export.feature_frames(spark, settings)
     for name, info in result["views"].items():
-        n = frames[name].count()
+        n = at_end1["rows"][name]  # the view's rows in the lake at END1
         assert n > 0 and info["exported"] == info["materialized"] == n, (name, info)
         assert info["start"] == (END1 - timedelta(days=settings.feast_ttl_days)).isoformat()
 
@@ -206,11 +247,10 @@ def test_materialize_and_read_online(spark: Any, shop: dict[str, Any]) -> None:
         for col in ("impressions", "clicks", "purchases", "purchases_7d"):
             assert online_items[item][col] == row[col]
         assert math.isclose(online_items[item]["weight_7d"], row["weight_7d"])
-    shop["first"] = result
 
 
 def test_service_folds_in_a_new_user_from_their_feast_recent_items(
-    spark: Any, shop: dict[str, Any]
+    spark: Any, shop: dict[str, Any], at_end1: dict[str, Any]
 ) -> None:
     """The online path end to end below HTTP: a user the model never saw, recent items
     read from the materialized store, fold-in, stock from the store."""
@@ -259,30 +299,14 @@ def test_service_folds_in_a_new_user_from_their_feast_recent_items(
     assert stranger.source == "popular" and stranger.recent_source is None
 
 
-def test_new_hour_materializes_only_what_changed(spark: Any, shop: dict[str, Any]) -> None:
+def test_new_hour_materializes_only_what_changed(
+    spark: Any, shop: dict[str, Any], at_end2: dict[str, Any]
+) -> None:
     settings: Settings = shop["settings"]
-    before = gold_users(spark, settings)
-    # The catalog says one item sold out; it arrives with the next hour's ingest.
-    catalog = catalog_stock(spark, settings)
-    sold_out = next(i for i, s in sorted(catalog.items()) if s)
-    source = next(settings.catalog_dir.glob("dt=*/items.jsonl"))
-    line = next(json.loads(x) for x in source.read_text().splitlines() if sold_out in x)
-    update = settings.catalog_dir / "dt=2026-11-01-update" / "items.jsonl"
-    update.parent.mkdir(parents=True)
-    update.write_text(
-        json.dumps({**line, "in_stock": False, "updated_at": "2026-11-01T11:30:00Z"}) + "\n"
-    )
-    run_interval(END1.isoformat(), END2.isoformat(), settings=settings)
-    after = gold_users(spark, settings)
-    changed = {u for u, row in after.items() if before.get(u) != row}
-    assert changed and len(changed) < len(after)
-
-    definitions.apply(settings)  # what the DAG does first: progress must survive it
-    fs = definitions.store(settings)
-    assert fs.get_feature_view(definitions.USER_STATS).most_recent_end_time == END1
-
-    result = export.materialize(settings, END2, spark)
-    views = result["views"]
+    changed, sold_out = at_end2["changed"], at_end2["sold_out"]
+    assert changed and len(changed) < at_end2["users"]
+    assert at_end2["end_after_apply"] == END1  # apply kept the materialization progress
+    views = at_end2["result"]["views"]
     just_after = (END1 + timedelta(microseconds=1)).isoformat()
     assert all(v["start"] == just_after for v in views.values())
     assert views[definitions.USER_STATS]["exported"] == len(changed)
@@ -293,10 +317,11 @@ def test_new_hour_materializes_only_what_changed(spark: Any, shop: dict[str, Any
     fs = definitions.store(settings)
     assert online.stock(fs, [sold_out]) == {sold_out: False}
     assert_users_match(fs, spark, settings)
-    shop["second"] = result
 
 
-def test_rerun_and_backfill_change_nothing(spark: Any, shop: dict[str, Any]) -> None:
+def test_rerun_and_backfill_change_nothing(
+    spark: Any, shop: dict[str, Any], at_end2: dict[str, Any]
+) -> None:
     settings: Settings = shop["settings"]
 
     def snapshots() -> list[Path]:
@@ -305,7 +330,7 @@ def test_rerun_and_backfill_change_nothing(spark: Any, shop: dict[str, Any]) -> 
     folders = snapshots()
     again = export.materialize(settings, END2, spark)
     for name, info in again["views"].items():
-        assert info["exported"] == shop["second"]["views"][name]["exported"]
+        assert info["exported"] == at_end2["result"]["views"][name]["exported"]
         assert info["start"] == END2.isoformat()  # only this end's rows are rewritten
     assert snapshots() == folders
 

@@ -59,3 +59,17 @@ def test_edge_cases() -> None:
         precision_at_k([[1]], [{1}, {2}], k=1)
     with pytest.raises(ValueError):
         coverage([[1]], catalog_size=0)
+
+
+def test_ndcg_beyond_a_thousand_items() -> None:
+    """Long lists (K > 1024) are scored like short ones: the discount is never cut off."""
+    k = 3000
+    recs = [list(range(k))]
+    truth = [{0, 2999}]  # hits at ranks 1 and 3000
+    dcg = 1 / math.log2(2) + 1 / math.log2(3001)
+    ideal = 1 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg_at_k(recs, truth, k=k) == pytest.approx(dcg / ideal)
+    assert ndcg_at_k([list(range(5000))], [set(range(2000))], k=5000) == pytest.approx(
+        sum(1 / math.log2(r + 2) for r in range(2000))
+        / sum(1 / math.log2(r + 2) for r in range(2000))
+    )
