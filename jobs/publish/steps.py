@@ -41,7 +41,7 @@ from jobs.publish import layout
 from jobs.publish.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
     from pyspark.sql import SparkSession
 
@@ -225,7 +225,11 @@ def _load_stage(
 
 
 def drop_stage(settings: Settings, store: ObjectStore, publish_id: str) -> int:
-    """Delete a publish's staged scores (after its flip, or when it is pruned)."""
+    """Delete a publish's staged scores (when the publish is pruned).
+
+    They are kept as long as the publish is, so its upload can be re-run at any time
+    (Airflow's "clear" on one task); they hold what its objects hold, keyed the same way.
+    """
     root = layout.staging_root(settings.publish_prefix, publish_id)
     return store.delete([key for key, _ in store.list(root)])
 
@@ -239,40 +243,27 @@ def upload_step(
     progress: bool = False,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Upload every user's object, ``popular.json`` and the manifest (last)."""
+    """Upload every user's object, ``popular.json`` and the manifest (last).
+
+    Objects already in the store with the same MD5 are skipped, so a retry after a
+    failure uploads only what is missing; the manifest, written last, marks the publish
+    complete.
+    """
     settings = settings or get_settings()
     store = store or open_store(settings)
     meta, staged = _load_stage(settings, store, publish_id)
     prefix = settings.publish_prefix
-    cache = settings.publish_cache_seconds
-    item_ids = staged["item_ids"]
-    idx, scores = staged["idx"], staged["scores"]
     t0 = time.perf_counter()
-    root = layout.publish_root(prefix, publish_id)
-    existing = dict(store.list(root))
-    keys = [str(key) for key in staged["keys"]]
-    pop_keep = staged["pop_idx"] >= 0
-    pop_items = [str(i) for i in item_ids[staged["pop_idx"][pop_keep]]]
-    pop_scores = round_scores(staged["pop_scores"][pop_keep])
-    popular = layout.encode(layout.recs_body(meta, "popular", pop_items, pop_scores))
-
+    existing = dict(store.list(layout.publish_root(prefix, publish_id)))
+    popular = _popular_body(meta, staged)
     digests = layout.ShardDigest()
     stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
-    bar = _bar(progress, len(keys), f"uploading to {store.description}", "object")
-    with _Uploader(store, settings.publish_workers, cache, stats, bar) as uploader:
-        for row in sorted(range(len(keys)), key=keys.__getitem__):
-            keep = idx[row] >= 0
-            if keep.any():
-                body = layout.recs_body(
-                    meta,
-                    "als",
-                    item_ids[idx[row][keep]].tolist(),
-                    round_scores(scores[row][keep]),
-                )
-            else:  # nothing left to personalise (all seen or out of stock)
-                body = layout.recs_body(meta, "popular", pop_items, pop_scores)
-            data = layout.encode(body)
-            key = layout.user_object_key(prefix, publish_id, keys[row])
+    n_users = len(staged["keys"])
+    bar = _bar(progress, n_users, f"uploading to {store.description}", "object")
+    with _Uploader(
+        store, settings.publish_workers, settings.publish_cache_seconds, stats, bar
+    ) as up:
+        for key, data in _user_objects(prefix, publish_id, meta, staged, popular):
             md5 = layout.md5_hex(data)
             digests.add(key, md5)
             stats["bytes"] += len(data)
@@ -281,27 +272,13 @@ def upload_step(
                 if bar:
                     bar.update(1)
             else:
-                uploader.put(key, data)
-        uploader.put(layout.popular_key(prefix, publish_id), popular, count=False)
-    n_users = len(keys)
-    manifest = {
-        "schema_version": layout.SCHEMA_VERSION,
-        **meta,
-        "counts": {
-            "user_objects": n_users,
-            "objects": n_users + 1,
-            "user_bytes": stats["bytes"],
-            "mean_bytes_per_user": round(stats["bytes"] / max(n_users, 1), 1),
-        },
-        "key_scheme": {"hmac": "sha256", "hex_chars": layout.KEY_HEX},
-        "shards": digests.as_dict(),
-        "popular": {
-            "key": layout.popular_key(prefix, publish_id),
-            "md5": layout.md5_hex(popular),
-        },
-    }
+                up.put(key, data)
+        up.put(layout.popular_key(prefix, publish_id), layout.encode(popular), count=False)
+    manifest = _manifest(prefix, publish_id, meta, n_users, stats["bytes"], digests, popular)
     mkey = layout.manifest_key(prefix, publish_id)
-    store.put(mkey, layout.encode(manifest), layout.headers_for(mkey, cache))
+    store.put(
+        mkey, layout.encode(manifest), layout.headers_for(mkey, settings.publish_cache_seconds)
+    )
     seconds = time.perf_counter() - t0
     return {
         "publish_id": publish_id,
@@ -312,6 +289,55 @@ def upload_step(
         "mean_bytes_per_user": manifest["counts"]["mean_bytes_per_user"],
         "seconds": round(seconds, 3),
         "objects_per_second": round(stats["uploaded"] / max(seconds, 1e-9)),
+    }
+
+
+def _popular_body(meta: dict[str, Any], staged: Any) -> dict[str, Any]:
+    keep = staged["pop_idx"] >= 0
+    items = [str(i) for i in staged["item_ids"][staged["pop_idx"][keep]]]
+    return layout.recs_body(meta, "popular", items, round_scores(staged["pop_scores"][keep]))
+
+
+def _user_objects(
+    prefix: str, publish_id: str, meta: dict[str, Any], staged: Any, popular: dict[str, Any]
+) -> Iterator[tuple[str, bytes]]:
+    """(object key, gzip JSON) of every user, in key order (one shard after the other)."""
+    keys = [str(key) for key in staged["keys"]]
+    item_ids, idx, scores = staged["item_ids"], staged["idx"], staged["scores"]
+    for row in sorted(range(len(keys)), key=keys.__getitem__):
+        keep = idx[row] >= 0
+        if keep.any():
+            items = item_ids[idx[row][keep]].tolist()
+            body = layout.recs_body(meta, "als", items, round_scores(scores[row][keep]))
+        else:  # nothing left to personalise (all seen or out of stock)
+            body = {**popular}
+        yield layout.user_object_key(prefix, publish_id, keys[row]), layout.encode(body)
+
+
+def _manifest(
+    prefix: str,
+    publish_id: str,
+    meta: dict[str, Any],
+    n_users: int,
+    user_bytes: int,
+    digests: layout.ShardDigest,
+    popular: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "schema_version": layout.SCHEMA_VERSION,
+        **meta,
+        "counts": {
+            "user_objects": n_users,
+            "objects": n_users + 1,
+            "user_bytes": user_bytes,
+            "mean_bytes_per_user": round(user_bytes / max(n_users, 1), 1),
+        },
+        "key_scheme": {"hmac": "sha256", "hex_chars": layout.KEY_HEX},
+        "shards": digests.as_dict(),
+        "popular": {
+            "key": layout.popular_key(prefix, publish_id),
+            "md5": layout.md5_hex(layout.encode(popular)),
+        },
     }
 
 
@@ -404,10 +430,7 @@ def current(settings: Settings, store: ObjectStore | None = None) -> dict[str, A
 def flip_step(
     publish_id: str, store: ObjectStore | None = None, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """Point ``recs/latest.json`` at a publish that has a manifest; returns both ids.
-
-    The publish's staged scores are dropped once it is live: they are never needed again.
-    """
+    """Point ``recs/latest.json`` at a publish that has a manifest; returns both ids."""
     settings = settings or get_settings()
     store = store or open_store(settings)
     prefix = settings.publish_prefix
@@ -427,7 +450,6 @@ def flip_step(
     store.put(key, layout.encode(pointer), layout.headers_for(key, settings.publish_cache_seconds))
     previous = before["publish_id"] if before else None
     log.info("recs/latest.json: %s -> %s", previous, publish_id)
-    drop_stage(settings, store, publish_id)
     return {
         "publish_id": publish_id,
         "previous": previous,

@@ -42,6 +42,14 @@ class ObjectStore(Protocol):
     def delete(self, keys: Iterable[str]) -> int: ...
 
 
+# HTTP headers an object is stored with, as boto3's put_object names them.
+_HEADER_ARGS = {
+    "Content-Type": "ContentType",
+    "Content-Encoding": "ContentEncoding",
+    "Cache-Control": "CacheControl",
+}
+
+
 class LocalStore:
     """A folder standing in for the bucket; object key = relative path."""
 
@@ -124,14 +132,8 @@ class S3Store:
         )
 
     def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
-        self.client.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=data,
-            ContentType=headers["Content-Type"],
-            ContentEncoding=headers["Content-Encoding"],
-            CacheControl=headers["Cache-Control"],
-        )
+        extra = {arg: headers[name] for name, arg in _HEADER_ARGS.items() if name in headers}
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
     def get(self, key: str) -> bytes | None:
         try:
