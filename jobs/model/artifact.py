@@ -2,7 +2,7 @@
 
 One ``.npz`` file holds everything scoring needs, so the batch scorer, the MLflow pyfunc
 and the Bento service load the same bytes with numpy alone. ``recommend`` is the single
-entry point for a known user (it calls :func:`jobs.ranking.top_k`).
+entry point for a known user (it calls :func:`jobs.model.ranking.top_k`).
 """
 
 from __future__ import annotations

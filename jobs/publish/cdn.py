@@ -3,7 +3,7 @@
 Clients, browsers and tests see what CloudFront in front of S3 would give them: the
 stored gzip bytes with ``Content-Encoding: gzip`` (decompressed for the rare client that
 does not accept gzip), the same ``Content-Type`` and ``Cache-Control`` the uploader sets
-(:func:`jobs.layout.headers_for`), an ``ETag`` with ``If-None-Match`` → 304, CORS for
+(:func:`jobs.publish.layout.headers_for`), an ``ETag`` with ``If-None-Match`` → 304, CORS for
 browsers (including the preflight), and a JSON 404 for missing keys. Objects are
 replaced by rename, so a request never reads half an object.
 """

@@ -1,6 +1,6 @@
 """Batch scoring: the top K of every known user, on one machine or per Spark partition.
 
-Both paths call :func:`jobs.ranking.top_k` (via :meth:`RecModel.recommend_rows`), the
+Both paths call :func:`jobs.model.ranking.top_k` (via :meth:`RecModel.recommend_rows`), the
 function the online service calls for a single user, so a user's published list and the
 service's answer are the same list. On one machine, blocks of users are scored by a
 small thread pool: the matrix product runs in BLAS and the selection in numpy, both

@@ -8,7 +8,7 @@ nothing: every answer is a pure function of those inputs, so the service in
 
 Three paths, in order:
 
-- ``als``: a user the model knows gets :func:`jobs.ranking.top_k` on their own factors,
+- ``als``: a user the model knows gets :func:`jobs.model.ranking.top_k` on their own factors,
   exactly the call the batch publisher makes, so the online list is the published list;
 - ``fold_in``: an unknown user with recent items (from the request, else Feast) gets a
   user vector solved against the fixed item factors with the model's own implicit-ALS
