@@ -1,7 +1,8 @@
 """Feast definitions of recflow: the features the online recommender reads.
 
 ``feast -c feature_repo apply`` imports this file (with ``RECFLOW_*`` settings from the
-environment); ``jobs.features.definitions.apply(settings)`` runs it bound to the settings it is given.
+environment); ``jobs.features.definitions.apply(settings)`` runs it bound to the settings
+it is given.
 Only definitions belong here: feast imports every ``.py`` file of this folder. How the
 sources are filled and materialized is in ``jobs/features/export.py``.
 """
