@@ -73,3 +73,46 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+# Runs in a fresh interpreter: recflow's editable install is taken off the import system
+# first, so the model can only work with the code it shipped (as on a serving machine).
+_PYFUNC_DRIVER = """
+import json, sys
+sys.modules["pyspark"] = None  # and no Spark either
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path[:] = [p for p in sys.path if p and "recflow" not in p and p != {root!r}]
+try:
+    import jobs
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"jobs is importable from {{jobs.__file__}}: the check would prove nothing")
+import mlflow, pandas as pd
+mlflow.set_tracking_uri({tracking_uri!r})
+model = mlflow.pyfunc.load_model({model_uri!r})
+out = model.predict(pd.DataFrame({frame!r}))
+print("RESULT " + json.dumps(out.to_dict(orient="records")))
+"""
+
+
+def predict_without_recflow(
+    tracking_uri: str, model_uri: str, frame: dict[str, list], workdir: Path
+) -> list[dict]:
+    """A registered pyfunc's predictions where recflow is not installed."""
+    import json
+    import sys
+
+    script = workdir / "load_pyfunc.py"
+    root = str(Path(__file__).resolve().parents[1])
+    script.write_text(
+        _PYFUNC_DRIVER.format(
+            root=root, tracking_uri=tracking_uri, model_uri=model_uri, frame=frame
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, cwd=workdir, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(lines[-1].removeprefix("RESULT "))

@@ -104,7 +104,9 @@ def log_model(model: RecModel, workdir: Path, registered_name: str) -> Any:
     artifact = model.save(workdir / "model.npz")
     example = pd.DataFrame({"user_id": [str(model.user_ids[0]), "someone-new"], "k": [10, 5]})
     signature = infer_signature(example, predict_frame(model, example))
-    code = Path(__file__).resolve().parent
+    # The whole `jobs` package (this file is jobs/model/registry.py): the pyfunc loads
+    # with the code it was logged with, on a machine where recflow is not installed.
+    code = Path(__file__).resolve().parents[1]
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=_python_model_class()(),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from support import clustered_model, register_champion
+from support import clustered_model, predict_without_recflow, register_champion
 
 from jobs.config import Settings, load_settings
 from jobs.model.artifact import RecModel
@@ -364,3 +364,18 @@ def test_staged_scores_are_private_and_hold_no_user_id(world: dict[str, Any]) ->
     flip_step(scored["publish_id"], settings=settings)
     again = upload_step(scored["publish_id"], settings=settings)  # a cleared task, re-run
     assert again["uploaded"] == 0
+
+
+def test_the_registered_pyfunc_loads_where_recflow_is_not_installed(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    settings, model = world["settings"], world["model"]
+    known, unknown = predict_without_recflow(
+        settings.tracking_uri,
+        f"models:/{settings.model_name}/{world['version']}",
+        {"user_id": ["user-3", "a-stranger"], "k": [5, 4]},
+        tmp_path,
+    )
+    assert known["source"] == "als" and unknown["source"] == "popular"
+    expected, _ = model.recommend_rows(np.array([3]), 5)  # the shared ranking
+    assert known["item_ids"] == model.ids(expected)[0] and len(unknown["item_ids"]) == 4

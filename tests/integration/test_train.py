@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support import predict_without_recflow
 
 from jobs.config import Settings, load_settings
 from jobs.ingest.steps import run_interval
@@ -102,24 +103,15 @@ def test_als_beats_popularity_and_becomes_champion(ml: dict[str, Any], first: An
 def test_registered_pyfunc_serves_without_spark(
     ml: dict[str, Any], first: Any, tmp_path: Path
 ) -> None:
-    """Load the champion in a fresh interpreter with pyspark made unimportable."""
-    import subprocess
-    import sys
-
+    """Load the champion in a fresh interpreter without Spark and without recflow installed:
+    the pyfunc carries the code it was logged with."""
     settings: Settings = ml["settings"]
-    code = (
-        "import sys, json; sys.modules['pyspark'] = None\n"
-        "import mlflow, pandas as pd\n"
-        f"mlflow.set_tracking_uri({settings.tracking_uri!r})\n"
-        f"m = mlflow.pyfunc.load_model('models:/{settings.model_name}@champion')\n"
-        "out = m.predict(pd.DataFrame({'user_id': ['ml-u1', 'nobody'], 'k': [10, 3]}))\n"
-        "print(json.dumps(out.to_dict(orient='records')))\n"
+    known, unknown = predict_without_recflow(
+        settings.tracking_uri,
+        f"models:/{settings.model_name}@champion",
+        {"user_id": ["ml-u1", "nobody"], "k": [10, 3]},
+        tmp_path,
     )
-    script = tmp_path / "load.py"
-    script.write_text(code)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    known, unknown = json.loads(done.stdout.strip().splitlines()[-1])
     assert known["source"] == "als" and len(known["item_ids"]) == 10
     assert unknown["source"] == "popular" and len(unknown["item_ids"]) == 3
     from jobs.model.registry import load_version
