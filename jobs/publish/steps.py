@@ -23,13 +23,16 @@ re-run:
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
 import logging
+import tempfile
 import time
+import zipfile
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -184,7 +187,7 @@ def _rank_everyone(
     pop_idx, pop_scores = model.popular_rows(np.array([-1]), k, allowed)
     secret = settings.publish_secret.get_secret_value()
     return {
-        "keys": np.array([layout.user_key(secret, str(u)) for u in model.user_ids]),
+        "keys": _binary_keys([layout.user_key(secret, str(u)) for u in model.user_ids]),
         "item_ids": model.item_ids.astype(str),
         "idx": idx,
         "scores": scores,
@@ -198,6 +201,16 @@ def _rank_everyone(
 _STAGE_HEADERS = {"Content-Type": "application/octet-stream", "Cache-Control": "no-store"}
 
 
+def _binary_keys(keys: list[str]) -> np.ndarray:
+    """HMAC keys as 16 raw bytes each: a quarter of their size as 32-char numpy strings."""
+    raw = b"".join(bytes.fromhex(k) for k in keys)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(len(keys), layout.KEY_HEX // 2)
+
+
+def _hex_keys(keys: np.ndarray) -> list[str]:
+    return [row.tobytes().hex() for row in keys]
+
+
 def _stage(
     settings: Settings,
     store: ObjectStore,
@@ -205,23 +218,67 @@ def _stage(
     meta: dict[str, Any],
     arrays: dict[str, Any],
 ) -> None:
-    """Scores first, metadata last: a stage with ``meta.json`` is complete."""
+    """Scores first, metadata last: a stage is complete when ``meta.json`` names its scores.
+
+    A retry first removes the old ``meta.json``, so a failure half-way never pairs new
+    scores with an earlier attempt's metadata; the metadata carries the scores' SHA-256,
+    which the loader checks. The file goes up from disk (multipart on S3): a stage of
+    tens of millions of users is larger than one PUT may be.
+    """
     root = layout.staging_root(settings.publish_prefix, publish_id)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    store.put(f"{root}scores.npz", buffer.getvalue(), _STAGE_HEADERS)
+    store.delete([f"{root}meta.json"])
+    with tempfile.TemporaryDirectory(prefix="recflow-stage-") as tmp:
+        path = Path(tmp) / "scores.npz"
+        np.savez(path, **arrays)
+        store.put_file(f"{root}scores.npz", path, _STAGE_HEADERS)
+        meta = {**meta, "scores_sha256": _sha256(path)}
     store.put(f"{root}meta.json", json.dumps(meta, indent=2).encode(), _STAGE_HEADERS)
 
 
 def _load_stage(
     settings: Settings, store: ObjectStore, publish_id: str
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The staged metadata and arrays, or a PublishError saying to re-run the score step."""
     root = layout.staging_root(settings.publish_prefix, publish_id)
-    meta = store.get(f"{root}meta.json")
-    scores = store.get(f"{root}scores.npz")
-    if meta is None or scores is None:
-        raise PublishError(f"nothing staged for publish {publish_id} (run the score step)")
-    return json.loads(meta), np.load(io.BytesIO(scores), allow_pickle=False)
+    rerun = "re-run the score step"
+    raw = store.get(f"{root}meta.json")
+    if raw is None:
+        raise PublishError(f"nothing staged for publish {publish_id} ({rerun})")
+    try:
+        meta = json.loads(raw)
+        expected = meta.pop("scores_sha256")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise PublishError(
+            f"the stage of publish {publish_id} has bad metadata ({rerun})"
+        ) from None
+    with tempfile.TemporaryDirectory(prefix="recflow-stage-") as tmp:
+        path = Path(tmp) / "scores.npz"
+        if not store.get_file(f"{root}scores.npz", path):
+            raise PublishError(f"the stage of publish {publish_id} has no scores ({rerun})")
+        if _sha256(path) != expected:
+            raise PublishError(
+                f"the staged scores of publish {publish_id} are not the ones its metadata "
+                f"names (a partial or mixed stage; {rerun})"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise PublishError(
+                f"the stage of publish {publish_id} is corrupt ({rerun}): {exc}"
+            ) from None
+    missing = {"keys", "item_ids", "idx", "scores", "pop_idx", "pop_scores"} - set(arrays)
+    if missing:
+        raise PublishError(f"the stage of publish {publish_id} lacks {sorted(missing)} ({rerun})")
+    return meta, arrays
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def drop_stage(settings: Settings, store: ObjectStore, publish_id: str) -> int:
@@ -302,7 +359,7 @@ def _user_objects(
     prefix: str, publish_id: str, meta: dict[str, Any], staged: Any, popular: dict[str, Any]
 ) -> Iterator[tuple[str, bytes]]:
     """(object key, gzip JSON) of every user, in key order (one shard after the other)."""
-    keys = [str(key) for key in staged["keys"]]
+    keys = _hex_keys(staged["keys"])
     item_ids, idx, scores = staged["item_ids"], staged["idx"], staged["scores"]
     for row in sorted(range(len(keys)), key=keys.__getitem__):
         keep = idx[row] >= 0
@@ -462,11 +519,13 @@ def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict
     store = store or open_store(settings)
     prefix = settings.publish_prefix
     live = current(settings, store)
+    # Only keys that follow the layout: a stray folder under recs/v/ is not a publish, and
+    # recflow neither lists nor deletes what it did not write.
     ids = sorted(
         {
             pid
             for key, _ in store.list(f"{prefix}recs/v/")
-            if (pid := layout.publish_id_of(key, prefix))
+            if (pid := layout.publish_id_of(key, prefix)) and layout.PUBLISH_ID.match(pid)
         }
     )
     out = []
@@ -497,13 +556,38 @@ def prune_step(store: ObjectStore | None = None, settings: Settings | None = Non
     for p in found:
         if p["publish_id"] in keep:
             continue
+        # The stage first: should the object delete fail, the publish is still listed and
+        # the next prune finishes the job; the other order could orphan the stage.
+        drop_stage(settings, store, p["publish_id"])
         root = layout.publish_root(prefix, p["publish_id"])
         store.delete(key for key, _ in list(store.list(root)))
-        drop_stage(settings, store, p["publish_id"])
         dropped.append(p["publish_id"])
-    if dropped:
-        log.info("pruned publishes %s", ", ".join(dropped))
+    abandoned = _abandoned_stages(settings, store, {p["publish_id"] for p in found}, keep)
+    for publish_id in abandoned:
+        drop_stage(settings, store, publish_id)
+    if dropped or abandoned:
+        log.info("pruned publishes %s; abandoned stages %s", dropped, abandoned)
     return dropped
+
+
+def _abandoned_stages(
+    settings: Settings, store: ObjectStore, published: set[str], keep: set[str]
+) -> list[str]:
+    """Stages whose publish never uploaded an object and is older than every kept one.
+
+    Publish ids sort by time, so such a stage belongs to a run that was given up (a score
+    step whose upload never ran); a newer stage may be a publish in flight and stays.
+    """
+    if not keep:
+        return []
+    oldest_kept = min(keep)
+    root = f"{settings.publish_prefix}_staging/"
+    staged = {key.removeprefix(root).split("/", 1)[0] for key, _ in store.list(root) if "/" in key}
+    return sorted(
+        pid
+        for pid in staged
+        if layout.PUBLISH_ID.match(pid) and pid not in published and pid < oldest_kept
+    )
 
 
 def invalidate_step(reference: str, settings: Settings | None = None) -> str | None:

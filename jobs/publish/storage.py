@@ -14,6 +14,7 @@ pool; the client's connection pool is sized to match.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +31,14 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes, headers: dict[str, str]) -> None: ...
 
     def get(self, key: str) -> bytes | None: ...
+
+    def put_file(self, key: str, path: Path, headers: dict[str, str]) -> None:
+        """Upload a file of any size (S3: multipart), without reading it into memory."""
+        ...
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        """Download one object to ``dest``; False when it does not exist."""
+        ...
 
     def md5(self, key: str) -> str | None:
         """MD5 hex of one object (S3's ETag), or None when it does not exist."""
@@ -74,6 +83,20 @@ class LocalStore:
         path = self._path(key)
         return path.read_bytes() if path.is_file() else None
 
+    def put_file(self, key: str, path: Path, headers: dict[str, str]) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(path)}.tmp")
+        shutil.copyfile(path, tmp)
+        tmp.replace(target)
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        source = self._path(key)
+        if not source.is_file():
+            return False
+        shutil.copyfile(source, dest)
+        return True
+
     def md5(self, key: str) -> str | None:
         data = self.get(key)
         return md5_hex(data) if data is not None else None
@@ -97,9 +120,10 @@ class LocalStore:
         n = 0
         for key in keys:
             path = self._path(key)
-            if path.exists():
-                path.unlink()
-                n += 1
+            if not path.exists():
+                continue  # S3 semantics: deleting a missing key is not an error
+            path.unlink()
+            n += 1
             for parent in path.parents:  # drop emptied folders, never the root
                 if parent == self.root.resolve() or any(parent.iterdir()):
                     break
@@ -140,6 +164,21 @@ class S3Store:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self.client.exceptions.NoSuchKey:
             return None
+
+    def put_file(self, key: str, path: Path, headers: dict[str, str]) -> None:
+        extra = {arg: headers[name] for name, arg in _HEADER_ARGS.items() if name in headers}
+        self.client.upload_file(str(path), self.bucket, key, ExtraArgs=extra)
+
+    def get_file(self, key: str, dest: Path) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.download_file(self.bucket, key, str(dest))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
 
     def md5(self, key: str) -> str | None:
         from botocore.exceptions import ClientError

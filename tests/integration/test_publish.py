@@ -347,10 +347,14 @@ def test_staged_scores_are_private_and_hold_no_user_id(world: dict[str, Any]) ->
     scored = score_step(T0 + timedelta(hours=5), in_stock=world["stock"], settings=settings)
     store = LocalStore(settings.publish_dir)
     root = layout.staging_root("", scored["publish_id"])
-    staged = {k: store.get(k) for k, _ in store.list(root)}
-    assert set(staged) == {f"{root}scores.npz", f"{root}meta.json"}
-    blob = b"".join(staged.values())
-    assert not any(str(u).encode() in blob for u in model.user_ids)
+    assert {k for k, _ in store.list(root)} == {f"{root}scores.npz", f"{root}meta.json"}
+    with np.load(settings.publish_dir / root / "scores.npz", allow_pickle=False) as staged:
+        assert set(staged.files) == {"keys", "item_ids", "idx", "scores", "pop_idx", "pop_scores"}
+        keys = [row.tobytes().hex() for row in staged["keys"]]
+    secret = settings.publish_secret.get_secret_value()
+    assert keys == [layout.user_key(secret, str(u)) for u in model.user_ids]
+    meta = (settings.publish_dir / root / "meta.json").read_text()
+    assert not any(str(u) in meta for u in model.user_ids)
     server, base = serve_in_background(settings)
     try:
         with pytest.raises(urllib.error.HTTPError) as err:
@@ -364,6 +368,51 @@ def test_staged_scores_are_private_and_hold_no_user_id(world: dict[str, Any]) ->
     flip_step(scored["publish_id"], settings=settings)
     again = upload_step(scored["publish_id"], settings=settings)  # a cleared task, re-run
     assert again["uploaded"] == 0
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not_a_zip", "mixed", "meta", "no_scores"])
+def test_a_damaged_stage_is_refused_with_a_clear_error(world: dict[str, Any], damage: str) -> None:
+    settings = world["settings"]
+    scored = score_step(T0 + timedelta(hours=6), in_stock=world["stock"], settings=settings)
+    folder = settings.publish_dir / layout.staging_root("", scored["publish_id"])
+    scores, meta = folder / "scores.npz", folder / "meta.json"
+    if damage == "truncated":
+        scores.write_bytes(scores.read_bytes()[:500])
+    elif damage == "not_a_zip":
+        scores.write_bytes(b"\x93NUMPY garbage")
+    elif damage == "mixed":  # a retry that died between the scores and their metadata
+        again = score_step(
+            T0 + timedelta(hours=6), in_stock={}, settings=settings, version=world["version"]
+        )
+        assert again["publish_id"] == scored["publish_id"]
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "scores_sha256": "0" * 64}))
+    elif damage == "meta":
+        meta.write_text("{not json")
+    else:
+        scores.unlink()
+    with pytest.raises(PublishError, match="re-run the score step"):
+        upload_step(scored["publish_id"], settings=settings)
+    assert current(settings)["publish_id"] == world["first"]["publish_id"]
+
+
+def test_prune_skips_stray_folders_and_drops_abandoned_stages(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    store = LocalStore(settings.publish_dir)
+    stray = "recs/v/0-manual-test/x.json"
+    store.put(stray, b"{}", {})
+    abandoned = score_step(T0 - timedelta(hours=3), in_stock=world["stock"], settings=settings)
+    in_flight = score_step(T0 + timedelta(hours=8), in_stock=world["stock"], settings=settings)
+    for hours in (1, 2):
+        _publish(world, hours)  # keep=2: hour 0 is pruned along the way
+    assert world["first"]["publish_id"] not in {p["publish_id"] for p in publishes(settings)}
+    assert store.get(stray) == b"{}"  # not recflow's: neither listed nor deleted
+
+    def staged(publish_id: str) -> bool:
+        return bool(list(store.list(layout.staging_root("", publish_id))))
+
+    assert not staged(abandoned["publish_id"])  # older than anything kept: given up
+    assert not staged(world["first"]["publish_id"])  # pruned with its publish
+    assert staged(in_flight["publish_id"])  # newer than the kept ones: may be in flight
 
 
 def test_the_registered_pyfunc_loads_where_recflow_is_not_installed(
