@@ -47,7 +47,7 @@ item = Entity(
 )
 
 # -- sources -------------------------------------------------------------------------------
-# Parquet snapshots that jobs.features.definitions exports from the Delta lake. Each row is stamped
+# Parquet snapshots that jobs.features.export writes from the Delta lake. Each row is stamped
 # with the end of the run that exported it (the instant its values are valid from); only
 # changed rows are exported, so materialization reads just the new ones.
 user_stats_source = FileSource(

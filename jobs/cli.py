@@ -319,7 +319,20 @@ def up(
 
 
 def main() -> None:
+    _show_progress_logs()
     app()
+
+
+def _show_progress_logs() -> None:
+    """What each step did (recflow's own INFO lines) on stderr; libraries stay quiet."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger = logging.getLogger("jobs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
 if __name__ == "__main__":

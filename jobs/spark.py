@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -114,11 +115,17 @@ def ivy_settings(settings: Settings) -> Path:
         "</ivysettings>\n"
     )
     if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        _write_atomic(path, text)
     return path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file of this process's own: parallel tasks on one worker
+    (two tasks of a DAG run starting Spark at once) never see or rename each other's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as fh:
+        fh.write(text)
+    Path(fh.name).replace(path)
 
 
 def spark_packages(settings: Settings) -> list[str]:
@@ -149,10 +156,7 @@ def _remember_jars(spark: SparkSession, settings: Settings) -> None:
     jars = spark.sparkContext.getConf().get("spark.jars", "")
     local = [j.removeprefix("file://") for j in jars.split(",") if j]
     if local and all(Path(j).exists() for j in local):
-        manifest = _jar_manifest(settings)
-        tmp = manifest.with_suffix(".tmp")
-        tmp.write_text("\n".join(local) + "\n")
-        tmp.replace(manifest)
+        _write_atomic(_jar_manifest(settings), "\n".join(local) + "\n")
 
 
 def get_spark(settings: Settings | None = None) -> SparkSession:

@@ -136,22 +136,38 @@ def pinned_bentofile(bentofile: str, lock: str) -> str:
     """
     import yaml
 
-    pins = {}
+    versions = {}
     for line in lock.splitlines():
         name, sep, version = line.split("#", 1)[0].strip().partition("==")
         if sep:
-            pins[_normalise(name)] = f"{name}=={version.split(';')[0].strip()}"
+            versions[_normalise(name)] = version.split(";")[0].strip()
     spec = yaml.safe_load(bentofile)
     python = spec.setdefault("python", {})
-    missing = [p for p in python.get("packages", []) if _normalise(p) not in pins]
-    if missing:
-        raise LookupError(f"bentofile packages {missing} are not in requirements.txt")
-    python["packages"] = [pins[_normalise(p)] for p in python.get("packages", [])]
+    pinned = []
+    for requirement in python.get("packages", []):
+        found = _REQUIREMENT.match(requirement)
+        if not found or found["spec"]:
+            raise LookupError(
+                f"bentofile package {requirement!r}: name it without a version; "
+                "its version comes from requirements.txt"
+            )
+        if _normalise(found["name"]) not in versions:
+            raise LookupError(f"bentofile package {requirement!r} is not in requirements.txt")
+        # Extras stay: "feast[redis]" becomes "feast[redis]==0.67.0".
+        extras = found["extras"] or ""
+        pinned.append(f"{found['name']}{extras}=={versions[_normalise(found['name'])]}")
+    python["packages"] = pinned
     return yaml.safe_dump(spec, sort_keys=False)
 
 
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<name>[A-Za-z0-9._-]+)\s*(?P<extras>\[[^\]]*\])?\s*(?P<spec>.*)$"
+)
+
+
 def _normalise(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name.split("[")[0]).strip().lower()
+    """PEP 503 name: case and runs of -_. do not matter."""
+    return re.sub(r"[-_.]+", "-", name).strip().lower()
 
 
 def build(settings: Settings, stored: bentoml.Model) -> str:

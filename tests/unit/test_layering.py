@@ -96,11 +96,13 @@ def test_a_dag_file_imports_only_its_stage_steps(dag: str) -> None:
 
 def test_the_bento_ships_every_module_the_service_imports() -> None:
     """What the service imports (transitively, within jobs) is in the bentofile's include."""
-    import fnmatch
-
+    import pathspec
     import yaml
 
-    include = yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["include"]
+    # BentoML reads include patterns the gitignore way (a "*" stops at "/"): so does this.
+    include = pathspec.PathSpec.from_lines(
+        "gitwildmatch", yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["include"]
+    )
     todo, seen = ["bento/service.py"], set()
     while todo:
         rel = todo.pop()
@@ -121,4 +123,4 @@ def test_the_bento_ships_every_module_the_service_imports() -> None:
             str(p / "__init__.py") for p in Path(rel).parents if str(p) not in (".", "bento")
         ]
         for needed in [rel, *package_inits]:
-            assert any(fnmatch.fnmatch(needed, pattern) for pattern in include), needed
+            assert include.match_file(needed), needed
