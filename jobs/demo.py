@@ -12,6 +12,7 @@ and fetch one user's JSON over HTTP from the CDN stand-in.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 from typing import Any
@@ -31,6 +32,8 @@ def _show_progress_logs() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    # Airflow re-emits library deprecation warnings as log records; not the demo's story.
+    logging.getLogger("py.warnings").setLevel(logging.ERROR)
 
 
 def main() -> int:
@@ -38,6 +41,9 @@ def main() -> int:
     from jobs.sources.shop import generate
 
     _show_progress_logs()
+    # Spark's own WARN lines (duplicated option keys, checkpointed RDDs) would bury the
+    # story; an explicit RECFLOW_SPARK_LOG_LEVEL still wins.
+    os.environ.setdefault("RECFLOW_SPARK_LOG_LEVEL", "ERROR")
     settings = get_settings()
     print(f"recflow demo — data root {settings.data_root}")
 
@@ -96,7 +102,6 @@ def main() -> int:
 
 def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
     """Run the ingest DAG with ``dag.test`` on a SQLite metadata DB under the data root."""
-    import os
     import subprocess
     from pathlib import Path
 

@@ -101,7 +101,7 @@ def test_the_bento_ships_every_module_the_service_imports() -> None:
 
     # BentoML reads include patterns the gitignore way (a "*" stops at "/"): so does this.
     include = pathspec.PathSpec.from_lines(
-        "gitwildmatch", yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["include"]
+        "gitignore", yaml.safe_load((ROOT / "bento" / "bentofile.yaml").read_text())["include"]
     )
     todo, seen = ["bento/service.py"], set()
     while todo:
