@@ -4,7 +4,8 @@ Reads: one batch of ``bronze_events`` (by batch id), new rows of ``bronze_items`
 data feed). Writes: ``silver/events`` (MERGE on ``event_id``, insert-only: the first
 delivery of an event wins and redeliveries are counted, not stored), ``silver/items``
 (upsert by ``item_id``, newest ``updated_at`` wins) and ``silver/quarantine`` (every
-rejected line with its reason; replaced per batch so reruns do not pile up).
+rejected line with its reason, as valid UTF-8 text with undecodable bytes escaped; replaced
+per batch so reruns do not pile up).
 
 Every line of a batch ends in exactly one of: quarantined, not consented (dropped and
 counted), duplicate within the batch, already in silver, inserted. The counts are
