@@ -304,13 +304,24 @@ def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
     current = tables.version(spark, settings, "bronze_items")
     if current <= done:
         return {"applied": 0, "quarantined": 0, "bronze_items_version": current}
-    changes = (
+    new_files = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", done + 1)
         .option("endingVersion", current)
         .load(source)
         .where("_change_type = 'insert'")
+        .select("_source_file", "_fingerprint")
+        .distinct()
+    )
+    # The change feed says which files are new; their lines are read from the table itself,
+    # because Delta's change-feed reader turns bytes that are not UTF-8 into U+FFFD (the
+    # validator must see them as they are). load_catalog appends a (file, fingerprint) once.
+    changes = (
+        spark.read.format("delta")
+        .option("versionAsOf", current)
+        .load(source)
+        .join(F.broadcast(new_files), ["_source_file", "_fingerprint"])
         .select(F.col("value").cast("binary").alias("value"), "_source_file", "_ingested_at")
     )
     limit = settings.max_line_bytes

@@ -87,6 +87,26 @@ BAD: list[tuple[bytes, str]] = [
     (b'{"event_id": "b14", "pad": "' + b"x" * MAX_LINE + b'"}', "line_too_long"),
 ]
 
+UPDATED = "2026-11-01T00:00:00Z"
+# Catalog: no accepted item sets brand or description, and some lines are rejected.
+GOOD_ITEMS: list[tuple[bytes, dict[str, object]]] = [
+    (line({"item_id": "i1", "title": "Lampe ü", "updated_at": UPDATED}), {"title": "Lampe ü"}),
+    (line({"item_id": "i2", "category": "😀", "price": 2.5, "updated_at": UPDATED}), {}),
+]
+BAD_ITEMS: list[tuple[bytes, str]] = [
+    (
+        b'{"item_id": "i3", "description": "\\udc00", "updated_at": "2026-11-01T00:00:00Z"}',
+        "bad_encoding",
+    ),
+    (
+        b'{"item_id": "i4", "title": "\xc3\x28", "updated_at": "2026-11-01T00:00:00Z"}',
+        "bad_encoding",
+    ),
+    (line({"item_id": "i5\u200d", "updated_at": UPDATED}), "bad_id"),
+    (line({"item_id": "i6", "updated_at": 10**20}), "out_of_range"),
+    (b"", "empty_line"),
+]
+
 
 @pytest.fixture(scope="module")
 def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict, dict]:
@@ -111,6 +131,9 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
         path = events_file(settings.events_dir, HOUR.start, part)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+    catalog = settings.catalog_dir / "dt=2026-11-01" / "items.jsonl"
+    catalog.parent.mkdir(parents=True, exist_ok=True)
+    catalog.write_bytes(b"\r\n".join(x for x, _ in GOOD_ITEMS + BAD_ITEMS) + b"\r\n")
     only_bad = events_file(settings.events_dir, BAD_ONLY.start, "only-bad")
     only_bad.parent.mkdir(parents=True, exist_ok=True)
     only_bad.write_bytes(b"\n".join(bad) + b"\n")
@@ -189,3 +212,19 @@ def test_an_unbalanced_interval_is_not_ok_and_the_next_run_retries_it(
     assert again["audit"]["status"] == "ok"
     ids = {r.event_id for r in tables.read_or_create(spark, settings, "events").collect()}
     assert ids == {json.loads(g)["event_id"] for g, _ in GOOD}
+
+
+def test_catalog_lines_are_items_with_exact_values_or_quarantined(spark: Any, lake: tuple) -> None:
+    settings, first, _ = lake
+    items = {
+        r.item_id: r.asDict() for r in tables.read_or_create(spark, settings, "items").collect()
+    }
+    assert set(items) == {json.loads(g)["item_id"] for g, _ in GOOD_ITEMS}
+    for good, want in GOOD_ITEMS:
+        row = items[json.loads(good)["item_id"]]
+        assert row["brand"] is None and row["description"] is None
+        assert {k: row[k] for k in want} == want
+    assert items["i2"]["category"] == "😀" and items["i2"]["price"] == 2.5
+    quarantine = tables.read_or_create(spark, settings, "quarantine").where("source = 'items'")
+    assert Counter(r.reason for r in quarantine.collect()) == Counter(r for _, r in BAD_ITEMS)
+    assert first["catalog"]["quarantined"] == len(BAD_ITEMS)
