@@ -67,12 +67,23 @@ with DAG(
 
     @task
     def record_audit(
-        bronze: dict, silver: dict, gold: dict, data_interval_start=None, data_interval_end=None
+        bronze: dict,
+        silver: dict,
+        gold: dict,
+        data_interval_start=None,
+        data_interval_end=None,
+        run_id=None,
     ) -> dict:
         from jobs.ingest.steps import audit_step
 
+        # The DAG run's id keys the audit row: a retry of this task replaces it.
         return audit_step(
-            data_interval_start.isoformat(), data_interval_end.isoformat(), bronze, silver, gold
+            data_interval_start.isoformat(),
+            data_interval_end.isoformat(),
+            bronze,
+            silver,
+            gold,
+            run_id=run_id,
         )
 
     bronze = load_bronze()

@@ -16,6 +16,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.contracts import MAX_LINE_BYTES
+
 _MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$")
 _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 
@@ -90,6 +92,11 @@ class Settings(BaseSettings):
     )
     max_future_skew_hours: Annotated[float, Field(ge=0.0)] = Field(
         24.0, description="How far past its interval's end an event may be stamped."
+    )
+    max_line_bytes: PositiveInt = Field(
+        MAX_LINE_BYTES,
+        description="Longest landing line (UTF-8 bytes) that is parsed; longer lines are"
+        " quarantined as line_too_long.",
     )
     quality_enabled: bool = Field(
         True, description="Run the Great Expectations gates (jobs.ingest.quality) in ingest."

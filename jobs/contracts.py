@@ -33,6 +33,13 @@ ITEM_FIELDS: tuple[str, ...] = (
     "updated_at",
 )
 MAX_ID_LENGTH = 128
+# Longest landing line the validator parses (UTF-8 bytes); the default of the setting
+# ``max_line_bytes``. A real event is well under 1 KiB: a megabyte is a broken producer.
+MAX_LINE_BYTES = 1_048_576
+# Silver's INT columns (position, quantity) and the range Spark's TIMESTAMP can hold.
+INT32_MAX = 2**31 - 1
+MIN_TS_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_TS_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 # K of a recommendation list when nobody says otherwise: offline metrics and the service.
 DEFAULT_K = 10
 
@@ -49,7 +56,16 @@ class Reason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     ANCIENT_TIMESTAMP = "ancient_timestamp"
     NEGATIVE_VALUE = "negative_value"
+    # A number beyond the range of its silver column (INT, DOUBLE, TIMESTAMP).
+    OUT_OF_RANGE = "out_of_range"
+    # An id with blanks at either end, control, zero-width or bidi characters, or too long.
     BAD_ID = "bad_id"
+    # Bytes that are not UTF-8, or a string holding a lone surrogate (``"\ud800"``).
+    BAD_ENCODING = "bad_encoding"
+    # A line longer than ``max_line_bytes``; not parsed at all.
+    LINE_TOO_LONG = "line_too_long"
+    # An empty or whitespace-only line: no record at all, kept so the counts balance.
+    EMPTY_LINE = "empty_line"
 
 
 def hour_partition(ts: datetime) -> str:

@@ -77,6 +77,9 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         "spark.jars.ivy": str(settings.spark_ivy_dir),
         "spark.sql.adaptive.enabled": "true",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # pandas → Arrow in mapInPandas and createDataFrame: a value that does not fit its
+        # column (3,000,000,000 into INT) fails loudly instead of wrapping around.
+        "spark.sql.execution.pandas.convertToArrowArraySafely": "true",
         **DELTA_CONF,
     }
     if settings.spark_master.startswith("local"):

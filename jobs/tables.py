@@ -42,13 +42,19 @@ class Table:
 
 def ddl_columns(ddl: str) -> list[str]:
     """Column names of a DDL string, without Spark (commas inside ``<…>`` are skipped)."""
-    names, depth, start = [], 0, 0
+    return [name for name, _ in ddl_fields(ddl)]
+
+
+def ddl_fields(ddl: str) -> list[tuple[str, str]]:
+    """(name, upper-case type) of each column of a DDL string, without Spark."""
+    fields, depth, start = [], 0, 0
     for pos, char in enumerate(ddl + ","):
         depth += {"<": 1, ">": -1}.get(char, 0)
         if char == "," and depth == 0:
-            names.append(ddl[start:pos].split()[0])
+            name, kind = ddl[start:pos].split(maxsplit=1)
+            fields.append((name, kind.split(" NOT NULL")[0].strip().upper()))
             start = pos + 1
-    return names
+    return fields
 
 
 _CDF = (("delta.enableChangeDataFeed", "true"),)

@@ -4,6 +4,11 @@ Reads: ``<landing>/events/dt=…/hr=…/*.jsonl`` for the hours of the interval,
 ``<landing>/catalog/dt=…/*.jsonl``. Writes: ``bronze/bronze_events`` (one row a line, the
 line untouched) and ``bronze/bronze_items``.
 
+Lines are split by Spark's text reader: at LF, CRLF or a bare CR, with a UTF-8
+byte-order mark at the start of a file skipped. The bytes of a line are kept as they are,
+even when they are not UTF-8 (Delta stores them; the validator quarantines such a line as
+``bad_encoding``). Empty lines are rows too, so bronze and the fingerprint's count agree.
+
 A batch is the interval; its fingerprint hashes the names and bytes of its files. Loading
 the same interval again replaces exactly that batch's rows (``replaceWhere``) or, when the
 fingerprint is unchanged, writes nothing at all, so bronze never holds a line twice.
@@ -12,6 +17,7 @@ fingerprint is unchanged, writes nothing at all, so bronze never holds a line tw
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +30,10 @@ from jobs.contracts import hour_partition
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 @dataclass
@@ -57,6 +67,18 @@ def interval_files(settings: Settings, interval: tables.Interval) -> list[Path]:
     return files
 
 
+def count_lines(data: bytes) -> int:
+    """Lines of a file as Spark's text reader (Hadoop's LineRecordReader) splits them.
+
+    A line ends at LF, CRLF or a bare CR; a last line without an ending still counts; a
+    UTF-8 byte-order mark at the start of the file is skipped, not a line of its own. Empty
+    and whitespace-only lines are lines (the validator quarantines them as empty_line).
+    """
+    data = data.removeprefix(UTF8_BOM)
+    endings = len(_LINE_END.findall(data))
+    return endings + (0 if not data or data.endswith((b"\n", b"\r")) else 1)
+
+
 def fingerprint(files: list[Path], root: Path) -> LandingBatch:
     """Hash of names and contents, and the number of lines Spark's text reader will see."""
     digest = hashlib.sha256()
@@ -65,7 +87,7 @@ def fingerprint(files: list[Path], root: Path) -> LandingBatch:
         data = file.read_bytes()
         digest.update(str(file.relative_to(root)).encode() + b"\0")
         digest.update(hashlib.sha256(data).digest())
-        lines += data.count(b"\n") + (0 if not data or data.endswith(b"\n") else 1)
+        lines += count_lines(data)
     return LandingBatch(files, digest.hexdigest(), lines)
 
 

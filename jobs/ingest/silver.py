@@ -4,7 +4,8 @@ Reads: one batch of ``bronze_events`` (by batch id), new rows of ``bronze_items`
 data feed). Writes: ``silver/events`` (MERGE on ``event_id``, insert-only: the first
 delivery of an event wins and redeliveries are counted, not stored), ``silver/items``
 (upsert by ``item_id``, newest ``updated_at`` wins) and ``silver/quarantine`` (every
-rejected line with its reason; replaced per batch so reruns do not pile up).
+rejected line with its reason, as valid UTF-8 text with undecodable bytes escaped; replaced
+per batch so reruns do not pile up).
 
 Every line of a batch ends in exactly one of: quarantined, not consented (dropped and
 counted), duplicate within the batch, already in silver, inserted. The counts are
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 
 from jobs import tables
 from jobs.config import Settings
-from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item
+from jobs.contracts import MAX_LINE_BYTES
+from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item, shown
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,36 +79,61 @@ def time_window(settings: Settings, interval: tables.Interval) -> TimeWindow:
     return TimeWindow(int(floor.timestamp() * 1000), int(ceiling.timestamp() * 1000))
 
 
+# The pandas dtype of each silver type: nullable and explicit, so a column that no record
+# of a batch sets (all None) or a batch of only rejected lines still converts to its Arrow
+# type instead of being guessed as float NaN.
+PANDAS_DTYPES = {
+    "STRING": "string",
+    "INT": "Int32",
+    "BIGINT": "Int64",
+    "DOUBLE": "Float64",
+    "BOOLEAN": "boolean",
+}
+
+
 def _parser(
-    parse: Callable[[str], dict[str, object]], columns: list[str]
+    parse: Callable[[bytes], dict[str, object]], fields_ddl: str
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function: validate each line, keep lineage, add typed fields."""
+    """A ``mapInPandas`` function: validate each line, keep lineage, add typed fields.
+
+    The line comes in as BINARY (Arrow hands Python the bytes, never decoding them, so a
+    file that is not UTF-8 cannot fail the batch) and goes out as STRING: the text of the
+    line, with undecodable bytes escaped (see :func:`jobs.ingest.validate.shown`).
+    """
+    fields = [(name, PANDAS_DTYPES[kind]) for name, kind in tables.ddl_fields(fields_ddl)]
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         import pandas as pd
 
         for batch in batches:
-            records = []
-            for line in batch["value"]:
+            texts, records = [], []
+            for raw in batch["value"]:
                 try:
-                    rec = parse(line)
-                    rec["reason"], rec["detail"] = None, None
+                    rec = parse(raw)
                 except Rejected as bad:
-                    rec = {"reason": str(bad.reason), "detail": bad.detail}
+                    rec = {"reason": str(bad.reason), "detail": shown(bad.detail)}
                 records.append(rec)
-            parsed = pd.DataFrame.from_records(records, columns=columns)
-            for name in ("position", "quantity", "ts_ms", "updated_at_ms"):
-                if name in parsed:
-                    parsed[name] = parsed[name].astype("Int64")
-            yield pd.concat([batch.reset_index(drop=True), parsed], axis=1)
+                texts.append(shown(raw))
+            out = {"value": pd.array(texts, dtype="string")}
+            for name in batch.columns.drop("value"):
+                out[name] = batch[name].reset_index(drop=True)
+            for name, dtype in fields:
+                out[name] = pd.array([rec.get(name) for rec in records], dtype=dtype)
+            yield pd.DataFrame(out)
 
     return run
 
 
-def validate_events(bronze: DataFrame, window: TimeWindow) -> DataFrame:
+def validate_events(
+    bronze: DataFrame, window: TimeWindow, max_line_bytes: int = MAX_LINE_BYTES
+) -> DataFrame:
     """Bronze rows plus a reason (rejected) or typed contract fields (accepted)."""
-    fn = _parser(lambda line: parse_event(line, window), tables.ddl_columns(EVENT_FIELDS))
-    lineage = bronze.select(*tables.ddl_columns(EVENT_LINEAGE))
+    from pyspark.sql import functions as F
+
+    fn = _parser(lambda line: parse_event(line, window, max_line_bytes), EVENT_FIELDS)
+    lineage = bronze.select(
+        F.col("value").cast("binary").alias("value"), *tables.ddl_columns(EVENT_LINEAGE)[1:]
+    )
     return lineage.mapInPandas(fn, PARSED_EVENTS)
 
 
@@ -140,7 +167,8 @@ def refine_events(
     """
     result = SilverResult(interval.batch_id)
     bronze = _bronze_batch(spark, settings, interval)
-    with _persisted(validate_events(bronze, time_window(settings, interval))) as parsed:
+    window = time_window(settings, interval)
+    with _persisted(validate_events(bronze, window, settings.max_line_bytes)) as parsed:
         _count_outcomes(parsed, result)
         _write_quarantine(spark, settings, parsed, interval)
         with _persisted(_first_of_each_event(parsed)) as candidates:
@@ -276,17 +304,29 @@ def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
     current = tables.version(spark, settings, "bronze_items")
     if current <= done:
         return {"applied": 0, "quarantined": 0, "bronze_items_version": current}
-    changes = (
+    new_files = (
         spark.read.format("delta")
         .option("readChangeFeed", "true")
         .option("startingVersion", done + 1)
         .option("endingVersion", current)
         .load(source)
         .where("_change_type = 'insert'")
-        .select("value", "_source_file", "_ingested_at")
+        .select("_source_file", "_fingerprint")
+        .distinct()
     )
-    columns = tables.ddl_columns(ITEM_FIELDS)
-    parsed = changes.mapInPandas(_parser(parse_item, columns), PARSED_ITEMS).persist()
+    # The change feed says which files are new; their lines are read from the table itself,
+    # because Delta's change-feed reader turns bytes that are not UTF-8 into U+FFFD (the
+    # validator must see them as they are). load_catalog appends a (file, fingerprint) once.
+    changes = (
+        spark.read.format("delta")
+        .option("versionAsOf", current)
+        .load(source)
+        .join(F.broadcast(new_files), ["_source_file", "_fingerprint"])
+        .select(F.col("value").cast("binary").alias("value"), "_source_file", "_ingested_at")
+    )
+    limit = settings.max_line_bytes
+    fn = _parser(lambda line: parse_item(line, limit), ITEM_FIELDS)
+    parsed = changes.mapInPandas(fn, PARSED_ITEMS).persist()
     try:
         batch = f"items-{done + 1}-{current}"
         rejected = _quarantine(parsed, "items", batch)

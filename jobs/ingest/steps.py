@@ -52,16 +52,19 @@ def bronze_step(
     spark = _spark(settings)
     interval = tables.Interval.parse(start, end)
     result = load_events(spark, settings, interval, force=force)
+    done = not result.changed and _already_done(
+        spark, settings, interval.batch_id, result.fingerprint
+    )
+    if not result.changed and not done:
+        # Bronze holds these files but no run finished them (a failed or unbalanced run):
+        # load them again, since bronze itself may be what went wrong.
+        result = load_events(spark, settings, interval, force=True)
     out = asdict(result)
     if settings.quality_enabled:
         from jobs.ingest.quality import check_bronze
 
         out["quality"] = check_bronze(spark, settings, interval)
-    out["skip"] = (
-        not force
-        and not result.changed
-        and _already_done(spark, settings, interval.batch_id, result.fingerprint)
-    )
+    out["skip"] = not force and done
     return out
 
 
@@ -123,19 +126,45 @@ def audit_step(
     silver: dict[str, Any],
     gold: dict[str, Any] | None,
     settings: Settings | None = None,
+    run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Record the batch's counts; fail loudly when they do not balance."""
+    """Record the batch's counts; fail loudly when they do not balance.
+
+    The row says ``ok`` only when the counts balance; otherwise it says ``unbalanced`` and
+    the step raises, so a later run does not take the interval for done. ``run_id`` names
+    the run (Airflow's run id): a retried task replaces its run's row instead of adding a
+    second one. Without it (``recflow ingest``) each call is a run of its own.
+    """
     settings = settings or get_settings()
     spark = _spark(settings)
     interval = tables.Interval.parse(start, end)
+    row = audit_row(interval, bronze, silver, gold, run_id or uuid.uuid4().hex)
+    _write_audit(spark, settings, row)
+    if row["status"] == "unbalanced":
+        raise UnbalancedBatchError(f"batch {interval.batch_id} does not balance: {row}")
+    return {k: v for k, v in row.items() if not isinstance(v, datetime)}
+
+
+def audit_row(
+    interval: tables.Interval,
+    bronze: dict[str, Any],
+    silver: dict[str, Any],
+    gold: dict[str, Any] | None,
+    run_id: str,
+) -> dict[str, Any]:
+    """The audit row of one run: counts, versions, quality, and a status decided last."""
     skipped = silver.get("skipped", False)
-    row = {
-        "run_id": uuid.uuid4().hex,
+    balanced = skipped or (
+        bool(silver.get("balanced"))
+        and bronze["read_lines"] == bronze["bronze_rows"] == silver.get("bronze_rows")
+    )
+    return {
+        "run_id": run_id,
         "batch_id": interval.batch_id,
         "interval_start": interval.start.replace(tzinfo=None),
         "interval_end": interval.end.replace(tzinfo=None),
         "fingerprint": bronze["fingerprint"],
-        "status": "unchanged" if skipped else "ok",
+        "status": "unchanged" if skipped else "ok" if balanced else "unbalanced",
         "read_lines": bronze["read_lines"],
         "bronze_rows": bronze["bronze_rows"],
         "quarantined": silver.get("quarantined", 0),
@@ -144,7 +173,7 @@ def audit_step(
         "duplicates_in_batch": silver.get("duplicates_in_batch", 0),
         "duplicates_existing": silver.get("duplicates_existing", 0),
         "silver_inserted": silver.get("inserted", 0),
-        "balanced": True,
+        "balanced": balanced,
         "silver_version": silver.get("silver_version", -1),
         "gold_versions": (gold or {}).get("versions", {}),
         "quality": {
@@ -155,17 +184,23 @@ def audit_step(
         "started_at": None,
         "finished_at": datetime.now(UTC).replace(tzinfo=None),
     }
-    if not skipped:
-        row["balanced"] = bool(silver.get("balanced")) and (
-            bronze["read_lines"] == bronze["bronze_rows"] == silver.get("bronze_rows")
-        )
-    schema = tables.TABLES["ingest_audit"].ddl
-    spark.createDataFrame([row], schema).write.format("delta").mode("append").save(
-        tables.ensure_table(spark, settings, "ingest_audit")
+
+
+def _write_audit(spark: Any, settings: Settings, row: dict[str, Any]) -> None:
+    """Upsert the row by (run_id, batch_id): one row per run and batch, however often the
+    task is retried."""
+    from delta.tables import DeltaTable
+
+    location = tables.ensure_table(spark, settings, "ingest_audit")
+    frame = spark.createDataFrame([row], tables.TABLES["ingest_audit"].ddl)
+    (
+        DeltaTable.forPath(spark, location)
+        .alias("t")
+        .merge(frame.alias("s"), "t.run_id = s.run_id AND t.batch_id = s.batch_id")
+        .whenMatchedUpdateAll()
+        .whenNotMatchedInsertAll()
+        .execute()
     )
-    if not row["balanced"]:
-        raise UnbalancedBatchError(f"batch {interval.batch_id} does not balance: {row}")
-    return {k: v for k, v in row.items() if not isinstance(v, datetime)}
 
 
 def run_interval(

@@ -16,6 +16,7 @@ def test_local_conf_binds_loopback_and_cluster_conf_does_not() -> None:
     assert local["spark.driver.bindAddress"] == "127.0.0.1"
     assert local["spark.ui.enabled"] == "false"
     assert local["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert local["spark.sql.execution.pandas.convertToArrowArraySafely"] == "true"
     cluster = spark_conf(load_settings(spark_master="k8s://https://api.example:6443"))
     assert "spark.driver.bindAddress" not in cluster
     assert cluster["spark.master"].startswith("k8s://")
@@ -54,3 +55,16 @@ def test_doctor_reports_every_check_ok(spark, spark_settings: Settings) -> None:
         "delta write/read/time travel",
     ]
     assert all(r.ok for r in results), [(r.name, r.detail) for r in results]
+
+
+def test_a_pandas_value_that_does_not_fit_its_column_fails_instead_of_wrapping(spark) -> None:
+    """Safe Arrow conversion: 3,000,000,000 into an INT column is an error, never a
+    negative number."""
+    import pandas as pd
+
+    def overflow(batches):  # type: ignore[no-untyped-def]
+        for _ in batches:
+            yield pd.DataFrame({"n": [3_000_000_000]})
+
+    with pytest.raises(Exception, match=r"(?i)overflow|out of bounds|safe"):
+        spark.range(1).mapInPandas(overflow, "n INT").collect()

@@ -82,3 +82,86 @@ def test_items_are_typed_or_rejected() -> None:
     with pytest.raises(Rejected) as verdict:
         parse_item(json.dumps(dict(item, price=-1)))
     assert verdict.value.reason == Reason.NEGATIVE_VALUE
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        ({"position": 3_000_000_000}, Reason.OUT_OF_RANGE),  # wrapped negative before
+        ({"quantity": 4_294_967_297}, Reason.OUT_OF_RANGE),  # was stored as 1
+        ({"quantity": 1e19}, Reason.OUT_OF_RANGE),
+        ({"position": 1e20}, Reason.OUT_OF_RANGE),
+        ({"position": 2**31}, Reason.OUT_OF_RANGE),
+        ({"ts": "²"}, Reason.BAD_TIMESTAMP),
+        ({"ts": "١٧٩٣٥٢٧٢٠٠٠٠٠"}, Reason.BAD_TIMESTAMP),  # Arabic-Indic digits
+        ({"ts": "9" * 5000}, Reason.BAD_TIMESTAMP),
+        ({"ts": 1_793_527_200_000.5}, Reason.BAD_TIMESTAMP),
+        ({"ts": "1793527200000.5"}, Reason.BAD_TIMESTAMP),
+        ({"user_id": "\ud800"}, Reason.BAD_ENCODING),
+        ({"session_id": "s\udfff"}, Reason.BAD_ENCODING),
+        ({"user_id": " u1"}, Reason.BAD_ID),
+        ({"item_id": "i1\u00a0"}, Reason.BAD_ID),
+        ({"user_id": "u\u200b1"}, Reason.BAD_ID),  # zero-width space
+        ({"user_id": "\u202eu1"}, Reason.BAD_ID),  # right-to-left override
+        ({"event_id": "e\u00851"}, Reason.BAD_ID),  # C1 control
+        ({"event_id": 10**200}, Reason.BAD_ID),
+    ],
+)
+def test_values_that_do_not_fit_silver_are_quarantined(patch: dict, reason: Reason) -> None:
+    with pytest.raises(Rejected) as verdict:
+        parse_event(json.dumps(dict(GOOD, **patch)), WINDOW)
+    assert verdict.value.reason == reason
+    assert verdict.value.detail.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("patch", "field", "value"),
+    [
+        ({"position": 2**31 - 1}, "position", 2**31 - 1),
+        ({"quantity": 7.0}, "quantity", 7),
+        ({"ts": "0001793527200000"}, "ts_ms", 1_793_527_200_000),
+        ({"ts": 1.7935272e12}, "ts_ms", 1_793_527_200_000),
+        ({"ts": "2026-11-01T10:00:00.001+00:00"}, "ts_ms", 1_793_527_200_001),
+        ({"user_id": "ユーザー1"}, "user_id", "ユーザー1"),
+        ({"item_id": 42}, "item_id", "42"),
+    ],
+)
+def test_edge_values_that_fit_are_kept_exactly(patch: dict, field: str, value: object) -> None:
+    assert parse_event(json.dumps(dict(GOOD, **patch)), WINDOW)[field] == value
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b"", Reason.EMPTY_LINE),
+        (b" \t\r", Reason.EMPTY_LINE),
+        (b'{"event_id": "\xff"}', Reason.BAD_ENCODING),
+        (b'{"event_id": "\xed\xa0\x80"}', Reason.BAD_ENCODING),  # an encoded surrogate
+        (b"{" + b" " * 2000 + b"}", Reason.LINE_TOO_LONG),
+        ("\ud800", Reason.BAD_ENCODING),
+        ("[" * 999, Reason.UNPARSEABLE),  # nesting deeper than the JSON parser goes
+    ],
+)
+def test_lines_that_are_not_records(line: str | bytes, reason: Reason) -> None:
+    with pytest.raises(Rejected) as verdict:
+        parse_event(line, WINDOW, max_line_bytes=1000)
+    assert verdict.value.reason == reason
+
+
+def test_a_bom_and_line_endings_do_not_lose_an_event() -> None:
+    for line in ("\ufeff" + json.dumps(GOOD), json.dumps(GOOD) + "\r"):
+        assert parse_event(line.encode(), WINDOW)["event_id"] == "e1"
+
+
+def test_catalog_text_must_be_utf8_and_times_storable() -> None:
+    item = {"item_id": "i1", "updated_at": "2026-11-01T00:00:00Z"}
+    assert parse_item(json.dumps(item))["brand"] is None
+    for patch, reason in [
+        ({"description": "d\udc00"}, Reason.BAD_ENCODING),
+        ({"brand": "\ud83d"}, Reason.BAD_ENCODING),
+        ({"updated_at": 10**20}, Reason.OUT_OF_RANGE),
+        ({"price": 10**400}, Reason.OUT_OF_RANGE),
+    ]:
+        with pytest.raises(Rejected) as verdict:
+            parse_item(json.dumps(dict(item, **patch)))
+        assert verdict.value.reason == reason

@@ -1,0 +1,50 @@
+"""Bronze's line count and the audit row's status, without Spark."""
+
+from __future__ import annotations
+
+import pytest
+
+from jobs import tables
+from jobs.ingest.bronze import count_lines
+from jobs.ingest.steps import audit_row
+
+INTERVAL = tables.Interval.parse("2026-11-01T09:00:00+00:00", "2026-11-01T10:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("data", "lines"),
+    [
+        (b"", 0),
+        (b"a", 1),
+        (b"a\n", 1),
+        (b"a\r\nb\r\n", 2),
+        (b"a\rb\rc", 3),  # bare CR, as Spark's text reader splits it
+        (b"a\n\n  \nb\n", 4),  # empty and blank lines are lines
+        (b"\xef\xbb\xbfa\r\n", 1),  # a byte-order mark is not a line
+        (b"\xef\xbb\xbf", 0),
+        (b"\r\n\r", 2),
+    ],
+)
+def test_lines_are_counted_as_spark_splits_them(data: bytes, lines: int) -> None:
+    assert count_lines(data) == lines
+
+
+BRONZE = {"fingerprint": "f", "read_lines": 10, "bronze_rows": 10}
+SILVER = {"bronze_rows": 10, "balanced": True, "quarantined": 2, "inserted": 8}
+
+
+@pytest.mark.parametrize(
+    ("bronze", "silver", "status"),
+    [
+        (BRONZE, SILVER, "ok"),
+        (BRONZE, dict(SILVER, balanced=False), "unbalanced"),
+        (dict(BRONZE, bronze_rows=9), dict(SILVER, bronze_rows=9), "unbalanced"),
+        (BRONZE, dict(SILVER, bronze_rows=9), "unbalanced"),
+        (BRONZE, {"skipped": True}, "unchanged"),
+    ],
+)
+def test_only_a_balanced_batch_is_ok(bronze: dict, silver: dict, status: str) -> None:
+    row = audit_row(INTERVAL, bronze, silver, None, "run-1")
+    assert row["status"] == status
+    assert row["balanced"] is (status != "unbalanced")
+    assert set(row) == set(tables.TABLES["ingest_audit"].columns)
