@@ -44,8 +44,9 @@ def _airflow(env: dict[str, str], *args: str) -> str:
 
 
 def _json(text: str) -> list[dict]:
-    start = min((i for i in (text.find("["), text.find("{")) if i >= 0), default=-1)
-    return json.loads(text[start:]) if start >= 0 else []
+    """The JSON the CLI printed: its last line (warnings such as "[warning ] …" come first)."""
+    lines = [x for x in text.splitlines() if x.startswith(("[{", "[]", "{"))]
+    return json.loads(lines[-1]) if lines else []
 
 
 def _runs(env: dict[str, str], dag: str) -> list[dict]:
@@ -59,16 +60,24 @@ def main() -> int:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="recflow-standalone-"))
+    port = _free_port()
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     first_day = today - timedelta(days=args.days)
     env = {
         **os.environ,
+        # standalone starts its scheduler, API server, … as `airflow` subcommands.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "AIRFLOW_HOME": str(work / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(_free_port()),
+        "AIRFLOW__API__PORT": str(port),
+        # Task processes report to the API server: the port chosen above, not 8080.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        # A 2-core box busy starting JVMs answers slowly: give task processes time.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
+        "AIRFLOW__WORKERS__EXECUTION_API_RETRIES": "10",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
         "RECFLOW_DATA_ROOT": str(work / "var"),
         "RECFLOW_INGEST_SCHEDULE": "@daily",
