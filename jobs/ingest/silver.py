@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from jobs import tables
 from jobs.config import Settings
+from jobs.contracts import ITEM_FIELDS as ITEM_CONTRACT
 from jobs.contracts import MAX_LINE_BYTES
 from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item, shown
 
@@ -343,13 +344,8 @@ def upsert_items(spark: SparkSession, settings: Settings) -> dict[str, int]:
             .withColumn("_n", F.row_number().over(newest))
             .where("_n = 1")
             .select(
-                "item_id",
-                "title",
-                "category",
-                "brand",
-                "price",
-                "in_stock",
-                "description",
+                # The catalog contract's fields in order; updated_at arrives as epoch ms.
+                *(f for f in ITEM_CONTRACT if f != "updated_at"),
                 (F.col("updated_at_ms") / 1000).cast("timestamp").alias("updated_at"),
                 "_source_file",
                 "_ingested_at",

@@ -582,7 +582,7 @@ def _abandoned_stages(
         return []
     oldest_kept = min(keep)
     root = f"{settings.publish_prefix}_staging/"
-    staged = {key.removeprefix(root).split("/", 1)[0] for key, _ in store.list(root) if "/" in key}
+    staged = {key.removeprefix(root).split("/", 1)[0] for key, _ in store.list(root)}
     return sorted(
         pid
         for pid in staged
