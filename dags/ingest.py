@@ -59,6 +59,14 @@ with DAG(
             data_interval_start.isoformat(), data_interval_end.isoformat(), skip=bronze["skip"]
         )
 
+    @task(outlets=[SILVER_EVENTS])
+    def reload_late(data_interval_start=None, data_interval_end=None, run_id=None) -> dict:
+        from jobs.ingest.steps import late_step
+
+        return late_step(
+            data_interval_start.isoformat(), data_interval_end.isoformat(), run_id=run_id
+        )
+
     @task(outlets=[GOLD_INTERACTIONS])
     def update_gold() -> dict:
         from jobs.ingest.steps import gold_step
@@ -90,5 +98,5 @@ with DAG(
     silver = refine_silver(bronze)
     upsert_catalog() >> silver
     gold = update_gold()
-    silver >> gold
+    silver >> reload_late() >> gold
     record_audit(bronze, silver, gold)

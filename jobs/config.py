@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     max_future_skew_hours: Annotated[float, Field(ge=0.0)] = Field(
         24.0, description="How far past its interval's end an event may be stamped."
     )
+    late_data_hours: Annotated[int, Field(ge=0)] = Field(
+        48,
+        description="Each ingest run re-scans the landing folders of the intervals done in the"
+        " last this many hours and reloads those that gained files since (0: never).",
+    )
     max_line_bytes: PositiveInt = Field(
         MAX_LINE_BYTES,
         description="Longest landing line (UTF-8 bytes) that is parsed; longer lines are"

@@ -12,6 +12,24 @@ even when they are not UTF-8 (Delta stores them; the validator quarantines such 
 A batch is the interval; its fingerprint hashes the names and bytes of its files. Loading
 the same interval again replaces exactly that batch's rows (``replaceWhere``) or, when the
 fingerprint is unchanged, writes nothing at all, so bronze never holds a line twice.
+
+Late files. A file may land in an hour folder after that hour's run finished. Each run
+therefore re-scans the landing folders of the intervals the audit recorded in the last
+``late_data_hours`` (:func:`jobs.ingest.steps.late_step`): an interval whose folders now
+hold a file name that bronze does not know for its batch is loaded again as a whole (its
+fingerprint changed), refined and audited like any batch. Silver's MERGE on ``event_id``
+inserts only the late events (the others count as already in silver), so they reach silver
+and gold exactly once. The re-scan lists folders only (no bytes are read unless a name is
+new); a file rewritten in place under the same name is not noticed this way (landing files
+are written once), only by rerunning its interval. Files later than ``late_data_hours``
+wait for such a rerun.
+
+Expired landing. Landing folders are kept for a while only. When a file that bronze holds
+for a batch is no longer in landing, a rerun of the interval keeps the batch's bronze rows
+(and so the quarantine rows silver derives from them) instead of replacing them with what
+is left: the result says ``landing_expired`` and carries the loaded fingerprint and row
+count, so the batch still balances and an interval already done is still skipped. Only
+``force`` replaces the batch with what landing holds now (possibly nothing).
 """
 
 from __future__ import annotations
@@ -53,6 +71,7 @@ class BronzeResult:
     bronze_rows: int
     files: int
     changed: bool
+    landing_expired: bool = False  # bronze kept: files it loaded are gone from landing
 
 
 def interval_files(settings: Settings, interval: tables.Interval) -> list[Path]:
@@ -91,32 +110,55 @@ def fingerprint(files: list[Path], root: Path) -> LandingBatch:
     return LandingBatch(files, digest.hexdigest(), lines)
 
 
-def _loaded_fingerprint(spark: SparkSession, location: str, batch_id: str, day: str) -> str | None:
+@dataclass
+class LoadedBatch:
+    """What bronze holds for one batch: its fingerprint, rows and source files."""
+
+    fingerprint: str | None
+    rows: int
+    files: set[str]
+
+
+def source_path(uri: str) -> str:
+    """A ``_source_file`` URI (``file:///…``, escaped) as a local path."""
+    return unquote(urlparse(uri).path)
+
+
+def loaded_batch(spark: SparkSession, location: str, batch_id: str, day: str) -> LoadedBatch:
+    """Bronze's rows of one batch, summed per file (one small aggregation)."""
     from pyspark.sql import functions as F
 
-    row = (
+    rows = (
         spark.read.format("delta")
         .load(location)
         .where((F.col("_dt") == F.lit(day).cast("date")) & (F.col("_batch_id") == batch_id))
-        .select("_fingerprint")
-        .limit(1)
+        .groupBy("_fingerprint", "_source_file")
+        .count()
         .collect()
     )
-    return row[0]["_fingerprint"] if row else None
+    return LoadedBatch(
+        rows[0]["_fingerprint"] if rows else None,
+        sum(int(r["count"]) for r in rows),
+        {source_path(r["_source_file"]) for r in rows if r["_source_file"]},
+    )
 
 
 def load_events(
     spark: SparkSession, settings: Settings, interval: tables.Interval, force: bool = False
 ) -> BronzeResult:
-    """Append the interval's landing lines to bronze, replacing an earlier load of it."""
+    """Append the interval's landing lines to bronze, replacing an earlier load of it.
+
+    Unless ``force``, an unchanged batch is not written again, and a batch whose loaded
+    files have left landing is kept as it is (``landing_expired``).
+    """
     from pyspark.sql import functions as F
 
     location = tables.ensure_table(spark, settings, "bronze_events")
     assert settings.landing_dir is not None
     batch = fingerprint(interval_files(settings, interval), settings.landing_dir)
     day = f"{interval.start:%Y-%m-%d}"
-    previous = _loaded_fingerprint(spark, location, interval.batch_id, day)
-    if previous == batch.fingerprint and not force:
+    loaded = loaded_batch(spark, location, interval.batch_id, day)
+    if loaded.fingerprint == batch.fingerprint and not force:
         return BronzeResult(
             interval.batch_id,
             batch.fingerprint,
@@ -124,6 +166,19 @@ def load_events(
             batch.lines,
             len(batch.files),
             changed=False,
+        )
+    present = {str(f.absolute()) for f in batch.files}
+    if loaded.fingerprint is not None and not loaded.files <= present and not force:
+        # Rows bronze loaded from files landing no longer has: replacing the batch would
+        # lose them for good. Report what bronze holds; the lines were read when loaded.
+        return BronzeResult(
+            interval.batch_id,
+            loaded.fingerprint,
+            loaded.rows,
+            loaded.rows,
+            len(loaded.files),
+            changed=False,
+            landing_expired=True,
         )
 
     where = f"_dt = DATE'{day}' AND _batch_id = '{interval.batch_id}'"
@@ -160,7 +215,7 @@ def load_catalog(spark: SparkSession, settings: Settings) -> list[str]:
     location = tables.ensure_table(spark, settings, "bronze_items")
     assert settings.landing_dir is not None
     known = {
-        (unquote(urlparse(r["_source_file"]).path), r["_fingerprint"])
+        (source_path(r["_source_file"]), r["_fingerprint"])
         for r in spark.read.format("delta")
         .load(location)
         .select("_source_file", "_fingerprint")

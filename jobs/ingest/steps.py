@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs import tables
@@ -55,9 +55,10 @@ def bronze_step(
     done = not result.changed and _already_done(
         spark, settings, interval.batch_id, result.fingerprint
     )
-    if not result.changed and not done:
+    if not result.changed and not done and not result.landing_expired:
         # Bronze holds these files but no run finished them (a failed or unbalanced run):
-        # load them again, since bronze itself may be what went wrong.
+        # load them again, since bronze itself may be what went wrong. Not when landing has
+        # lost some of them: bronze's copy is then the only one (silver refines from it).
         result = load_events(spark, settings, interval, force=True)
     out = asdict(result)
     if settings.quality_enabled:
@@ -66,6 +67,76 @@ def bronze_step(
         out["quality"] = check_bronze(spark, settings, interval)
     out["skip"] = not force and done
     return out
+
+
+def recent_intervals(
+    spark: Any, settings: Settings, before: tables.Interval
+) -> list[tables.Interval]:
+    """Intervals the audit recorded that ended within ``late_data_hours`` before ``before``."""
+    from pyspark.sql import functions as F
+
+    since = (before.start - timedelta(hours=settings.late_data_hours)).replace(tzinfo=None)
+    rows = (
+        tables.read_or_create(spark, settings, "ingest_audit")
+        .where(
+            (F.col("interval_start") >= F.lit(since))
+            & (F.col("interval_end") <= F.lit(before.start.replace(tzinfo=None)))
+        )
+        .select("interval_start", "interval_end")
+        .distinct()
+        .orderBy("interval_start", "interval_end")
+        .collect()
+    )
+    return [
+        tables.Interval(
+            r["interval_start"].replace(tzinfo=UTC), r["interval_end"].replace(tzinfo=UTC)
+        )
+        for r in rows
+    ]
+
+
+def late_step(
+    start: str, end: str, settings: Settings | None = None, run_id: str | None = None
+) -> dict[str, Any]:
+    """Reload the recent intervals whose landing folders gained files after their load.
+
+    Cost: one listing of each recent interval's hour folders and one small query of bronze's
+    (batch, file) pairs of those days; an interval is read again only when a file name is
+    new to its batch. Each reloaded interval gets its own audit row (a retry with the same
+    ``run_id`` replaces it); gold picks its new silver rows up with the next gold step.
+    """
+    from pyspark.sql import functions as F
+
+    from jobs.ingest.bronze import interval_files, source_path
+
+    settings = settings or get_settings()
+    if not settings.late_data_hours:
+        return {"checked": 0, "reloaded": []}
+    spark = _spark(settings)
+    recent = recent_intervals(spark, settings, tables.Interval.parse(start, end))
+    if not recent:
+        return {"checked": 0, "reloaded": []}
+    known: dict[str, set[str]] = {}
+    for row in (
+        tables.read_or_create(spark, settings, "bronze_events")
+        .where(F.col("_dt") >= F.lit(f"{recent[0].start:%Y-%m-%d}").cast("date"))
+        .select("_batch_id", "_source_file")
+        .distinct()
+        .collect()
+    ):
+        known.setdefault(row["_batch_id"], set()).add(source_path(row["_source_file"]))
+    reloaded = []
+    for interval in recent:
+        names = {str(f.absolute()) for f in interval_files(settings, interval) if f.stat().st_size}
+        if not names - known.get(interval.batch_id, set()):
+            continue
+        s, e = interval.start.isoformat(), interval.end.isoformat()
+        bronze = bronze_step(s, e, settings=settings)
+        if bronze["skip"]:
+            continue
+        silver = silver_step(s, e, settings=settings)
+        reloaded.append(audit_step(s, e, bronze, silver, None, settings=settings, run_id=run_id))
+    return {"checked": len(recent), "reloaded": reloaded}
 
 
 def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
@@ -177,6 +248,8 @@ def audit_row(
         "silver_version": silver.get("silver_version", -1),
         "gold_versions": (gold or {}).get("versions", {}),
         "quality": {
+            # False when bronze kept rows whose landing files are gone (not reloaded).
+            "landing_complete": not bronze.get("landing_expired", False),
             **bronze.get("quality", {}),
             **silver.get("quality", {}),
             **(gold or {}).get("quality", {}),
@@ -206,11 +279,20 @@ def _write_audit(spark: Any, settings: Settings, row: dict[str, Any]) -> None:
 def run_interval(
     start: str, end: str, force: bool = False, settings: Settings | None = None
 ) -> dict[str, Any]:
-    """All steps of one interval in this process (what the DAG does, task by task)."""
+    """All steps of one interval in this process (what the DAG does, task by task), with
+    the recent intervals that gained late files."""
     settings = settings or get_settings()
     bronze = bronze_step(start, end, force=force, settings=settings)
     catalog = catalog_step(settings=settings)
     silver = silver_step(start, end, skip=bronze["skip"], settings=settings)
+    late = late_step(start, end, settings=settings)
     gold = gold_step(settings=settings)
     audit = audit_step(start, end, bronze, silver, gold, settings=settings)
-    return {"bronze": bronze, "catalog": catalog, "silver": silver, "gold": gold, "audit": audit}
+    return {
+        "bronze": bronze,
+        "catalog": catalog,
+        "silver": silver,
+        "late": late,
+        "gold": gold,
+        "audit": audit,
+    }

@@ -30,11 +30,13 @@ def test_ingest_shape(dagbag) -> None:
         "load_bronze",
         "upsert_catalog",
         "refine_silver",
+        "reload_late",
         "update_gold",
         "record_audit",
     }
     assert dag.catchup is True
-    assert dag.get_task("update_gold").upstream_task_ids == {"refine_silver"}
+    assert dag.get_task("reload_late").upstream_task_ids == {"refine_silver"}
+    assert dag.get_task("update_gold").upstream_task_ids == {"reload_late"}
     assert dag.get_task("refine_silver").upstream_task_ids == {"load_bronze", "upsert_catalog"}
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
