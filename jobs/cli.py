@@ -139,7 +139,13 @@ def doctor() -> None:
 def ingest(
     start: Annotated[str, typer.Argument(help="Interval start, ISO 8601 (UTC if no zone).")],
     end: Annotated[str, typer.Argument(help="Interval end (exclusive), ISO 8601.")],
-    force: Annotated[bool, typer.Option(help="Reload even if the files are unchanged.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="Reload even if the files are unchanged, or gone from landing (bronze then"
+            " holds only what landing still has)."
+        ),
+    ] = False,
 ) -> None:
     """Run one data interval through bronze → silver → gold, as the `ingest` DAG does."""
     from jobs.ingest.quality import QualityGateError
