@@ -48,3 +48,12 @@ def test_only_a_balanced_batch_is_ok(bronze: dict, silver: dict, status: str) ->
     assert row["status"] == status
     assert row["balanced"] is (status != "unbalanced")
     assert set(row) == set(tables.TABLES["ingest_audit"].columns)
+
+
+@pytest.mark.parametrize("expired", [False, True])
+def test_the_audit_says_when_landing_was_incomplete(expired: bool) -> None:
+    """A batch kept from bronze because its landing files expired still balances and is
+    ok, and the row says landing was not complete."""
+    row = audit_row(INTERVAL, dict(BRONZE, landing_expired=expired), SILVER, None, "run-1")
+    assert row["status"] == "ok"
+    assert row["quality"]["landing_complete"] is not expired
