@@ -148,15 +148,49 @@ def ingest(
     ] = False,
 ) -> None:
     """Run one data interval through bronze → silver → gold, as the `ingest` DAG does."""
+    from jobs.ingest.gold import RebuildNeededError
     from jobs.ingest.quality import QualityGateError
     from jobs.ingest.steps import UnbalancedBatchError, run_interval
+    from jobs.tables import MissingMarkError
 
     try:
         result = run_interval(start, end, force=force, settings=_settings())
-    except (QualityGateError, UnbalancedBatchError, ValueError) as exc:
+    except (
+        QualityGateError,
+        UnbalancedBatchError,
+        RebuildNeededError,
+        MissingMarkError,
+        ValueError,
+    ) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(result["audit"], indent=2, default=str))
+
+
+@app.command("rebuild-gold")
+def rebuild_gold(
+    version: Annotated[
+        int | None, typer.Option(help="Silver events version to pin (default: the current one).")
+    ] = None,
+) -> None:
+    """Recompute every gold table from silver at one version and swap each in atomically."""
+    from jobs.ingest.quality import QualityGateError
+    from jobs.ingest.steps import rebuild_gold_step
+
+    try:
+        result = rebuild_gold_step(version, settings=_settings())
+    except (QualityGateError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command()
+def maintain() -> None:
+    """OPTIMIZE and VACUUM every lake table, as the `maintenance` DAG does."""
+    from jobs.ingest.steps import maintain_step
+
+    typer.echo(json.dumps(maintain_step(_settings()), indent=2))
 
 
 @app.command()

@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="Longest landing line (UTF-8 bytes) that is parsed; longer lines are"
         " quarantined as line_too_long.",
     )
+    vacuum_retention_hours: Annotated[float, Field(ge=168.0)] = Field(
+        168.0,
+        description="VACUUM keeps removed files this long (at least Delta's 168 h): gold's"
+        " change feed and time travel to pinned versions (training) need them.",
+    )
     quality_enabled: bool = Field(
         True, description="Run the Great Expectations gates (jobs.ingest.quality) in ingest."
     )

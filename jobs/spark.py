@@ -29,7 +29,8 @@ DELTA_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     # Writes on small local data should not wait for optimisers built for clusters.
     "spark.databricks.delta.snapshotPartitions": "2",
-    "spark.databricks.delta.retentionDurationCheck.enabled": "false",
+    # Delta's retention safety check stays on: a VACUUM shorter than the tables' retention
+    # (7 days by default) would delete files the change feed and time travel still read.
 }
 
 

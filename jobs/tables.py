@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jobs.config import Settings
 
@@ -216,16 +216,28 @@ def version(spark: SparkSession, settings: Settings, name: str) -> int:
     return int(DeltaTable.forPath(spark, location).history(1).first()["version"])
 
 
-def applied_version(spark: SparkSession, settings: Settings, name: str, source: str) -> int:
-    """Version of ``source`` that table ``name`` has applied (-1 if none yet)."""
+class MissingMarkError(RuntimeError):
+    """A table holds data but none of its commits says which source version it applied."""
+
+
+def applied_mark(
+    spark: SparkSession, settings: Settings, name: str, source: str
+) -> dict[str, Any] | None:
+    """The marks of table ``name``'s newest commit that stamped ``source`` (None if none).
+
+    The whole history is searched (only the ``userMetadata`` column is kept): OPTIMIZE,
+    DELETE or property changes commit without marks and may push the last mark back by any
+    number of commits. History is the Delta log, so this stays cheap for thousands of
+    commits.
+    """
     from delta.tables import DeltaTable
 
     location = ensure_table(spark, settings, name)
     rows = (
         DeltaTable.forPath(spark, location)
-        .history(200)
+        .history()
         .where("userMetadata IS NOT NULL")
-        .select("userMetadata")
+        .select("version", "userMetadata")
         .orderBy("version", ascending=False)
         .collect()
     )
@@ -234,13 +246,33 @@ def applied_version(spark: SparkSession, settings: Settings, name: str, source: 
             marks = json.loads(row["userMetadata"])
         except ValueError:
             continue
-        if source in marks:
-            return int(marks[source])
-    return -1
+        if isinstance(marks, dict) and source in marks:
+            return marks
+    return None
+
+
+def applied_version(spark: SparkSession, settings: Settings, name: str, source: str) -> int:
+    """Version of ``source`` that table ``name`` has applied (-1 if it holds nothing yet).
+
+    Never guesses: a table that holds rows but carries no mark anywhere in its history
+    (written by hand, or its log cleaned up past the last mark) raises
+    :class:`MissingMarkError` instead of replaying the source from the start, which would
+    count everything twice. Rebuild such a table (``recflow rebuild-gold`` for gold).
+    """
+    marks = applied_mark(spark, settings, name, source)
+    if marks is not None:
+        return int(marks[source])
+    if read_or_create(spark, settings, name).limit(1).count() == 0:
+        return -1
+    raise MissingMarkError(
+        f"table {name!r} holds rows but no commit in its history records the {source!r} "
+        f"version it applied; replaying {source!r} from the start would count rows twice. "
+        "Rebuild it (for gold: `recflow rebuild-gold`)."
+    )
 
 
 @contextmanager
-def commit_marks(spark: SparkSession, **marks: int) -> Iterator[None]:
+def commit_marks(spark: SparkSession, **marks: Any) -> Iterator[None]:
     """Stamp the Delta commits made inside the block with ``marks`` (JSON userMetadata)."""
     spark.conf.set(USER_METADATA_CONF, json.dumps(marks, sort_keys=True))
     try:

@@ -190,6 +190,31 @@ def gold_step(settings: Settings | None = None) -> dict[str, Any]:
     return out
 
 
+def rebuild_gold_step(
+    version: int | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Recompute every gold table from silver at a pinned version (quality-checked)."""
+    from jobs.ingest.gold import rebuild
+
+    settings = settings or get_settings()
+    spark = _spark(settings)
+    out = asdict(rebuild(spark, settings, version=version))
+    if settings.quality_enabled:
+        from jobs.ingest.quality import check_gold
+
+        out["quality"] = check_gold(spark, settings)
+    return out
+
+
+def maintain_step(settings: Settings | None = None) -> dict[str, Any]:
+    """OPTIMIZE and VACUUM every lake table (the ``maintenance`` DAG's one task)."""
+    from jobs.ingest.maintenance import maintain
+
+    settings = settings or get_settings()
+    done = maintain(_spark(settings), settings)
+    return {m.table: {"files_before": m.files_before, "files_after": m.files_after} for m in done}
+
+
 def audit_step(
     start: str,
     end: str,

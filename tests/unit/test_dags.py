@@ -21,7 +21,7 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dags) == {"ingest", "train", "publish", "features"}
+    assert set(dagbag.dags) == {"ingest", "train", "publish", "features", "maintenance"}
 
 
 def test_ingest_shape(dagbag) -> None:
@@ -90,6 +90,16 @@ def test_features_shape(dagbag) -> None:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
     # Follows gold, like training: features change when gold does.
     assert {a.name for a in dag.timetable.asset_condition.objects} == {"recflow_gold_interactions"}
+
+
+def test_maintenance_shape(dagbag) -> None:
+    dag = dagbag.dags["maintenance"]
+    assert dag.task_ids == ["optimize_and_vacuum"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and "VACUUM" in dag.doc_md
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+        assert not t.outlets  # maintenance changes no data: nothing downstream follows it
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

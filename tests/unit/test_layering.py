@@ -21,7 +21,13 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "publish": ("train", "ingest"),
     "model": STAGES,
 }
-DAG_STAGE = {"ingest": "ingest", "features": "features", "train": "train", "publish": "publish"}
+DAG_STAGE = {
+    "ingest": "ingest",
+    "maintenance": "ingest",
+    "features": "features",
+    "train": "train",
+    "publish": "publish",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
