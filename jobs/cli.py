@@ -217,6 +217,57 @@ def train(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+def _reviewer() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        # No login name (a container without a passwd entry): still recorded, as unknown.
+        return "unknown"
+
+
+def _move_champion(version: str | None, by: str | None, reason: str) -> None:
+    from jobs.model.artifact import NonFiniteModelError
+    from jobs.model.promotion import ChampionMovedError
+    from jobs.train.steps import promote_step
+
+    settings = _settings()
+    try:
+        result = promote_step(version, by or _reviewer(), reason, settings)
+    except (LookupError, ChampionMovedError, NonFiniteModelError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if not result["moved"]:
+        typer.echo(f"v{result['model_version']} is already the champion: nothing moved")
+        return
+    previous = "none" if result["previous"] is None else f"v{result['previous']}"
+    typer.echo(f"champion: {previous} → v{result['model_version']} ({reason})")
+    typer.echo(
+        "the champion_watch DAG announces it within minutes and publish follows; "
+        "without Airflow, run `recflow publish`"
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "by hand",
+    by: Annotated[str | None, typer.Option(help="Who (default: your login name).")] = None,
+) -> None:
+    """Make a model version the champion (compare-and-set; who/when/why on its tags)."""
+    _move_champion(version, by, reason)
+
+
+@app.command("rollback-model")
+def rollback_model(
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "rollback",
+    by: Annotated[str | None, typer.Option(help="Who (default: your login name).")] = None,
+) -> None:
+    """Make the previous champion the champion again (the one the current one replaced)."""
+    _move_champion(None, by, reason)
+
+
 @app.command()
 def publish(
     version: Annotated[

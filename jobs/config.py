@@ -128,7 +128,9 @@ class Settings(BaseSettings):
         10_000, description="New gold interactions (events) since the last training to retrain."
     )
     max_model_age_hours: Annotated[float, Field(gt=0)] = Field(
-        168.0, description="Retrain when the champion is older than this."
+        168.0,
+        description="Retrain when the champion was promoted longer ago than this (once per"
+        " stale champion: a rejected retry waits for new data).",
     )
     # Defaults tuned on MovieLens 100K (BENCHMARKS.md): with confidence 1 + alpha * weight
     # and weights up to 8, a small alpha and a firm (ALS-WR scaled) regulariser win.
@@ -162,8 +164,16 @@ class Settings(BaseSettings):
     gate_min_lift: Annotated[float, Field(ge=0.0)] = Field(
         0.1, description="Challenger must beat popularity's NDCG@K by this relative margin."
     )
-    gate_tolerance: Annotated[float, Field(ge=0.0)] = Field(
-        0.02, description="Champion is replaced if the challenger is no worse than this."
+    gate_max_relative_drop: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.05,
+        description="Champion is replaced if the challenger's NDCG@K is at most this fraction"
+        " below the best accepted version's (champion or `best` alias, both re-scored on the"
+        " same test slice).",
+    )
+    min_train_interval_hours: Annotated[float, Field(ge=0.0)] = Field(
+        1.0,
+        description="No training starts sooner than this after the last one started"
+        " (finished, failed or rejected); 0 turns the pause off.",
     )
     review_mode: bool = Field(
         False, description="Only a reviewer moves the champion alias (in the MLflow UI)."

@@ -1,21 +1,54 @@
-"""The registry gate: which aliases a newly registered version gets.
+"""The registry gate: which aliases a newly registered version gets, and why.
 
-``challenger`` when it beats popularity on the holdout; ``champion`` when it is also no
-worse than the current champion (or a reviewer sets it, in review mode). The decision's
-reason is recorded on the version so a reviewer can follow it in the MLflow UI.
+Reads: the new version's test metrics and those of the incumbents re-scored on the same
+test slice (the ``champion`` and the ``best`` version the gate ever accepted). Writes:
+aliases (``challenger``, ``champion``, ``best``), the decision on the version's tags and
+a Markdown report (``gate/report.md``) in the training run's artifacts, which is what a
+reviewer reads in the MLflow UI.
+
+- ``challenger`` when it beats popularity by ``gate_min_lift`` (relative);
+- ``champion`` when it is also within ``gate_max_relative_drop`` (relative) of the best
+  incumbent on this test slice, and review mode is off;
+- ``best`` when it is champion and at least as good as every incumbent.
+
+The bar is relative (a 5 % drop is 0.005 NDCG at 0.10 and 0.02 at 0.40) and is set by
+the best accepted version, not by the last one: each promotion may be a little worse
+than the champion, but never worse than that margin below the best, so a chain of
+promotions cannot ratchet the quality down. Both incumbents are re-scored on this run's
+test slice, so the comparison is on the same users and items.
+
+The champion alias moves by compare-and-set (:func:`jobs.model.promotion.promote`): if it
+changed since the comparison (an overlapping run, a reviewer), the version stays a
+challenger and the refusal is its recorded decision.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from jobs.config import Settings
-from jobs.model.registry import CHALLENGER, CHAMPION
+from jobs.model.promotion import ChampionMovedError, promote
+from jobs.model.registry import BEST, CHALLENGER, alias_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+TAG_GATE = "recflow.gate"  # the reason, one line (kept from the first gate)
+TAG_DECISION = "recflow.gate.decision"  # rejected | challenger | champion | refused
+REPORT_PATH = "gate/report.md"
+
+
+@dataclass(frozen=True)
+class Incumbent:
+    """A registered version the new one is compared with, scored on the same test slice."""
+
+    role: str  # "champion" or "best"
+    version: str
+    ndcg: float
 
 
 @dataclass
@@ -23,43 +56,154 @@ class GateResult:
     challenger: bool
     champion: bool
     reason: str
+    decision: str = ""
+    metric: float | None = None
+    baseline: float | None = None
+    bar: float | None = None
+    reference: Incumbent | None = None
+    incumbents: list[Incumbent] = field(default_factory=list)
+    new_best: bool = False
+
+    def tags(self) -> dict[str, str]:
+        """The decision as version tags (searchable, and visible in the UI's version page)."""
+        out = {TAG_GATE: self.reason[:5000], TAG_DECISION: self.decision}
+        for key, value in (
+            ("metric", self.metric),
+            ("popularity", self.baseline),
+            ("bar", self.bar),
+        ):
+            if value is not None:
+                out[f"recflow.gate.{key}"] = f"{value:.5f}"
+        for inc in self.incumbents:
+            out[f"recflow.gate.{inc.role}_version"] = inc.version
+            out[f"recflow.gate.{inc.role}_ndcg"] = f"{inc.ndcg:.5f}"
+        return out
 
 
 def gate(
     metric: float,
     baseline: float,
-    champion: float | None,
+    incumbents: list[Incumbent],
     settings: Settings,
 ) -> GateResult:
     """Decide the aliases of a new version from its holdout metric (NDCG@K)."""
+    result = GateResult(
+        False, False, "", "rejected", metric=metric, baseline=baseline, incumbents=incumbents
+    )
     needed = baseline * (1 + settings.gate_min_lift)
-    if metric < needed or metric <= 0:
-        return GateResult(
-            False,
-            False,
+    if not math.isfinite(metric) or metric < needed or metric <= 0:
+        result.reason = (
             f"rejected: {metric:.4f} does not beat popularity {baseline:.4f} by "
-            f"{settings.gate_min_lift:.0%} (needs {needed:.4f})",
+            f"{settings.gate_min_lift:.0%} (needs {needed:.4f})"
         )
-    if champion is not None and metric < champion - settings.gate_tolerance:
-        return GateResult(
-            True,
-            False,
-            f"challenger: beats popularity ({metric:.4f} vs {baseline:.4f}) but is worse "
-            f"than the champion ({champion:.4f}) beyond the tolerance {settings.gate_tolerance}",
-        )
+        return result
+    result.challenger, result.decision = True, "challenger"
+    reference = max(incumbents, key=lambda inc: inc.ndcg, default=None)
+    result.reference = reference
+    if reference is not None:
+        result.bar = reference.ndcg * (1 - settings.gate_max_relative_drop)
+        if metric < result.bar:
+            drop = 1 - metric / reference.ndcg
+            result.reason = (
+                f"challenger: beats popularity ({metric:.4f} vs {baseline:.4f}) but is "
+                f"{drop:.1%} below the {reference.role} v{reference.version} "
+                f"({reference.ndcg:.4f} on this test slice); at most "
+                f"{settings.gate_max_relative_drop:.0%} is allowed (bar {result.bar:.4f})"
+            )
+            return result
+    result.new_best = reference is None or metric >= reference.ndcg
+    against = (
+        "no champion yet"
+        if reference is None
+        else f"{reference.role} v{reference.version} {reference.ndcg:.4f} (bar {result.bar:.4f})"
+    )
     if settings.review_mode:
-        return GateResult(
-            True, False, f"challenger: {metric:.4f}; review mode: a reviewer sets champion"
+        result.reason = (
+            f"challenger: {metric:.4f} vs popularity {baseline:.4f} and {against}; "
+            "review mode: a reviewer sets champion"
         )
-    against = "no champion yet" if champion is None else f"champion {champion:.4f}"
-    return GateResult(True, True, f"champion: {metric:.4f} vs popularity {baseline:.4f}, {against}")
+        result.new_best = False
+        return result
+    result.champion, result.decision = True, "champion"
+    result.reason = f"champion: {metric:.4f} vs popularity {baseline:.4f} and {against}"
+    return result
 
 
-def apply_gate(client: MlflowClient, name: str, version: str, result: GateResult) -> None:
-    """Move the aliases as decided and record the decision on the version."""
-    client.set_model_version_tag(name, version, "recflow.gate", result.reason)
-    if result.challenger:
-        client.set_registered_model_alias(name, CHALLENGER, version)
+def apply_gate(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    result: GateResult,
+    expected_champion: str | None,
+    run_id: str | None = None,
+) -> GateResult:
+    """Move the aliases as decided and record it; returns the decision as carried out.
+
+    ``expected_champion`` is the champion the comparison was made against: the champion
+    alias moves only if it still is (compare-and-set; its promotion tags carry the
+    reason). The decision tags and the report follow, then ``challenger`` and ``best``.
+    MLflow errors propagate: the caller's task fails and is retried, nothing is assumed.
+    """
     if result.champion:
-        client.set_registered_model_alias(name, CHAMPION, version)
-        client.set_model_version_tag(name, version, "recflow.promoted_at", str(int(time.time())))
+        try:
+            promote(
+                client,
+                name,
+                version,
+                expected_champion,
+                by=f"gate (training run {run_id})" if run_id else "gate",
+                reason=result.reason,
+            )
+        except ChampionMovedError as exc:
+            result.champion, result.new_best, result.decision = False, False, "refused"
+            result.reason = f"challenger: passed the gate but not promoted: {exc}"
+    # Written after the compare-and-set so a refusal is what the version says; before
+    # the challenger and best aliases, so those never point at a version without reason.
+    for tag, value in result.tags().items():
+        client.set_model_version_tag(name, version, tag, value)
+    if run_id is not None:
+        client.log_text(run_id, report(name, version, result), REPORT_PATH)
+        client.set_tag(run_id, TAG_GATE, result.reason[:5000])
+        client.set_tag(run_id, TAG_DECISION, result.decision)
+    if result.challenger:
+        current = alias_version(client, name, CHALLENGER)
+        # Newest wins: an overlapping older run finishing last does not take it back.
+        if current is None or int(current.version) < int(version):
+            client.set_registered_model_alias(name, CHALLENGER, version)
+    if result.new_best:
+        client.set_registered_model_alias(name, BEST, version)
+    log.info("gate v%s: %s", version, result.reason)
+    return result
+
+
+def report(name: str, version: str, result: GateResult) -> str:
+    """The decision as a reviewer reads it: the verdict, the numbers side by side, why."""
+    rows = [
+        ("this version", f"v{version}", result.metric),
+        ("popularity", "(same data)", result.baseline),
+        *[(inc.role, f"v{inc.version}", inc.ndcg) for inc in result.incumbents],
+    ]
+    lines = [
+        f"# Gate: {name} v{version} — {result.decision or 'undecided'}",
+        "",
+        result.reason,
+        "",
+        "| model | version | NDCG@K on this run's test slice |",
+        "|---|---|---|",
+        *[f"| {role} | {ver} | {_num(value)} |" for role, ver, value in rows],
+        "",
+    ]
+    if result.bar is not None and result.reference is not None:
+        lines.append(
+            f"Bar: {_num(result.bar)} = the best incumbent ({result.reference.role} "
+            f"v{result.reference.version}) less the allowed relative drop."
+        )
+    lines.append(
+        "Incumbents are re-scored on this run's test slice. The aliases: `challenger` beat "
+        "popularity, `champion` is published, `best` sets the bar for the next version."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> str:
+    return "—" if value is None else f"{value:.4f}"

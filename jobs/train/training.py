@@ -16,8 +16,12 @@ The phases of :func:`train_model`, in order:
 4. :func:`evaluate_stratified` — optionally the per-user stratified 75/25 random split, the
    protocol published numbers use, with its own search;
 5. :func:`fit_final` — the model to serve, refit on all interactions;
-6. :func:`register_and_gate` — logged as a pyfunc (numpy only) with plots, registered,
-   and its aliases set by the gate.
+6. :func:`register_and_gate` — checked finite, logged as a pyfunc (numpy only) with
+   plots, registered with its training key, and its aliases set by the gate.
+
+A training key (the Airflow run, from :func:`jobs.train.steps.train_step`) makes a retried
+task idempotent: the version registered under that key is found and reused (gated if the
+first try died before the gate), never registered twice.
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.model.artifact import RecModel
 from jobs.model.registry import (
+    BEST,
     CHAMPION,
     TAG_GOLD_VERSION,
+    TAG_TRAINING_KEY,
     alias_version,
+    find_version,
     load_version,
     log_model,
     setup,
@@ -53,7 +60,7 @@ from jobs.train.data import (
     seen_of,
 )
 from jobs.train.evaluate import evaluate, evaluate_registered, metric_curve, top_k_for
-from jobs.train.gate import GateResult, apply_gate, gate
+from jobs.train.gate import TAG_DECISION, TAG_GATE, GateResult, Incumbent, apply_gate, gate
 from jobs.train.splits import Holdout, stratified_split, time_split
 
 if TYPE_CHECKING:
@@ -114,7 +121,16 @@ class TestEvaluation:
     pop_curve: dict[int, dict[str, float]]
     rec_idx: np.ndarray
     popularity: np.ndarray
-    champion_ndcg: float | None
+    incumbents: list[Incumbent] = field(default_factory=list)
+
+    @property
+    def champion_ndcg(self) -> float | None:
+        found = [inc.ndcg for inc in self.incumbents if inc.role == "champion"]
+        return found[0] if found else None
+
+
+# The run tag that says which champion the gate compared against (for a resumed gate).
+TAG_COMPARED_CHAMPION = "recflow.gate.compared_champion"
 
 
 def train_model(
@@ -122,29 +138,54 @@ def train_model(
     spark: SparkSession | None = None,
     reason: str = "manual",
     progress: bool = False,
+    training_key: str | None = None,
 ) -> TrainResult:
-    """Train, evaluate, register and gate one model; returns what happened."""
+    """Train, evaluate, register and gate one model; returns what happened.
+
+    With ``training_key``, a version already registered under it is returned (and gated
+    if it was not yet) instead of training again: a retried task registers nothing new.
+    """
     import mlflow
 
+    t0 = time.perf_counter()
+    client = setup(settings)
+    if training_key:
+        existing = find_version(client, settings.model_name, TAG_TRAINING_KEY, training_key)
+        if existing is not None:
+            log.info("training %s already registered v%s: reused", training_key, existing.version)
+            return resume(settings, client, existing, t0)
     if spark is None:
         from jobs.spark import get_spark
 
         spark = get_spark(settings)
-    t0 = time.perf_counter()
-    client = setup(settings)
     k = settings.eval_k
     prepared = prepare(spark, settings)
+    # Read once, before training: the gate compares against these and moves the champion
+    # alias only if it is still this version when the run ends (compare-and-set).
     champion = alias_version(client, settings.model_name, CHAMPION)
+    best_version = alias_version(client, settings.model_name, BEST)
+    incumbents = [
+        (role, str(found.version))
+        for role, found in (("champion", champion), ("best", best_version))
+        if found is not None
+    ]
+    if len(incumbents) == 2 and incumbents[0][1] == incumbents[1][1]:
+        incumbents = incumbents[:1]
 
     with mlflow.start_run(run_name=f"als {prepared.data['gold_interactions_version']}") as parent:
         _log_inputs(settings, prepared.data, reason)
+        mlflow.set_tag(TAG_COMPARED_CHAMPION, "none" if champion is None else champion.version)
+        if training_key:
+            mlflow.set_tag(TAG_TRAINING_KEY, training_key)
         grid = als.candidates(settings)
         found = search(
             spark, settings, prepared.enc, prepared.train, prepared.valid, grid, progress
         )
         best = _best(found, k)
         mlflow.log_params({f"als_{name}": value for name, value in best.as_dict().items()})
-        test = evaluate_on_test(spark, settings, prepared, best, champion)
+        test = evaluate_on_test(spark, settings, prepared, best, incumbents)
+        # Which versions were compared (run tags): what a resumed gate compares with.
+        mlflow.set_tags({f"recflow.gate.{i.role}_version": i.version for i in test.incumbents})
         metrics = dict(test.metrics)
         s_best = None
         if settings.eval_stratified:
@@ -152,8 +193,18 @@ def train_model(
             metrics.update(s_metrics)
         mlflow.log_metrics(metrics)
         model = fit_final(spark, settings, prepared, best)
-        version, decision = register_and_gate(settings, client, model, metrics, test, prepared.data)
         run_id = parent.info.run_id
+        version, decision = register_and_gate(
+            settings,
+            client,
+            model,
+            metrics,
+            test,
+            prepared.data,
+            expected_champion=None if champion is None else str(champion.version),
+            run_id=run_id,
+            training_key=training_key,
+        )
 
     return TrainResult(
         run_id=run_id,
@@ -259,9 +310,10 @@ def evaluate_on_test(
     settings: Settings,
     prepared: Prepared,
     best: als.ALSParams,
-    champion: Any | None,
+    incumbents: list[tuple[str, str]],
 ) -> TestEvaluation:
-    """Best params refit before the test slice, against popularity and the champion, once."""
+    """Best params refit before the test slice, against popularity and the incumbents
+    (``(role, version)``: the champion and the best accepted version), once."""
     enc, k = prepared.enc, settings.eval_k
     started = time.perf_counter()
     u, v = als.fit(spark, prepared.train_full, enc.n_users, enc.n_items, best, settings.seed)
@@ -274,19 +326,19 @@ def evaluate_on_test(
         **_prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "test_"),
         **_prefixed(evaluate(holdout, None, None, pop, k, enc.n_items), "popularity_test_"),
     }
-    champion_ndcg = None
-    if champion is not None:
-        registered = load_version(settings, champion.version)
-        champion_metrics = evaluate_registered(registered, enc, holdout, k)
-        metrics.update(_prefixed(champion_metrics, "champion_test_"))
-        champion_ndcg = champion_metrics[f"ndcg_at_{k}"]
+    scored = []
+    for role, version in incumbents:
+        registered = load_version(settings, version)
+        found = evaluate_registered(registered, enc, holdout, k)
+        metrics.update(_prefixed(found, f"{role}_test_"))
+        scored.append(Incumbent(role, version, found[f"ndcg_at_{k}"]))
     return TestEvaluation(
         metrics=metrics,
         als_curve=metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items),
         pop_curve=metric_curve(holdout, None, None, pop, CURVE_KS, enc.n_items),
         rec_idx=top_k_for(holdout, u, v, k)[0],
         popularity=pop,
-        champion_ndcg=champion_ndcg,
+        incumbents=scored,
     )
 
 
@@ -331,7 +383,7 @@ def fit_final(
     """The best params refit on all interactions: what is registered and served."""
     enc = prepared.enc
     u, v = als.fit(spark, enc.frame, enc.n_users, enc.n_items, best, settings.seed)
-    return RecModel(
+    model = RecModel(
         user_ids=enc.user_ids,
         item_ids=enc.item_ids,
         user_factors=u,
@@ -340,6 +392,10 @@ def fit_final(
         seen=seen_of(enc.frame, enc.n_users),
         params={**best.as_dict(), "k": settings.eval_k, **prepared.data},
     )
+    # Refused before anything is logged: the run fails (its reason in the task log) and
+    # the registry never holds a model that cannot rank.
+    model.check_finite()
+    return model
 
 
 # -- 6. register and gate ------------------------------------------------------------------
@@ -352,32 +408,96 @@ def register_and_gate(
     metrics: dict[str, float],
     test: TestEvaluation,
     data: dict[str, Any],
+    expected_champion: str | None = None,
+    run_id: str | None = None,
+    training_key: str | None = None,
 ) -> tuple[str, GateResult]:
-    """Log the pyfunc with its plots, register it, tag it and let the gate set aliases."""
+    """Log the pyfunc with its plots, register it, tag it and let the gate set aliases.
+
+    The version is created with its training key, gold version and test metrics as tags
+    in one call; a key that is already registered is reused (a retried task).
+    """
     import mlflow
 
     from jobs.train import plots
 
     k = settings.eval_k
-    with tempfile.TemporaryDirectory(prefix="recflow-model-") as tmp:
-        plots.log_all(test.als_curve, test.pop_curve, test.rec_idx, test.popularity, k)
-        info = log_model(model, Path(tmp), settings.model_name)
-    version = str(info.registered_model_version)
     name = settings.model_name
-    client.set_model_version_tag(
-        name, version, TAG_GOLD_VERSION, str(data["gold_interactions_version"])
-    )
-    for metric in (f"test_ndcg_at_{k}", f"popularity_test_ndcg_at_{k}"):
-        client.set_model_version_tag(name, version, metric, f"{metrics[metric]:.5f}")
+    existing = find_version(client, name, TAG_TRAINING_KEY, training_key) if training_key else None
+    if existing is not None:
+        version = str(existing.version)
+    else:
+        tags = {TAG_GOLD_VERSION: str(data["gold_interactions_version"])}
+        if training_key:
+            tags[TAG_TRAINING_KEY] = training_key
+        for metric in (f"test_ndcg_at_{k}", f"popularity_test_ndcg_at_{k}"):
+            tags[metric] = f"{metrics[metric]:.5f}"
+        with tempfile.TemporaryDirectory(prefix="recflow-model-") as tmp:
+            plots.log_all(test.als_curve, test.pop_curve, test.rec_idx, test.popularity, k)
+            info = log_model(model, Path(tmp), name, tags=tags)
+        version = str(info.registered_model_version)
     decision = gate(
         metrics[f"test_ndcg_at_{k}"],
         metrics[f"popularity_test_ndcg_at_{k}"],
-        test.champion_ndcg,
+        test.incumbents,
         settings,
     )
-    apply_gate(client, name, version, decision)
-    mlflow.set_tags({"recflow.gate": decision.reason, "recflow.model_version": version})
+    decision = apply_gate(client, name, version, decision, expected_champion, run_id)
+    mlflow.set_tags({"recflow.model_version": version})
     return version, decision
+
+
+def resume(settings: Settings, client: Any, existing: Any, t0: float) -> TrainResult:
+    """The result of a training whose version is already registered (a retried task).
+
+    Gated already: its recorded decision. Not yet (the first try died between the
+    registration and the gate): gated now from the run's logged metrics, against the
+    champion that run compared with (so a champion moved since is not replaced).
+    """
+    k = settings.eval_k
+    name, version = settings.model_name, str(existing.version)
+    run = client.get_run(existing.run_id)
+    metrics = dict(run.data.metrics)
+    tags = existing.tags or {}
+    if TAG_DECISION in tags:
+        decision = tags[TAG_DECISION]
+        result = GateResult(
+            challenger=decision in ("challenger", "champion", "refused"),
+            champion=decision == "champion",
+            reason=tags.get(TAG_GATE, ""),
+            decision=decision,
+        )
+    else:
+        incumbents = [
+            Incumbent(role, run.data.tags[f"recflow.gate.{role}_version"], metrics[metric])
+            for role in ("champion", "best")
+            if (metric := f"{role}_test_ndcg_at_{k}") in metrics
+            and f"recflow.gate.{role}_version" in run.data.tags
+        ]
+        compared = run.data.tags.get(TAG_COMPARED_CHAMPION, "none")
+        result = apply_gate(
+            client,
+            name,
+            version,
+            gate(
+                metrics[f"test_ndcg_at_{k}"],
+                metrics[f"popularity_test_ndcg_at_{k}"],
+                incumbents,
+                settings,
+            ),
+            None if compared == "none" else compared,
+            existing.run_id,
+        )
+    return TrainResult(
+        run_id=existing.run_id,
+        version=version,
+        gate=result,
+        params={},
+        metrics=metrics,
+        data={"gold_interactions_version": tags.get(TAG_GOLD_VERSION)},
+        seconds=time.perf_counter() - t0,
+        champion_before=run.data.tags.get(TAG_COMPARED_CHAMPION),
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------
