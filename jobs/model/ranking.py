@@ -92,12 +92,8 @@ def top_k(
         blocked = ~item_ok if blocked is None else blocked | ~item_ok
     for lo in range(0, n, block):
         hi = min(lo + block, n)
-        if hi - lo == 1:
-            # numpy sends a one-row product to gemv, which rounds differently from the
-            # gemm a block goes through; two rows keep a lone user's bits identical.
-            scores = (np.repeat(users[lo:hi], 2, axis=0) @ items_t)[:1]
-        else:
-            scores = users[lo:hi] @ items_t
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows, masked below
+            scores = _product(users[lo:hi], items_t)
         if blocked is not None:
             scores[:, blocked] = -np.inf
         if not user_ok[lo:hi].all():
@@ -109,6 +105,15 @@ def top_k(
             scores[which[keep], cols[keep]] = -np.inf
         out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
     return out_idx, out_score
+
+
+def _product(users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
+    """Scores of a block of user vectors against every item."""
+    if len(users) == 1:
+        # numpy sends a one-row product to gemv, which rounds differently from the
+        # gemm a block goes through; two rows keep a lone user's bits identical.
+        return (np.repeat(users, 2, axis=0) @ items_t)[:1]
+    return users @ items_t
 
 
 # Above this many items per K, a sampled threshold first cuts each row to a few hundred
