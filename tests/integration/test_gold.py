@@ -218,7 +218,7 @@ def test_the_mark_is_found_past_200_unmarked_commits_and_optimize(
     applied = tables.applied_version(spark, settings, "interactions", "events")
     for n in range(201):  # commits without marks (as DELETEs or property changes make)
         spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('recflow.n' = '{n}')")
-    maintain(spark, settings)  # OPTIMIZE (and VACUUM) on top of them
+    maintain(spark, settings, ("interactions",))  # OPTIMIZE (and VACUUM) on top of them
     recent = DeltaTable.forPath(spark, location).history(200).collect()
     assert not any(r.userMetadata for r in recent)  # the old 200-commit search finds none
     assert tables.applied_version(spark, settings, "interactions", "events") == applied
