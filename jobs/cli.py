@@ -99,18 +99,26 @@ def generate(
 
 @import_app.command("movielens")
 def import_movielens(
-    path: Annotated[Path, typer.Argument(help="Folder holding u.data, u.item, u.user.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of one release: u.data, ratings.dat or ratings.csv with films."
+        ),
+    ],
 ) -> None:
-    """Map MovieLens 100K onto the event and item contracts (ratings become events)."""
+    """Map a MovieLens release (100K, 1M, the CSV ones) onto the contracts (ratings → events)."""
     from jobs.sources.movielens import import_movielens as run
 
     settings = _settings()
     try:
         report = run(path, settings)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(report.__dict__, indent=2))
+    if report.bad_rows:
+        skipped = sum(report.bad_rows.values())
+        typer.secho(f"skipped {skipped:,} unreadable rows (see bad_rows)", fg=typer.colors.YELLOW)
     typer.echo(f"landing: {settings.landing_dir}")
 
 
