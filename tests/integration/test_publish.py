@@ -37,6 +37,8 @@ from jobs.publish.storage import LocalStore, ObjectStore, S3Store
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+# Publishing to S3 refuses the public development secret.
+S3_SECRET = "s3-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
@@ -307,6 +309,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
         publish_prefix="shop1",
         publish_k=10,
         s3_endpoint_url=s3_server,
+        publish_secret=S3_SECRET,
         cloudfront_distribution_id=dist,
         cloudfront_endpoint_url=s3_server,
         **creds,
@@ -320,7 +323,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     ]
     keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
     assert len(keys) == len(world["model"].user_ids) + 3
-    key = layout.user_object_key("shop1/", pid, layout.user_key("recflow-dev-secret", "user-7"))
+    key = layout.user_object_key("shop1/", pid, layout.user_key(S3_SECRET, "user-7"))
 
     # The bucket is private (a CDN reads it through origin access): fetch presigned.
     def url(key: str) -> str:
