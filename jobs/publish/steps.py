@@ -665,11 +665,12 @@ def recs_for(
     settings: Settings, user_id: str, store: ObjectStore | None = None
 ) -> tuple[str, dict[str, Any]]:
     """(object key, body) a client fetches for ``user_id``: their list, else popular."""
+    secret = settings.hmac_secret()  # refused before any request, like score_step
     store = store or open_store(settings)
     live = current(settings, store)
     if live is None:
         raise PublishError("nothing published yet (run `recflow publish`)")
-    key = layout.user_key(settings.hmac_secret(), user_id)
+    key = layout.user_key(secret, user_id)
     user_key = live["users"].format(kk=key[:2], key=key)
     data = store.get(user_key)
     if data is not None:
