@@ -123,8 +123,13 @@ def import_movielens(
 
 
 @app.command()
-def doctor() -> None:
-    """Check Java, Spark with Delta, and a Delta round trip with time travel."""
+def doctor(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this check (repeatable): secrets, java, data root, …"),
+    ] = None,
+) -> None:
+    """Check the secrets, Java, Spark with Delta, and a Delta round trip with time travel."""
     from jobs.doctor import Check, run_checks
 
     def show(check: Check) -> None:
@@ -135,7 +140,11 @@ def doctor() -> None:
         )
         typer.echo(f"[{mark}] {check.name:<30} {check.seconds:5.1f} s  {check.detail}")
 
-    results = run_checks(_settings(), on_result=show)
+    try:
+        results = run_checks(_settings(), on_result=show, only=only)
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     failed = [c.name for c in results if not c.ok]
     if failed:
         typer.secho(f"{len(failed)} check(s) failed: {', '.join(failed)}", fg=typer.colors.RED)
@@ -288,7 +297,7 @@ def publish(
 
     try:
         result = publish_all(_settings(), version=version, progress=True)
-    except (PublishError, LayoutError) as exc:
+    except (PublishError, LayoutError, ConfigError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     up = result["upload"]
@@ -339,7 +348,7 @@ def recs(
 
     try:
         key, body = recs_for(_settings(), user_id)
-    except PublishError as exc:
+    except (PublishError, ConfigError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(f"GET /{key}", err=True)

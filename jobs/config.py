@@ -13,7 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.contracts import MAX_LINE_BYTES
@@ -23,6 +30,54 @@ _MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# The HMAC key a fresh checkout publishes with: public (it is in this file), so lists keyed
+# with it can be enumerated by anyone; accepted only for the local bucket in development.
+DEV_PUBLISH_SECRET = "recflow-dev-secret"
+MIN_SECRET_CHARS = 16
+REDACTED = "***"
+
+# user:password@ of a URI: from the scheme up to the last "@" before the query, so a
+# password holding an (unencoded) "@", "/" or "," is hidden whole. Over-redacting a path
+# that holds an "@" is the price of never showing part of a password.
+_URI_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^?#\s]*@")
+# "user:password@host:6379" without a scheme (a bare Redis address).
+_BARE_USERINFO = re.compile(r"^[^\s/@]*@")
+# password=…, token=…, X-Amz-Signature=… in a query string or a Feast Redis connection
+# string ("host:6379,password=…,ssl=true").
+_SECRET_PARAM = re.compile(
+    r"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|signature|credential|key))"
+    r"=[^&,;\s#]*"
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with the credentials of every URI or connection string in it replaced.
+
+    Used for values of credential-bearing settings and for any message that may quote
+    one (a validation error), so logs and ``recflow config`` show where, never who.
+    """
+    out = _URI_USERINFO.sub(rf"\1{REDACTED}@", text)
+    if "://" not in out:
+        out = _BARE_USERINFO.sub(f"{REDACTED}@", out)
+    return _SECRET_PARAM.sub(rf"\1={REDACTED}", out)
+
+
+class SecretUri(SecretStr):
+    """A URI or connection string that may carry credentials.
+
+    Like ``SecretStr`` the real value comes only from ``get_secret_value()``; unlike it,
+    ``str()``, ``repr()`` and ``recflow config`` show the value with its credentials
+    redacted, since the host and path are what an operator needs to see.
+    """
+
+    def _display(self) -> str:
+        return redact(self.get_secret_value())
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The real value of an optional secret setting (for the clients that need it)."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 class ConfigError(ValueError):
@@ -37,6 +92,11 @@ class Settings(BaseSettings):
     )
 
     # -- where things live ----------------------------------------------------------
+    env: Literal["dev", "prod"] = Field(
+        "dev",
+        description="dev (a checkout, `make demo`, tests) or prod (a deployment): prod refuses"
+        " the development RECFLOW_PUBLISH_SECRET whatever the target; S3 always does.",
+    )
     data_root: Path = Field(Path("var"), description="Root of all runtime data.")
     landing_dir: Path | None = Field(
         None, description="Landing files; default <data_root>/landing."
@@ -60,9 +120,10 @@ class Settings(BaseSettings):
     spark_delta_version: str = Field(
         "4.4.0", description="Version of Delta's jar (io.delta:delta-spark_<spark>_2.13)."
     )
-    spark_maven_repository: str = Field(
-        "https://repo1.maven.org/maven2/",
-        description="The one Maven repository Ivy resolves Spark's jars from (a mirror in prod).",
+    spark_maven_repository: SecretUri = Field(
+        SecretUri("https://repo1.maven.org/maven2/"),
+        description="The one Maven repository Ivy resolves Spark's jars from (a mirror in prod;"
+        " user:password@ in it is a secret, shown redacted).",
     )
     spark_extra_packages: list[str] = Field(
         default_factory=list,
@@ -119,8 +180,10 @@ class Settings(BaseSettings):
     )
 
     # -- training (ALS), MLflow and the registry gate -----------------------------------
-    mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking/registry URI; default SQLite under the data root."
+    mlflow_tracking_uri: SecretUri | None = Field(
+        None,
+        description="MLflow tracking/registry URI; default SQLite under the data root"
+        " (credentials in it are shown redacted).",
     )
     mlflow_experiment: str = Field("recflow-als", description="MLflow experiment name.")
     model_name: str = Field("recflow-als", description="Registered model name.")
@@ -195,8 +258,9 @@ class Settings(BaseSettings):
     publish_bucket: str = Field("recflow-recs", description="S3 bucket (target s3).")
     publish_prefix: str = Field("", description="Key prefix inside the bucket, e.g. shop1/.")
     publish_secret: SecretStr = Field(
-        SecretStr("recflow-dev-secret"),
-        description="HMAC key that turns user ids into object keys; set a real one in prod.",
+        SecretStr(DEV_PUBLISH_SECRET),
+        description="HMAC key that turns user ids into object keys (at least 16 characters);"
+        " the development default is refused for S3 and in RECFLOW_ENV=prod.",
     )
     publish_workers: Annotated[int, Field(ge=1, le=256)] = Field(
         16, description="Concurrent uploads (bounded thread pool)."
@@ -210,18 +274,20 @@ class Settings(BaseSettings):
     publish_cache_seconds: PositiveInt = Field(
         60, description="Cache lifetime of recs/latest.json (versioned objects are immutable)."
     )
-    s3_endpoint_url: str | None = Field(
+    s3_endpoint_url: SecretUri | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); default AWS."
     )
     aws_region: str = Field("us-east-1", description="AWS region of the bucket and CloudFront.")
-    aws_access_key_id: str | None = Field(None, description="Default: boto3's credential chain.")
+    aws_access_key_id: SecretStr | None = Field(
+        None, description="Default: boto3's credential chain; never printed."
+    )
     aws_secret_access_key: SecretStr | None = Field(
         None, description="Default: boto3's credential chain; never printed."
     )
     cloudfront_distribution_id: str | None = Field(
         None, description="When set, each flip invalidates recs/latest.json there."
     )
-    cloudfront_endpoint_url: str | None = Field(None, description="For tests against moto.")
+    cloudfront_endpoint_url: SecretUri | None = Field(None, description="For tests against moto.")
     cdn_host: str = Field("127.0.0.1", description="Bind address of `recflow cdn`.")
     cdn_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8765, description="Port of `recflow cdn`."
@@ -233,8 +299,10 @@ class Settings(BaseSettings):
     feast_online_store: Literal["sqlite", "redis"] = Field(
         "sqlite", description="Online store: SQLite file (default) or Redis."
     )
-    feast_redis_connection: str = Field(
-        "127.0.0.1:6379", description="Redis connection string when the online store is redis."
+    feast_redis_connection: SecretUri = Field(
+        SecretUri("127.0.0.1:6379"),
+        description="Redis connection string when the online store is redis (its password="
+        " and user:password@ are shown redacted).",
     )
     feast_recent_items: PositiveInt = Field(
         20, description="Most recent item ids kept per user as a feature (for fold-in)."
@@ -276,6 +344,30 @@ class Settings(BaseSettings):
                 "(local[*], local[N], spark://…, k8s://…, yarn)"
             )
         return value
+
+    @field_validator("lake_dir")
+    @classmethod
+    def _check_lake_dir(cls, value: str | None) -> str | None:
+        # Hadoop's s3a refuses secrets in the URI, and the lake path is logged and stored
+        # in Delta's and MLflow's metadata: credentials go in the AWS chain instead.
+        if value is not None and redact(value) != value:
+            raise ValueError(
+                "holds credentials (user:password@ or password=); give s3a its keys"
+                " through the AWS credential chain instead"
+            )
+        return value
+
+    @field_serializer(
+        "spark_maven_repository",
+        "mlflow_tracking_uri",
+        "s3_endpoint_url",
+        "cloudfront_endpoint_url",
+        "feast_redis_connection",
+        when_used="json",
+    )
+    def _show_uri(self, value: SecretUri | None) -> str | None:
+        """`recflow config` shows where a URI points, with its credentials redacted."""
+        return str(value) if value is not None else None
 
     @field_validator("spark_driver_memory")
     @classmethod
@@ -345,8 +437,50 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        """MLflow tracking and registry store (SQLite under the data root by default)."""
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+        """MLflow tracking and registry store (SQLite under the data root by default).
+
+        The real value, credentials included, for MLflow's clients only: anything shown,
+        logged or stored elsewhere takes :attr:`tracking_uri_shown`.
+        """
+        if self.mlflow_tracking_uri is not None:
+            return self.mlflow_tracking_uri.get_secret_value()
+        return f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def tracking_uri_shown(self) -> str:
+        """The tracking URI with its credentials redacted (for messages and metadata)."""
+        return redact(self.tracking_uri)
+
+    def publish_secret_problem(self) -> str | None:
+        """Why the publish secret must not be used here, or None when it may.
+
+        The development default is public (it is in the source), so lists keyed with it
+        can be enumerated: it is accepted only for the local bucket in development. A
+        short secret is refused in the same places, for the same reason.
+        """
+        if self.publish_target != "s3" and self.env != "prod":
+            return None
+        where = "publishing to S3" if self.publish_target == "s3" else "RECFLOW_ENV=prod"
+        secret = self.publish_secret.get_secret_value()
+        if secret == DEV_PUBLISH_SECRET:
+            return (
+                f"RECFLOW_PUBLISH_SECRET is the public development value, refused for {where}:"
+                " set it to a random secret of at least"
+                f" {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )
+        if len(secret) < MIN_SECRET_CHARS:
+            return (
+                f"RECFLOW_PUBLISH_SECRET is shorter than {MIN_SECRET_CHARS} characters,"
+                f" refused for {where}: use a random one (e.g. `openssl rand -hex 32`)"
+            )
+        return None
+
+    def hmac_secret(self) -> str:
+        """The key user ids are hashed with, or ConfigError when it must not be used."""
+        problem = self.publish_secret_problem()
+        if problem is not None:
+            raise ConfigError(problem)
+        return self.publish_secret.get_secret_value()
 
     @property
     def artifact_root(self) -> str:
@@ -382,7 +516,9 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         factory = field.default_factory
         default = factory() if factory is not None else field.default  # type: ignore[call-arg]
-        if isinstance(default, SecretStr):
+        if isinstance(default, SecretUri):
+            default = str(default)  # where it points, credentials redacted
+        elif isinstance(default, SecretStr):
             default = "(a development value)"
         shown = "unset" if default is None else f"`{default}`"
         rows.append(f"| `RECFLOW_{name.upper()}` | {shown} | {field.description} |")
@@ -397,7 +533,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  RECFLOW_{field.upper()}: {err['msg']}")
+            # Messages may quote the bad value: a URI's credentials must not reach a log.
+            lines.append(f"  RECFLOW_{field.upper()}: {redact(str(err['msg']))}")
         raise ConfigError("invalid recflow configuration:\n" + "\n".join(lines)) from None
 
 

@@ -11,10 +11,10 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from jobs.config import Settings
+from jobs.config import DEV_PUBLISH_SECRET, Settings
 
 
 @dataclass
@@ -37,6 +37,19 @@ def _java() -> str:
     if major < 17:
         raise RuntimeError(f"Spark 4 needs Java 17 or newer, found {out.splitlines()[0]}")
     return out.splitlines()[0]
+
+
+def _secrets(settings: Settings) -> str:
+    """The publish secret is one this target and RECFLOW_ENV accept (names the setting)."""
+    problem = settings.publish_secret_problem()
+    if problem is not None:
+        raise RuntimeError(problem)
+    if settings.publish_secret.get_secret_value() == DEV_PUBLISH_SECRET:
+        return (
+            "development RECFLOW_PUBLISH_SECRET: accepted for the local bucket only; set a"
+            " real one before publishing to S3 or with RECFLOW_ENV=prod"
+        )
+    return f"RECFLOW_PUBLISH_SECRET set (env {settings.env}, target {settings.publish_target})"
 
 
 def _data_root(settings: Settings) -> str:
@@ -71,9 +84,21 @@ def _delta_round_trip(settings: Settings) -> str:
     return f"wrote {path} (version {version}), read 10 rows now and 3 at version 0"
 
 
-def run_checks(settings: Settings, on_result: Callable[[Check], None] | None = None) -> list[Check]:
-    """Run every check in order, stopping Spark checks once Spark cannot start."""
+CHECKS = ("secrets", "java", "data root", "spark + delta jars", "delta write/read/time travel")
+
+
+def run_checks(
+    settings: Settings,
+    on_result: Callable[[Check], None] | None = None,
+    only: Collection[str] | None = None,
+) -> list[Check]:
+    """Run every check (or those named in ``only``) in order, stopping Spark checks once
+    Spark cannot start."""
+    unknown = set(only or ()) - set(CHECKS)
+    if unknown:
+        raise ValueError(f"unknown checks {sorted(unknown)}; known: {', '.join(CHECKS)}")
     checks: list[tuple[str, Callable[[], str]]] = [
+        ("secrets", lambda: _secrets(settings)),
         ("java", _java),
         ("data root", lambda: _data_root(settings)),
         ("spark + delta jars", lambda: _spark(settings)),
@@ -81,6 +106,8 @@ def run_checks(settings: Settings, on_result: Callable[[Check], None] | None = N
     ]
     results: list[Check] = []
     for name, fn in checks:
+        if only is not None and name not in only:
+            continue
         if results and not results[-1].ok and name.startswith("delta"):
             results.append(Check(name, False, "skipped: Spark did not start", 0.0))
             continue
