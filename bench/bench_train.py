@@ -58,7 +58,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(data_root=Path(tmp) / "ml")
         report = import_movielens(args.movielens, settings)
-        first = datetime.fromisoformat(report.first_ts).replace(minute=0, second=0)
+        first = datetime.fromisoformat(report.first_ts).replace(minute=0, second=0, microsecond=0)
         last = datetime.fromisoformat(report.last_ts) + timedelta(hours=1)
         t0 = time.perf_counter()
         run_interval(first.isoformat(), last.isoformat(), settings=settings)

@@ -403,6 +403,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} needs a time zone, e.g. +00:00")
         return value
 
+    @field_validator("ingest_schedule")
+    @classmethod
+    def _check_ingest_schedule(cls, value: str) -> str:
+        """Landing is partitioned by hour: intervals must start and end on whole hours."""
+        hourly_presets = {"@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly"}
+        fields = value.split()
+        if value in hourly_presets or (len(fields) == 5 and fields[0] == "0"):
+            return value
+        raise ValueError(
+            f"{value!r}: the ingest schedule must fire on whole hours (landing is partitioned "
+            f"by hour): one of {sorted(hourly_presets)} or a 5-field cron whose minute is 0"
+        )
+
     @field_validator("spark_log_level")
     @classmethod
     def _check_log_level(cls, value: str) -> str:
@@ -551,6 +564,7 @@ class IngestSchedule(BaseSettings):
     ingest_start: str = Settings.model_fields["ingest_start"].default
 
     _check_start = field_validator("ingest_start")(Settings._check_instant.__func__)
+    _check_schedule = field_validator("ingest_schedule")(Settings._check_ingest_schedule.__func__)
 
 
 def ingest_schedule() -> IngestSchedule:

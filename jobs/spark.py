@@ -15,6 +15,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
@@ -174,6 +175,13 @@ def get_spark(settings: Settings | None = None) -> SparkSession:
     """Return the active session, or start one configured for recflow with Delta."""
     from pyspark.sql import SparkSession
 
+    # PySpark turns naive datetimes (the lake's timestamps are naive UTC) into epochs and
+    # back with the *process's* local zone (time.mktime / fromtimestamp): on a worker whose
+    # TZ is Europe/Berlin, 02:00 on a spring-forward day would come back as 03:00. Every
+    # process that talks to Spark therefore runs in UTC, like the session itself.
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active

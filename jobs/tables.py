@@ -58,6 +58,11 @@ def ddl_fields(ddl: str) -> list[tuple[str, str]]:
 
 
 _CDF = (("delta.enableChangeDataFeed", "true"),)
+# Tables whose commits carry marks (the source version they applied, in userMetadata) keep
+# their commit files: Delta deletes log files older than 30 days at checkpoints, and a
+# table that got only unmarked commits (OPTIMIZE, VACUUM) for that long would otherwise
+# lose its mark and refuse to update (MissingMarkError). Log files hold no row data.
+_MARKED = (("delta.logRetentionDuration", "interval 3650 days"),)
 
 TABLES: dict[str, Table] = {
     t.name: t
@@ -95,7 +100,7 @@ TABLES: dict[str, Table] = {
             "in_stock BOOLEAN, description STRING, updated_at TIMESTAMP NOT NULL, "
             "_source_file STRING, _ingested_at TIMESTAMP",
             (),
-            _CDF,
+            _CDF + _MARKED,
         ),
         Table(
             "quarantine",
@@ -111,7 +116,7 @@ TABLES: dict[str, Table] = {
             "user_id STRING NOT NULL, item_id STRING NOT NULL, weight DOUBLE NOT NULL, "
             "n_events BIGINT NOT NULL, last_ts TIMESTAMP",
             (),
-            (),
+            _MARKED,
         ),
         Table(
             "item_daily",
@@ -119,7 +124,7 @@ TABLES: dict[str, Table] = {
             "item_id STRING NOT NULL, event_date DATE NOT NULL, impressions BIGINT, views BIGINT, "
             "clicks BIGINT, add_to_carts BIGINT, purchases BIGINT, revenue DOUBLE, weight DOUBLE",
             (),
-            (),
+            _MARKED,
         ),
         Table(
             "item_stats",
@@ -137,7 +142,7 @@ TABLES: dict[str, Table] = {
             "add_to_carts BIGINT, purchases BIGINT, revenue DOUBLE, first_ts TIMESTAMP, "
             "last_ts TIMESTAMP",
             (),
-            (),
+            _MARKED,
         ),
         Table(
             "ingest_audit",
@@ -167,6 +172,15 @@ class Interval:
             raise ValueError("interval bounds need a time zone")
         if self.end <= self.start:
             raise ValueError(f"empty interval {self.start} .. {self.end}")
+        # Landing is partitioned by UTC hour: an interval that starts or ends inside an
+        # hour would read that hour's files in two batches (quarantine counted twice).
+        for bound in (self.start, self.end):
+            if bound.astimezone(UTC).replace(minute=0, second=0, microsecond=0) != bound:
+                raise ValueError(
+                    f"interval bound {bound.isoformat()} is not on a whole UTC hour; landing "
+                    "is partitioned by hour, so ingest intervals (and RECFLOW_INGEST_SCHEDULE) "
+                    "must start and end on whole hours"
+                )
 
     @classmethod
     def parse(cls, start: str | datetime, end: str | datetime) -> Interval:
@@ -179,6 +193,23 @@ class Interval:
     @property
     def batch_id(self) -> str:
         return f"{self.start:%Y%m%dT%H%M}-{self.end:%Y%m%dT%H%M}"
+
+
+def sync_properties(spark: SparkSession, settings: Settings, name: str) -> dict[str, str]:
+    """Set the table's declared properties that an existing table lacks (or has changed).
+
+    New tables get them at creation; this brings tables created by an older recflow up to
+    date (run by maintenance). Returns what was set.
+    """
+    from delta.tables import DeltaTable
+
+    location = path(settings, name)
+    current = DeltaTable.forPath(spark, location).detail().first()["properties"] or {}
+    missing = {k: v for k, v in TABLES[name].properties if current.get(k) != v}
+    if missing:
+        pairs = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
+        spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ({pairs})")
+    return missing
 
 
 def path(settings: Settings, name: str) -> str:

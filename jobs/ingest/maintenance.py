@@ -6,7 +6,9 @@ files no longer referenced by any version younger than ``RECFLOW_VACUUM_RETENTIO
 and time travel to pinned versions (training reads gold at a version) working, so Delta's
 own retention safety check stays on: a shorter VACUUM is refused, never silently run.
 Maintenance commits carry no marks; gold finds its mark anywhere in a table's history, so
-OPTIMIZE commits in between do not matter.
+OPTIMIZE commits in between do not matter; tables whose commits carry marks keep their
+log files (``delta.logRetentionDuration``, set here on tables created before it was
+declared), so a mark cannot age out of the log however long a table sees no marked commit.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def maintain(
         location = tables.path(settings, name)
         if not DeltaTable.isDeltaTable(spark, location):
             continue
+        tables.sync_properties(spark, settings, name)
         table = DeltaTable.forPath(spark, location)
         before = _num_files(spark, location)
         table.optimize().executeCompaction()

@@ -7,13 +7,16 @@ it reads what earlier steps committed and can be retried on its own.
 
 from __future__ import annotations
 
+import logging
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from jobs import tables
 from jobs.config import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 
 class UnbalancedBatchError(RuntimeError):
@@ -69,74 +72,110 @@ def bronze_step(
     return out
 
 
-def recent_intervals(
-    spark: Any, settings: Settings, before: tables.Interval
-) -> list[tables.Interval]:
-    """Intervals the audit recorded that ended within ``late_data_hours`` before ``before``."""
+@dataclass
+class RecentBatch:
+    """A recent interval as bronze holds it: its fingerprint and source files."""
+
+    interval: tables.Interval
+    fingerprints: set[str]
+    files: set[str]
+
+
+def recent_batches(spark: Any, settings: Settings, before: tables.Interval) -> list[RecentBatch]:
+    """Intervals bronze holds that ended within ``late_data_hours`` before ``before``.
+
+    Read from bronze (not the audit), so an interval whose run died after bronze, before
+    its audit row, is among them too.
+    """
     from pyspark.sql import functions as F
 
-    since = (before.start - timedelta(hours=settings.late_data_hours)).replace(tzinfo=None)
+    from jobs.ingest.bronze import source_path
+
+    since = before.start - timedelta(hours=settings.late_data_hours)
     rows = (
-        tables.read_or_create(spark, settings, "ingest_audit")
+        tables.read_or_create(spark, settings, "bronze_events")
         .where(
-            (F.col("interval_start") >= F.lit(since))
-            & (F.col("interval_end") <= F.lit(before.start.replace(tzinfo=None)))
+            (F.col("_dt") >= F.lit(f"{since:%Y-%m-%d}").cast("date"))
+            & (F.col("_interval_start") >= F.lit(since.replace(tzinfo=None)))
+            & (F.col("_interval_end") <= F.lit(before.start.replace(tzinfo=None)))
         )
-        .select("interval_start", "interval_end")
+        .select("_batch_id", "_interval_start", "_interval_end", "_fingerprint", "_source_file")
         .distinct()
-        .orderBy("interval_start", "interval_end")
         .collect()
     )
-    return [
-        tables.Interval(
-            r["interval_start"].replace(tzinfo=UTC), r["interval_end"].replace(tzinfo=UTC)
+    batches: dict[str, RecentBatch] = {}
+    for r in rows:
+        interval = tables.Interval(
+            r["_interval_start"].replace(tzinfo=UTC), r["_interval_end"].replace(tzinfo=UTC)
         )
-        for r in rows
-    ]
+        batch = batches.setdefault(r["_batch_id"], RecentBatch(interval, set(), set()))
+        batch.fingerprints.add(r["_fingerprint"])
+        if r["_source_file"]:
+            batch.files.add(source_path(r["_source_file"]))
+    return sorted(batches.values(), key=lambda b: (b.interval.start, b.interval.end))
+
+
+def _finished(spark: Any, settings: Settings, batch_ids: list[str]) -> set[tuple[str, str]]:
+    """(batch, fingerprint) pairs that have an ``ok`` audit row."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        tables.read_or_create(spark, settings, "ingest_audit")
+        .where(F.col("batch_id").isin(batch_ids) & (F.col("status") == "ok"))
+        .select("batch_id", "fingerprint")
+        .distinct()
+        .collect()
+    )
+    return {(r["batch_id"], r["fingerprint"]) for r in rows}
 
 
 def late_step(
     start: str, end: str, settings: Settings | None = None, run_id: str | None = None
 ) -> dict[str, Any]:
-    """Reload the recent intervals whose landing folders gained files after their load.
+    """Reload the recent intervals that gained files or never finished.
 
-    Cost: one listing of each recent interval's hour folders and one small query of bronze's
-    (batch, file) pairs of those days; an interval is read again only when a file name is
-    new to its batch. Each reloaded interval gets its own audit row (a retry with the same
+    An interval is read again when its landing folders hold a file name new to its bronze
+    batch (a late file), or when what bronze holds for it has no ``ok`` audit row (a
+    reload or a run that died after bronze): deciding from the audit, not from bronze's
+    file names alone, means a reload that fails after its bronze write is retried by the
+    next attempt instead of being skipped for ever. Cost: one listing of each recent
+    interval's hour folders and two small queries (bronze's batches of those days, their
+    audit rows). Each reloaded interval gets its own audit row (a retry with the same
     ``run_id`` replaces it); gold picks its new silver rows up with the next gold step.
     """
-    from pyspark.sql import functions as F
-
-    from jobs.ingest.bronze import interval_files, source_path
+    from jobs.ingest.bronze import interval_files
 
     settings = settings or get_settings()
     if not settings.late_data_hours:
-        return {"checked": 0, "reloaded": []}
+        return {"checked": 0, "reloaded": [], "failed": []}
     spark = _spark(settings)
-    recent = recent_intervals(spark, settings, tables.Interval.parse(start, end))
+    recent = recent_batches(spark, settings, tables.Interval.parse(start, end))
     if not recent:
-        return {"checked": 0, "reloaded": []}
-    known: dict[str, set[str]] = {}
-    for row in (
-        tables.read_or_create(spark, settings, "bronze_events")
-        .where(F.col("_dt") >= F.lit(f"{recent[0].start:%Y-%m-%d}").cast("date"))
-        .select("_batch_id", "_source_file")
-        .distinct()
-        .collect()
-    ):
-        known.setdefault(row["_batch_id"], set()).add(source_path(row["_source_file"]))
-    reloaded = []
-    for interval in recent:
+        return {"checked": 0, "reloaded": [], "failed": []}
+    finished = _finished(spark, settings, [b.interval.batch_id for b in recent])
+    reloaded, failed = [], []
+    for batch in recent:
+        interval = batch.interval
         names = {str(f.absolute()) for f in interval_files(settings, interval) if f.stat().st_size}
-        if not names - known.get(interval.batch_id, set()):
+        unfinished = any((interval.batch_id, fp) not in finished for fp in batch.fingerprints)
+        if not (names - batch.files) and not unfinished:
             continue
         s, e = interval.start.isoformat(), interval.end.isoformat()
-        bronze = bronze_step(s, e, settings=settings)
-        if bronze["skip"]:
-            continue
-        silver = silver_step(s, e, settings=settings)
-        reloaded.append(audit_step(s, e, bronze, silver, None, settings=settings, run_id=run_id))
-    return {"checked": len(recent), "reloaded": reloaded}
+        try:
+            bronze = bronze_step(s, e, settings=settings)
+            if bronze["skip"]:
+                continue
+            silver = silver_step(s, e, settings=settings)
+            reloaded.append(
+                audit_step(s, e, bronze, silver, None, settings=settings, run_id=run_id)
+            )
+        except Exception as exc:
+            # Swallowed on purpose: an old interval that cannot be reloaded must not stop
+            # this run's gold update. It has no ``ok`` audit row, so the next run tries it
+            # again (for ``late_data_hours``); the failure is logged and in the result.
+            log.exception("reloading %s failed; the next run retries it", interval.batch_id)
+            failed.append({"batch_id": interval.batch_id, "error": f"{type(exc).__name__}: {exc}"})
+    return {"checked": len(recent), "reloaded": reloaded, "failed": failed}
 
 
 def catalog_step(settings: Settings | None = None) -> dict[str, Any]:

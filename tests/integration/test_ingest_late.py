@@ -195,3 +195,27 @@ def test_forcing_an_expired_interval_replaces_it_with_what_landing_holds(
     assert bronze.where(f"_batch_id = '{H1.batch_id}'").count() == 0
     # Silver is insert-only: the event loaded earlier stays.
     assert tables.read_or_create(spark, settings, "events").count() == 1
+
+
+def test_a_late_reload_that_died_after_bronze_is_retried(spark: Any, tmp_path: Path) -> None:
+    from jobs.ingest.steps import bronze_step
+
+    settings = lake_settings(tmp_path)
+    land(settings, H1, "a", [line("e1", "2026-11-01T09:01:00Z")])
+    land(settings, H2, "a", [line("f1", "2026-11-01T10:05:00Z", user="u2")])
+    run(settings, H1)
+    run(settings, H2)
+    land(settings, H1, "late", [line("e8", "2026-11-01T09:40:00Z", user="u3")])
+    # The first reload of H1 died (SIGKILL, a storage error) right after its bronze write:
+    # bronze now names the late file, but neither silver nor the audit saw it.
+    bronze_step(H1.start.isoformat(), H1.end.isoformat(), settings=settings)
+    land(settings, H3, "a", [line("g1", "2026-11-01T11:05:00Z", user="u2")])
+    out = run(settings, H3)
+    assert [r["batch_id"] for r in out["late"]["reloaded"]] == [H1.batch_id]
+    assert out["late"]["failed"] == []
+    ids = {r.event_id for r in tables.read_or_create(spark, settings, "events").collect()}
+    assert ids == {"e1", "e8", "f1", "g1"}
+    users = {r.user_id for r in tables.read_or_create(spark, settings, "interactions").collect()}
+    assert "u3" in users
+    # Finished now: the next run leaves H1 alone.
+    assert run(settings, H3)["late"]["reloaded"] == []

@@ -44,8 +44,8 @@ def ml(spark: Any, ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         min_train_interval_hours=0,  # the trigger checks below run right after training
     )
     report = import_movielens(ml100k, settings)
-    first = datetime.fromisoformat(report.first_ts).replace(minute=0, second=0)
-    last = datetime.fromisoformat(report.last_ts).replace(minute=0, second=0)
+    first = datetime.fromisoformat(report.first_ts).replace(minute=0, second=0, microsecond=0)
+    last = datetime.fromisoformat(report.last_ts).replace(minute=0, second=0, microsecond=0)
     end = last + timedelta(hours=1)
     run_interval(first.isoformat(), end.isoformat(), settings=settings)
     return {"settings": settings}

@@ -94,3 +94,18 @@ def test_feature_store_yaml_matches_the_settings(tmp_path) -> None:
     assert cli["online_store"]["path"] == built.online_store.path
     assert cli["offline_store"]["type"] == built.offline_store.type
     assert cli["entity_key_serialization_version"] == built.entity_key_serialization_version
+
+
+@pytest.mark.parametrize("schedule", ["*/30 * * * *", "30 0 * * *", "@continuous", "15 */2 * * *"])
+def test_an_ingest_schedule_off_whole_hours_is_refused(schedule: str) -> None:
+    from jobs.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="whole hours"):
+        load_settings(ingest_schedule=schedule)
+
+
+@pytest.mark.parametrize("schedule", ["@hourly", "@daily", "0 * * * *", "0 */3 * * 1-5"])
+def test_hourly_aligned_ingest_schedules_are_accepted(schedule: str) -> None:
+    from jobs.config import load_settings
+
+    assert load_settings(ingest_schedule=schedule).ingest_schedule == schedule

@@ -57,3 +57,23 @@ def test_the_audit_says_when_landing_was_incomplete(expired: bool) -> None:
     row = audit_row(INTERVAL, dict(BRONZE, landing_expired=expired), SILVER, None, "run-1")
     assert row["status"] == "ok"
     assert row["quality"]["landing_complete"] is not expired
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2026-11-01T10:30:00+00:00", "2026-11-01T11:00:00+00:00"),
+        ("2026-11-01T10:00:00+00:00", "2026-11-01T10:00:01+00:00"),
+        ("2026-11-01T10:00:00+05:30", "2026-11-01T11:00:00+05:30"),  # 04:30 UTC
+    ],
+)
+def test_intervals_off_whole_utc_hours_are_refused(start: str, end: str) -> None:
+    # Landing is partitioned by UTC hour: [10:00, 10:30) and [10:30, 11:00) would both read
+    # hr=10 and count its quarantined lines twice.
+    with pytest.raises(ValueError, match="whole UTC hour"):
+        tables.Interval.parse(start, end)
+
+
+def test_intervals_on_whole_hours_in_any_zone_are_accepted() -> None:
+    interval = tables.Interval.parse("2026-11-01T12:00:00+02:00", "2026-11-01T13:00:00+02:00")
+    assert interval.batch_id == "20261101T1000-20261101T1100"
