@@ -260,6 +260,8 @@ def _move_champion(version: str | None, by: str | None, reason: str) -> None:
         return
     previous = "none" if result["previous"] is None else f"v{result['previous']}"
     typer.echo(f"champion: {previous} → v{result['model_version']} ({reason})")
+    if result.get("best"):
+        typer.echo(f"best (the gate's bar): v{result['best']}")
     typer.echo(
         "the champion_watch DAG announces it within minutes and publish follows; "
         "without Airflow, run `recflow publish`"

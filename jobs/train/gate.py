@@ -17,9 +17,17 @@ than the champion, but never worse than that margin below the best, so a chain o
 promotions cannot ratchet the quality down. Both incumbents are re-scored on this run's
 test slice, so the comparison is on the same users and items.
 
+Whenever the champion moves, ``best`` becomes the better of the new champion and the
+incumbents; an absent ``best`` (a registry from before it, its version deleted) is set to
+the champion before gating (logged; a warning when it disappeared), so the bar is never
+lost. Non-finite incumbent or baseline metrics cannot be compared: such a version stays
+a challenger. ``recflow promote``/``rollback-model`` and the champion watcher keep
+``best`` the same way (:func:`jobs.model.promotion.settle_best`).
+
 The champion alias moves by compare-and-set (:func:`jobs.model.promotion.promote`): if it
 changed since the comparison (an overlapping run, a reviewer), the version stays a
-challenger and the refusal is its recorded decision.
+challenger and the refusal is its recorded decision; a retry that finds the version
+already champion (the first try died after the move) records the promotion.
 """
 
 from __future__ import annotations
@@ -30,8 +38,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from jobs.config import Settings
-from jobs.model.promotion import ChampionMovedError, promote
-from jobs.model.registry import BEST, CHALLENGER, alias_version
+from jobs.model.promotion import (
+    ChampionMovedError,
+    best_missing,
+    ensure_best,
+    promote,
+    set_best,
+)
+from jobs.model.registry import BEST, CHALLENGER, CHAMPION, alias_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -91,6 +105,20 @@ def gate(
         False, False, "", "rejected", metric=metric, baseline=baseline, incumbents=incumbents
     )
     needed = baseline * (1 + settings.gate_min_lift)
+    if math.isfinite(metric) and metric > 0:
+        broken = [f"popularity {baseline}"] if not math.isfinite(baseline) else []
+        broken += [
+            f"{i.role} v{i.version} {i.ndcg}" for i in incumbents if not math.isfinite(i.ndcg)
+        ]
+        if broken:
+            # NaN compares false with everything: it would pass every bar. What cannot be
+            # compared is never promoted; a reviewer may still promote it.
+            result.challenger, result.decision = True, "challenger"
+            result.reason = (
+                f"challenger: {metric:.4f} cannot be compared, non-finite "
+                f"{', '.join(broken)} on this test slice; not promoted (a reviewer may)"
+            )
+            return result
     if not math.isfinite(metric) or metric < needed or metric <= 0:
         result.reason = (
             f"rejected: {metric:.4f} does not beat popularity {baseline:.4f} by "
@@ -170,10 +198,42 @@ def apply_gate(
         # Newest wins: an overlapping older run finishing last does not take it back.
         if current is None or int(current.version) < int(version):
             client.set_registered_model_alias(name, CHALLENGER, version)
-    if result.new_best:
-        client.set_registered_model_alias(name, BEST, version)
+    if result.champion:
+        _keep_best(client, name, version, result)
     log.info("gate v%s: %s", version, result.reason)
     return result
+
+
+def _keep_best(client: MlflowClient, name: str, version: str, result: GateResult) -> None:
+    """After a promotion: ``best`` is the better of the new champion and the incumbents on
+    this test slice (the new version when ``new_best``, else the reference). An absent
+    ``best`` (deleted meanwhile) is set again, so the bar never silently disappears."""
+    target = version if result.new_best or result.reference is None else result.reference.version
+    current = alias_version(client, name, BEST)
+    why = "best on this test slice"
+    if current is None:
+        why = best_missing(client, name, version)
+    if current is None or str(current.version) != str(target):
+        set_best(client, name, str(target), why)
+
+
+def incumbents_of(client: MlflowClient, name: str) -> tuple[Any | None, list[tuple[str, str]]]:
+    """The champion, and the ``(role, version)`` pairs a new version is compared with.
+
+    ``best`` is set to the champion first when absent (a registry from before it, or its
+    version deleted; logged), so the relative bar always comes from the best accepted
+    version and promotions each a little worse cannot ratchet the quality down.
+    """
+    best = ensure_best(client, name)
+    champion = alias_version(client, name, CHAMPION)
+    pairs = [
+        (role, str(found.version))
+        for role, found in (("champion", champion), ("best", best))
+        if found is not None
+    ]
+    if len(pairs) == 2 and pairs[0][1] == pairs[1][1]:
+        pairs = pairs[:1]
+    return champion, pairs
 
 
 def report(name: str, version: str, result: GateResult) -> str:

@@ -86,7 +86,7 @@ def promote_step(
     """
     from mlflow.exceptions import MlflowException
 
-    from jobs.model.promotion import TAG_PROMOTED_FROM, champion_version, promote
+    from jobs.model.promotion import TAG_PROMOTED_FROM, champion_version, promote, settle_best
     from jobs.model.registry import load_version, setup
 
     settings = settings or get_settings()
@@ -119,4 +119,12 @@ def promote_step(
     load_version(settings, str(target.version)).check_finite()
     previous = promote(client, name, str(target.version), current, by=by, reason=reason)
     log.info("champion v%s → v%s by %s: %s", previous, target.version, by, reason)
-    return {"model_version": str(target.version), "previous": previous, "moved": True}
+    # The bar of the gate stays the better of the two: promoting (or rolling back to) a
+    # worse version does not lower what the next version is held to.
+    best = settle_best(client, name, previous)
+    return {
+        "model_version": str(target.version),
+        "previous": previous,
+        "moved": True,
+        "best": best,
+    }

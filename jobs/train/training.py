@@ -39,11 +39,8 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.model.artifact import RecModel
 from jobs.model.registry import (
-    BEST,
-    CHAMPION,
     TAG_GOLD_VERSION,
     TAG_TRAINING_KEY,
-    alias_version,
     find_version,
     load_version,
     log_model,
@@ -60,7 +57,15 @@ from jobs.train.data import (
     seen_of,
 )
 from jobs.train.evaluate import evaluate, evaluate_registered, metric_curve, top_k_for
-from jobs.train.gate import TAG_DECISION, TAG_GATE, GateResult, Incumbent, apply_gate, gate
+from jobs.train.gate import (
+    TAG_DECISION,
+    TAG_GATE,
+    GateResult,
+    Incumbent,
+    apply_gate,
+    gate,
+    incumbents_of,
+)
 from jobs.train.splits import Holdout, stratified_split, time_split
 
 if TYPE_CHECKING:
@@ -162,15 +167,8 @@ def train_model(
     prepared = prepare(spark, settings)
     # Read once, before training: the gate compares against these and moves the champion
     # alias only if it is still this version when the run ends (compare-and-set).
-    champion = alias_version(client, settings.model_name, CHAMPION)
-    best_version = alias_version(client, settings.model_name, BEST)
-    incumbents = [
-        (role, str(found.version))
-        for role, found in (("champion", champion), ("best", best_version))
-        if found is not None
-    ]
-    if len(incumbents) == 2 and incumbents[0][1] == incumbents[1][1]:
-        incumbents = incumbents[:1]
+    # An absent `best` is set to the champion here (logged), so the bar is never lost.
+    champion, incumbents = incumbents_of(client, settings.model_name)
 
     with mlflow.start_run(run_name=f"als {prepared.data['gold_interactions_version']}") as parent:
         _log_inputs(settings, prepared.data, reason)
@@ -452,7 +450,8 @@ def resume(settings: Settings, client: Any, existing: Any, t0: float) -> TrainRe
 
     Gated already: its recorded decision. Not yet (the first try died between the
     registration and the gate): gated now from the run's logged metrics, against the
-    champion that run compared with (so a champion moved since is not replaced).
+    champion that run compared with (so a champion moved since is not replaced). The
+    first try's run is marked FINISHED (the trigger reads the gold version from it).
     """
     k = settings.eval_k
     name, version = settings.model_name, str(existing.version)
@@ -488,6 +487,14 @@ def resume(settings: Settings, client: Any, existing: Any, t0: float) -> TrainRe
             None if compared == "none" else compared,
             existing.run_id,
         )
+    if run.info.status != "FINISHED":
+        # The first try died (FAILED, or RUNNING for ever when killed): its run is the
+        # training of this version, and the trigger counts new data from the gold version
+        # of the newest FINISHED run. Left as is, it would measure from the run before and
+        # train again on data this version already saw.
+        client.set_tag(existing.run_id, "recflow.model_version", version)
+        client.set_tag(existing.run_id, "recflow.resumed_from_status", run.info.status)
+        client.set_terminated(existing.run_id, "FINISHED")
     return TrainResult(
         run_id=existing.run_id,
         version=version,

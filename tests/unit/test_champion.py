@@ -4,6 +4,7 @@ reviewer's `recflow promote` / `recflow rollback-model`, on a real SQLite regist
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 
 from jobs.config import Settings, load_settings
 from jobs.model.promotion import SEEN_IN_REGISTRY, announce, promote
-from jobs.model.registry import CHAMPION, alias_version, setup
+from jobs.model.registry import BEST, CHAMPION, alias_version, setup
 from jobs.train.trigger import Facts, decide_from, registry_facts
 
 DAY = 86_400.0
@@ -190,3 +191,82 @@ def test_recflow_promote_and_rollback_model(
 
     missing = runner.invoke(app, ["promote", "99"])
     assert missing.exit_code == 1 and "no version 99" in missing.output
+
+
+def test_an_unreadable_announcement_date_is_not_announced_not_a_crash(
+    registry: tuple[Settings, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-edited recflow.announced_at (ISO 8601) made announce() and the trigger's
+    registry_facts() raise for ever."""
+    from jobs.model.promotion import MODEL_TAG_ANNOUNCED, MODEL_TAG_ANNOUNCED_AT
+
+    settings, client = registry
+    name = settings.model_name
+    v1 = _version(client, name)
+    promote(client, name, v1, None, "gate", "first")
+    client.set_registered_model_tag(name, MODEL_TAG_ANNOUNCED, v1)
+    client.set_registered_model_tag(name, MODEL_TAG_ANNOUNCED_AT, "2026-01-01T00:00")
+    with caplog.at_level(logging.WARNING, logger="jobs.model.promotion"):
+        facts = registry_facts(client, settings, gold_version=9)
+    assert facts.champion_version == v1 and "not epoch seconds" in caplog.text
+    found = announce(client, name, "champion_watch/1")  # treated as not announced
+    assert found and found["model_version"] == v1 and found["previous"] is None
+    tags = client.get_registered_model(name).tags
+    assert float(tags[MODEL_TAG_ANNOUNCED_AT]) > 0  # rewritten readable
+    assert announce(client, name, "champion_watch/2") is None
+
+
+def _scored(client: Any, name: str, ndcg: float) -> str:
+    version = _version(client, name)
+    client.set_model_version_tag(name, version, "test_ndcg_at_10", f"{ndcg:.5f}")
+    return version
+
+
+def test_a_reviewers_move_in_the_ui_keeps_best_the_better(
+    registry: tuple[Settings, Any],
+) -> None:
+    """Review mode: the gate never moves champion nor best; a reviewer moves champion in
+    the UI. The watcher sees it and keeps `best` the better by recorded test metric."""
+    settings, client = registry
+    name = settings.model_name
+    v1, v2, v3 = (
+        _scored(client, name, 0.40),
+        _scored(client, name, 0.38),
+        _scored(client, name, 0.5),
+    )
+    promote(client, name, v1, None, "gate", "first")  # a registry from before `best`
+    announce(client, name, "train/1")
+    client.set_registered_model_alias(name, CHAMPION, v2)  # a worse one, in the UI
+    announce(client, name, "champion_watch/1")
+    assert str(alias_version(client, name, BEST).version) == v1
+    client.set_registered_model_alias(name, CHAMPION, v3)  # a better one
+    announce(client, name, "champion_watch/2")
+    assert str(alias_version(client, name, BEST).version) == v3
+
+
+def test_recflow_promote_of_a_worse_version_keeps_the_bar(
+    registry: tuple[Settings, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from jobs.cli import app
+    from jobs.model.registry import log_model
+
+    settings, client = registry
+    name = settings.model_name
+    versions = []
+    for seed, ndcg in ((1, 0.40), (2, 0.30)):
+        with mlflow.start_run():
+            tags = {"test_ndcg_at_10": f"{ndcg:.5f}"}
+            info = log_model(clustered_model(seed=seed), tmp_path / f"w{seed}", name, tags=tags)
+        versions.append(str(info.registered_model_version))
+    v1, v2 = versions
+    promote(client, name, v1, None, "gate", "first")  # no `best` yet
+    monkeypatch.setenv("RECFLOW_DATA_ROOT", str(settings.data_root))
+    done = CliRunner().invoke(app, ["promote", v2, "--reason", "try it", "--by", "ana"])
+    assert done.exit_code == 0, done.output
+    assert str(alias_version(client, name, CHAMPION).version) == v2
+    assert str(alias_version(client, name, BEST).version) == v1 and f"v{v1}" in done.output
+    back = CliRunner().invoke(app, ["rollback-model", "--reason", "worse", "--by", "ana"])
+    assert back.exit_code == 0, back.output
+    assert str(alias_version(client, name, BEST).version) == v1
