@@ -37,17 +37,18 @@ DEV_PUBLISH_SECRET = "recflow-dev-secret"
 MIN_SECRET_CHARS = 16
 REDACTED = "***"
 
-# user:password@ of a URI: from the scheme up to the last "@" before the query, so a
-# password holding an (unencoded) "@", "/" or "," is hidden whole. Over-redacting a path
-# that holds an "@" is the price of never showing part of a password.
-_URI_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^?#\s]*@")
-# "user:password@host:6379" without a scheme (a bare Redis address).
-_BARE_USERINFO = re.compile(r"^[^\s/@]*@")
-# password=…, token=…, X-Amz-Signature=… in a query string or a Feast Redis connection
-# string ("host:6379,password=…,ssl=true").
+# user:password@ of a URI: everything from "://" up to the LAST "@" of the text, so a
+# password holding an (unencoded) "@", "/", "?", "#", "," or a space is hidden whole
+# (SQLAlchemy accepts postgresql://mlflow:pa#ss@db/mlflow). Over-redacting a host and
+# path before an "@" later in the text is the price of never showing part of a password.
+_URI_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
+# "user:password@host:6379" without a scheme (a bare Redis address): up to its last "@".
+_BARE_USERINFO = re.compile(r"^.*@", re.DOTALL)
+# password=…, token=…, X-Amz-Signature=…, sig=… (Azure SAS), auth=… in a query string or
+# a Feast Redis connection string ("host:6379,password=…,ssl=true").
 _SECRET_PARAM = re.compile(
-    r"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|signature|credential|key))"
-    r"=[^&,;\s#]*"
+    r"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|signature|credential|key"
+    r"|sig|auth|sas))=[^&,;\s]*"
 )
 
 

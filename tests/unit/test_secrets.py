@@ -112,7 +112,47 @@ def test_redact_never_shows_a_password(
     assert shown.startswith(f"{scheme}://") and host in shown
 
 
+# Any printable character (a space, "#", "?", "@", "/" included) but control characters.
+_ANY_PASSWORD = st.text(
+    alphabet=st.characters(min_codepoint=0x20, blacklist_categories=("Cc", "Cs")),
+    min_size=6,
+    max_size=30,
+).map(lambda p: p + "#?@/ x")
+
+
+@given(
+    scheme=st.sampled_from(["https", "postgresql", "postgresql+psycopg", "redis", "s3"]),
+    user=st.text(alphabet="abcXYZ019-._~", min_size=0, max_size=10),
+    password=_ANY_PASSWORD,
+    host=st.sampled_from(["db.example", "127.0.0.1:6379", "[::1]:9000"]),
+    path=st.sampled_from(["", "/mlflow", "/db/0?sslmode=require"]),
+)
+def test_redact_hides_passwords_with_any_character(
+    scheme: str, user: str, password: str, host: str, path: str
+) -> None:
+    """SQLAlchemy accepts postgresql://mlflow:pa#ss@db/mlflow: the old pattern stopped at
+    "#", "?" or a space and showed the rest of the password."""
+    from jobs.config import SecretUri
+
+    uri = f"{scheme}://{user}:{password}@{host}{path}"
+    secret = SecretUri(uri)
+    settings = load_settings(mlflow_tracking_uri=uri)
+    for shown in (
+        redact(uri),
+        str(secret),
+        repr(secret),
+        settings.model_dump_json(),
+        settings.tracking_uri_shown,
+    ):
+        assert password not in shown and "#?@/ x" not in shown
+    assert redact(uri) == f"{scheme}://***@{host}{path}"
+    assert settings.tracking_uri == uri  # the client still gets the real one
+
+
 def test_redact_hides_password_parameters_and_keeps_plain_values() -> None:
+    for param in ("sig", "auth", "sas", "SAS", "x-auth"):
+        assert "pw-123456" not in redact(f"https://acct.blob.example/c/b?sv=1&{param}=pw-123456")
+    assert "ss" not in redact("r.example:6379,password=pa#ss").split("=")[1]
     assert redact("r.example:6379,password=pw-123456,ssl=true") == (
         "r.example:6379,password=***,ssl=true"
     )
