@@ -42,8 +42,11 @@ REDACTED = "***"
 # (SQLAlchemy accepts postgresql://mlflow:pa#ss@db/mlflow). Over-redacting a host and
 # path before an "@" later in the text is the price of never showing part of a password.
 _URI_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
-# "user:password@host:6379" without a scheme (a bare Redis address): up to its last "@".
+# "user:password@host:6379" without a scheme (a bare Redis address). In a setting's value
+# up to its last "@" whatever the password holds; at the start of a message (which may go
+# on to quote "@hourly") only a first word holding an "@".
 _BARE_USERINFO = re.compile(r"^.*@", re.DOTALL)
+_BARE_USERINFO_WORD = re.compile(r"^[^\s/@]*@")
 # password=…, token=…, X-Amz-Signature=…, sig=… (Azure SAS), auth=… in a query string or
 # a Feast Redis connection string ("host:6379,password=…,ssl=true").
 _SECRET_PARAM = re.compile(
@@ -52,15 +55,17 @@ _SECRET_PARAM = re.compile(
 )
 
 
-def redact(text: str) -> str:
+def redact(text: str, value: bool = False) -> str:
     """``text`` with the credentials of every URI or connection string in it replaced.
 
-    Used for values of credential-bearing settings and for any message that may quote
-    one (a validation error), so logs and ``recflow config`` show where, never who.
+    Used for values of credential-bearing settings (``value``: ``text`` is one setting's
+    whole value) and for any message that may quote one (a validation error), so logs and
+    ``recflow config`` show where, never who.
     """
     out = _URI_USERINFO.sub(rf"\1{REDACTED}@", text)
     if "://" not in out:
-        out = _BARE_USERINFO.sub(f"{REDACTED}@", out)
+        bare = _BARE_USERINFO if value else _BARE_USERINFO_WORD
+        out = bare.sub(f"{REDACTED}@", out)
     return _SECRET_PARAM.sub(rf"\1={REDACTED}", out)
 
 
@@ -73,7 +78,7 @@ class SecretUri(SecretStr):
     """
 
     def _display(self) -> str:
-        return redact(self.get_secret_value())
+        return redact(self.get_secret_value(), value=True)
 
 
 def secret_value(secret: SecretStr | None) -> str | None:
@@ -463,7 +468,7 @@ class Settings(BaseSettings):
     @property
     def tracking_uri_shown(self) -> str:
         """The tracking URI with its credentials redacted (for messages and metadata)."""
-        return redact(self.tracking_uri)
+        return redact(self.tracking_uri, value=True)
 
     def publish_secret_problem(self) -> str | None:
         """Why the publish secret must not be used here, or None when it may.

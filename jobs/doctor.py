@@ -2,19 +2,32 @@
 
 Reads and writes only a scratch Delta table under ``<data_root>/doctor``. Each check
 reports plainly what it found, so a newcomer can tell a missing Java from a blocked jar
-download from an unwritable data root.
+download from an unwritable data root. A ``RECFLOW_*`` name in the environment or
+``.env`` that is no setting (a removed one such as the gate's absolute tolerance) is a
+warning: the settings ignore it silently.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from jobs.config import DEV_PUBLISH_SECRET, Settings
+
+# Settings that are gone: a value left in an old .env or environment is otherwise ignored
+# without a word (the settings ignore unknown names), and the behaviour it set changed.
+REPLACED = {
+    "RECFLOW_GATE_TOLERANCE": "RECFLOW_GATE_MAX_RELATIVE_DROP (a relative margin, e.g. 0.05,"
+    " below the best accepted version; the absolute tolerance is gone)",
+}
+# RECFLOW_* names that are read, but not as settings.
+NOT_SETTINGS = frozenset({"RECFLOW_TEST_ML100K"})  # the tests' MovieLens folder
 
 
 @dataclass
@@ -23,6 +36,49 @@ class Check:
     ok: bool
     detail: str
     seconds: float
+    warning: bool = False  # passed, but something deserves a look
+
+
+class DoctorWarning(Exception):
+    """Raised by a check that passes with a warning (its message is the detail)."""
+
+
+def unknown_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+) -> list[str]:
+    """One line per ``RECFLOW_*`` name in the environment or ``.env`` that is no setting.
+
+    Names compare case-insensitively, as the settings read them; ``env_file`` defaults
+    to the settings' own (``.env`` in the working directory).
+    """
+    from dotenv import dotenv_values
+
+    environ = os.environ if environ is None else environ
+    if env_file is None:
+        env_file = Path(str(Settings.model_config.get("env_file") or ".env"))
+    found: dict[str, list[str]] = {}
+    for key in environ:
+        if key.upper().startswith("RECFLOW_"):
+            found.setdefault(key.upper(), []).append("the environment")
+    if env_file.is_file():
+        for key in dotenv_values(env_file):
+            if key.upper().startswith("RECFLOW_"):
+                found.setdefault(key.upper(), []).append(str(env_file))
+    known = {f"RECFLOW_{name.upper()}" for name in Settings.model_fields} | NOT_SETTINGS
+    lines = []
+    for name in sorted(set(found) - known):
+        line = f"{name} (in {' and '.join(found[name])}) is not a setting: ignored"
+        if name in REPLACED:
+            line += f"; use {REPLACED[name]}"
+        lines.append(line)
+    return lines
+
+
+def _settings_names() -> str:
+    unknown = unknown_settings()
+    if unknown:
+        raise DoctorWarning("; ".join(unknown))
+    return "every RECFLOW_* name in the environment and .env is a setting"
 
 
 def _java() -> str:
@@ -84,7 +140,14 @@ def _delta_round_trip(settings: Settings) -> str:
     return f"wrote {path} (version {version}), read 10 rows now and 3 at version 0"
 
 
-CHECKS = ("secrets", "java", "data root", "spark + delta jars", "delta write/read/time travel")
+CHECKS = (
+    "settings",
+    "secrets",
+    "java",
+    "data root",
+    "spark + delta jars",
+    "delta write/read/time travel",
+)
 
 
 def run_checks(
@@ -98,6 +161,7 @@ def run_checks(
     if unknown:
         raise ValueError(f"unknown checks {sorted(unknown)}; known: {', '.join(CHECKS)}")
     checks: list[tuple[str, Callable[[], str]]] = [
+        ("settings", _settings_names),
         ("secrets", lambda: _secrets(settings)),
         ("java", _java),
         ("data root", lambda: _data_root(settings)),
@@ -114,6 +178,8 @@ def run_checks(
         t0 = time.perf_counter()
         try:
             result = Check(name, True, fn(), time.perf_counter() - t0)
+        except DoctorWarning as exc:
+            result = Check(name, True, str(exc), time.perf_counter() - t0, warning=True)
         except Exception as exc:  # noqa: BLE001 - the doctor reports every failure plainly
             result = Check(
                 name,

@@ -146,6 +146,8 @@ def test_redact_hides_passwords_with_any_character(
     ):
         assert password not in shown and "#?@/ x" not in shown
     assert redact(uri) == f"{scheme}://***@{host}{path}"
+    bare = SecretUri(f"{user}:{password}@{host}")  # a Redis address without a scheme
+    assert password not in str(bare) and str(bare) == f"***@{host}"
     assert settings.tracking_uri == uri  # the client still gets the real one
 
 
