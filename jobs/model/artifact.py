@@ -4,8 +4,9 @@ One ``.npz`` file holds everything scoring needs, so the batch scorer, the MLflo
 and the Bento service load the same bytes with numpy alone. ``recommend`` is the single
 entry point for a known user (it calls :func:`jobs.model.ranking.top_k`).
 
-Non-finite factors: :meth:`RecModel.check_finite` refuses them (training and
-registration call it, so recflow never registers such a model); :meth:`RecModel.load`
+Non-finite factors: :meth:`RecModel.check_finite` refuses them, and factors so large
+their scores overflow (training and registration call it, so recflow never registers
+such a model); :meth:`RecModel.load`
 only logs them, because a model already in the registry must still serve: an item whose
 row is not finite is never recommended and a user whose row is not finite gets the
 popularity list (``user_ok``/``item_ok``).
@@ -25,6 +26,9 @@ import numpy as np
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 SCHEMA_VERSION = 1
+# Beyond this a factor's products overflow float32 scores (rank · 1e15² ≪ 3.4e38 for any
+# rank recflow trains would not hold, and an ALS that diverged this far is broken anyway).
+MAX_ABS_FACTOR = 1e15
 log = logging.getLogger(__name__)
 
 
@@ -79,13 +83,24 @@ class RecModel:
         }
 
     def check_finite(self) -> None:
-        """Raise :class:`NonFiniteModelError` unless every factor and popularity is finite."""
+        """Raise :class:`NonFiniteModelError` unless every factor and popularity is finite
+        and every factor within ±``MAX_ABS_FACTOR`` (beyond, scores overflow float32)."""
         bad = {name: n for name, n in self.non_finite().items() if n}
         if bad:
             raise NonFiniteModelError(
                 "model has non-finite values ("
                 + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in bad.items())
                 + "): refusing to register or publish it"
+            )
+        huge = {
+            "user rows": int((np.abs(self.user_factors) > MAX_ABS_FACTOR).any(axis=1).sum()),
+            "item rows": int((np.abs(self.item_factors) > MAX_ABS_FACTOR).any(axis=1).sum()),
+        }
+        if any(huge.values()):
+            raise NonFiniteModelError(
+                f"model has factors beyond ±{MAX_ABS_FACTOR:g} ("
+                + ", ".join(f"{n} {name}" for name, n in huge.items() if n)
+                + "), whose scores overflow: refusing to register or publish it"
             )
 
     @property

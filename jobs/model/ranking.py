@@ -9,8 +9,10 @@ Ties break by item index so the order is deterministic.
 Non-finite factors (NaN, ±inf) never crash the ranker and never reach a list: an item
 whose factor row is not finite is treated as not allowed, and a user vector that is not
 finite gets no items (``NO_ITEM`` slots); :meth:`jobs.model.artifact.RecModel.recommend_rows`
-gives such a user the popularity list instead. Training and registration refuse such a
-model outright; this is the last line for one that got into the registry anyway.
+gives such a user the popularity list instead. A score that overflows (finite factors
+too large for float32) is not recommendable either: that pair is left out. Training and
+registration refuse such a model outright; this is the last line for one that got into
+the registry anyway.
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def top_k(
         hi = min(lo + block, n)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows, masked below
             scores = _product(users[lo:hi], items_t)
+            # Huge finite factors overflow float32 scores to ±inf or NaN: such a pair is
+            # not recommendable (a +inf would win the first slot and empty it). The sum is
+            # one cheap pass; only a block it flags pays for the mask.
+            if not np.isfinite(scores.sum()):
+                scores[~np.isfinite(scores)] = -np.inf
         if blocked is not None:
             scores[:, blocked] = -np.inf
         if not user_ok[lo:hi].all():

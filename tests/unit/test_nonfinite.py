@@ -117,3 +117,21 @@ def test_many_nan_items_do_not_crash_the_prefiltered_selection() -> None:
     for u in range(4):
         best = finite[np.argsort(-(items[finite] @ users[u]), kind="stable")[:10]]
         assert set(idx[u].tolist()) == set(best.tolist())
+
+
+def test_huge_finite_factors_are_refused_and_never_empty_the_first_slot() -> None:
+    """1e20 factors are finite, but 1e20 · 1e20 overflows float32 to inf: that score won
+    the first slot, which then held NO_ITEM."""
+    model = clustered_model(n_users=40, n_items=300)
+    model.user_factors[0] = 1e20
+    model.item_factors[7] = 1e20
+    with pytest.raises(NonFiniteModelError, match=r"beyond ±1e\+15 \(1 user rows, 1 item rows\)"):
+        model.check_finite()
+    model = RecModel(**{f: getattr(model, f) for f in model.__dataclass_fields__})
+    for rows in (np.array([0]), np.arange(40)):  # alone (gemv-like) and in a block
+        idx, scores = model.recommend_rows(rows, 10)
+        assert (idx[0] != NO_ITEM).all() and 7 not in idx[0].tolist()
+        assert np.isfinite(scores[0]).all()
+    # Users whose score with item 7 is finite (huge) still get it: nothing else changes.
+    idx, _ = model.recommend_rows(np.arange(1, 40), 1)
+    assert (idx[:, 0] != NO_ITEM).all()
