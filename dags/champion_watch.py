@@ -28,6 +28,9 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    # Airflow 3 pauses a new DAG by default: a paused watcher would never publish a
+    # reviewer's choice. The others run on Assets or are unpaused by the operator.
+    is_paused_upon_creation=False,
     default_args={
         "owner": "recflow",
         "retries": 2,

@@ -98,6 +98,8 @@ def test_champion_watch_shape(dagbag) -> None:
     assert dag.task_ids == ["announce_champion"]
     assert dag.catchup is False and dag.max_active_runs == 1
     assert dag.timetable.interval <= timedelta(minutes=15)
+    # Airflow 3 pauses new DAGs: a paused watcher never publishes a reviewer's choice.
+    assert dag.is_paused_upon_creation is False
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
     emitted = {a.name for a in dag.get_task("announce_champion").outlets}
