@@ -25,8 +25,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.contracts import MAX_LINE_BYTES
 
-_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$")
-_MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+_MASTER = re.compile(
+    r"^(local(\[(\*|[0-9]+)(,[0-9]+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$", re.ASCII
+)
+_MEMORY = re.compile(r"^[0-9]+[kmgt]?$", re.IGNORECASE | re.ASCII)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -88,7 +88,7 @@ def _java() -> str:
             "java not found on PATH; install a JDK 17 (apt-get install openjdk-17-jre)"
         )
     out = subprocess.run([java, "-version"], capture_output=True, text=True, check=True).stderr
-    match = re.search(r'version "(\d+)', out)
+    match = re.search(r'version "([0-9]+)', out)
     major = int(match.group(1)) if match else 0
     if major < 17:
         raise RuntimeError(f"Spark 4 needs Java 17 or newer, found {out.splitlines()[0]}")

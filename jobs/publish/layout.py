@@ -27,10 +27,11 @@ SCHEMA_VERSION = 1
 KEY_HEX = 32  # 128 bits of the HMAC: unguessable, and short paths
 IMMUTABLE = "public, max-age=31536000, immutable"
 # Exactly what publish_id_for makes (an MLflow version is a positive integer); used with
-# fullmatch, since "$" would also accept a trailing newline. Ids read back from a bucket
-# listing are checked against it before any key or path is built from them: a stray key
-# such as "recs/v/../x" or "recs/v/20261129T060000Z-v1.bak/x" is not recflow's to delete.
-PUBLISH_ID = re.compile(r"\d{8}T\d{6}Z-v[1-9]\d{0,18}")
+# fullmatch, since "$" would also accept a trailing newline, and [0-9], since \d also
+# matches other scripts' digits ("٢٠٢٦…"). Ids read back from a bucket listing are checked
+# against it before any key or path is built from them: a stray key such as
+# "recs/v/../x" or "recs/v/20261129T060000Z-v1.bak/x" is not recflow's to delete.
+PUBLISH_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-v[1-9][0-9]{0,18}", re.ASCII)
 
 
 class LayoutError(ValueError):

@@ -110,7 +110,7 @@ NO_GENRES = "(no genres listed)"  # the CSV releases' word for a film without ge
 # MovieLens began collecting ratings in 1995: a film without a year in its title dates
 # from then, so a dated record of the same film wins the catalog's newest-first upsert.
 UNDATED = "1995-01-01T00:00:00Z"
-YEAR = re.compile(r"\((\d{4})(?:\s*[-–]\s*\d{0,4})?\)\s*$")
+YEAR = re.compile(r"\(([0-9]{4})(?:\s*[-–]\s*[0-9]{0,4})?\)\s*$")
 
 # Rows parsed at a time: all of 100K, so no release needs more memory than 100K did.
 CHUNK_ROWS = 100_000

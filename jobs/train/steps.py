@@ -89,6 +89,9 @@ def promote_step(
     from jobs.model.promotion import TAG_PROMOTED_FROM, champion_version, promote, settle_best
     from jobs.model.registry import load_version, setup
 
+    if version is not None and not (version.isascii() and version.isdigit()):
+        # ASCII only: str.isdigit and int() also take other scripts' digits ("٣").
+        raise LookupError(f"{version!r} is not a version number (1, 2, …)")
     settings = settings or get_settings()
     client = setup(settings)
     name = settings.model_name
