@@ -15,7 +15,8 @@ changes nothing here. Writes only a throwaway MLflow store (the nested search ru
 3. time-based per user (each user's latest 10 % held out): its own search on the
    latest 10 % of the rest, then ALS, popularity and EASE on the test slice.
 
-Run: PYTHONPATH=. .venv/bin/python bench/bench_quality.py [--trials 24] [--seeds 5]
+Run: PYTHONPATH=. .venv/bin/python bench/bench_quality.py [--trials 24] [--time-trials 12]
+     [--seeds 5]
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main() -> None:
         default=Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml-100k",
     )
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument("--time-trials", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-time", action="store_true")
     args = parser.parse_args()
@@ -152,7 +154,8 @@ def main() -> None:
         train, valid = user_time_split(train_full, settings.validation_fraction)
         with mlflow.start_run(run_name="bench search time"):
             t0 = time.perf_counter()
-            found = search(spark, settings, enc, train, valid, False, "time")
+            budget = settings.model_copy(update={"search_trials": args.time_trials})
+            found = search(spark, budget, enc, train, valid, False, "time")
             wall = time.perf_counter() - t0
         t_best = _best(found, k)
         print(f"\ntime-based per user (latest 10 %): search {len(found)} trials in {wall:.0f} s")

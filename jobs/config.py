@@ -205,9 +205,10 @@ class Settings(BaseSettings):
     )
     gate_max_relative_drop: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.05,
-        description="Champion is replaced if the challenger's NDCG@K is at most this fraction"
-        " below the best accepted version's (champion or `best` alias, both re-scored on the"
-        " same test slice).",
+        description="Margin of the gate: the champion is replaced only if the lower end of the"
+        " paired bootstrap interval of the challenger's relative NDCG@K difference to each"
+        " incumbent (champion and `best`, their recipes refit on the same split) is at least"
+        " minus this fraction.",
     )
     min_train_interval_hours: Annotated[float, Field(ge=0.0)] = Field(
         1.0,
