@@ -485,7 +485,6 @@ def evaluate_on_test(
         artifact = evaluate_registered(model, enc, found.holdout, k)
         found.metrics[f"{role}_artifact_test_ndcg_at_{k}"] = artifact[f"ndcg_at_{k}"]
     found.metrics["fit_seconds"] = found.metrics["test_fit_seconds"]
-    found.metrics["test_users"] = found.metrics["test_users"]
     u, v, pop, holdout = found.user_factors, found.item_factors, found.popularity, found.holdout
     return TestEvaluation(
         metrics=found.metrics,
