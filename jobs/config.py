@@ -213,8 +213,50 @@ class Settings(BaseSettings):
         1.0, description="ALS: confidence 1 + alpha x weight of an interaction."
     )
     als_iterations: PositiveInt = Field(15, description="ALS: alternating sweeps.")
-    als_grid: list[dict[str, float]] = Field(
+    als_weighting: Literal["none", "log", "bm25", "tfidf"] = Field(
+        "none",
+        description="ALS: how gold weights become confidences (jobs.train.weighting).",
+    )
+    als_half_life_days: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="ALS: recency half-life applied before the weighting; 0 is off."
+    )
+    search_trials: Annotated[int, Field(ge=1)] = Field(
+        12,
+        description="Search budget: ALS fits per protocol. The defaults and the grid entries"
+        " are tried first, then Optuna's TPE proposes the rest.",
+    )
+    search_timeout_seconds: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Search budget in wall time per protocol (0: trials only)."
+    )
+    search_ranks: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128], description="Search: ranks TPE may pick."
+    )
+    search_weightings: list[Literal["none", "log", "bm25", "tfidf"]] = Field(
+        default_factory=lambda: ["none", "log", "bm25", "tfidf"],
+        description="Search: weighting schemes TPE may pick.",
+    )
+    search_half_lives: list[float] = Field(
+        default_factory=lambda: [0.0, 30.0, 180.0],
+        description="Search: recency half-lives (days, 0 off) TPE may pick.",
+    )
+    ease_lambdas: list[float] = Field(
+        default_factory=lambda: [100.0, 300.0, 1000.0],
+        description="EASE baseline: penalties tried on the validation split.",
+    )
+    ease_max_items: PositiveInt = Field(
+        20_000, description="EASE baseline only up to this many items (dense inverse)."
+    )
+    gate_bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
+        2000, description="Bootstrap resamples of users for metric intervals and the gate."
+    )
+    gate_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        0.95, description="Level of the bootstrap intervals the gate decides on."
+    )
+    als_grid: list[dict[str, float | str]] = Field(
         default_factory=lambda: [
+            # The best the TPE search found on MovieLens 100K (BENCHMARKS.md): tried
+            # early by every search, so a small budget starts from it.
+            {"reg": 0.08, "alpha": 0.07, "half_life_days": 30.0},
             {"rank": 64, "reg": 0.1, "alpha": 0.3},
             {"reg": 0.1, "alpha": 0.5},
             {"rank": 16, "reg": 0.1},
@@ -237,9 +279,10 @@ class Settings(BaseSettings):
     )
     gate_max_relative_drop: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
         0.05,
-        description="Champion is replaced if the challenger's NDCG@K is at most this fraction"
-        " below the best accepted version's (champion or `best` alias, both re-scored on the"
-        " same test slice).",
+        description="Margin of the gate: the champion is replaced only if the lower end of the"
+        " paired bootstrap interval of the challenger's relative NDCG@K difference to each"
+        " incumbent (champion and `best`, their recipes refit on the same split) is at least"
+        " minus this fraction.",
     )
     min_train_interval_hours: Annotated[float, Field(ge=0.0)] = Field(
         1.0,

@@ -1,15 +1,31 @@
 """The registry gate: which aliases a newly registered version gets, and why.
 
-Reads: the new version's test metrics and those of the incumbents re-scored on the same
-test slice (the ``champion`` and the ``best`` version the gate ever accepted). Writes:
+Reads: the new version's test metrics and those of the incumbents on the same test slice
+(the ``champion`` and the ``best`` version the gate ever accepted), each with the paired
+bootstrap interval of the relative NDCG difference (:mod:`jobs.train.stats`). Writes:
 aliases (``challenger``, ``champion``, ``best``), the decision on the version's tags and
 a Markdown report (``gate/report.md``) in the training run's artifacts, which is what a
 reviewer reads in the MLflow UI.
 
 - ``challenger`` when it beats popularity by ``gate_min_lift`` (relative);
-- ``champion`` when it is also within ``gate_max_relative_drop`` (relative) of the best
-  incumbent on this test slice, and review mode is off;
-- ``best`` when it is champion and at least as good as every incumbent.
+- ``champion`` when, against every incumbent, the lower bound of the paired bootstrap
+  interval of the relative NDCG difference is at least ``-gate_max_relative_drop``
+  (non-inferiority: the data must show the new version is not worse by more than the
+  margin), and review mode is off;
+- ``best`` when it is champion and its NDCG is at least every incumbent's.
+
+Why the lower bound and not "reject only a significant drop": with that rule a small or
+noisy test slice passes anything (nothing is ever significant), and a broken model on
+thin data could replace a good one. Requiring the interval to clear the margin means the
+champion stays when the evidence is too thin; with the same recipe on the same data the
+difference is exactly zero and the new version passes. Without intervals (a run logged
+before they existed) the point estimate is its own bound.
+
+Fair comparison: the incumbents are not their old artifacts scored on the new slice —
+those were trained on most of the newest interactions, and excluding what a model saw
+would forbid it to recommend exactly what it is graded on. The training refits each
+incumbent's recipe (its hyperparameters) on the challenger's training split, so both
+are unseen on the same held-out interactions (:func:`jobs.train.training.evaluate_on_test`).
 
 The bar is relative (a 5 % drop is 0.005 NDCG at 0.10 and 0.02 at 0.40) and is set by
 the best accepted version, not by the last one: each promotion may be a little worse
@@ -58,11 +74,28 @@ REPORT_PATH = "gate/report.md"
 
 @dataclass(frozen=True)
 class Incumbent:
-    """A registered version the new one is compared with, scored on the same test slice."""
+    """A registered version the new one is compared with, scored on the same test slice.
+
+    ``low``/``high``: the interval of the new version's relative NDCG difference to this
+    one (``new / this - 1``, paired bootstrap over users); ``None`` when not computed.
+    """
 
     role: str  # "champion" or "best"
     version: str
     ndcg: float
+    low: float | None = None
+    high: float | None = None
+
+    def lower_bound(self, metric: float) -> float:
+        """The relative difference the gate holds against the margin."""
+        if self.low is not None and math.isfinite(self.low):
+            return self.low
+        return metric / self.ndcg - 1 if self.ndcg > 0 else math.inf
+
+    def interval(self) -> str:
+        if self.low is None or self.high is None:
+            return "—"
+        return f"[{self.low:+.1%}, {self.high:+.1%}]"
 
 
 @dataclass
@@ -77,6 +110,8 @@ class GateResult:
     reference: Incumbent | None = None
     incumbents: list[Incumbent] = field(default_factory=list)
     new_best: bool = False
+    # Other baselines on the same slice (EASE, …): shown in the report, not decided on.
+    others: dict[str, float] = field(default_factory=dict)
 
     def tags(self) -> dict[str, str]:
         """The decision as version tags (searchable, and visible in the UI's version page)."""
@@ -91,6 +126,9 @@ class GateResult:
         for inc in self.incumbents:
             out[f"recflow.gate.{inc.role}_version"] = inc.version
             out[f"recflow.gate.{inc.role}_ndcg"] = f"{inc.ndcg:.5f}"
+            if inc.low is not None and inc.high is not None:
+                out[f"recflow.gate.{inc.role}_diff_low"] = f"{inc.low:.5f}"
+                out[f"recflow.gate.{inc.role}_diff_high"] = f"{inc.high:.5f}"
         return out
 
 
@@ -126,24 +164,34 @@ def gate(
         )
         return result
     result.challenger, result.decision = True, "challenger"
-    reference = max(incumbents, key=lambda inc: inc.ndcg, default=None)
+    margin = settings.gate_max_relative_drop
+    # The binding incumbent: the one against which the new version might lose the most.
+    reference = min(incumbents, key=lambda inc: inc.lower_bound(metric), default=None)
     result.reference = reference
     if reference is not None:
-        result.bar = reference.ndcg * (1 - settings.gate_max_relative_drop)
-        if metric < result.bar:
-            drop = 1 - metric / reference.ndcg
+        result.bar = reference.ndcg * (1 - margin)
+        bound = reference.lower_bound(metric)
+        if bound < -margin:
+            interval = (
+                f", {settings.gate_confidence:.0%} interval of the paired difference "
+                f"{reference.interval()}"
+                if reference.low is not None
+                else ""
+            )
             result.reason = (
-                f"challenger: beats popularity ({metric:.4f} vs {baseline:.4f}) but is "
-                f"{drop:.1%} below the {reference.role} v{reference.version} "
-                f"({reference.ndcg:.4f} on this test slice); at most "
-                f"{settings.gate_max_relative_drop:.0%} is allowed (bar {result.bar:.4f})"
+                f"challenger: beats popularity ({metric:.4f} vs {baseline:.4f}) but may be "
+                f"{-bound:.1%} below the {reference.role} v{reference.version} "
+                f"({reference.ndcg:.4f} on this test slice{interval}); at most "
+                f"{margin:.0%} is allowed (bar {result.bar:.4f})"
             )
             return result
-    result.new_best = reference is None or metric >= reference.ndcg
+    result.new_best = all(metric >= inc.ndcg for inc in incumbents)
     against = (
         "no champion yet"
         if reference is None
-        else f"{reference.role} v{reference.version} {reference.ndcg:.4f} (bar {result.bar:.4f})"
+        else f"{reference.role} v{reference.version} {reference.ndcg:.4f} (bar {result.bar:.4f}"
+        + (f", difference {reference.interval()}" if reference.low is not None else "")
+        + ")"
     )
     if settings.review_mode:
         result.reason = (
@@ -239,28 +287,32 @@ def incumbents_of(client: MlflowClient, name: str) -> tuple[Any | None, list[tup
 def report(name: str, version: str, result: GateResult) -> str:
     """The decision as a reviewer reads it: the verdict, the numbers side by side, why."""
     rows = [
-        ("this version", f"v{version}", result.metric),
-        ("popularity", "(same data)", result.baseline),
-        *[(inc.role, f"v{inc.version}", inc.ndcg) for inc in result.incumbents],
+        ("this version", f"v{version}", result.metric, ""),
+        ("popularity", "(same data)", result.baseline, ""),
+        *[(inc.role, f"v{inc.version}", inc.ndcg, inc.interval()) for inc in result.incumbents],
+        *[(name, "(same data)", value, "") for name, value in result.others.items()],
     ]
     lines = [
         f"# Gate: {name} v{version} — {result.decision or 'undecided'}",
         "",
         result.reason,
         "",
-        "| model | version | NDCG@K on this run's test slice |",
-        "|---|---|---|",
-        *[f"| {role} | {ver} | {_num(value)} |" for role, ver, value in rows],
+        "| model | version | NDCG@K on this run's test slice | this version vs it (interval) |",
+        "|---|---|---|---|",
+        *[f"| {role} | {ver} | {_num(value)} | {diff} |" for role, ver, value, diff in rows],
         "",
     ]
     if result.bar is not None and result.reference is not None:
         lines.append(
             f"Bar: {_num(result.bar)} = the best incumbent ({result.reference.role} "
-            f"v{result.reference.version}) less the allowed relative drop."
+            f"v{result.reference.version}) less the allowed relative drop. Promotion needs "
+            "the lower end of each paired interval at or above minus that drop."
         )
     lines.append(
-        "Incumbents are re-scored on this run's test slice. The aliases: `challenger` beat "
-        "popularity, `champion` is published, `best` sets the bar for the next version."
+        "Incumbents are refitted with their own hyperparameters on this run's training split "
+        "and scored on the same held-out interactions, unseen by both. Intervals: paired "
+        "bootstrap over users. The aliases: `challenger` beat popularity, `champion` is "
+        "published, `best` sets the bar for the next version."
     )
     return "\n".join(lines) + "\n"
 
