@@ -52,7 +52,8 @@ SCORING_SECONDS = bentoml.metrics.Histogram(
 )
 REJECTED = bentoml.metrics.Counter(
     name="recflow_rejected_requests",
-    documentation="Requests answered 422 (404: unknown /similar item), by first bad field.",
+    documentation="Requests answered 422 (404: unknown /similar item), by first bad field"
+    " (a request field, body or other: never a name a client made up).",
     labelnames=["endpoint", "field"],
 )
 UNKNOWN_RECENT_ITEMS = bentoml.metrics.Counter(
@@ -256,7 +257,8 @@ class RequestErrors:
         except (ValueError, AttributeError):
             errors = [{"loc": (), "msg": body.decode("utf-8", "replace")[:500]}]
         payload = schemas.validation_error_body(errors)
-        REJECTED.labels(endpoint=endpoint, field=payload["detail"][0]["field"]).inc()
+        field = schemas.metric_field(endpoint, payload["detail"][0]["field"])
+        REJECTED.labels(endpoint=endpoint, field=field).inc()
         data = json.dumps(payload).encode()
         headers = [
             (k, v)

@@ -3,7 +3,11 @@
 Scheduled on the gold Asset the ingest DAG emits. `should_train` short-circuits the run
 when there is not enough new data (and no drift, no missing or stale model); the reason
 is in its log and XCom. A new champion emits the champion Asset, which the publish DAG
-follows. Each task is one call into `jobs.train.steps`.
+follows; `champion_watch` emits the same Asset for a champion set anywhere else (and for
+this DAG's, should `announce_champion` never run), and the two share one record of the
+last announcement, so a version is announced once. `train_model` passes its run id as
+the training key: a retried task reuses the version its first try registered. Each task
+is one call into `jobs.train.steps`.
 """
 
 from __future__ import annotations
@@ -43,18 +47,26 @@ with DAG(
         return decision if decision["train"] else False
 
     @task
-    def train_model(decision: dict) -> dict:
+    def train_model(decision: dict, run_id=None) -> dict:
         from jobs.train.steps import train_step
 
-        return train_step(decision)
+        return train_step(decision, training_key=f"train/{run_id}")
 
     @task.short_circuit
     def champion_changed(result: dict) -> bool:
         return bool(result["champion"])
 
     @task(outlets=[CHAMPION])
-    def announce_champion(result: dict) -> dict:
-        return {"model_version": result["version"], "run_id": result["run_id"]}
+    def announce_champion(result: dict, run_id=None) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from jobs.train.steps import announce_step
+
+        announced = announce_step(f"train/{run_id}")
+        if announced is None:
+            # champion_watch announced it first (or the alias moved on): no second event.
+            raise AirflowSkipException("champion already announced")
+        return announced
 
     trained = train_model(should_train())
     champion_changed(trained) >> announce_champion(trained)

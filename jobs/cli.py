@@ -99,39 +99,61 @@ def generate(
 
 @import_app.command("movielens")
 def import_movielens(
-    path: Annotated[Path, typer.Argument(help="Folder holding u.data, u.item, u.user.")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder of one release: u.data, ratings.dat or ratings.csv with films."
+        ),
+    ],
 ) -> None:
-    """Map MovieLens 100K onto the event and item contracts (ratings become events)."""
+    """Map a MovieLens release (100K, 1M, the CSV ones) onto the contracts (ratings → events)."""
     from jobs.sources.movielens import import_movielens as run
 
     settings = _settings()
     try:
         report = run(path, settings)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(json.dumps(report.__dict__, indent=2))
+    if report.bad_rows:
+        skipped = sum(report.bad_rows.values())
+        typer.secho(f"skipped {skipped:,} unreadable rows (see bad_rows)", fg=typer.colors.YELLOW)
     typer.echo(f"landing: {settings.landing_dir}")
 
 
 @app.command()
-def doctor() -> None:
-    """Check Java, Spark with Delta, and a Delta round trip with time travel."""
+def doctor(
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Run only this check (repeatable): settings, secrets, java, …"),
+    ] = None,
+) -> None:
+    """Check the settings' names, the secrets, Java, Spark with Delta, and Delta time travel."""
     from jobs.doctor import Check, run_checks
 
     def show(check: Check) -> None:
-        mark = (
-            typer.style("ok  ", fg=typer.colors.GREEN)
-            if check.ok
-            else typer.style("FAIL", fg=typer.colors.RED)
-        )
+        if not check.ok:
+            mark = typer.style("FAIL", fg=typer.colors.RED)
+        elif check.warning:
+            mark = typer.style("warn", fg=typer.colors.YELLOW)
+        else:
+            mark = typer.style("ok  ", fg=typer.colors.GREEN)
         typer.echo(f"[{mark}] {check.name:<30} {check.seconds:5.1f} s  {check.detail}")
 
-    results = run_checks(_settings(), on_result=show)
+    try:
+        results = run_checks(_settings(), on_result=show, only=only)
+    except ValueError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     failed = [c.name for c in results if not c.ok]
     if failed:
         typer.secho(f"{len(failed)} check(s) failed: {', '.join(failed)}", fg=typer.colors.RED)
         raise typer.Exit(1)
+    warned = [c.name for c in results if c.warning]
+    if warned:
+        typer.secho(f"all checks passed, with warnings: {', '.join(warned)}", fg="yellow")
+        return
     typer.secho("all checks passed", fg=typer.colors.GREEN)
 
 
@@ -217,6 +239,59 @@ def train(
     typer.echo(json.dumps(result, indent=2, default=str))
 
 
+def _reviewer() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        # No login name (a container without a passwd entry): still recorded, as unknown.
+        return "unknown"
+
+
+def _move_champion(version: str | None, by: str | None, reason: str) -> None:
+    from jobs.model.artifact import NonFiniteModelError
+    from jobs.model.promotion import ChampionMovedError
+    from jobs.train.steps import promote_step
+
+    settings = _settings()
+    try:
+        result = promote_step(version, by or _reviewer(), reason, settings)
+    except (LookupError, ChampionMovedError, NonFiniteModelError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    if not result["moved"]:
+        typer.echo(f"v{result['model_version']} is already the champion: nothing moved")
+        return
+    previous = "none" if result["previous"] is None else f"v{result['previous']}"
+    typer.echo(f"champion: {previous} → v{result['model_version']} ({reason})")
+    if result.get("best"):
+        typer.echo(f"best (the gate's bar): v{result['best']}")
+    typer.echo(
+        "the champion_watch DAG announces it within minutes and publish follows; "
+        "without Airflow, run `recflow publish`"
+    )
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The registered version to make champion.")],
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "by hand",
+    by: Annotated[str | None, typer.Option(help="Who (default: your login name).")] = None,
+) -> None:
+    """Make a model version the champion (compare-and-set; who/when/why on its tags)."""
+    _move_champion(version, by, reason)
+
+
+@app.command("rollback-model")
+def rollback_model(
+    reason: Annotated[str, typer.Option(help="Why (recorded on the version).")] = "rollback",
+    by: Annotated[str | None, typer.Option(help="Who (default: your login name).")] = None,
+) -> None:
+    """Make the previous champion the champion again (the one the current one replaced)."""
+    _move_champion(None, by, reason)
+
+
 @app.command()
 def publish(
     version: Annotated[
@@ -229,7 +304,7 @@ def publish(
 
     try:
         result = publish_all(_settings(), version=version, progress=True)
-    except (PublishError, LayoutError) as exc:
+    except (PublishError, LayoutError, ConfigError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     up = result["upload"]
@@ -280,7 +355,7 @@ def recs(
 
     try:
         key, body = recs_for(_settings(), user_id)
-    except PublishError as exc:
+    except (PublishError, ConfigError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(f"GET /{key}", err=True)

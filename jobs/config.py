@@ -13,16 +13,79 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.contracts import MAX_LINE_BYTES
 
-_MASTER = re.compile(r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$")
-_MEMORY = re.compile(r"^\d+[kmgt]?$", re.IGNORECASE)
+_MASTER = re.compile(
+    r"^(local(\[(\*|[0-9]+)(,[0-9]+)?\])?|spark://.+|k8s://.+|yarn|mesos://.+)$", re.ASCII
+)
+_MEMORY = re.compile(r"^[0-9]+[kmgt]?$", re.IGNORECASE | re.ASCII)
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# The HMAC key a fresh checkout publishes with: public (it is in this file), so lists keyed
+# with it can be enumerated by anyone; accepted only for the local bucket in development.
+DEV_PUBLISH_SECRET = "recflow-dev-secret"
+MIN_SECRET_CHARS = 16
+REDACTED = "***"
+
+# user:password@ of a URI: everything from "://" up to the LAST "@" of the text, so a
+# password holding an (unencoded) "@", "/", "?", "#", "," or a space is hidden whole
+# (SQLAlchemy accepts postgresql://mlflow:pa#ss@db/mlflow). Over-redacting a host and
+# path before an "@" later in the text is the price of never showing part of a password.
+_URI_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://).*@", re.DOTALL)
+# "user:password@host:6379" without a scheme (a bare Redis address). In a setting's value
+# up to its last "@" whatever the password holds; at the start of a message (which may go
+# on to quote "@hourly") only a first word holding an "@".
+_BARE_USERINFO = re.compile(r"^.*@", re.DOTALL)
+_BARE_USERINFO_WORD = re.compile(r"^[^\s/@]*@")
+# password=…, token=…, X-Amz-Signature=…, sig=… (Azure SAS), auth=… in a query string or
+# a Feast Redis connection string ("host:6379,password=…,ssl=true").
+_SECRET_PARAM = re.compile(
+    r"(?i)\b([a-z0-9_.-]*(?:password|passwd|pwd|secret|token|signature|credential|key"
+    r"|sig|auth|sas))=[^&,;\s]*"
+)
+
+
+def redact(text: str, value: bool = False) -> str:
+    """``text`` with the credentials of every URI or connection string in it replaced.
+
+    Used for values of credential-bearing settings (``value``: ``text`` is one setting's
+    whole value) and for any message that may quote one (a validation error), so logs and
+    ``recflow config`` show where, never who.
+    """
+    out = _URI_USERINFO.sub(rf"\1{REDACTED}@", text)
+    if "://" not in out:
+        bare = _BARE_USERINFO if value else _BARE_USERINFO_WORD
+        out = bare.sub(f"{REDACTED}@", out)
+    return _SECRET_PARAM.sub(rf"\1={REDACTED}", out)
+
+
+class SecretUri(SecretStr):
+    """A URI or connection string that may carry credentials.
+
+    Like ``SecretStr`` the real value comes only from ``get_secret_value()``; unlike it,
+    ``str()``, ``repr()`` and ``recflow config`` show the value with its credentials
+    redacted, since the host and path are what an operator needs to see.
+    """
+
+    def _display(self) -> str:
+        return redact(self.get_secret_value(), value=True)
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The real value of an optional secret setting (for the clients that need it)."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 class ConfigError(ValueError):
@@ -37,6 +100,11 @@ class Settings(BaseSettings):
     )
 
     # -- where things live ----------------------------------------------------------
+    env: Literal["dev", "prod"] = Field(
+        "dev",
+        description="dev (a checkout, `make demo`, tests) or prod (a deployment): prod refuses"
+        " the development RECFLOW_PUBLISH_SECRET whatever the target; S3 always does.",
+    )
     data_root: Path = Field(Path("var"), description="Root of all runtime data.")
     landing_dir: Path | None = Field(
         None, description="Landing files; default <data_root>/landing."
@@ -60,9 +128,10 @@ class Settings(BaseSettings):
     spark_delta_version: str = Field(
         "4.4.0", description="Version of Delta's jar (io.delta:delta-spark_<spark>_2.13)."
     )
-    spark_maven_repository: str = Field(
-        "https://repo1.maven.org/maven2/",
-        description="The one Maven repository Ivy resolves Spark's jars from (a mirror in prod).",
+    spark_maven_repository: SecretUri = Field(
+        SecretUri("https://repo1.maven.org/maven2/"),
+        description="The one Maven repository Ivy resolves Spark's jars from (a mirror in prod;"
+        " user:password@ in it is a secret, shown redacted).",
     )
     spark_extra_packages: list[str] = Field(
         default_factory=list,
@@ -119,8 +188,10 @@ class Settings(BaseSettings):
     )
 
     # -- training (ALS), MLflow and the registry gate -----------------------------------
-    mlflow_tracking_uri: str | None = Field(
-        None, description="MLflow tracking/registry URI; default SQLite under the data root."
+    mlflow_tracking_uri: SecretUri | None = Field(
+        None,
+        description="MLflow tracking/registry URI; default SQLite under the data root"
+        " (credentials in it are shown redacted).",
     )
     mlflow_experiment: str = Field("recflow-als", description="MLflow experiment name.")
     model_name: str = Field("recflow-als", description="Registered model name.")
@@ -128,7 +199,9 @@ class Settings(BaseSettings):
         10_000, description="New gold interactions (events) since the last training to retrain."
     )
     max_model_age_hours: Annotated[float, Field(gt=0)] = Field(
-        168.0, description="Retrain when the champion is older than this."
+        168.0,
+        description="Retrain when the champion was promoted longer ago than this (once per"
+        " stale champion: a rejected retry waits for new data).",
     )
     # Defaults tuned on MovieLens 100K (BENCHMARKS.md): with confidence 1 + alpha * weight
     # and weights up to 8, a small alpha and a firm (ALS-WR scaled) regulariser win.
@@ -140,8 +213,50 @@ class Settings(BaseSettings):
         1.0, description="ALS: confidence 1 + alpha x weight of an interaction."
     )
     als_iterations: PositiveInt = Field(15, description="ALS: alternating sweeps.")
-    als_grid: list[dict[str, float]] = Field(
+    als_weighting: Literal["none", "log", "bm25", "tfidf"] = Field(
+        "none",
+        description="ALS: how gold weights become confidences (jobs.train.weighting).",
+    )
+    als_half_life_days: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="ALS: recency half-life applied before the weighting; 0 is off."
+    )
+    search_trials: Annotated[int, Field(ge=1)] = Field(
+        12,
+        description="Search budget: ALS fits per protocol. The defaults and the grid entries"
+        " are tried first, then Optuna's TPE proposes the rest.",
+    )
+    search_timeout_seconds: Annotated[float, Field(ge=0.0)] = Field(
+        0.0, description="Search budget in wall time per protocol (0: trials only)."
+    )
+    search_ranks: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128], description="Search: ranks TPE may pick."
+    )
+    search_weightings: list[Literal["none", "log", "bm25", "tfidf"]] = Field(
+        default_factory=lambda: ["none", "log", "bm25", "tfidf"],
+        description="Search: weighting schemes TPE may pick.",
+    )
+    search_half_lives: list[float] = Field(
+        default_factory=lambda: [0.0, 30.0, 180.0],
+        description="Search: recency half-lives (days, 0 off) TPE may pick.",
+    )
+    ease_lambdas: list[float] = Field(
+        default_factory=lambda: [100.0, 300.0, 1000.0],
+        description="EASE baseline: penalties tried on the validation split.",
+    )
+    ease_max_items: PositiveInt = Field(
+        20_000, description="EASE baseline only up to this many items (dense inverse)."
+    )
+    gate_bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
+        2000, description="Bootstrap resamples of users for metric intervals and the gate."
+    )
+    gate_confidence: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        0.95, description="Level of the bootstrap intervals the gate decides on."
+    )
+    als_grid: list[dict[str, float | str]] = Field(
         default_factory=lambda: [
+            # The best the TPE search found on MovieLens 100K (BENCHMARKS.md): tried
+            # early by every search, so a small budget starts from it.
+            {"reg": 0.08, "alpha": 0.07, "half_life_days": 30.0},
             {"rank": 64, "reg": 0.1, "alpha": 0.3},
             {"reg": 0.1, "alpha": 0.5},
             {"rank": 16, "reg": 0.1},
@@ -162,8 +277,17 @@ class Settings(BaseSettings):
     gate_min_lift: Annotated[float, Field(ge=0.0)] = Field(
         0.1, description="Challenger must beat popularity's NDCG@K by this relative margin."
     )
-    gate_tolerance: Annotated[float, Field(ge=0.0)] = Field(
-        0.02, description="Champion is replaced if the challenger is no worse than this."
+    gate_max_relative_drop: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.05,
+        description="Margin of the gate: the champion is replaced only if the lower end of the"
+        " paired bootstrap interval of the challenger's relative NDCG@K difference to each"
+        " incumbent (champion and `best`, their recipes refit on the same split) is at least"
+        " minus this fraction.",
+    )
+    min_train_interval_hours: Annotated[float, Field(ge=0.0)] = Field(
+        1.0,
+        description="No training starts sooner than this after the last one started"
+        " (finished, failed or rejected); 0 turns the pause off.",
     )
     review_mode: bool = Field(
         False, description="Only a reviewer moves the champion alias (in the MLflow UI)."
@@ -185,8 +309,9 @@ class Settings(BaseSettings):
     publish_bucket: str = Field("recflow-recs", description="S3 bucket (target s3).")
     publish_prefix: str = Field("", description="Key prefix inside the bucket, e.g. shop1/.")
     publish_secret: SecretStr = Field(
-        SecretStr("recflow-dev-secret"),
-        description="HMAC key that turns user ids into object keys; set a real one in prod.",
+        SecretStr(DEV_PUBLISH_SECRET),
+        description="HMAC key that turns user ids into object keys (at least 16 characters);"
+        " the development default is refused for S3 and in RECFLOW_ENV=prod.",
     )
     publish_workers: Annotated[int, Field(ge=1, le=256)] = Field(
         16, description="Concurrent uploads (bounded thread pool)."
@@ -200,18 +325,20 @@ class Settings(BaseSettings):
     publish_cache_seconds: PositiveInt = Field(
         60, description="Cache lifetime of recs/latest.json (versioned objects are immutable)."
     )
-    s3_endpoint_url: str | None = Field(
+    s3_endpoint_url: SecretUri | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); default AWS."
     )
     aws_region: str = Field("us-east-1", description="AWS region of the bucket and CloudFront.")
-    aws_access_key_id: str | None = Field(None, description="Default: boto3's credential chain.")
+    aws_access_key_id: SecretStr | None = Field(
+        None, description="Default: boto3's credential chain; never printed."
+    )
     aws_secret_access_key: SecretStr | None = Field(
         None, description="Default: boto3's credential chain; never printed."
     )
     cloudfront_distribution_id: str | None = Field(
         None, description="When set, each flip invalidates recs/latest.json there."
     )
-    cloudfront_endpoint_url: str | None = Field(None, description="For tests against moto.")
+    cloudfront_endpoint_url: SecretUri | None = Field(None, description="For tests against moto.")
     cdn_host: str = Field("127.0.0.1", description="Bind address of `recflow cdn`.")
     cdn_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         8765, description="Port of `recflow cdn`."
@@ -223,8 +350,10 @@ class Settings(BaseSettings):
     feast_online_store: Literal["sqlite", "redis"] = Field(
         "sqlite", description="Online store: SQLite file (default) or Redis."
     )
-    feast_redis_connection: str = Field(
-        "127.0.0.1:6379", description="Redis connection string when the online store is redis."
+    feast_redis_connection: SecretUri = Field(
+        SecretUri("127.0.0.1:6379"),
+        description="Redis connection string when the online store is redis (its password="
+        " and user:password@ are shown redacted).",
     )
     feast_recent_items: PositiveInt = Field(
         20, description="Most recent item ids kept per user as a feature (for fold-in)."
@@ -266,6 +395,30 @@ class Settings(BaseSettings):
                 "(local[*], local[N], spark://…, k8s://…, yarn)"
             )
         return value
+
+    @field_validator("lake_dir")
+    @classmethod
+    def _check_lake_dir(cls, value: str | None) -> str | None:
+        # Hadoop's s3a refuses secrets in the URI, and the lake path is logged and stored
+        # in Delta's and MLflow's metadata: credentials go in the AWS chain instead.
+        if value is not None and redact(value) != value:
+            raise ValueError(
+                "holds credentials (user:password@ or password=); give s3a its keys"
+                " through the AWS credential chain instead"
+            )
+        return value
+
+    @field_serializer(
+        "spark_maven_repository",
+        "mlflow_tracking_uri",
+        "s3_endpoint_url",
+        "cloudfront_endpoint_url",
+        "feast_redis_connection",
+        when_used="json",
+    )
+    def _show_uri(self, value: SecretUri | None) -> str | None:
+        """`recflow config` shows where a URI points, with its credentials redacted."""
+        return str(value) if value is not None else None
 
     @field_validator("spark_driver_memory")
     @classmethod
@@ -348,8 +501,50 @@ class Settings(BaseSettings):
 
     @property
     def tracking_uri(self) -> str:
-        """MLflow tracking and registry store (SQLite under the data root by default)."""
-        return self.mlflow_tracking_uri or f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+        """MLflow tracking and registry store (SQLite under the data root by default).
+
+        The real value, credentials included, for MLflow's clients only: anything shown,
+        logged or stored elsewhere takes :attr:`tracking_uri_shown`.
+        """
+        if self.mlflow_tracking_uri is not None:
+            return self.mlflow_tracking_uri.get_secret_value()
+        return f"sqlite:///{self.data_root / 'mlflow' / 'mlflow.db'}"
+
+    @property
+    def tracking_uri_shown(self) -> str:
+        """The tracking URI with its credentials redacted (for messages and metadata)."""
+        return redact(self.tracking_uri, value=True)
+
+    def publish_secret_problem(self) -> str | None:
+        """Why the publish secret must not be used here, or None when it may.
+
+        The development default is public (it is in the source), so lists keyed with it
+        can be enumerated: it is accepted only for the local bucket in development. A
+        short secret is refused in the same places, for the same reason.
+        """
+        if self.publish_target != "s3" and self.env != "prod":
+            return None
+        where = "publishing to S3" if self.publish_target == "s3" else "RECFLOW_ENV=prod"
+        secret = self.publish_secret.get_secret_value()
+        if secret == DEV_PUBLISH_SECRET:
+            return (
+                f"RECFLOW_PUBLISH_SECRET is the public development value, refused for {where}:"
+                " set it to a random secret of at least"
+                f" {MIN_SECRET_CHARS} characters (e.g. `openssl rand -hex 32`)"
+            )
+        if len(secret) < MIN_SECRET_CHARS:
+            return (
+                f"RECFLOW_PUBLISH_SECRET is shorter than {MIN_SECRET_CHARS} characters,"
+                f" refused for {where}: use a random one (e.g. `openssl rand -hex 32`)"
+            )
+        return None
+
+    def hmac_secret(self) -> str:
+        """The key user ids are hashed with, or ConfigError when it must not be used."""
+        problem = self.publish_secret_problem()
+        if problem is not None:
+            raise ConfigError(problem)
+        return self.publish_secret.get_secret_value()
 
     @property
     def artifact_root(self) -> str:
@@ -385,7 +580,9 @@ def settings_table() -> str:
     for name, field in Settings.model_fields.items():
         factory = field.default_factory
         default = factory() if factory is not None else field.default  # type: ignore[call-arg]
-        if isinstance(default, SecretStr):
+        if isinstance(default, SecretUri):
+            default = str(default)  # where it points, credentials redacted
+        elif isinstance(default, SecretStr):
             default = "(a development value)"
         shown = "unset" if default is None else f"`{default}`"
         rows.append(f"| `RECFLOW_{name.upper()}` | {shown} | {field.description} |")
@@ -400,7 +597,8 @@ def load_settings(**overrides: object) -> Settings:
         lines = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"]) or "settings"
-            lines.append(f"  RECFLOW_{field.upper()}: {err['msg']}")
+            # Messages may quote the bad value: a URI's credentials must not reach a log.
+            lines.append(f"  RECFLOW_{field.upper()}: {redact(str(err['msg']))}")
         raise ConfigError("invalid recflow configuration:\n" + "\n".join(lines)) from None
 
 

@@ -209,7 +209,7 @@ def _train_with_airflow(settings: Settings) -> bool:
     print(f"gate: {newest.tags.get('recflow.gate', '')}")
     print(
         "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
-        f"{settings.tracking_uri} --port 5000  (then http://127.0.0.1:5000)"
+        f"{settings.tracking_uri_shown} --port 5000  (then http://127.0.0.1:5000)"
     )
     return True
 
@@ -259,7 +259,7 @@ def _publish_with_airflow(settings: Settings) -> bool:
     )
     champion = alias_version(setup(settings), settings.model_name, CHAMPION)
     user = str(load_version(settings, champion.version).user_ids[0])
-    key = layout.user_key(settings.publish_secret.get_secret_value(), user)
+    key = layout.user_key(settings.hmac_secret(), user)
     path = live["users"].format(kk=key[:2], key=key)
     server, base = serve_in_background(settings)
     try:

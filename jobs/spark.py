@@ -115,7 +115,9 @@ def ivy_settings(settings: Settings) -> Path:
     folder; where those are unreachable every first start logs "host not found" lines.
     """
     path = settings.spark_ivy_dir / "ivysettings.xml"
-    root = escape(settings.spark_maven_repository, {'"': "&quot;"})
+    # The real URL (a mirror's user:password@ included): Ivy needs it; the file stays in
+    # the Ivy cache folder and is never printed.
+    root = escape(settings.spark_maven_repository.get_secret_value(), {'"': "&quot;"})
     text = (
         "<ivysettings>\n"
         '  <settings defaultResolver="maven"/>\n'

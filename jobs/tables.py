@@ -323,7 +323,8 @@ def operation_metrics(spark: SparkSession, location: str, after: int) -> dict[st
     row = DeltaTable.forPath(spark, location).history(1).first()
     if row is None or int(row["version"]) <= after:
         return {}
-    return {k: int(v) for k, v in (row["operationMetrics"] or {}).items() if v.isdigit()}
+    metrics = row["operationMetrics"] or {}
+    return {k: int(v) for k, v in metrics.items() if v.isascii() and v.isdigit()}
 
 
 def content_hash(df: DataFrame, exclude: tuple[str, ...] = ()) -> str:

@@ -81,7 +81,7 @@ def repo_config(settings: Settings) -> RepoConfig:
     if settings.feast_online_store == "redis":
         online: dict[str, Any] = {
             "type": "redis",
-            "connection_string": settings.feast_redis_connection,
+            "connection_string": settings.feast_redis_connection.get_secret_value(),
         }
     else:
         online = {"type": "sqlite", "path": str(settings.feast_dir / "online_store.db")}

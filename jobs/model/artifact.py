@@ -3,11 +3,19 @@
 One ``.npz`` file holds everything scoring needs, so the batch scorer, the MLflow pyfunc
 and the Bento service load the same bytes with numpy alone. ``recommend`` is the single
 entry point for a known user (it calls :func:`jobs.model.ranking.top_k`).
+
+Non-finite factors: :meth:`RecModel.check_finite` refuses them, and factors so large
+their scores overflow (training and registration call it, so recflow never registers
+such a model); :meth:`RecModel.load`
+only logs them, because a model already in the registry must still serve: an item whose
+row is not finite is never recommended and a user whose row is not finite gets the
+popularity list (``user_ok``/``item_ok``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +26,14 @@ import numpy as np
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 SCHEMA_VERSION = 1
+# Beyond this a factor's products overflow float32 scores (rank · 1e15² ≪ 3.4e38 for any
+# rank recflow trains would not hold, and an ALS that diverged this far is broken anyway).
+MAX_ABS_FACTOR = 1e15
+log = logging.getLogger(__name__)
+
+
+class NonFiniteModelError(ValueError):
+    """A model whose factors or popularity hold NaN or infinity: it cannot rank."""
 
 
 @dataclass
@@ -48,6 +64,45 @@ class RecModel:
         """Item factors as a contiguous (rank, items) array, the operand top_k wants."""
         return np.ascontiguousarray(self.item_factors.T)
 
+    @cached_property
+    def user_ok(self) -> np.ndarray:
+        """Users whose factor row is finite (the others are served popularity)."""
+        return np.isfinite(self.user_factors).all(axis=1)
+
+    @cached_property
+    def item_ok(self) -> np.ndarray:
+        """Items whose factor row and popularity are finite (the others never appear)."""
+        return np.isfinite(self.item_factors).all(axis=1) & np.isfinite(self.popularity)
+
+    def non_finite(self) -> dict[str, int]:
+        """How many user rows, item rows and popularity entries are NaN or infinite."""
+        return {
+            "user_rows": int((~self.user_ok).sum()),
+            "item_rows": int((~np.isfinite(self.item_factors).all(axis=1)).sum()),
+            "popularity": int((~np.isfinite(self.popularity)).sum()),
+        }
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteModelError` unless every factor and popularity is finite
+        and every factor within ±``MAX_ABS_FACTOR`` (beyond, scores overflow float32)."""
+        bad = {name: n for name, n in self.non_finite().items() if n}
+        if bad:
+            raise NonFiniteModelError(
+                "model has non-finite values ("
+                + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in bad.items())
+                + "): refusing to register or publish it"
+            )
+        huge = {
+            "user rows": int((np.abs(self.user_factors) > MAX_ABS_FACTOR).any(axis=1).sum()),
+            "item rows": int((np.abs(self.item_factors) > MAX_ABS_FACTOR).any(axis=1).sum()),
+        }
+        if any(huge.values()):
+            raise NonFiniteModelError(
+                f"model has factors beyond ±{MAX_ABS_FACTOR:g} ("
+                + ", ".join(f"{n} {name}" for name, n in huge.items() if n)
+                + "), whose scores overflow: refusing to register or publish it"
+            )
+
     @property
     def rank(self) -> int:
         return int(self.item_factors.shape[1])
@@ -57,8 +112,12 @@ class RecModel:
     def recommend_rows(
         self, rows: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (item indices, scores) for user rows, excluding their seen items."""
-        return top_k(
+        """Top ``k`` (item indices, scores) for user rows, excluding their seen items.
+
+        A user whose factor row is not finite gets the popularity list (see ``user_ok``).
+        """
+        rows = np.asarray(rows)
+        idx, scores = top_k(
             self.user_factors[rows],
             self.item_factors,
             k,
@@ -66,14 +125,28 @@ class RecModel:
             rows=rows,
             allowed=allowed,
             items_t=self.item_factors_t,
+            item_ok=self.item_ok,
         )
+        bad = ~self.user_ok[rows]
+        if bad.any():
+            idx[bad], scores[bad] = self.popular_rows(rows[bad], k, allowed)
+        return idx, scores
 
     def popular_rows(
         self, rows: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The popularity baseline for the same users, excluding their seen items."""
+        """The popularity baseline for the same users, excluding their seen items.
+
+        Items with non-finite factors are left out here too, so no list carries them.
+        """
+        ok = self.item_ok if allowed is None else self.item_ok & np.asarray(allowed, bool)
         return popular_k(
-            self.popularity, k, n_users=len(rows), seen=self.seen, rows=rows, allowed=allowed
+            self.popularity,
+            k,
+            n_users=len(rows),
+            seen=self.seen,
+            rows=rows,
+            allowed=None if ok.all() else ok,
         )
 
     def ids(self, idx: np.ndarray) -> list[list[str]]:
@@ -107,7 +180,7 @@ class RecModel:
             version = int(data["schema_version"])
             if version != SCHEMA_VERSION:
                 raise ValueError(f"{path}: model schema {version}, expected {SCHEMA_VERSION}")
-            return cls(
+            model = cls(
                 user_ids=data["user_ids"],
                 item_ids=data["item_ids"],
                 user_factors=data["user_factors"],
@@ -116,3 +189,9 @@ class RecModel:
                 seen=Seen(data["seen_indptr"], data["seen_indices"]),
                 params=json.loads(str(data["params"])),
             )
+        bad = {name: n for name, n in model.non_finite().items() if n}
+        if bad:
+            # Loaded anyway: the ranker masks those rows (see the module docstring), and
+            # refusing here would take the service and publishing down with it.
+            log.warning("%s: non-finite values %s; those rows are masked in ranking", path, bad)
+        return model

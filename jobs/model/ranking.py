@@ -5,6 +5,14 @@ Scores are dot products computed block by block with a float32 matrix product (B
 the top K of each row come from ``argpartition`` (linear) and only those K are sorted.
 Items a user already interacted with and items not allowed (out of stock) never appear.
 Ties break by item index so the order is deterministic.
+
+Non-finite factors (NaN, ±inf) never crash the ranker and never reach a list: an item
+whose factor row is not finite is treated as not allowed, and a user vector that is not
+finite gets no items (``NO_ITEM`` slots); :meth:`jobs.model.artifact.RecModel.recommend_rows`
+gives such a user the popularity list instead. A score that overflows (finite factors
+too large for float32) is not recommendable either: that pair is left out. Training and
+registration refuse such a model outright; this is the last line for one that got into
+the registry anyway.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ def top_k(
     allowed: np.ndarray | None = None,
     block: int = 1024,
     items_t: np.ndarray | None = None,
+    item_ok: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items for each user vector: (item indices, scores), best first.
 
@@ -69,6 +78,10 @@ def top_k(
     # (RecModel.item_factors_t) so a single-user call does not copy the item matrix.
     if items_t is None:
         items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
+    if item_ok is None:
+        item_ok = np.isfinite(items_t).all(axis=0)
+    # A NaN in one vector poisons its whole row or column of scores: mask them instead.
+    user_ok = np.isfinite(users).all(axis=1)
     n, m = users.shape[0], items_t.shape[1]
     k = min(k, m)
     rows = np.arange(n) if rows is None else np.asarray(rows)
@@ -77,16 +90,21 @@ def top_k(
     if n == 0 or k == 0:
         return out_idx, out_score
     blocked = None if allowed is None else ~np.asarray(allowed, dtype=bool)
+    if not item_ok.all():
+        blocked = ~item_ok if blocked is None else blocked | ~item_ok
     for lo in range(0, n, block):
         hi = min(lo + block, n)
-        if hi - lo == 1:
-            # numpy sends a one-row product to gemv, which rounds differently from the
-            # gemm a block goes through; two rows keep a lone user's bits identical.
-            scores = (np.repeat(users[lo:hi], 2, axis=0) @ items_t)[:1]
-        else:
-            scores = users[lo:hi] @ items_t
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows, masked below
+            scores = _product(users[lo:hi], items_t)
+            # Huge finite factors overflow float32 scores to ±inf or NaN: such a pair is
+            # not recommendable (a +inf would win the first slot and empty it). The sum is
+            # one cheap pass; only a block it flags pays for the mask.
+            if not np.isfinite(scores.sum()):
+                scores[~np.isfinite(scores)] = -np.inf
         if blocked is not None:
             scores[:, blocked] = -np.inf
+        if not user_ok[lo:hi].all():
+            scores[~user_ok[lo:hi]] = -np.inf
         if seen is not None:
             valid = rows[lo:hi] >= 0
             which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
@@ -94,6 +112,15 @@ def top_k(
             scores[which[keep], cols[keep]] = -np.inf
         out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
     return out_idx, out_score
+
+
+def _product(users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
+    """Scores of a block of user vectors against every item."""
+    if len(users) == 1:
+        # numpy sends a one-row product to gemv, which rounds differently from the
+        # gemm a block goes through; two rows keep a lone user's bits identical.
+        return (np.repeat(users, 2, axis=0) @ items_t)[:1]
+    return users @ items_t
 
 
 # Above this many items per K, a sampled threshold first cuts each row to a few hundred
@@ -115,12 +142,16 @@ def select_top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         sample = scores[:, ::_SAMPLE_STRIDE]
         width = sample.shape[1]
         bound = np.partition(sample, width - k, axis=1)[:, width - k]
+        # A NaN score (overflowing finite factors) sorts as the largest: as a bound it
+        # would admit no candidate at all. Such a row then keeps every non-NaN column.
+        bound[np.isnan(bound)] = -np.inf
         flat = np.flatnonzero(scores >= bound[:, None])
         row_of, col_of = np.divmod(flat, m)
         counts = np.bincount(row_of, minlength=b)
         offsets = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
-        vals = np.full((b, counts.max()), -np.inf, dtype=np.float32)
-        cols = np.full((b, counts.max()), m, dtype=np.int64)
+        # At least k wide, so a block whose rows have no candidate still yields k slots.
+        vals = np.full((b, max(int(counts.max()), k)), -np.inf, dtype=np.float32)
+        cols = np.full(vals.shape, m, dtype=np.int64)
         vals[row_of, offsets] = scores.ravel()[flat]
         cols[row_of, offsets] = col_of
     else:

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+# The best version the gate ever accepted (re-scored on each new test slice): what a new
+# model is held to, so a chain of promotions each a little worse cannot ratchet down.
+BEST = "best"
+TAG_TRAINING_KEY = "recflow.training_key"
 TAG_GOLD_VERSION = "recflow.gold_interactions_version"
 log = logging.getLogger(__name__)
 
@@ -96,27 +100,59 @@ def predict_frame(model: RecModel, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def log_model(model: RecModel, workdir: Path, registered_name: str) -> Any:
-    """Log the model as a pyfunc (signature, input example) and register it."""
+def log_model(
+    model: RecModel,
+    workdir: Path,
+    registered_name: str,
+    tags: dict[str, str] | None = None,
+) -> Any:
+    """Log the model as a pyfunc (signature, input example) and register it.
+
+    The version is created with ``tags`` in the same call, so a version never exists
+    without its training key (what makes a retried training task find it instead of
+    registering a second one). Non-finite factors are refused here as well as at
+    training: whoever calls this, the registry never holds a model that cannot rank.
+    Returns the model info; ``registered_model_version`` is the new version.
+    """
     import mlflow
     from mlflow.models import infer_signature
 
+    model.check_finite()
     artifact = model.save(workdir / "model.npz")
     example = pd.DataFrame({"user_id": [str(model.user_ids[0]), "someone-new"], "k": [10, 5]})
     signature = infer_signature(example, predict_frame(model, example))
     # The whole `jobs` package (this file is jobs/model/registry.py): the pyfunc loads
     # with the code it was logged with, on a machine where recflow is not installed.
     code = Path(__file__).resolve().parents[1]
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name="model",
         python_model=_python_model_class()(),
         artifacts={"model": str(artifact)},
         signature=signature,
         input_example=example,
         code_paths=[str(code)],
-        registered_model_name=registered_name,
         pip_requirements=["numpy", "pandas", "mlflow"],
     )
+    registered = mlflow.register_model(info.model_uri, registered_name, tags=tags or {})
+    info.registered_model_version = int(registered.version)
+    return info
+
+
+def find_version(client: MlflowClient, name: str, tag: str, value: str) -> Any | None:
+    """The newest version of ``name`` tagged ``tag=value``, or None.
+
+    Errors from MLflow propagate: "cannot tell" must never read as "not registered yet".
+    """
+    from mlflow.exceptions import MlflowException
+
+    quoted = value.replace("'", "''")
+    try:
+        found = client.search_model_versions(f"name='{name}' and tags.`{tag}` = '{quoted}'")
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return max(found, key=lambda v: int(v.version)) if found else None
 
 
 def load_version(settings: Settings, version: str | int) -> RecModel:
@@ -139,10 +175,21 @@ def load_version(settings: Settings, version: str | int) -> RecModel:
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> Any | None:
-    """The model version behind ``alias``, or None (no model or no such alias)."""
+    """The model version behind ``alias``, or None when there is no such model or alias.
+
+    Only "does not exist" means None. Anything else (the tracking server down, a locked
+    SQLite store, a permission error) propagates: a gate that read an outage as "no
+    champion yet" would promote without comparing. The alias is read from the
+    registered model's alias map rather than by catching the by-alias lookup's error,
+    whose code (INVALID_PARAMETER_VALUE) does not tell a missing alias from a bad call.
+    """
     from mlflow.exceptions import MlflowException
 
     try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else client.get_model_version(name, str(version))

@@ -22,6 +22,10 @@ from jobs.config import Settings
 from jobs.publish.layout import headers_for, md5_hex, served_prefix
 
 
+class _BadPathError(ValueError):
+    """A request path no key can have (answered 400)."""
+
+
 def make_handler(root: Path, cache_seconds: int, cors_origin: str, served: str = "recs/") -> type:
     root = root.resolve()
 
@@ -48,8 +52,16 @@ def make_handler(root: Path, cache_seconds: int, cors_origin: str, served: str =
                 self.wfile.write(body)
 
         def _resolve(self) -> tuple[str, Path] | None:
+            """The served key and its file; None for 404; _BadPath for a 400."""
             key = unquote(urlsplit(self.path).path).lstrip("/")
-            path = (root / key).resolve()
+            if "\x00" in key:
+                # No file name holds a NUL (pathlib raises on it): a 400, like CloudFront,
+                # instead of an exception that drops the connection.
+                raise _BadPathError("NUL byte in the path")
+            try:
+                path = (root / key).resolve()
+            except OSError:
+                raise _BadPathError("path the file system cannot hold") from None
             if not key or not path.is_relative_to(root) or not path.is_file():
                 return None
             if any(part.startswith(".") for part in Path(key).parts):
@@ -71,7 +83,11 @@ def make_handler(root: Path, cache_seconds: int, cors_origin: str, served: str =
             self.do_GET()
 
         def do_GET(self) -> None:
-            found = self._resolve()
+            try:
+                found = self._resolve()
+            except _BadPathError as exc:
+                self._error(HTTPStatus.BAD_REQUEST, f"bad request path: {exc}")
+                return
             if found is None:
                 self._error(HTTPStatus.NOT_FOUND, "no such key")
                 return

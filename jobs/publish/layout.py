@@ -26,7 +26,12 @@ from typing import Any
 SCHEMA_VERSION = 1
 KEY_HEX = 32  # 128 bits of the HMAC: unguessable, and short paths
 IMMUTABLE = "public, max-age=31536000, immutable"
-PUBLISH_ID = re.compile(r"^\d{8}T\d{6}Z-[A-Za-z0-9._-]{1,64}$")
+# Exactly what publish_id_for makes (an MLflow version is a positive integer); used with
+# fullmatch, since "$" would also accept a trailing newline, and [0-9], since \d also
+# matches other scripts' digits ("٢٠٢٦…"). Ids read back from a bucket listing are checked
+# against it before any key or path is built from them: a stray key such as
+# "recs/v/../x" or "recs/v/20261129T060000Z-v1.bak/x" is not recflow's to delete.
+PUBLISH_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-v[1-9][0-9]{0,18}", re.ASCII)
 
 
 class LayoutError(ValueError):
@@ -39,8 +44,14 @@ def publish_id_for(generated_at: datetime, model_version: str | int) -> str:
     return f"{stamp}-v{model_version}"
 
 
+def is_publish_id(publish_id: object) -> bool:
+    """True for an id :func:`publish_id_for` could have made, and nothing else."""
+    return isinstance(publish_id, str) and PUBLISH_ID.fullmatch(publish_id) is not None
+
+
 def check_publish_id(publish_id: str) -> str:
-    if not PUBLISH_ID.match(publish_id):
+    """``publish_id`` unchanged, or LayoutError: every key of a publish is built through here."""
+    if not is_publish_id(publish_id):
         raise LayoutError(
             f"{publish_id!r} is not a publish id (like 20261129T110000Z-v3); "
             "see `recflow publishes`"
@@ -54,7 +65,7 @@ def user_key(secret: str, user_id: str) -> str:
 
 
 def publish_root(prefix: str, publish_id: str) -> str:
-    return f"{prefix}recs/v/{publish_id}/"
+    return f"{prefix}recs/v/{check_publish_id(publish_id)}/"
 
 
 def staging_root(prefix: str, publish_id: str) -> str:
@@ -84,11 +95,26 @@ def latest_key(prefix: str) -> str:
 
 
 def publish_id_of(key: str, prefix: str) -> str | None:
-    """The publish id a key belongs to, or None for keys outside ``recs/v/``."""
-    rest = key.removeprefix(f"{prefix}recs/v/")
+    """The publish id a listed key belongs to, or None when it is not a publish's key.
+
+    Only ids that follow the layout count: whatever else lies under ``recs/v/`` (a
+    hand-made folder, ``..``, a backup copy) was not written by recflow, and neither
+    listing nor pruning may touch it.
+    """
+    return _listed_id(key, f"{prefix}recs/v/")
+
+
+def staged_id_of(key: str, prefix: str) -> str | None:
+    """The publish id a listed staging key belongs to, or None (as :func:`publish_id_of`)."""
+    return _listed_id(key, f"{prefix}_staging/")
+
+
+def _listed_id(key: str, root: str) -> str | None:
+    rest = key.removeprefix(root)
     if rest == key or "/" not in rest:
         return None
-    return rest.split("/", 1)[0]
+    found = rest.split("/", 1)[0]
+    return found if is_publish_id(found) else None
 
 
 def headers_for(key: str, cache_seconds: int) -> dict[str, str]:

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from jobs.config import Settings, get_settings
+from jobs.config import Settings, get_settings, secret_value
 from jobs.model.ranking import round_scores
 from jobs.model.registry import TAG_GOLD_VERSION
 from jobs.publish import layout
@@ -98,6 +98,9 @@ def score_step(
     from jobs.model.registry import load_version
 
     settings = settings or get_settings()
+    # Before the model and Spark are loaded: a refused secret is a configuration error
+    # the operator fixes, not something a retry of this task can get past.
+    settings.hmac_secret()
     t0 = time.perf_counter()
     found = _model_version(settings, version)
     model = load_version(settings, found.version)
@@ -185,7 +188,7 @@ def _rank_everyone(
     if bar:
         bar.close()
     pop_idx, pop_scores = model.popular_rows(np.array([-1]), k, allowed)
-    secret = settings.publish_secret.get_secret_value()
+    secret = settings.hmac_secret()
     return {
         "keys": _binary_keys([layout.user_key(secret, str(u)) for u in model.user_ids]),
         "item_ids": model.item_ids.astype(str),
@@ -288,7 +291,7 @@ def drop_stage(settings: Settings, store: ObjectStore, publish_id: str) -> int:
     (Airflow's "clear" on one task); they hold what its objects hold, keyed the same way.
     """
     root = layout.staging_root(settings.publish_prefix, publish_id)
-    return store.delete([key for key, _ in store.list(root)])
+    return store.delete([key for key, _ in store.list(root) if key.startswith(root)])
 
 
 # -- 2. upload -----------------------------------------------------------------------------
@@ -519,13 +522,13 @@ def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict
     store = store or open_store(settings)
     prefix = settings.publish_prefix
     live = current(settings, store)
-    # Only keys that follow the layout: a stray folder under recs/v/ is not a publish, and
-    # recflow neither lists nor deletes what it did not write.
+    # Only keys that follow the layout (publish_id_of validates): a stray folder under
+    # recs/v/ is not a publish, and recflow neither lists nor deletes what it did not write.
     ids = sorted(
         {
             pid
             for key, _ in store.list(f"{prefix}recs/v/")
-            if (pid := layout.publish_id_of(key, prefix)) and layout.PUBLISH_ID.match(pid)
+            if (pid := layout.publish_id_of(key, prefix))
         }
     )
     out = []
@@ -560,7 +563,8 @@ def prune_step(store: ObjectStore | None = None, settings: Settings | None = Non
         # the next prune finishes the job; the other order could orphan the stage.
         drop_stage(settings, store, p["publish_id"])
         root = layout.publish_root(prefix, p["publish_id"])
-        store.delete(key for key, _ in list(store.list(root)))
+        # Only keys under the publish's own prefix, whatever a store's listing returns.
+        store.delete([key for key, _ in store.list(root) if key.startswith(root)])
         dropped.append(p["publish_id"])
     abandoned = _abandoned_stages(settings, store, {p["publish_id"] for p in found}, keep)
     for publish_id in abandoned:
@@ -581,13 +585,13 @@ def _abandoned_stages(
     if not keep:
         return []
     oldest_kept = min(keep)
-    root = f"{settings.publish_prefix}_staging/"
-    staged = {key.removeprefix(root).split("/", 1)[0] for key, _ in store.list(root)}
-    return sorted(
+    prefix = settings.publish_prefix
+    staged = {
         pid
-        for pid in staged
-        if layout.PUBLISH_ID.match(pid) and pid not in published and pid < oldest_kept
-    )
+        for key, _ in store.list(f"{prefix}_staging/")
+        if (pid := layout.staged_id_of(key, prefix))
+    }
+    return sorted(pid for pid in staged if pid not in published and pid < oldest_kept)
 
 
 def invalidate_step(reference: str, settings: Settings | None = None) -> str | None:
@@ -597,13 +601,12 @@ def invalidate_step(reference: str, settings: Settings | None = None) -> str | N
         return None
     import boto3
 
-    secret = settings.aws_secret_access_key
     client = boto3.client(
         "cloudfront",
-        endpoint_url=settings.cloudfront_endpoint_url,
+        endpoint_url=secret_value(settings.cloudfront_endpoint_url),
         region_name=settings.aws_region,
-        aws_access_key_id=settings.aws_access_key_id,
-        aws_secret_access_key=secret.get_secret_value() if secret else None,
+        aws_access_key_id=secret_value(settings.aws_access_key_id),
+        aws_secret_access_key=secret_value(settings.aws_secret_access_key),
     )
     answer = client.create_invalidation(
         DistributionId=settings.cloudfront_distribution_id,
@@ -662,11 +665,12 @@ def recs_for(
     settings: Settings, user_id: str, store: ObjectStore | None = None
 ) -> tuple[str, dict[str, Any]]:
     """(object key, body) a client fetches for ``user_id``: their list, else popular."""
+    secret = settings.hmac_secret()  # refused before any request, like score_step
     store = store or open_store(settings)
     live = current(settings, store)
     if live is None:
         raise PublishError("nothing published yet (run `recflow publish`)")
-    key = layout.user_key(settings.publish_secret.get_secret_value(), user_id)
+    key = layout.user_key(secret, user_id)
     user_key = live["users"].format(kk=key[:2], key=key)
     data = store.get(user_key)
     if data is not None:

@@ -9,6 +9,12 @@ S3 requests go through boto3 with botocore's "standard" retry mode: throttling
 (SlowDown, 503) and 5xx answers are retried with exponential backoff and jitter, up to
 ``RECFLOW_PUBLISH_MAX_ATTEMPTS`` attempts. Concurrency is the caller's bounded thread
 pool; the client's connection pool is sized to match.
+
+The local store accepts only keys an S3 bucket would hold as plain names: no ``.`` or
+``..`` segment, no empty segment, no NUL or backslash. A folder would otherwise resolve
+``recs/v/../x`` to ``recs/x`` — a different object than S3 stores under that key — and a
+symlink could lead a delete out of the store; symlinks are not objects, and are neither
+listed, read nor followed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
-from jobs.config import Settings
+from jobs.config import Settings, secret_value
 from jobs.publish.layout import md5_hex
 
 
@@ -59,6 +65,26 @@ _HEADER_ARGS = {
 }
 
 
+class UnsafeKeyError(ValueError):
+    """A key the local store refuses: it is not a plain name inside the store."""
+
+
+def check_key(key: str, prefix: bool = False) -> str:
+    """``key`` unchanged when it is a plain relative name; UnsafeKeyError otherwise.
+
+    A prefix (``prefix=True``) may be empty or end with ``/``.
+    """
+    if prefix and key == "":
+        return key
+    parts = key.split("/")
+    if prefix and key.endswith("/"):
+        parts = parts[:-1]
+    bad = not key or "\x00" in key or "\\" in key or any(part in ("", ".", "..") for part in parts)
+    if bad:
+        raise UnsafeKeyError(f"key {key!r} is not a plain object name (no '.', '..', '//', NUL)")
+    return key
+
+
 class LocalStore:
     """A folder standing in for the bucket; object key = relative path."""
 
@@ -66,11 +92,20 @@ class LocalStore:
         self.root = Path(root)
         self.description = str(self.root)
 
-    def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
-            raise ValueError(f"key {key!r} escapes the store")
+    def _path(self, key: str, prefix: bool = False) -> Path:
+        """Where ``key`` lives: never outside the store, never through a symlinked folder."""
+        check_key(key, prefix)
+        root = self.root.resolve()
+        path = root / key
+        # The folders on the way must be real ones inside the store; the object itself is
+        # not resolved, so a symlink there is seen as one (and never followed).
+        if not path.parent.resolve().is_relative_to(root):
+            raise UnsafeKeyError(f"key {key!r} leads out of the store")
         return path
+
+    @staticmethod
+    def _is_object(path: Path) -> bool:
+        return path.is_file() and not path.is_symlink()
 
     def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
         path = self._path(key)
@@ -81,7 +116,7 @@ class LocalStore:
 
     def get(self, key: str) -> bytes | None:
         path = self._path(key)
-        return path.read_bytes() if path.is_file() else None
+        return path.read_bytes() if self._is_object(path) else None
 
     def put_file(self, key: str, path: Path, headers: dict[str, str]) -> None:
         target = self._path(key)
@@ -92,7 +127,7 @@ class LocalStore:
 
     def get_file(self, key: str, dest: Path) -> bool:
         source = self._path(key)
-        if not source.is_file():
+        if not self._is_object(source):
             return False
         shutil.copyfile(source, dest)
         return True
@@ -102,15 +137,16 @@ class LocalStore:
         return md5_hex(data) if data is not None else None
 
     def list(self, prefix: str) -> Iterator[tuple[str, str]]:
-        base = self._path(prefix) if prefix else self.root.resolve()
-        start = base if base.is_dir() else base.parent
+        base = self._path(prefix, prefix=True) if prefix else self.root.resolve()
+        start = base if base.is_dir() and not base.is_symlink() else base.parent
         if not start.exists():
             return
         root = self.root.resolve()
+        # rglob does not descend into symlinked folders; symlinked files are skipped here.
         found = sorted(
             str(p.relative_to(root))
             for p in start.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
+            if self._is_object(p) and not p.name.startswith(".")
         )
         for key in found:
             if key.startswith(prefix):
@@ -118,14 +154,15 @@ class LocalStore:
 
     def delete(self, keys: Iterable[str]) -> int:
         n = 0
+        root = self.root.resolve()
         for key in keys:
             path = self._path(key)
-            if not path.exists():
+            if not (path.is_symlink() or path.is_file()):
                 continue  # S3 semantics: deleting a missing key is not an error
-            path.unlink()
+            path.unlink()  # a symlink goes, never what it points at
             n += 1
             for parent in path.parents:  # drop emptied folders, never the root
-                if parent == self.root.resolve() or any(parent.iterdir()):
+                if parent == root or any(parent.iterdir()):
                     break
                 parent.rmdir()
         return n
@@ -145,13 +182,12 @@ class S3Store:
             max_pool_connections=max(10, settings.publish_workers),
             s3={"addressing_style": "path"} if settings.s3_endpoint_url else {},
         )
-        secret = settings.aws_secret_access_key
         self.client = boto3.client(
             "s3",
-            endpoint_url=settings.s3_endpoint_url,
+            endpoint_url=secret_value(settings.s3_endpoint_url),
             region_name=settings.aws_region,
-            aws_access_key_id=settings.aws_access_key_id,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            aws_access_key_id=secret_value(settings.aws_access_key_id),
+            aws_secret_access_key=secret_value(settings.aws_secret_access_key),
             config=config,
         )
 

@@ -115,7 +115,9 @@ def import_model(settings: Settings, version: str | int | None = None) -> bentom
         metadata={
             **identity,
             "source": f"models:/{settings.model_name}/{version}",
-            "tracking_uri": settings.tracking_uri,
+            # The registry it came from, without credentials: the metadata is readable by
+            # anyone with the Bento (and ships inside a container image).
+            "tracking_uri": settings.tracking_uri_shown,
             "users": len(model.user_ids),
             "items": len(model.item_ids),
             "rank": model.rank,

@@ -156,3 +156,26 @@ def validation_error_body(errors: Sequence[dict[str, Any]]) -> dict[str, Any]:
         )
     message = "; ".join(f"{d['field']}: {d['message']}" for d in detail) or "invalid request"
     return {"error": f"invalid request: {message}", "detail": detail}
+
+
+# -- metric labels -----------------------------------------------------------------------------
+
+# The values the rejected-requests counter's "field" label may take, per endpoint: the
+# request's own fields, "body" (not JSON, not an object) and "other". Anything a client
+# sends beyond these (an unknown field's name, a list index) must not become a label
+# value: each new value is a new time series, and a client could mint them at will.
+OTHER_FIELD = "other"
+METRIC_FIELDS: dict[str, frozenset[str]] = {
+    "recommend": frozenset(RecommendRequest.model_fields) | {"body"},
+    "similar": frozenset(SimilarRequest.model_fields) | {"body"},
+}
+
+
+def metric_field(endpoint: str, field_name: str) -> str:
+    """The label value for a rejected request's first bad field, from a fixed set.
+
+    ``recent_item_ids[3]`` counts as ``recent_item_ids``; an unknown field, or an
+    unknown endpoint, as ``other``.
+    """
+    top = field_name.split("[", 1)[0].split(".", 1)[0]
+    return top if top in METRIC_FIELDS.get(endpoint, frozenset()) else OTHER_FIELD

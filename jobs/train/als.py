@@ -1,9 +1,14 @@
-"""Spark ALS on implicit feedback: the hyperparameters, the candidates searched, the solve.
+"""Spark ALS on implicit feedback: the hyperparameters, the search space, the solve.
 
 The interactions arrive as a small pandas frame of dense codes (``u, i, weight``): at the
 sizes a single driver evaluates (millions of pairs) that is cheaper than keeping every
 step in Spark, and ranking and metrics then run in numpy exactly as when publishing.
 Spark does what it is good at: the ALS solve, which scales out.
+
+The hyperparameters include how interactions become confidences
+(:mod:`jobs.train.weighting`: a scheme and a recency half-life), applied inside
+:func:`fit`, so every fit of a recipe — search, test, final, an incumbent refitted for
+the gate — weighs the data the same way.
 """
 
 from __future__ import annotations
@@ -30,10 +35,35 @@ class ALSParams:
     reg: float
     alpha: float
     iterations: int
+    weighting: str
+    half_life_days: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ALSParams:
-        return cls(settings.als_rank, settings.als_reg, settings.als_alpha, settings.als_iterations)
+        return cls(
+            settings.als_rank,
+            settings.als_reg,
+            settings.als_alpha,
+            settings.als_iterations,
+            settings.als_weighting,
+            settings.als_half_life_days,
+        )
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> ALSParams:
+        """The recipe a registered model was trained with (its artifact's params).
+
+        Versions from before weighting was searchable trained on the plain gold weights:
+        that is ``none`` with no recency decay, which is what they get.
+        """
+        return cls(
+            int(params["rank"]),
+            float(params["reg"]),
+            float(params["alpha"]),
+            int(params["iterations"]),
+            str(params.get("weighting", "none")),
+            float(params.get("half_life_days", 0.0)),
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,7 +71,14 @@ class ALSParams:
             "reg": self.reg,
             "alpha": self.alpha,
             "iterations": self.iterations,
+            "weighting": self.weighting,
+            "half_life_days": self.half_life_days,
         }
+
+    def label(self) -> str:
+        return f"rank{self.rank} reg{self.reg:.3g} a{self.alpha:.3g} {self.weighting}" + (
+            f" hl{self.half_life_days:g}d" if self.half_life_days else ""
+        )
 
 
 def candidates(settings: Settings) -> list[ALSParams]:
@@ -54,6 +91,26 @@ def candidates(settings: Settings) -> list[ALSParams]:
         if candidate not in out:
             out.append(candidate)
     return out
+
+
+def suggest(trial: Any, settings: Settings) -> ALSParams:
+    """One point of the search space for an Optuna trial (iterations stay as set).
+
+    Ranges from what mattered on MovieLens (BENCHMARKS.md): Spark scales ``reg`` by each
+    row's count, so useful values sit around 0.01–3; alpha multiplies a weight whose
+    scale depends on the scheme (BM25 weights are a few units, gold weights up to 8 per
+    event), hence the wide log range.
+    """
+    return ALSParams(
+        rank=trial.suggest_categorical("rank", settings.search_ranks),
+        reg=trial.suggest_float("reg", 0.01, 3.0, log=True),
+        alpha=trial.suggest_float("alpha", 0.05, 50.0, log=True),
+        iterations=settings.als_iterations,
+        weighting=trial.suggest_categorical("weighting", list(settings.search_weightings)),
+        half_life_days=trial.suggest_categorical(
+            "half_life_days", list(settings.search_half_lives)
+        ),
+    )
 
 
 def fit(
@@ -70,6 +127,9 @@ def fit(
     """
     from pyspark.ml.recommendation import ALS
 
+    from jobs.train.weighting import apply
+
+    frame = apply(frame, params.weighting, params.half_life_days, n_users)
     with tempfile.TemporaryDirectory(prefix="recflow-als-") as tmp:
         # Through parquet: createDataFrame from a large pandas frame is slow and warns.
         path = Path(tmp) / "train.parquet"

@@ -8,7 +8,7 @@ import numpy as np
 from jobs.model.artifact import RecModel
 from jobs.model.ranking import popular_k, top_k
 from jobs.train.data import Encoded
-from jobs.train.metrics import ranking_metrics
+from jobs.train.metrics import ndcg_per_user, ranking_metrics
 from jobs.train.splits import Holdout
 
 
@@ -21,13 +21,28 @@ def evaluate(
     catalog_size: int,
 ) -> dict[str, float]:
     """Metrics at ``k`` of the factor model (or, with ``popularity``, of the baseline)."""
+    return evaluate_per_user(holdout, user_factors, item_factors, popularity, k, catalog_size)[0]
+
+
+def evaluate_per_user(
+    holdout: Holdout,
+    user_factors: np.ndarray | None,
+    item_factors: np.ndarray | None,
+    popularity: np.ndarray | None,
+    k: int,
+    catalog_size: int,
+) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`evaluate` plus each holdout user's NDCG@K (for bootstrap intervals)."""
     if popularity is not None:
         idx, _ = popular_k(popularity, k, len(holdout.users), holdout.seen, holdout.users)
     else:
         assert user_factors is not None and item_factors is not None
         idx, _ = top_k_for(holdout, user_factors, item_factors, k)
     recs = [[int(j) for j in row if j >= 0] for row in idx]
-    return ranking_metrics(recs, holdout.truth, k=k, catalog_size=catalog_size)
+    return (
+        ranking_metrics(recs, holdout.truth, k=k, catalog_size=catalog_size),
+        ndcg_per_user(recs, holdout.truth, k),
+    )
 
 
 def metric_curve(

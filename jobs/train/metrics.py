@@ -49,16 +49,25 @@ def _discounts(n: int) -> np.ndarray:
     return 1.0 / np.log2(np.arange(2, 2 + n))
 
 
-def ndcg_at_k(recommended: Recs, relevant: Truth, k: int = DEFAULT_K) -> float:
+def ndcg_per_user(recommended: Recs, relevant: Truth, k: int = DEFAULT_K) -> np.ndarray:
+    """NDCG@K of each evaluable user, in input order (users without truth skipped).
+
+    What the bootstrap resamples: two models scored on the same holdout give arrays of
+    the same users in the same order, so they can be compared pair by pair.
+    """
     pairs = _pairs(recommended, relevant)
     longest = max((min(k, max(len(recs), len(rel))) for recs, rel in pairs), default=0)
     discount = _discounts(longest)
-    scores = []
-    for recs, rel in pairs:
+    scores = np.zeros(len(pairs), dtype=np.float64)
+    for n, (recs, rel) in enumerate(pairs):
         dcg = sum(discount[r] for r, i in enumerate(recs[:k]) if i in rel)
-        ideal = discount[: min(k, len(rel))].sum()
-        scores.append(dcg / ideal)
-    return _mean(scores)
+        scores[n] = dcg / discount[: min(k, len(rel))].sum()
+    return scores
+
+
+def ndcg_at_k(recommended: Recs, relevant: Truth, k: int = DEFAULT_K) -> float:
+    scores = ndcg_per_user(recommended, relevant, k)
+    return float(scores.mean()) if scores.size else 0.0
 
 
 def map_at_k(recommended: Recs, relevant: Truth, k: int = DEFAULT_K) -> float:

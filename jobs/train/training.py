@@ -8,16 +8,23 @@ The phases of :func:`train_model`, in order:
 
 1. :func:`prepare` — gold ``interactions`` at its current Delta version (recorded as a run
    tag, so the trigger and any reviewer know exactly what the model saw), encoded, and
-   split by time: the latest ``test_fraction`` is the test slice, the latest
-   ``validation_fraction`` of the rest picks the hyperparameters;
-2. :func:`search` — one nested run per candidate, scored on the validation slice;
-3. :func:`evaluate_on_test` — the best candidate refit on everything before the test slice
-   and evaluated once on it, next to the popularity baseline and the current champion;
+   split by time per user: each user's latest ``test_fraction`` is the test slice, the
+   latest ``validation_fraction`` of the rest picks the hyperparameters;
+2. :func:`search` — Optuna TPE within a budget, one nested run per trial, scored on the
+   validation slice;
+3. :func:`evaluate_on_test` — the best recipe refit on the training split and evaluated
+   once on the test slice, beside popularity, EASE and the incumbents (champion, best),
+   whose own recipes are refit on the same split so that nobody has seen the held-out
+   interactions; bootstrap intervals over users for every NDCG and for the differences;
 4. :func:`evaluate_stratified` — optionally the per-user stratified 75/25 random split, the
-   protocol published numbers use, with its own search;
+   protocol published numbers use, with its own search and the same comparison;
 5. :func:`fit_final` — the model to serve, refit on all interactions;
-6. :func:`register_and_gate` — logged as a pyfunc (numpy only) with plots, registered,
-   and its aliases set by the gate.
+6. :func:`register_and_gate` — checked finite, logged as a pyfunc (numpy only) with
+   plots, registered with its training key, and its aliases set by the gate.
+
+A training key (the Airflow run, from :func:`jobs.train.steps.train_step`) makes a retried
+task idempotent: the version registered under that key is found and reused (gated if the
+first try died before the gate), never registered twice.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,14 +42,15 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.model.artifact import RecModel
 from jobs.model.registry import (
-    CHAMPION,
     TAG_GOLD_VERSION,
-    alias_version,
+    TAG_TRAINING_KEY,
+    find_version,
     load_version,
     log_model,
     setup,
 )
 from jobs.train import als
+from jobs.train.baselines import evaluate_ease
 from jobs.train.data import (
     MIN_INTERACTIONS,
     MIN_USERS,
@@ -52,9 +60,24 @@ from jobs.train.data import (
     read_gold,
     seen_of,
 )
-from jobs.train.evaluate import evaluate, evaluate_registered, metric_curve, top_k_for
-from jobs.train.gate import GateResult, apply_gate, gate
-from jobs.train.splits import Holdout, stratified_split, time_split
+from jobs.train.evaluate import (
+    evaluate,
+    evaluate_per_user,
+    evaluate_registered,
+    metric_curve,
+    top_k_for,
+)
+from jobs.train.gate import (
+    TAG_DECISION,
+    TAG_GATE,
+    GateResult,
+    Incumbent,
+    apply_gate,
+    gate,
+    incumbents_of,
+)
+from jobs.train.splits import Holdout, stratified_split, user_time_split
+from jobs.train.stats import bootstrap_ci, paired_relative_ci
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -114,7 +137,16 @@ class TestEvaluation:
     pop_curve: dict[int, dict[str, float]]
     rec_idx: np.ndarray
     popularity: np.ndarray
-    champion_ndcg: float | None
+    incumbents: list[Incumbent] = field(default_factory=list)
+
+    @property
+    def champion_ndcg(self) -> float | None:
+        found = [inc.ndcg for inc in self.incumbents if inc.role == "champion"]
+        return found[0] if found else None
+
+
+# The run tag that says which champion the gate compared against (for a resumed gate).
+TAG_COMPARED_CHAMPION = "recflow.gate.compared_champion"
 
 
 def train_model(
@@ -122,38 +154,65 @@ def train_model(
     spark: SparkSession | None = None,
     reason: str = "manual",
     progress: bool = False,
+    training_key: str | None = None,
 ) -> TrainResult:
-    """Train, evaluate, register and gate one model; returns what happened."""
+    """Train, evaluate, register and gate one model; returns what happened.
+
+    With ``training_key``, a version already registered under it is returned (and gated
+    if it was not yet) instead of training again: a retried task registers nothing new.
+    """
     import mlflow
 
+    t0 = time.perf_counter()
+    client = setup(settings)
+    if training_key:
+        existing = find_version(client, settings.model_name, TAG_TRAINING_KEY, training_key)
+        if existing is not None:
+            log.info("training %s already registered v%s: reused", training_key, existing.version)
+            return resume(settings, client, existing, t0)
     if spark is None:
         from jobs.spark import get_spark
 
         spark = get_spark(settings)
-    t0 = time.perf_counter()
-    client = setup(settings)
     k = settings.eval_k
     prepared = prepare(spark, settings)
-    champion = alias_version(client, settings.model_name, CHAMPION)
+    # Read once, before training: the gate compares against these and moves the champion
+    # alias only if it is still this version when the run ends (compare-and-set).
+    # An absent `best` is set to the champion here (logged), so the bar is never lost.
+    champion, incumbents = incumbents_of(client, settings.model_name)
 
     with mlflow.start_run(run_name=f"als {prepared.data['gold_interactions_version']}") as parent:
         _log_inputs(settings, prepared.data, reason)
-        grid = als.candidates(settings)
-        found = search(
-            spark, settings, prepared.enc, prepared.train, prepared.valid, grid, progress
-        )
+        mlflow.set_tag(TAG_COMPARED_CHAMPION, "none" if champion is None else champion.version)
+        if training_key:
+            mlflow.set_tag(TAG_TRAINING_KEY, training_key)
+        found = search(spark, settings, prepared.enc, prepared.train, prepared.valid, progress)
         best = _best(found, k)
         mlflow.log_params({f"als_{name}": value for name, value in best.as_dict().items()})
-        test = evaluate_on_test(spark, settings, prepared, best, champion)
+        test = evaluate_on_test(spark, settings, prepared, best, incumbents)
+        # Which versions were compared (run tags): what a resumed gate compares with.
+        mlflow.set_tags({f"recflow.gate.{i.role}_version": i.version for i in test.incumbents})
         metrics = dict(test.metrics)
         s_best = None
         if settings.eval_stratified:
-            s_best, s_metrics = evaluate_stratified(spark, settings, prepared.enc, grid, progress)
+            s_best, s_metrics = evaluate_stratified(
+                spark, settings, prepared.enc, incumbents, progress
+            )
             metrics.update(s_metrics)
         mlflow.log_metrics(metrics)
         model = fit_final(spark, settings, prepared, best)
-        version, decision = register_and_gate(settings, client, model, metrics, test, prepared.data)
         run_id = parent.info.run_id
+        version, decision = register_and_gate(
+            settings,
+            client,
+            model,
+            metrics,
+            test,
+            prepared.data,
+            expected_champion=None if champion is None else str(champion.version),
+            run_id=run_id,
+            training_key=training_key,
+        )
 
     return TrainResult(
         run_id=run_id,
@@ -185,8 +244,8 @@ def prepare(spark: SparkSession, settings: Settings) -> Prepared:
         )
     enc = Encoded.from_frame(pdf)
     data.update(users=enc.n_users, items=enc.n_items)
-    train_full, test = time_split(enc.frame, settings.test_fraction)
-    train, valid = time_split(train_full, settings.validation_fraction)
+    train_full, test = user_time_split(enc.frame, settings.test_fraction)
+    train, valid = user_time_split(train_full, settings.validation_fraction)
     return Prepared(enc, data, train_full, test, train, valid)
 
 
@@ -216,34 +275,91 @@ def _log_inputs(settings: Settings, data: dict[str, Any], reason: str) -> None:
 # -- 2. search -----------------------------------------------------------------------------
 
 
+def fit_challenger(
+    spark: SparkSession,
+    settings: Settings,
+    frame: pd.DataFrame,
+    enc: Encoded,
+    params: als.ALSParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every fit of the new version's recipe (search, test, final) goes through here.
+
+    The incumbents' refits call :func:`jobs.train.als.fit` themselves: one seam, so a
+    fault injected into the new model (a test's shuffled factors) never reaches the
+    models it is compared with.
+    """
+    return als.fit(spark, frame, enc.n_users, enc.n_items, params, settings.seed)
+
+
 def search(
     spark: SparkSession,
     settings: Settings,
     enc: Encoded,
     fit_frame: pd.DataFrame,
     valid_frame: pd.DataFrame,
-    grid: list[als.ALSParams],
     progress: bool,
     protocol: str = "time",
 ) -> list[dict[str, Any]]:
-    """Fit each candidate on ``fit_frame`` and score it on ``valid_frame`` (nested runs)."""
-    import mlflow
+    """Optuna TPE over :func:`jobs.train.als.suggest`, each trial a nested MLflow run.
 
+    The defaults and the configured grid entries are enqueued first (the known-good
+    points, so a small budget never does worse than the old fixed grid), then TPE
+    proposes the rest within ``search_trials`` fits and ``search_timeout_seconds``. Each
+    trial fits on ``fit_frame`` and is scored on ``valid_frame``, never on the test split.
+    """
+    import mlflow
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    k = settings.eval_k
     holdout = Holdout.of(fit_frame, valid_frame, enc.n_users)
+    seeds = als.candidates(settings)[: settings.search_trials]
+    # Choices include every enqueued value, so TPE can learn from the seeded trials.
+    space = settings.model_copy(
+        update={
+            "search_ranks": sorted({*settings.search_ranks, *(c.rank for c in seeds)}),
+            "search_weightings": sorted(
+                {*settings.search_weightings, *(c.weighting for c in seeds)}
+            ),
+            "search_half_lives": sorted(
+                {*settings.search_half_lives, *(c.half_life_days for c in seeds)}
+            ),
+        }
+    )
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
+    )
+    for c in seeds:
+        fixed = {n: v for n, v in c.as_dict().items() if n != "iterations"}
+        study.enqueue_trial(fixed, user_attrs={"iterations": c.iterations})
     found: list[dict[str, Any]] = []
-    for params in _progress(grid, progress, f"search ({protocol})"):
-        name = f"{protocol} rank{params.rank} reg{params.reg} a{params.alpha}"
-        with mlflow.start_run(run_name=name, nested=True):
-            mlflow.set_tag("recflow.protocol", protocol)
+    bar = _progress_bar(settings.search_trials, progress, f"search ({protocol})")
+
+    def objective(trial: Any) -> float:
+        params = als.suggest(trial, space)
+        iterations = trial.user_attrs.get("iterations")
+        if iterations is not None:
+            params = replace(params, iterations=int(iterations))
+        with mlflow.start_run(run_name=f"{protocol} #{trial.number} {params.label()}", nested=True):
+            mlflow.set_tags({"recflow.protocol": protocol, "recflow.trial": str(trial.number)})
             started = time.perf_counter()
-            u, v = als.fit(spark, fit_frame, enc.n_users, enc.n_items, params, settings.seed)
-            metrics = _prefixed(
-                evaluate(holdout, u, v, None, settings.eval_k, enc.n_items), "validation_"
-            )
+            u, v = fit_challenger(spark, settings, fit_frame, enc, params)
+            metrics = _prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "validation_")
             metrics["fit_seconds"] = time.perf_counter() - started
             mlflow.log_params(params.as_dict())
             mlflow.log_metrics(metrics)
-            found.append({"params": params, **metrics})
+        found.append({"params": params, **metrics})
+        if bar is not None:
+            bar.update(1)
+        return metrics[f"validation_ndcg_at_{k}"]
+
+    study.optimize(
+        objective,
+        n_trials=settings.search_trials,
+        timeout=settings.search_timeout_seconds or None,
+    )
+    if bar is not None:
+        bar.close()
     return found
 
 
@@ -251,7 +367,97 @@ def _best(found: list[dict[str, Any]], k: int) -> als.ALSParams:
     return max(found, key=lambda c: c[f"validation_ndcg_at_{k}"])["params"]
 
 
-# -- 3. the test slice ---------------------------------------------------------------------
+# -- 3. the comparison on held-out interactions --------------------------------------------
+
+
+@dataclass
+class Comparison:
+    """The challenger, the baselines and the refitted incumbents on one split."""
+
+    metrics: dict[str, float]
+    holdout: Holdout
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    popularity: np.ndarray
+    incumbents: list[Incumbent]
+
+
+def compare(
+    spark: SparkSession,
+    settings: Settings,
+    enc: Encoded,
+    split: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame],
+    best: als.ALSParams,
+    recipes: list[tuple[str, str, als.ALSParams]],
+    prefix: str,
+) -> Comparison:
+    """``best`` refit on the training part and scored once on the held-out part, beside
+    popularity, EASE and every incumbent recipe refit on the very same training part.
+
+    ``split`` is (train, test, fit, valid): fit/valid only pick EASE's penalty. Metric
+    names: ``{prefix}…`` for ALS, ``popularity_{prefix}…``, ``ease_{prefix}…``,
+    ``{role}_{prefix}…``; each NDCG with its bootstrap interval (``…_low``/``…_high``)
+    and each incumbent with the paired interval of ALS's relative difference to it
+    (``{role}_{prefix}diff_low``/``…_high``), which is what the gate decides on.
+    """
+    train, test, fit_part, valid = split
+    k, n_items = settings.eval_k, enc.n_items
+    samples, level, seed = settings.gate_bootstrap_samples, settings.gate_confidence, settings.seed
+    holdout = Holdout.of(train, test, enc.n_users)
+    started = time.perf_counter()
+    u, v = fit_challenger(spark, settings, train, enc, best)
+    metrics = {f"{prefix}fit_seconds": time.perf_counter() - started}
+    pop = popularity_of(train, n_items)
+    ndcg = f"ndcg_at_{k}"
+
+    def record(name: str, found: dict[str, float], per_user: np.ndarray) -> None:
+        metrics.update(_prefixed(found, name))
+        ci = bootstrap_ci(per_user, samples, level, seed)
+        metrics[f"{name}{ndcg}_low"], metrics[f"{name}{ndcg}_high"] = ci.low, ci.high
+
+    als_found, als_users = evaluate_per_user(holdout, u, v, None, k, n_items)
+    record(prefix, als_found, als_users)
+    metrics[f"{prefix}users"] = float(len(holdout.users))
+    record(f"popularity_{prefix}", *evaluate_per_user(holdout, None, None, pop, k, n_items))
+    if n_items <= settings.ease_max_items:
+        lam = _ease_lambda(settings, enc, fit_part, valid)
+        metrics[f"ease_{prefix}lambda"] = lam
+        record(f"ease_{prefix}", *evaluate_ease(train, holdout, enc.n_users, n_items, lam, k))
+    scored = []
+    for role, version, recipe in recipes:
+        ru, rv = als.fit(spark, train, enc.n_users, n_items, recipe, settings.seed)
+        found, per_user = evaluate_per_user(holdout, ru, rv, None, k, n_items)
+        record(f"{role}_{prefix}", found, per_user)
+        diff = paired_relative_ci(als_users, per_user, samples, level, seed)
+        metrics[f"{role}_{prefix}diff_low"] = diff.low
+        metrics[f"{role}_{prefix}diff_high"] = diff.high
+        scored.append(Incumbent(role, version, found[ndcg], diff.low, diff.high))
+    return Comparison(metrics, holdout, u, v, pop, scored)
+
+
+def _ease_lambda(
+    settings: Settings, enc: Encoded, fit_part: pd.DataFrame, valid: pd.DataFrame
+) -> float:
+    """EASE's penalty picked on the validation split (cheap: one inverse per value)."""
+    holdout = Holdout.of(fit_part, valid, enc.n_users)
+    k = settings.eval_k
+    scores = {
+        lam: evaluate_ease(fit_part, holdout, enc.n_users, enc.n_items, lam, k)[0][f"ndcg_at_{k}"]
+        for lam in settings.ease_lambdas
+    }
+    return max(scores, key=lambda lam: scores[lam])
+
+
+def incumbent_recipes(
+    settings: Settings, incumbents: list[tuple[str, str]]
+) -> tuple[list[tuple[str, str, als.ALSParams]], dict[str, RecModel]]:
+    """Each incumbent's hyperparameters, read from its registered artifact."""
+    recipes, models = [], {}
+    for role, version in incumbents:
+        model = load_version(settings, version)
+        models[role] = model
+        recipes.append((role, version, als.ALSParams.from_dict(model.params)))
+    return recipes, models
 
 
 def evaluate_on_test(
@@ -259,34 +465,32 @@ def evaluate_on_test(
     settings: Settings,
     prepared: Prepared,
     best: als.ALSParams,
-    champion: Any | None,
+    incumbents: list[tuple[str, str]],
 ) -> TestEvaluation:
-    """Best params refit before the test slice, against popularity and the champion, once."""
+    """The time protocol: ``best`` and every incumbent's recipe refit on the same
+    training split and scored once on each user's latest interactions, beside popularity
+    and EASE.
+
+    The incumbents' artifacts as they are (trained on most of the held-out pairs, so
+    they may not recommend them) are scored too, as ``{role}_artifact_test_…``: for the
+    record only, the gate never reads them.
+    """
     enc, k = prepared.enc, settings.eval_k
-    started = time.perf_counter()
-    u, v = als.fit(spark, prepared.train_full, enc.n_users, enc.n_items, best, settings.seed)
-    fit_seconds = time.perf_counter() - started
-    holdout = Holdout.of(prepared.train_full, prepared.test, enc.n_users)
-    pop = popularity_of(prepared.train_full, enc.n_items)
-    metrics = {
-        "fit_seconds": fit_seconds,
-        "test_users": float(len(holdout.users)),
-        **_prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "test_"),
-        **_prefixed(evaluate(holdout, None, None, pop, k, enc.n_items), "popularity_test_"),
-    }
-    champion_ndcg = None
-    if champion is not None:
-        registered = load_version(settings, champion.version)
-        champion_metrics = evaluate_registered(registered, enc, holdout, k)
-        metrics.update(_prefixed(champion_metrics, "champion_test_"))
-        champion_ndcg = champion_metrics[f"ndcg_at_{k}"]
+    recipes, models = incumbent_recipes(settings, incumbents)
+    split = (prepared.train_full, prepared.test, prepared.train, prepared.valid)
+    found = compare(spark, settings, enc, split, best, recipes, "test_")
+    for role, model in models.items():
+        artifact = evaluate_registered(model, enc, found.holdout, k)
+        found.metrics[f"{role}_artifact_test_ndcg_at_{k}"] = artifact[f"ndcg_at_{k}"]
+    found.metrics["fit_seconds"] = found.metrics["test_fit_seconds"]
+    u, v, pop, holdout = found.user_factors, found.item_factors, found.popularity, found.holdout
     return TestEvaluation(
-        metrics=metrics,
+        metrics=found.metrics,
         als_curve=metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items),
         pop_curve=metric_curve(holdout, None, None, pop, CURVE_KS, enc.n_items),
         rec_idx=top_k_for(holdout, u, v, k)[0],
         popularity=pop,
-        champion_ndcg=champion_ndcg,
+        incumbents=found.incumbents,
     )
 
 
@@ -297,29 +501,28 @@ def evaluate_stratified(
     spark: SparkSession,
     settings: Settings,
     enc: Encoded,
-    grid: list[als.ALSParams],
+    incumbents: list[tuple[str, str]],
     progress: bool,
 ) -> tuple[als.ALSParams, dict[str, float]]:
     """Numbers comparable with published ones, from their own search.
 
     The search runs on a stratified validation split of the stratified training part, so
-    the reported numbers never saw their test split.
+    the reported numbers never saw their test split. The incumbents' recipes are refit
+    on the same training part here too (reported; the gate decides on the time protocol,
+    what production faces).
     """
     import mlflow
 
     k = settings.eval_k
     s_train, s_test = stratified_split(enc.frame, 0.75, settings.seed)
     s_fit, s_valid = stratified_split(s_train, 0.8, settings.seed + 1)
-    found = search(spark, settings, enc, s_fit, s_valid, grid, progress, "stratified")
+    found = search(spark, settings, enc, s_fit, s_valid, progress, "stratified")
     best = _best(found, k)
     mlflow.log_params({f"stratified_als_{n}": x for n, x in best.as_dict().items()})
-    holdout = Holdout.of(s_train, s_test, enc.n_users)
-    u, v = als.fit(spark, s_train, enc.n_users, enc.n_items, best, settings.seed)
-    pop = popularity_of(s_train, enc.n_items)
-    return best, {
-        **_prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "stratified_"),
-        **_prefixed(evaluate(holdout, None, None, pop, k, enc.n_items), "popularity_stratified_"),
-    }
+    recipes, _ = incumbent_recipes(settings, incumbents)
+    split = (s_train, s_test, s_fit, s_valid)
+    result = compare(spark, settings, enc, split, best, recipes, "stratified_")
+    return best, result.metrics
 
 
 # -- 5. the model to serve -----------------------------------------------------------------
@@ -330,8 +533,8 @@ def fit_final(
 ) -> RecModel:
     """The best params refit on all interactions: what is registered and served."""
     enc = prepared.enc
-    u, v = als.fit(spark, enc.frame, enc.n_users, enc.n_items, best, settings.seed)
-    return RecModel(
+    u, v = fit_challenger(spark, settings, enc.frame, enc, best)
+    model = RecModel(
         user_ids=enc.user_ids,
         item_ids=enc.item_ids,
         user_factors=u,
@@ -340,6 +543,10 @@ def fit_final(
         seen=seen_of(enc.frame, enc.n_users),
         params={**best.as_dict(), "k": settings.eval_k, **prepared.data},
     )
+    # Refused before anything is logged: the run fails (its reason in the task log) and
+    # the registry never holds a model that cannot rank.
+    model.check_finite()
+    return model
 
 
 # -- 6. register and gate ------------------------------------------------------------------
@@ -352,32 +559,112 @@ def register_and_gate(
     metrics: dict[str, float],
     test: TestEvaluation,
     data: dict[str, Any],
+    expected_champion: str | None = None,
+    run_id: str | None = None,
+    training_key: str | None = None,
 ) -> tuple[str, GateResult]:
-    """Log the pyfunc with its plots, register it, tag it and let the gate set aliases."""
+    """Log the pyfunc with its plots, register it, tag it and let the gate set aliases.
+
+    The version is created with its training key, gold version and test metrics as tags
+    in one call; a key that is already registered is reused (a retried task).
+    """
     import mlflow
 
     from jobs.train import plots
 
     k = settings.eval_k
-    with tempfile.TemporaryDirectory(prefix="recflow-model-") as tmp:
-        plots.log_all(test.als_curve, test.pop_curve, test.rec_idx, test.popularity, k)
-        info = log_model(model, Path(tmp), settings.model_name)
-    version = str(info.registered_model_version)
     name = settings.model_name
-    client.set_model_version_tag(
-        name, version, TAG_GOLD_VERSION, str(data["gold_interactions_version"])
-    )
-    for metric in (f"test_ndcg_at_{k}", f"popularity_test_ndcg_at_{k}"):
-        client.set_model_version_tag(name, version, metric, f"{metrics[metric]:.5f}")
+    existing = find_version(client, name, TAG_TRAINING_KEY, training_key) if training_key else None
+    if existing is not None:
+        version = str(existing.version)
+    else:
+        tags = {TAG_GOLD_VERSION: str(data["gold_interactions_version"])}
+        if training_key:
+            tags[TAG_TRAINING_KEY] = training_key
+        for metric in (f"test_ndcg_at_{k}", f"popularity_test_ndcg_at_{k}"):
+            tags[metric] = f"{metrics[metric]:.5f}"
+        with tempfile.TemporaryDirectory(prefix="recflow-model-") as tmp:
+            plots.log_all(test.als_curve, test.pop_curve, test.rec_idx, test.popularity, k)
+            info = log_model(model, Path(tmp), name, tags=tags)
+        version = str(info.registered_model_version)
     decision = gate(
         metrics[f"test_ndcg_at_{k}"],
         metrics[f"popularity_test_ndcg_at_{k}"],
-        test.champion_ndcg,
+        test.incumbents,
         settings,
     )
-    apply_gate(client, name, version, decision)
-    mlflow.set_tags({"recflow.gate": decision.reason, "recflow.model_version": version})
+    decision.others = _others(metrics, "test_", k)
+    decision = apply_gate(client, name, version, decision, expected_champion, run_id)
+    mlflow.set_tags({"recflow.model_version": version})
     return version, decision
+
+
+def resume(settings: Settings, client: Any, existing: Any, t0: float) -> TrainResult:
+    """The result of a training whose version is already registered (a retried task).
+
+    Gated already: its recorded decision. Not yet (the first try died between the
+    registration and the gate): gated now from the run's logged metrics, against the
+    champion that run compared with (so a champion moved since is not replaced). The
+    first try's run is marked FINISHED (the trigger reads the gold version from it).
+    """
+    k = settings.eval_k
+    name, version = settings.model_name, str(existing.version)
+    run = client.get_run(existing.run_id)
+    metrics = dict(run.data.metrics)
+    tags = existing.tags or {}
+    if TAG_DECISION in tags:
+        decision = tags[TAG_DECISION]
+        result = GateResult(
+            challenger=decision in ("challenger", "champion", "refused"),
+            champion=decision == "champion",
+            reason=tags.get(TAG_GATE, ""),
+            decision=decision,
+        )
+    else:
+        incumbents = [
+            Incumbent(
+                role,
+                run.data.tags[f"recflow.gate.{role}_version"],
+                metrics[metric],
+                metrics.get(f"{role}_test_diff_low"),
+                metrics.get(f"{role}_test_diff_high"),
+            )
+            for role in ("champion", "best")
+            if (metric := f"{role}_test_ndcg_at_{k}") in metrics
+            and f"recflow.gate.{role}_version" in run.data.tags
+        ]
+        compared = run.data.tags.get(TAG_COMPARED_CHAMPION, "none")
+        result = apply_gate(
+            client,
+            name,
+            version,
+            gate(
+                metrics[f"test_ndcg_at_{k}"],
+                metrics[f"popularity_test_ndcg_at_{k}"],
+                incumbents,
+                settings,
+            ),
+            None if compared == "none" else compared,
+            existing.run_id,
+        )
+    if run.info.status != "FINISHED":
+        # The first try died (FAILED, or RUNNING for ever when killed): its run is the
+        # training of this version, and the trigger counts new data from the gold version
+        # of the newest FINISHED run. Left as is, it would measure from the run before and
+        # train again on data this version already saw.
+        client.set_tag(existing.run_id, "recflow.model_version", version)
+        client.set_tag(existing.run_id, "recflow.resumed_from_status", run.info.status)
+        client.set_terminated(existing.run_id, "FINISHED")
+    return TrainResult(
+        run_id=existing.run_id,
+        version=version,
+        gate=result,
+        params={},
+        metrics=metrics,
+        data={"gold_interactions_version": tags.get(TAG_GOLD_VERSION)},
+        seconds=time.perf_counter() - t0,
+        champion_before=run.data.tags.get(TAG_COMPARED_CHAMPION),
+    )
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -387,22 +674,37 @@ def _prefixed(metrics: dict[str, float], prefix: str) -> dict[str, float]:
     return {f"{prefix}{name}": value for name, value in metrics.items()}
 
 
-def _progress(items: list[Any], enabled: bool, desc: str) -> Any:
+def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
     if not enabled:
-        return items
+        return None
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, unit="fit")
+    return tqdm(total=total, desc=desc, unit="fit")
+
+
+def _others(metrics: dict[str, float], prefix: str, k: int) -> dict[str, float]:
+    """The other baselines' NDCG on the gate's slice, for the report."""
+    return {
+        label: metrics[key]
+        for label, key in (("EASE", f"ease_{prefix}ndcg_at_{k}"),)
+        if key in metrics
+    }
 
 
 def metrics_table(metrics: dict[str, float], k: int) -> str:
-    """ALS against popularity under both protocols, as a reviewer reads them."""
+    """ALS against the baselines and incumbents under both protocols, as a reviewer reads
+    them: P/R/NDCG/MAP@K and the NDCG's bootstrap interval over users."""
     names = ("precision", "recall", "ndcg", "map")
     header = " ".join(f"{n + '@' + str(k):>12}" for n in names)
-    lines = [f"{'protocol':<22} {'model':<11} {header}"]
-    for protocol, prefix in (("time (latest slice)", "test_"), ("stratified 75/25", "stratified_")):
-        for model, p in (("ALS", prefix), ("popularity", f"popularity_{prefix}")):
+    lines = [f"{'protocol':<22} {'model':<11} {header}   NDCG interval"]
+    protocols = (("time (latest per user)", "test_"), ("stratified 75/25", "stratified_"))
+    for protocol, prefix in protocols:
+        for model in ("ALS", "popularity", "ease", "champion", "best"):
+            p = prefix if model == "ALS" else f"{model}_{prefix}"
             if f"{p}ndcg_at_{k}" in metrics:
                 row = " ".join(f"{metrics[f'{p}{n}_at_{k}']:>12.4f}" for n in names)
-                lines.append(f"{protocol:<22} {model:<11} {row}")
+                low, high = metrics.get(f"{p}ndcg_at_{k}_low"), metrics.get(f"{p}ndcg_at_{k}_high")
+                ci = f"[{low:.4f}, {high:.4f}]" if low is not None and high is not None else ""
+                label = "EASE" if model == "ease" else model
+                lines.append(f"{protocol:<22} {label:<11} {row}   {ci}")
     return "\n".join(lines)

@@ -3,22 +3,40 @@
 New interactions are counted as the growth of ``sum(n_events)`` in gold ``interactions``
 between the Delta version the last training read (a tag on its MLflow run) and now:
 two aggregate reads through Delta time travel, whatever the lake's size.
+
+Three rules keep a gate that rejects (or a reviewer who does not act) from turning every
+gold update into a training run:
+
+- the champion's age counts from its promotion (``recflow.promoted_at``, set by the gate,
+  ``recflow promote`` and the champion watcher for changes made in the MLflow UI), not
+  from its creation: rolling back to an older version does not make it "too old";
+- a stale champion gets one retraining: once a training started after the champion went
+  stale (accepted or not), only new data (the threshold) or drift trains again;
+- no training starts within ``min_train_interval_hours`` of the last one's start.
+
+A drift flag that cannot be read is reported (log, the decision's reason) and does not
+count as drift: monitoring's job is to write a readable one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from jobs import tables
 from jobs.config import Settings
+from jobs.model.promotion import champion_since, last_announcement
 from jobs.model.registry import CHAMPION, TAG_GOLD_VERSION, alias_version
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,44 +48,99 @@ class Decision:
     new_interactions: int | None = None
     model_age_hours: float | None = None
     drift: dict[str, Any] | None = None
+    drift_problem: str | None = None
+    champion_version: str | None = None
+    hours_since_last_training: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def read_drift_flag(settings: Settings) -> dict[str, Any] | None:
-    """The monitoring job's flag, if raised (``{"drift": true, "reason": ...}``)."""
+@dataclass
+class Facts:
+    """What the decision rests on, read from the lake, the registry and the drift flag."""
+
+    gold_version: int
+    now: float
+    trained_version: int | None = None  # gold version the last finished training read
+    new_interactions: int | None = None
+    unreadable: str | None = None  # why the trained version could not be read
+    champion_version: str | None = None
+    champion_since: float | None = None  # epoch seconds of its promotion
+    last_attempt_at: float | None = None  # start of the newest training run, any outcome
+    drift: dict[str, Any] | None = None
+    drift_problem: str | None = None
+
+
+def read_drift_flag(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+    """The monitoring job's flag if raised (``{"drift": true, "reason": ...}``), and a
+    problem when the file exists but cannot be read as such a flag (then no drift)."""
     path = settings.drift_flag_path
-    if not path.is_file():
-        return None
     try:
-        flag = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return {"drift": True, "reason": f"unreadable drift flag {path}"}
-    return flag if isinstance(flag, dict) and flag.get("drift") else None
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"drift flag {path} unreadable ({type(exc).__name__}: {exc}); ignored"
+    try:
+        flag = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"drift flag {path} is not JSON ({exc}); ignored"
+    if not isinstance(flag, dict):
+        return None, f"drift flag {path} is not a JSON object; ignored"
+    return (flag if flag.get("drift") is True else None), None
 
 
-def clear_drift_flag(settings: Settings, run_id: str) -> None:
-    """Mark a flag handled by the training run that answered it (kept for the record)."""
+def clear_drift_flag(settings: Settings, run_id: str, seen: dict[str, Any] | None) -> bool:
+    """Mark the flag ``seen`` by the trigger as handled by ``run_id``; never raises.
+
+    It runs after the aliases moved, so it must not fail the task (the announcement of
+    a new champion would be lost with it): every failure is logged and returns False.
+    A flag that changed since the trigger read it (monitoring raised a new one while the
+    model trained) is left raised, so that drift gets its own training.
+    """
     path = settings.drift_flag_path
-    if path.is_file():
-        flag = json.loads(path.read_text() or "{}")
-        flag.update({"drift": False, "handled_by_run": run_id, "handled_at": time.time()})
-        path.write_text(json.dumps(flag))
+    try:
+        current, problem = read_drift_flag(settings)
+        if problem is None and current != seen:
+            log.info("drift flag changed since the trigger read it: left raised")
+            return False
+        record = {**(current or {}), "drift": False, "handled_by_run": run_id}
+        record["handled_at"] = time.time()
+        if problem:
+            record["replaced_unreadable_flag"] = problem
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+        return True
+    except Exception as exc:  # noqa: BLE001 - see the docstring: logged, never raised
+        log.warning("could not clear the drift flag %s: %s: %s", path, type(exc).__name__, exc)
+        return False
 
 
 def last_trained_version(client: MlflowClient, settings: Settings) -> int | None:
     """Gold version of the newest finished training run (promoted or not)."""
+    runs = _training_runs(client, settings, "attributes.status = 'FINISHED'")
+    return int(runs[0].data.tags[TAG_GOLD_VERSION]) if runs else None
+
+
+def last_attempt_at(client: MlflowClient, settings: Settings) -> float | None:
+    """Start (epoch seconds) of the newest training run, finished, failed or running."""
+    runs = _training_runs(client, settings, None)
+    return runs[0].info.start_time / 1000.0 if runs else None
+
+
+def _training_runs(client: MlflowClient, settings: Settings, extra: str | None) -> list[Any]:
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
-        return None
-    runs = client.search_runs(
+        return []
+    where = f"tags.`{TAG_GOLD_VERSION}` != ''" + (f" and {extra}" if extra else "")
+    return client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_GOLD_VERSION}` != '' and attributes.status = 'FINISHED'",
+        filter_string=where,
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
-    return int(runs[0].data.tags[TAG_GOLD_VERSION]) if runs else None
 
 
 def n_events_at(spark: SparkSession, settings: Settings, version: int) -> int:
@@ -81,51 +154,98 @@ def n_events_at(spark: SparkSession, settings: Settings, version: int) -> int:
     return int(frame.agg(F.coalesce(F.sum("n_events"), F.lit(0))).first()[0])
 
 
-def decide(spark: SparkSession, settings: Settings, client: MlflowClient) -> Decision:
+def registry_facts(
+    client: MlflowClient, settings: Settings, gold_version: int, now: float | None = None
+) -> Facts:
+    """The registry's and the drift flag's part of the facts (no Spark)."""
+    facts = Facts(gold_version=gold_version, now=time.time() if now is None else now)
+    champion = alias_version(client, settings.model_name, CHAMPION)
+    if champion is not None:
+        facts.champion_version = str(champion.version)
+        announced = last_announcement(client, settings.model_name)
+        facts.champion_since = champion_since(champion, announced, facts.now)
+    facts.trained_version = last_trained_version(client, settings)
+    facts.last_attempt_at = last_attempt_at(client, settings)
+    facts.drift, facts.drift_problem = read_drift_flag(settings)
+    if facts.drift_problem:
+        log.warning("%s", facts.drift_problem)
+    return facts
+
+
+def decide(
+    spark: SparkSession, settings: Settings, client: MlflowClient, now: float | None = None
+) -> Decision:
     current = tables.version(spark, settings, "interactions")
     if current < 0:
         return Decision(False, "no gold interactions yet", current)
-    champion = alias_version(client, settings.model_name, CHAMPION)
-    trained = last_trained_version(client, settings)
-    decision = Decision(False, "", current, trained_version=trained)
-    decision.drift = read_drift_flag(settings)
-    if champion is not None:
-        decision.model_age_hours = (time.time() * 1000 - champion.creation_timestamp) / 3.6e6
-    if trained is not None:
+    facts = registry_facts(client, settings, current, now)
+    if facts.trained_version is not None:
         try:
-            decision.new_interactions = n_events_at(spark, settings, current) - n_events_at(
-                spark, settings, trained
+            facts.new_interactions = n_events_at(spark, settings, current) - n_events_at(
+                spark, settings, facts.trained_version
             )
         except Exception as exc:  # noqa: BLE001 - vacuumed or missing version: retrain
-            decision.new_interactions = None
-            decision.train, decision.reason = (
-                True,
-                f"gold version {trained} is no longer readable ({type(exc).__name__})",
+            facts.unreadable = (
+                f"gold version {facts.trained_version} is no longer readable ({type(exc).__name__})"
             )
-            return decision
+    return decide_from(facts, settings)
 
-    if champion is None and trained is None:
-        decision.train, decision.reason = True, "no model yet"
-    elif decision.drift:
-        decision.train, decision.reason = True, f"drift: {decision.drift.get('reason', '')}"
-    elif champion is None:
-        # Trained before but nothing promoted: retrain only when data warrants it.
-        decision.train = (decision.new_interactions or 0) >= settings.retrain_threshold
-        decision.reason = (
-            f"no champion; {decision.new_interactions} new interactions "
-            f"(threshold {settings.retrain_threshold})"
-        )
-    elif (decision.model_age_hours or 0) > settings.max_model_age_hours:
-        decision.train = True
-        decision.reason = (
-            f"champion is {decision.model_age_hours:.0f} h old "
-            f"(max {settings.max_model_age_hours:.0f} h)"
-        )
-    else:
-        n = decision.new_interactions or 0
-        decision.train = n >= settings.retrain_threshold
-        decision.reason = (
-            f"{n} new interactions since gold version {trained} "
-            f"({'≥' if decision.train else '<'} threshold {settings.retrain_threshold})"
-        )
+
+def decide_from(facts: Facts, settings: Settings) -> Decision:
+    """The decision from its facts (pure: every rule is testable without Spark or MLflow)."""
+    decision = Decision(
+        False,
+        "",
+        facts.gold_version,
+        trained_version=facts.trained_version,
+        new_interactions=facts.new_interactions,
+        drift=facts.drift,
+        drift_problem=facts.drift_problem,
+        champion_version=facts.champion_version,
+    )
+    if facts.champion_since is not None:
+        decision.model_age_hours = (facts.now - facts.champion_since) / 3600
+    if facts.last_attempt_at is not None:
+        decision.hours_since_last_training = (facts.now - facts.last_attempt_at) / 3600
+    decision.train, decision.reason = _rule(facts, decision, settings)
+    if facts.drift_problem:
+        decision.reason += f"; {facts.drift_problem}"
     return decision
+
+
+def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
+    since_last = d.hours_since_last_training
+    if since_last is not None and since_last < settings.min_train_interval_hours:
+        return False, (
+            f"last training started {since_last:.2f} h ago "
+            f"(min interval {settings.min_train_interval_hours:g} h)"
+        )
+    if facts.unreadable:
+        return True, facts.unreadable
+    if facts.champion_version is None and facts.trained_version is None:
+        return True, "no model yet"
+    if facts.drift:
+        return True, f"drift: {facts.drift.get('reason', '')}"
+    n = facts.new_interactions or 0
+    by_data = n >= settings.retrain_threshold
+    data_reason = (
+        f"{n} new interactions since gold version {facts.trained_version} "
+        f"({'≥' if by_data else '<'} threshold {settings.retrain_threshold})"
+    )
+    if facts.champion_version is None:
+        # Trained before but nothing promoted: retrain only when data warrants it.
+        return by_data, f"no champion; {data_reason}"
+    age = d.model_age_hours or 0.0
+    if age > settings.max_model_age_hours and not by_data:
+        assert facts.champion_since is not None
+        stale_since = facts.champion_since + settings.max_model_age_hours * 3600
+        if facts.last_attempt_at is not None and facts.last_attempt_at >= stale_since:
+            return False, (
+                f"champion v{facts.champion_version} is {age:.0f} h old, but a training "
+                f"since it went stale was not promoted; waiting for new data: {data_reason}"
+            )
+        return True, (
+            f"champion v{facts.champion_version} was promoted {age:.0f} h ago "
+            f"(max {settings.max_model_age_hours:g} h)"
+        )
+    return by_data, data_reason

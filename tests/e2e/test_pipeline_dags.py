@@ -101,6 +101,7 @@ def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
         RECFLOW_GEN_DAYS="7",  # a week: enough history per user for CF to beat popularity
         RECFLOW_GATE_MIN_LIFT="0.05",
         RECFLOW_ALS_GRID="[]",
+        RECFLOW_SEARCH_TRIALS="1",  # the defaults only: the e2e tests the flow, not the search
         RECFLOW_ALS_ITERATIONS="8",
         RECFLOW_EVAL_STRATIFIED="false",
         RECFLOW_PUBLISH_K="5",

@@ -338,3 +338,36 @@ def test_metrics_count_by_source_and_time_scoring(world: dict[str, Any]) -> None
     assert samples['recflow_rejected_requests_total{endpoint="recommend",field="k"}'] >= 1
     assert samples["recflow_unknown_recent_items_total"] >= 1
     assert "bentoml_service_request_duration_seconds_bucket" in text
+
+
+def test_rejected_request_labels_come_from_a_fixed_set(world: dict[str, Any]) -> None:
+    """A field name a client makes up (or a list index) never becomes a label value: each
+    would be a new Prometheus time series, minted at will."""
+    client: httpx.Client = world["client"]
+    made_up = "zz_made_up_field_9f1"
+    for body in (
+        {"user_id": "u", made_up: 1},
+        {"user_id": "u", "recent_item_ids": ["item-1", 7]},
+    ):
+        assert _recommend(world, body).status_code == 422
+    assert client.post("/similar", json={"item_id": "i", made_up: 1}).status_code == 422
+    text = client.get("/metrics").text
+    assert made_up not in text
+    labels = {
+        line.split("{", 1)[1].rsplit("}", 1)[0]
+        for line in text.splitlines()
+        if line.startswith("recflow_rejected_requests_total{")
+    }
+    fields = {
+        part.split('"')[1] for label in labels for part in label.split(",") if "field=" in part
+    }
+    assert {"other", "recent_item_ids"} <= fields
+    assert fields <= {
+        "user_id",
+        "k",
+        "recent_item_ids",
+        "exclude_item_ids",
+        "item_id",
+        "body",
+        "other",
+    }

@@ -37,6 +37,8 @@ from jobs.publish.storage import LocalStore, ObjectStore, S3Store
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 29, 6, 0, tzinfo=UTC)
+# Publishing to S3 refuses the public development secret.
+S3_SECRET = "s3-test-secret-0123456789abcdef"
 
 
 @pytest.fixture
@@ -307,6 +309,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
         publish_prefix="shop1",
         publish_k=10,
         s3_endpoint_url=s3_server,
+        publish_secret=S3_SECRET,
         cloudfront_distribution_id=dist,
         cloudfront_endpoint_url=s3_server,
         **creds,
@@ -320,7 +323,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     ]
     keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
     assert len(keys) == len(world["model"].user_ids) + 3
-    key = layout.user_object_key("shop1/", pid, layout.user_key("recflow-dev-secret", "user-7"))
+    key = layout.user_object_key("shop1/", pid, layout.user_key(S3_SECRET, "user-7"))
 
     # The bucket is private (a CDN reads it through origin access): fetch presigned.
     def url(key: str) -> str:
@@ -428,3 +431,119 @@ def test_the_registered_pyfunc_loads_where_recflow_is_not_installed(
     assert known["source"] == "als" and unknown["source"] == "popular"
     expected, _ = model.recommend_rows(np.array([3]), 5)  # the shared ranking
     assert known["item_ids"] == model.ids(expected)[0] and len(unknown["item_ids"]) == 4
+
+
+# -- hardening: listing-derived ids, stray keys, the default secret ----------------------------
+
+
+def test_prune_never_leaves_its_publishes_whatever_lies_in_the_bucket(
+    world: dict[str, Any],
+) -> None:
+    """The reported bug: a stray key under recs/v/ made prune delete the data root. Only
+    ids that publish_id_for makes are pruned; nothing else under recs/v/ is touched, and
+    nothing outside the store ever is."""
+    settings = world["settings"]
+    root, bucket = settings.data_root, settings.publish_dir
+    precious = [root / "lake" / "gold" / "part-0.parquet", root / "mlflow" / "mlflow.db.bak"]
+    precious += [root / "feast" / "registry.db.bak", root / "bentoml" / "models" / "m.yaml"]
+    for path in precious:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep")
+    first = world["first"]["publish_id"]
+    v = bucket / "recs" / "v"
+    strays = [
+        v / "20261128T000000Z-v1.bak" / "_manifest.json",  # someone's backup copy
+        v / "20261128T010000Z-v1\n" / "x.json",  # "$" matched before a newline
+        v / "20261128T020000Z-..",  # the old pattern took ".." for a version
+    ]
+    for path in strays:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes((bucket / "recs" / "v" / first / "_manifest.json").read_bytes())
+    (v / "20261128T030000Z-v1").symlink_to(root, target_is_directory=True)
+    # A symlink inside a real publish: pruning removes the link, never what it points at.
+    (v / first / "u" / "zz").mkdir(parents=True)
+    (v / first / "u" / "zz" / "link.json").symlink_to(precious[0])
+
+    for hours in (1, 2):
+        _publish(world, hours)  # keep=2: the first publish is pruned
+
+    assert all(path.read_text() == "keep" for path in precious)
+    assert all(path.exists() for path in strays)
+    assert (v / "20261128T030000Z-v1").is_symlink()
+    listed = [p["publish_id"] for p in publishes(settings)]
+    assert first not in listed and len(listed) == 2
+    assert not list(LocalStore(bucket).list(layout.publish_root("", first)))
+
+
+@pytest.mark.parametrize("key", ["recs/v/../x", "recs/v/..", "recs/./x", "recs//x", "a\\b"])
+def test_the_local_store_refuses_keys_no_bucket_would_hold_as_plain_names(
+    world: dict[str, Any], key: str
+) -> None:
+    from jobs.publish.storage import UnsafeKeyError
+
+    store = LocalStore(world["settings"].publish_dir)
+    before = sorted(k for k, _ in store.list(""))
+    for call in (
+        lambda: store.put(key, b"{}", {}),
+        lambda: store.delete([key]),
+        lambda: store.get(key),
+    ):
+        with pytest.raises(UnsafeKeyError):
+            call()
+    assert sorted(k for k, _ in store.list("")) == before
+
+
+def _s3_settings(base: Settings, s3_server: str, bucket: str, **kw: Any) -> Settings:
+    return load_settings(
+        data_root=base.data_root,
+        publish_target="s3",
+        publish_bucket=bucket,
+        publish_k=10,
+        s3_endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        **kw,
+    )
+
+
+def test_prune_on_s3_leaves_stray_keys_alone(world: dict[str, Any], s3_server: str) -> None:
+    settings = _s3_settings(
+        world["settings"], s3_server, "recs-stray", publish_keep=1, publish_secret=S3_SECRET
+    )
+    store = S3Store(settings)
+    store.client.create_bucket(Bucket="recs-stray")
+    strays = [
+        "recs/v/..",
+        "recs/v/../x",
+        "recs/v/20261128T000000Z-v1.bak/_manifest.json",
+        "recs/v/20261128T010000Z-../_manifest.json",
+        "recs/v/./y",
+        "lake/gold/part-0.parquet",
+    ]
+    for key in strays:
+        store.put(key, b"{}", {})
+    first, second = (
+        publish_all(
+            settings, generated_at=T0 + timedelta(hours=h), in_stock=world["stock"], store=store
+        )
+        for h in (3, 4)
+    )
+    assert second["pruned"] == [first["publish_id"]]
+    left = {k for k, _ in store.list("")}
+    assert set(strays) <= left
+    assert not [k for k in left if k.startswith(layout.publish_root("", first["publish_id"]))]
+
+
+def test_publishing_to_s3_refuses_the_development_secret(
+    world: dict[str, Any], s3_server: str
+) -> None:
+    from jobs.config import ConfigError
+
+    settings = _s3_settings(world["settings"], s3_server, "recs-devsecret")
+    store = S3Store(settings)
+    store.client.create_bucket(Bucket="recs-devsecret")
+    with pytest.raises(ConfigError, match="RECFLOW_PUBLISH_SECRET"):
+        publish_all(settings, generated_at=T0 + timedelta(hours=5), in_stock=world["stock"])
+    assert list(store.list("")) == []  # refused before anything was staged
+    with pytest.raises(ConfigError, match="RECFLOW_PUBLISH_SECRET"):
+        recs_for(settings, "user-1", store)

@@ -69,8 +69,40 @@ def test_every_setting_is_described_and_the_readme_names_only_real_ones() -> Non
     named = {
         m for doc in docs for m in re.findall(r"RECFLOW_([A-Z0-9_]+[A-Z0-9])", doc.read_text())
     }
+    from jobs.doctor import REPLACED
+
     known = {n.upper() for n in Settings.model_fields} | {"TEST_ML100K"}
+    known |= {name.removeprefix("RECFLOW_") for name in REPLACED}  # named as removed
     assert sorted(named - known) == []
+
+
+def test_doctor_warns_about_names_that_are_not_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A removed setting left in an old .env or environment loaded silently."""
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from jobs.doctor import run_checks, unknown_settings
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RECFLOW_GATE_TOLERANCE=0.02\nrecflow_data_root=var\n")
+    monkeypatch.setenv("RECFLOW_REVEIW_MODE", "true")  # a typo
+    monkeypatch.setenv("RECFLOW_TEST_ML100K", "/data/ml-100k")  # read by the tests
+    found = unknown_settings()
+    assert len(found) == 2
+    assert found[0].startswith("RECFLOW_GATE_TOLERANCE (in .env)")
+    assert "use RECFLOW_GATE_MAX_RELATIVE_DROP" in found[0]
+    assert found[1].startswith("RECFLOW_REVEIW_MODE (in the environment)")
+    [check] = run_checks(load_settings(), only=["settings"])
+    assert check.ok and check.warning and "RECFLOW_GATE_TOLERANCE" in check.detail
+    done = CliRunner().invoke(app, ["doctor", "--only", "settings"])
+    assert done.exit_code == 0, done.output
+    assert "warn" in done.output and "RECFLOW_GATE_MAX_RELATIVE_DROP" in done.output
+    (tmp_path / ".env").unlink()
+    monkeypatch.delenv("RECFLOW_REVEIW_MODE")
+    [clean] = run_checks(load_settings(), only=["settings"])
+    assert clean.ok and not clean.warning
 
 
 def test_feature_store_yaml_matches_the_settings(tmp_path) -> None:

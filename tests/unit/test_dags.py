@@ -21,7 +21,14 @@ def dagbag():
 
 def test_no_import_errors(dagbag) -> None:
     assert dagbag.import_errors == {}
-    assert set(dagbag.dags) == {"ingest", "train", "publish", "features", "maintenance"}
+    assert set(dagbag.dags) == {
+        "ingest",
+        "train",
+        "publish",
+        "features",
+        "maintenance",
+        "champion_watch",
+    }
 
 
 def test_ingest_shape(dagbag) -> None:
@@ -80,6 +87,25 @@ def test_publish_shape(dagbag) -> None:
     # Follows the Asset the train DAG emits when the champion changes.
     train_outlets = {a.name for t in dagbag.dags["train"].tasks for a in t.outlets}
     assert {a.name for a in dag.timetable.asset_condition.objects} == train_outlets
+
+
+def test_champion_watch_shape(dagbag) -> None:
+    """Publishing follows the alias whoever moves it: a timed watcher emits the very
+    Asset the train DAG emits (and publish is scheduled on)."""
+    from datetime import timedelta
+
+    dag = dagbag.dags["champion_watch"]
+    assert dag.task_ids == ["announce_champion"]
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.timetable.interval <= timedelta(minutes=15)
+    # Airflow 3 pauses new DAGs: a paused watcher never publishes a reviewer's choice.
+    assert dag.is_paused_upon_creation is False
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+    emitted = {a.name for a in dag.get_task("announce_champion").outlets}
+    train_emits = {a.name for a in dagbag.dags["train"].get_task("announce_champion").outlets}
+    publish_on = {a.name for a in dagbag.dags["publish"].timetable.asset_condition.objects}
+    assert emitted == train_emits == publish_on == {"recflow_champion"}
 
 
 def test_features_shape(dagbag) -> None:

@@ -26,6 +26,7 @@ DAG_STAGE = {
     "maintenance": "ingest",
     "features": "features",
     "train": "train",
+    "champion_watch": "train",
     "publish": "publish",
 }
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import hypothesis
 import numpy as np
 import pytest
+from hypothesis import strategies as st
 from pydantic import ValidationError
 from support import clustered_model
 
@@ -298,3 +300,12 @@ def test_serve_env_hands_the_service_an_absolute_data_root(tmp_path, monkeypatch
     env = serve_env(load_settings(data_root="var"))
     assert env["RECFLOW_DATA_ROOT"] == str(tmp_path / "var")
     assert env["BENTOML_HOME"] == str(tmp_path / "bentoml")
+
+
+@hypothesis.given(st.text(max_size=40), st.sampled_from(["recommend", "similar", "nope"]))
+def test_metric_field_labels_come_from_a_fixed_set(field_name: str, endpoint: str) -> None:
+    from jobs.serve.schemas import METRIC_FIELDS, OTHER_FIELD, metric_field
+
+    label = metric_field(endpoint, field_name)
+    assert label in METRIC_FIELDS.get(endpoint, frozenset()) | {OTHER_FIELD}
+    assert metric_field("recommend", "recent_item_ids[3]") == "recent_item_ids"
