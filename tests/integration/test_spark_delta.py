@@ -49,6 +49,8 @@ def test_jars_are_cached_for_offline_starts(spark, spark_settings: Settings) -> 
 def test_doctor_reports_every_check_ok(spark, spark_settings: Settings) -> None:
     results = run_checks(spark_settings)
     assert [r.name for r in results] == [
+        "settings",
+        "secrets",
         "java",
         "data root",
         "spark + delta jars",
