@@ -370,6 +370,16 @@ class Settings(BaseSettings):
         200, description="Most recent_item_ids a request may carry."
     )
 
+    # -- privacy: erasure, consent, retention --------------------------------------------
+    privacy_dir_path: Path | None = Field(
+        None,
+        description="Deny list and erasure working files; default <data_root>/privacy (shared"
+        " storage in a deployment: every service worker reads the deny list).",
+    )
+    erasure_batch_limit: PositiveInt = Field(
+        10_000, description="Most erasure requests one privacy run takes (the rest wait)."
+    )
+
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = Field(42, description="Seed of the generator, the splits and ALS.")
     gen_users: PositiveInt = Field(2_000, description="Synthetic shop: users.")
@@ -554,6 +564,11 @@ class Settings(BaseSettings):
     def drift_flag_path(self) -> Path:
         """Written by monitoring when drift is detected; read by the training trigger."""
         return self.data_root / "monitoring" / "drift_flag.json"
+
+    @property
+    def privacy_dir(self) -> Path:
+        """Deny list and erasure working files (see :mod:`jobs.subjects`)."""
+        return self.privacy_dir_path or self.data_root / "privacy"
 
     @property
     def feast_dir(self) -> Path:

@@ -1,0 +1,119 @@
+"""Data subjects: the keyed hash that names a person without their id, and the deny list.
+
+Everything recflow records *about* a person's data rather than the data itself (erasure
+requests once done, the erasure log, the access log, consent withdrawals, the online
+service's deny list) names the person by :func:`subject_hash`, never by the user id. The
+hash is an HMAC-SHA256 keyed with the publish secret and separated from the publish keys
+by a prefix, so it cannot be reversed or recomputed without the secret, and knowing a
+user's CDN object key does not reveal their subject hash (or the other way round).
+
+The deny list is the set of subject hashes the online service must no longer answer
+personally: written by the privacy DAG *before* anything is erased (so the service stops
+answering for a person at the start of their erasure, not at its end), read by every
+service worker, which re-reads it when the file changes. It is a small JSON file written
+atomically (temporary file + rename), so a reader sees the old or the new list, never a
+half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from jobs.config import Settings
+
+_DOMAIN = b"recflow-subject\x00"
+SUBJECT_HEX = 32  # 128 bits: no collisions among any realistic number of people
+
+
+def subject_hash(secret: str, user_id: str) -> str:
+    """The person's name in logs and lists: HMAC(secret, domain || user id), 32 hex."""
+    mac = hmac.new(
+        secret.encode(), _DOMAIN + user_id.encode("utf-8", "surrogatepass"), hashlib.sha256
+    )
+    return mac.hexdigest()[:SUBJECT_HEX]
+
+
+def subject_hasher(settings: Settings) -> Callable[[str], str]:
+    """``subject_hash`` bound to this deployment's secret (ConfigError when it is refused)."""
+    secret = settings.hmac_secret()
+    return lambda user_id: subject_hash(secret, user_id)
+
+
+def deny_list_path(settings: Settings) -> Path:
+    return settings.privacy_dir / "deny.json"
+
+
+def read_deny_list(path: Path) -> frozenset[str]:
+    """The subject hashes in a deny list file; empty when the file does not exist.
+
+    A file that exists but cannot be read or parsed raises: a service that silently
+    treated a corrupt list as empty would answer for people who asked to be forgotten.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return frozenset()
+    subjects = data.get("subjects") if isinstance(data, dict) else None
+    if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
+        raise ValueError(f"{path}: not a deny list (expected {{'subjects': [hex, …]}})")
+    return frozenset(subjects)
+
+
+def add_to_deny_list(path: Path, hashes: Iterable[str]) -> int:
+    """Add subject hashes to the list atomically; returns how many were new.
+
+    Entries are never removed: a person erased stays denied, so a model or publish that
+    still held them (an old version rolled back to) cannot answer for them again.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = read_deny_list(path)
+    merged = current | set(hashes)
+    if merged == current and path.exists():
+        return 0
+    body = {"version": 1, "updated_at": datetime.now(UTC).isoformat(), "subjects": sorted(merged)}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deny-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(body, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):  # the rename happened or never started
+            os.unlink(tmp)
+        raise
+    return len(merged) - len(current)
+
+
+class DenyList:
+    """A deny list file as a process sees it: re-read when its mtime or size changes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._subjects: frozenset[str] = frozenset()
+
+    def current(self) -> frozenset[str]:
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp:
+                self._subjects = read_deny_list(self.path) if stamp else frozenset()
+                self._stamp = stamp
+            return self._subjects
+
+    def denies(self, subject: str) -> bool:
+        return subject in self.current()
