@@ -371,7 +371,7 @@ class Settings(BaseSettings):
     )
 
     # -- privacy: erasure, consent, retention --------------------------------------------
-    privacy_dir_path: Path | None = Field(
+    privacy_dir: Path | None = Field(
         None,
         description="Deny list and erasure working files; default <data_root>/privacy (shared"
         " storage in a deployment: every service worker reads the deny list).",
@@ -494,6 +494,8 @@ class Settings(BaseSettings):
             self.lake_dir = str(self.data_root / "lake")
         if self.publish_dir is None:
             self.publish_dir = self.data_root / "cdn"
+        if self.privacy_dir is None:
+            self.privacy_dir = self.data_root / "privacy"
         self.publish_prefix = (
             self.publish_prefix.strip("/") + "/" if self.publish_prefix.strip("/") else ""
         )
@@ -564,11 +566,6 @@ class Settings(BaseSettings):
     def drift_flag_path(self) -> Path:
         """Written by monitoring when drift is detected; read by the training trigger."""
         return self.data_root / "monitoring" / "drift_flag.json"
-
-    @property
-    def privacy_dir(self) -> Path:
-        """Deny list and erasure working files (see :mod:`jobs.subjects`)."""
-        return self.privacy_dir_path or self.data_root / "privacy"
 
     @property
     def feast_dir(self) -> Path:

@@ -49,6 +49,7 @@ def subject_hasher(settings: Settings) -> Callable[[str], str]:
 
 
 def deny_list_path(settings: Settings) -> Path:
+    assert settings.privacy_dir is not None  # derived from data_root when not set
     return settings.privacy_dir / "deny.json"
 
 
