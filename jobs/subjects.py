@@ -3,9 +3,9 @@
 Everything recflow records *about* a person's data rather than the data itself (erasure
 requests once done, the erasure log, the access log, consent withdrawals, the online
 service's deny list) names the person by :func:`subject_hash`, never by the user id. The
-hash is an HMAC-SHA256 keyed with the publish secret and separated from the publish keys
-by a prefix, so it cannot be reversed or recomputed without the secret, and knowing a
-user's CDN object key does not reveal their subject hash (or the other way round).
+hash is keyed with a key derived from the publish secret (not the secret itself), so it
+cannot be reversed or recomputed without the secret, and knowing a user's CDN object key
+does not reveal their subject hash (or the other way round).
 
 The deny list is the set of subject hashes the online service must no longer answer
 personally: written by the privacy DAG *before* anything is erased (so the service stops
@@ -30,22 +30,40 @@ from pathlib import Path
 
 from jobs.config import Settings
 
-_DOMAIN = b"recflow-subject\x00"
 SUBJECT_HEX = 32  # 128 bits: no collisions among any realistic number of people
 
 
+def subject_key(secret: str) -> str:
+    """The per-deployment key of subject hashes, derived from the publish secret.
+
+    Derived (HMAC of a fixed label) rather than the secret itself, so it differs from the
+    key of the CDN object names, and hex, so Spark can compute the same hash with
+    ``sha2(concat(key, user_id), 256)`` (see :func:`jobs.privacy.erasure.subject_column`)
+    when it has to match many users at once.
+    """
+    return hmac.new(secret.encode(), b"recflow-subject-key", hashlib.sha256).hexdigest()
+
+
+def subject_hash_with_key(key: str, user_id: str) -> str:
+    """SHA-256 of key || user id (UTF-8), first 32 hex: what Spark's ``sha2`` computes too.
+
+    A secret-prefix hash: with a fixed-length secret prefix it is a keyed pseudonym that
+    cannot be computed or reversed without the key (length extension only forges hashes of
+    ids that end in SHA-256 padding bytes, which nobody can register).
+    """
+    digest = hashlib.sha256((key + user_id).encode("utf-8", "surrogatepass")).hexdigest()
+    return digest[:SUBJECT_HEX]
+
+
 def subject_hash(secret: str, user_id: str) -> str:
-    """The person's name in logs and lists: HMAC(secret, domain || user id), 32 hex."""
-    mac = hmac.new(
-        secret.encode(), _DOMAIN + user_id.encode("utf-8", "surrogatepass"), hashlib.sha256
-    )
-    return mac.hexdigest()[:SUBJECT_HEX]
+    """The person's name in logs and lists, for a deployment's publish secret."""
+    return subject_hash_with_key(subject_key(secret), user_id)
 
 
 def subject_hasher(settings: Settings) -> Callable[[str], str]:
     """``subject_hash`` bound to this deployment's secret (ConfigError when it is refused)."""
-    secret = settings.hmac_secret()
-    return lambda user_id: subject_hash(secret, user_id)
+    key = subject_key(settings.hmac_secret())
+    return lambda user_id: subject_hash_with_key(key, user_id)
 
 
 def deny_list_path(settings: Settings) -> Path:
