@@ -156,6 +156,25 @@ TABLES: dict[str, Table] = {
             (),
             (),
         ),
+        Table(
+            "erasure_requests",
+            "privacy",
+            # user_id is held only while the request is pending: the run that completes it
+            # nulls it (and VACUUM purges the old files), leaving the subject hash.
+            "request_id STRING NOT NULL, subject STRING NOT NULL, user_id STRING, "
+            "source STRING NOT NULL, requested_at TIMESTAMP NOT NULL, status STRING NOT NULL, "
+            "run_id STRING, processed_at TIMESTAMP, detail STRING",
+            (),
+            (),
+        ),
+        Table(
+            "erasure_log",
+            "privacy",
+            "run_id STRING NOT NULL, subject STRING NOT NULL, store STRING NOT NULL, "
+            "location STRING, removed BIGINT, detail STRING, logged_at TIMESTAMP NOT NULL",
+            (),
+            (),
+        ),
     )
 }
 

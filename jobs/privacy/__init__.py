@@ -1,0 +1,1 @@
+"""Privacy: erasure requests and their processing, consent withdrawal, retention."""
