@@ -100,6 +100,9 @@ def predict_frame(model: RecModel, frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+EXAMPLE_USER = "example-user"
+
+
 def log_model(
     model: RecModel,
     workdir: Path,
@@ -119,7 +122,9 @@ def log_model(
 
     model.check_finite()
     artifact = model.save(workdir / "model.npz")
-    example = pd.DataFrame({"user_id": [str(model.user_ids[0]), "someone-new"], "k": [10, 5]})
+    # Made-up ids: the example is stored beside the model and shown in the MLflow UI, and a
+    # real user id there would be personal data outside every erasure path.
+    example = pd.DataFrame({"user_id": [EXAMPLE_USER, "someone-new"], "k": [10, 5]})
     signature = infer_signature(example, predict_frame(model, example))
     # The whole `jobs` package (this file is jobs/model/registry.py): the pyfunc loads
     # with the code it was logged with, on a machine where recflow is not installed.
