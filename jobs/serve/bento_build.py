@@ -121,8 +121,12 @@ def import_model(settings: Settings, version: str | int | None = None) -> bentom
             "users": len(model.user_ids),
             "items": len(model.item_ids),
             "rank": model.rank,
-            "als_reg": model.params.get("reg"),
-            "als_alpha": model.params.get("alpha"),
+            # BentoML refuses None in metadata: a model without these params leaves them out.
+            **{
+                f"als_{name}": model.params[name]
+                for name in ("reg", "alpha")
+                if model.params.get(name) is not None
+            },
         },
     ) as stored:
         model.save(Path(stored.path) / MODEL_FILE)
