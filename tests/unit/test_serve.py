@@ -187,9 +187,7 @@ def test_popular_for_everyone_else_in_stock_only(
     model: RecModel, online: answers.OnlineModel
 ) -> None:
     # The public (differentially private) ranking, not the exact one: strangers are public.
-    order = [
-        str(model.item_ids[j]) for j in np.argsort(-model.public_popularity, kind="stable")
-    ]
+    order = [str(model.item_ids[j]) for j in np.argsort(-model.public_popularity, kind="stable")]
     got = answers.recommend(online, Recommend(user_id="stranger", k=10), lambda _: [])
     assert got.source == "popular" and got.recent_source is None
     assert ids(got) == order[:10]
