@@ -379,6 +379,24 @@ class Settings(BaseSettings):
     erasure_batch_limit: PositiveInt = Field(
         10_000, description="Most erasure requests one privacy run takes (the rest wait)."
     )
+    # The public popular list (popular.json, the service's `popular` answer) is released
+    # with user-level differential privacy (jobs/model/dp.py, README "Privacy budget of
+    # popular.json"); drawn once per trained model, so these apply at training.
+    popular_epsilon: Annotated[float, Field(gt=0, le=10)] = Field(
+        1.0,
+        description="Privacy budget ε of the public popular list, per trained model (Laplace"
+        " scale = popular_max_items_per_user / ε).",
+    )
+    popular_delta: Annotated[float, Field(gt=0, lt=1e-3)] = Field(
+        1e-6,
+        description="δ of the public popular list: chance an item only one person touched is"
+        " shown; keep it well below 1 / number of users.",
+    )
+    popular_max_items_per_user: Annotated[int, Field(ge=1, le=100)] = Field(
+        3,
+        description="Most items one person counts for in the public popular list (their"
+        " highest-weight ones): the L1 sensitivity of the counts.",
+    )
 
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = Field(42, description="Seed of the generator, the splits and ALS.")

@@ -10,6 +10,17 @@ such a model); :meth:`RecModel.load`
 only logs them, because a model already in the registry must still serve: an item whose
 row is not finite is never recommended and a user whose row is not finite gets the
 popularity list (``user_ok``/``item_ok``).
+
+Two popularity vectors: ``popularity`` is the exact training-window weight, used inside
+(training, evaluation, ``item_ok``); ``public_popularity`` is the differentially private
+one (:mod:`jobs.model.dp`, ``-inf`` for items not released), drawn once at training and
+stored, and is what every *popular list* ranks by — ``popular.json``, the service's
+``popular`` answer, the pyfunc's answer for an unknown user — because those reach people
+recflow does not know. An artifact written before it existed (no ``public_popularity``
+array; same schema version, since older readers simply ignore the extra arrays) gets one
+drawn at load from its seen items with the default budget, and a warning: each load then
+draws fresh noise, so the publisher and the service may show different lists and each
+load spends the budget again until the model is retrained.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.model import dp
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 SCHEMA_VERSION = 1
@@ -45,11 +57,26 @@ class RecModel:
     popularity: np.ndarray  # float32 (n_items,), training-window interaction weight
     seen: Seen  # items each user interacted with (excluded from their lists)
     params: dict[str, Any] = field(default_factory=dict)
+    # float32 (n_items,): DP noisy counts, -inf where not released (module docstring);
+    # None draws one from ``seen`` with the default budget.
+    public_popularity: np.ndarray | None = None
+    public_budget: dict[str, Any] = field(default_factory=dict)  # what was spent, as published
 
     def __post_init__(self) -> None:
         self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
         self.popularity = np.asarray(self.popularity, dtype=np.float32)
+        if self.public_popularity is None:
+            users, items = dp.pairs_of(self.seen)
+            self.public_popularity, self.public_budget = dp.public_popularity(
+                users, items, self.user_ids, self.item_ids, dp.PopularityBudget.default()
+            )
+        self.public_popularity = np.asarray(self.public_popularity, dtype=np.float32)
+        if self.public_popularity.shape != self.popularity.shape:
+            raise ValueError(
+                f"public_popularity has shape {self.public_popularity.shape}, "
+                f"expected {self.popularity.shape}"
+            )
 
     @cached_property
     def user_index(self) -> dict[str, int]:
@@ -135,13 +162,18 @@ class RecModel:
     def popular_rows(
         self, rows: np.ndarray, k: int, allowed: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The popularity baseline for the same users, excluding their seen items.
+        """The public popular list for the same users, excluding their seen items.
 
-        Items with non-finite factors are left out here too, so no list carries them.
+        Ranked by ``public_popularity`` (differentially private): this is what unknown
+        callers and ``popular.json`` get, so it may hold fewer than ``k`` items — only
+        those the threshold released. Items with non-finite factors are left out here
+        too, so no list carries them.
         """
-        ok = self.item_ok if allowed is None else self.item_ok & np.asarray(allowed, bool)
+        ok = self.item_ok & np.isfinite(self.public_popularity)
+        if allowed is not None:
+            ok &= np.asarray(allowed, bool)
         return popular_k(
-            self.popularity,
+            np.where(ok, self.public_popularity, 0.0),
             k,
             n_users=len(rows),
             seen=self.seen,
@@ -167,6 +199,8 @@ class RecModel:
                 user_factors=self.user_factors,
                 item_factors=self.item_factors,
                 popularity=self.popularity,
+                public_popularity=self.public_popularity,
+                public_budget=np.array(json.dumps(self.public_budget, sort_keys=True)),
                 seen_indptr=self.seen.indptr,
                 seen_indices=self.seen.indices,
                 params=np.array(json.dumps(self.params, sort_keys=True, default=str)),
@@ -180,7 +214,10 @@ class RecModel:
             version = int(data["schema_version"])
             if version != SCHEMA_VERSION:
                 raise ValueError(f"{path}: model schema {version}, expected {SCHEMA_VERSION}")
+            stored = "public_popularity" in data.files
             model = cls(
+                public_popularity=data["public_popularity"] if stored else None,
+                public_budget=json.loads(str(data["public_budget"])) if stored else {},
                 user_ids=data["user_ids"],
                 item_ids=data["item_ids"],
                 user_factors=data["user_factors"],
@@ -188,6 +225,14 @@ class RecModel:
                 popularity=data["popularity"],
                 seen=Seen(data["seen_indptr"], data["seen_indices"]),
                 params=json.loads(str(data["params"])),
+            )
+        if not stored:
+            log.warning(
+                "%s: no public_popularity (written before differential privacy): drew one"
+                " now from its seen items (%s); each load draws anew, so publish and the"
+                " service may differ and each load spends the budget again: retrain",
+                path,
+                model.public_budget,
             )
         bad = {name: n for name, n in model.non_finite().items() if n}
         if bad:

@@ -129,6 +129,9 @@ def score_step(
         },
         "users": len(model.user_ids),
         "items_in_stock": scores.pop("items_in_stock"),
+        # The differential-privacy budget the popular list was released under (in the
+        # manifest and in popular.json, so a reader can see what was spent).
+        "popular_privacy": model.public_budget,
     }
     _stage(settings, store or open_store(settings), publish_id, meta, scores)
     users_per_s = len(model.user_ids) / max(score_seconds, 1e-9)
@@ -353,9 +356,17 @@ def upload_step(
 
 
 def _popular_body(meta: dict[str, Any], staged: Any) -> dict[str, Any]:
+    """``popular.json``: the model's public (differentially private) list and its budget.
+
+    Its scores are noisy user counts (``RecModel.popular_rows``); a stage from before the
+    budget was recorded has no ``popular_privacy`` and its body no ``privacy`` field.
+    """
     keep = staged["pop_idx"] >= 0
     items = [str(i) for i in staged["item_ids"][staged["pop_idx"][keep]]]
-    return layout.recs_body(meta, "popular", items, round_scores(staged["pop_scores"][keep]))
+    body = layout.recs_body(meta, "popular", items, round_scores(staged["pop_scores"][keep]))
+    if meta.get("popular_privacy"):
+        body["privacy"] = meta["popular_privacy"]
+    return body
 
 
 def _user_objects(

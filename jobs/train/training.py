@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import Settings
+from jobs.model import dp
 from jobs.model.artifact import RecModel
 from jobs.model.registry import (
     TAG_GOLD_VERSION,
@@ -534,6 +535,17 @@ def fit_final(
     """The best params refit on all interactions: what is registered and served."""
     enc = prepared.enc
     u, v = fit_challenger(spark, settings, enc.frame, enc, best)
+    # Drawn here, once per model, from the weighted pairs (each person's strongest items
+    # count): publish and the service then show the same noisy list, and republishing
+    # this model spends no further budget.
+    public, budget = dp.public_popularity(
+        enc.frame["u"].to_numpy(),
+        enc.frame["i"].to_numpy(),
+        enc.user_ids,
+        enc.item_ids,
+        dp.PopularityBudget.from_settings(settings),
+        weights=enc.frame["weight"].to_numpy(),
+    )
     model = RecModel(
         user_ids=enc.user_ids,
         item_ids=enc.item_ids,
@@ -542,6 +554,8 @@ def fit_final(
         popularity=popularity_of(enc.frame, enc.n_items),
         seen=seen_of(enc.frame, enc.n_users),
         params={**best.as_dict(), "k": settings.eval_k, **prepared.data},
+        public_popularity=public,
+        public_budget=budget,
     )
     # Refused before anything is logged: the run fails (its reason in the task log) and
     # the registry never holds a model that cannot rank.

@@ -130,10 +130,14 @@ def test_registered_pyfunc_serves_without_spark(
         tmp_path,
     )
     assert known["source"] == "als" and len(known["item_ids"]) == 10
-    assert unknown["source"] == "popular" and len(unknown["item_ids"]) == 3
+    assert unknown["source"] == "popular"
     from jobs.model.registry import load_version
 
     model = load_version(settings, first.version)
+    # The public list is differentially private: on MovieLens' 943 users the default
+    # budget releases only a few items, so it may be shorter than k (tests/unit/test_dp_popular.py).
+    public, _ = model.popular_rows(np.array([-1]), 3)
+    assert unknown["item_ids"] == model.ids(public)[0]
     row = model.user_index["ml-u1"]
     lo, hi = model.seen.indptr[row], model.seen.indptr[row + 1]
     seen = {str(model.item_ids[j]) for j in model.seen.indices[lo:hi]}
