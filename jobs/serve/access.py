@@ -95,3 +95,24 @@ class PersonalAccess:
         if denied:
             return Access(False, "denied", subject)
         return Access(True, "verified", subject)
+
+
+def reads_to_log(verdict: Access, source: str, recent_found: list[int]) -> list[tuple[str, str]]:
+    """The (action, outcome) access-log lines one answered ``/recommend`` request makes.
+
+    ``recent_found`` holds the number of recent items the feature-store lookup returned,
+    when it ran. A request whose key proved nothing read nothing personal, and a log of
+    guessed ids would only record the guesses: it makes no line (the refusals are counted
+    in ``recflow_personal_access_total``). A proven user who was refused (deny list) makes
+    one line with the refusal as the outcome.
+    """
+    if verdict.subject is None:
+        return []
+    if not verdict.personal:
+        return [("recommend_personal", verdict.outcome)]
+    lines = []
+    if source == "als":
+        lines.append(("recommend_personal", "served"))
+    if recent_found:
+        lines.append(("recent_items", "served" if recent_found[0] else "empty"))
+    return lines
