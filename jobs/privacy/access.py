@@ -71,12 +71,26 @@ def _day_of(folder: str) -> date | None:
         return None
 
 
+def loaded_offsets(spark: SparkSession, location: str, days: list[date]) -> dict[str, int]:
+    """Per access log file (path under the log folder), the byte offset loaded up to."""
+    from pyspark.sql import functions as F
+
+    return {
+        row["_source_file"]: int(row["end"])
+        for row in spark.read.format("delta")
+        .load(location)
+        .where(F.col("dt").isin(days))  # partition pruning: only the days still on disk
+        .groupBy("_source_file")
+        .agg(F.max("_end").alias("end"))
+        .collect()
+    }
+
+
 def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Append the access log's new complete lines to ``data_access``; returns counts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
 
     root = access_log_dir(settings)
     location = tables.ensure_table(spark, settings, TABLE)
@@ -89,15 +103,7 @@ def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     if not files:
         return result
     days = sorted(set(files.values()))
-    loaded = {
-        row["_source_file"]: int(row["end"])
-        for row in spark.read.format("delta")
-        .load(location)
-        .where(F.col("dt").isin(days))  # partition pruning: only the days still on disk
-        .groupBy("_source_file")
-        .agg(F.max("_end").alias("end"))
-        .collect()
-    }
+    loaded = loaded_offsets(spark, location, days)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
     for path, day in files.items():

@@ -90,12 +90,12 @@ def test_a_reload_from_the_start_adds_nothing(spark: Any, local: Settings) -> No
     assert load_access_log(spark, local)["inserted"] == 1
     import jobs.privacy.access as access
 
-    original = access.complete_lines
+    original = access.loaded_offsets
     try:
-        access.complete_lines = lambda path, start: original(path, 0)  # type: ignore[assignment]
+        access.loaded_offsets = lambda *_: {}  # type: ignore[assignment]
         replay = load_access_log(spark, local)
     finally:
-        access.complete_lines = original
+        access.loaded_offsets = original
     assert replay["new_lines"] == 1 and replay["inserted"] == 0
     assert len(_rows(spark, local)) == 1
 
