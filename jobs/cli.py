@@ -521,6 +521,7 @@ def up(
         f"  curl -s -XPOST http://{settings.serve_host}:{settings.serve_port}/recommend "
         """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
     )
+    typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
     try:
         proc.wait()
     except KeyboardInterrupt:
