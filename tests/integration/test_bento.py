@@ -343,7 +343,7 @@ def test_metrics_count_by_source_and_time_scoring(world: dict[str, Any]) -> None
     client: httpx.Client = world["client"]
     for body in (
         {"user_id": "user-1", "user_key": _key(world, "user-1")},
-        {"user_id": "new", "recent_item_ids": ["item-1"]},
+        {"user_id": "new", "recent_item_ids": ["item-1", "ghost-item"]},
         {"user_id": "new"},
     ):
         assert _recommend(world, body).status_code == 200
