@@ -346,3 +346,23 @@ def test_known_user_answers_are_unchanged_with_access(
     idx, _ = model.recommend_rows(np.array([row]), 10)
     got = answers.recommend(online, Recommend(user_id="user-3", k=10), personal=True)
     assert ids(got) == model.ids(idx)[0]
+
+
+def test_recflow_recs_logs_the_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's read of a user's published list leaves a line naming the hash, not the id."""
+    from typer.testing import CliRunner
+
+    from jobs import cli
+    from jobs.publish import steps
+
+    monkeypatch.setenv("RECFLOW_DATA_ROOT", str(tmp_path))
+    monkeypatch.setattr(steps, "recs_for", lambda _s, u: (f"recs/v/x/u/ab/{u}.json", {"items": []}))
+    done = CliRunner().invoke(cli.app, ["recs", "user-1"])
+    assert done.exit_code == 0, done.output
+    settings = load_settings(data_root=tmp_path)
+    [line] = _lines(access_log_dir(settings))
+    assert line["action"] == "cli_recs" and line["outcome"] == "served"
+    assert line["subject"] == subjects.subject_hasher(settings)("user-1")
+    assert str(line["actor"]).startswith("cli:")
+    key = CliRunner().invoke(cli.app, ["user-key", "user-1"])
+    assert key.stdout.strip() == subjects.user_key(settings.hmac_secret(), "user-1")
