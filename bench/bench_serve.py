@@ -42,6 +42,7 @@ import numpy as np
 from jobs.config import Settings, get_settings
 from jobs.model.artifact import RecModel
 from jobs.serve.bento_build import serve_env, use_bentoml_home
+from jobs.subjects import user_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,8 +82,14 @@ def load_model(settings: Settings, npz: Path | None, tag: str | None) -> RecMode
     return RecModel.load(stored.path_of("model.npz"))
 
 
-def payloads(model: RecModel, path: str, k: int, n: int, seed: int) -> list[bytes]:
-    """``n`` request bodies of one path (cycled by the workers)."""
+def payloads(
+    model: RecModel, path: str, k: int, n: int, seed: int, secret: str | None = None
+) -> list[bytes]:
+    """``n`` request bodies of one path (cycled by the workers).
+
+    Known users carry their key (``secret``: the publish secret), as the site's backend
+    sends it: without one the service answers them as anonymous (popular).
+    """
     rng = random.Random(seed)
     users = [str(u) for u in model.user_ids]
     items = [str(i) for i in model.item_ids]
@@ -93,7 +100,10 @@ def payloads(model: RecModel, path: str, k: int, n: int, seed: int) -> list[byte
     out = []
     for n_ in range(n):
         if path == "known":
-            body: dict[str, Any] = {"user_id": rng.choice(users), "k": k}
+            user = rng.choice(users)
+            body: dict[str, Any] = {"user_id": user, "k": k}
+            if secret is not None:
+                body["user_key"] = user_key(secret, user)
         elif path == "fold_in":
             recent = np_rng.choice(len(items), size=min(5, len(items)), replace=False, p=probs)
             body = {
@@ -291,7 +301,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
             for n, path in enumerate(paths):
                 if path not in PATHS:
                     raise SystemExit(f"unknown path {path!r}; choose from {PATHS}")
-                bodies = payloads(model, path, args.k, 5000, seed=args.seed + n)
+                bodies = payloads(
+                    model, path, args.k, 5000, seed=args.seed + n, secret=settings.hmac_secret()
+                )
                 results.append(
                     await run_path(
                         f"{url.rstrip('/')}/recommend",

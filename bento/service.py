@@ -1,9 +1,11 @@
 """recflow's online service: recommendations for whoever the CDN cannot answer.
 
 Reads the champion model from the BentoML model store (imported from the MLflow registry
-by ``jobs.serve.bento_build``, pinned by the build argument ``model_tag``) and the Feast online
-store (stock flags at start-up and every minute; recent items of unknown users). All
-request logic is in :mod:`jobs.serve.answers`; this module binds it to HTTP and Prometheus.
+by ``jobs.serve.bento_build``, pinned by the build argument ``model_tag``), the Feast online
+store (stock flags at start-up and every minute; recent items of unknown users) and the
+deny list (:mod:`jobs.serve.access`). Writes the data access log (:mod:`jobs.access_log`):
+one line per personal read. All request logic is in :mod:`jobs.serve.answers` and
+:mod:`jobs.serve.access`; this module binds it to HTTP and Prometheus.
 
 Endpoints: ``POST /recommend``, ``POST /similar``; BentoML's own ``/livez`` and
 ``/healthz`` (liveness), ``/readyz`` (readiness, answered here with JSON details) and
@@ -23,9 +25,10 @@ with bentoml.importing():
     import anyio
     from starlette.responses import JSONResponse
 
+    from jobs.access_log import AccessLog
     from jobs.config import get_settings
     from jobs.model.artifact import RecModel
-    from jobs.serve import answers, feature_source, schemas
+    from jobs.serve import access, answers, feature_source, schemas
 
 log = logging.getLogger("recflow.service")
 
@@ -65,6 +68,16 @@ FEATURE_LOOKUPS = bentoml.metrics.Counter(
     documentation="Recent-item lookups in the online store by outcome (hit, empty).",
     labelnames=["outcome"],
 )
+PERSONAL_ACCESS = bentoml.metrics.Counter(
+    name="recflow_personal_access",
+    documentation="/recommend requests by access verdict: verified (personal answer), no_key,"
+    " bad_key (answered as anonymous), denied (deny list), deny_list_unreadable.",
+    labelnames=["outcome"],
+)
+ACCESS_LOG_DROPPED = bentoml.metrics.Counter(
+    name="recflow_access_log_dropped",
+    documentation="Data access records lost (the writer's queue was full, or a write failed).",
+)
 
 
 @bentoml.service(
@@ -96,6 +109,12 @@ class RecflowService:
         self.features = feature_source.FeatureSource(SETTINGS)
         self.features.open()
         self.stock = self.features.load_stock(model)
+        # Refuses to start (ConfigError) when the publish secret is refused here.
+        self.access = access.PersonalAccess.from_settings(SETTINGS)
+        self.actor = f"service:{self.online.version or self.model_tag}"
+        self.access_log = AccessLog.open(
+            SETTINGS, background=True, on_drop=lambda n: ACCESS_LOG_DROPPED.inc(n)
+        )
         self._refresher: asyncio.Task[None] | None = None
         log.info(
             "serving %s (registered %s v%s): %d users, %d items; feast %s; stock %s",
@@ -122,6 +141,7 @@ class RecflowService:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
+        await anyio.to_thread.run_sync(self.access_log.close)
 
     async def _refresh_stock(self) -> None:
         while True:
@@ -154,16 +174,36 @@ class RecflowService:
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> schemas.RecommendResponse:  # type: ignore[valid-type]
-        """Top-K items for a user: als (known), fold_in (recent items) or popular."""
+        """Top-K items for a user: als (known), fold_in (recent items) or popular.
+
+        Personal (als, or fold-in of the user's recent items from Feast) only with the
+        user's valid ``user_key`` and the user not on the deny list; else as a stranger.
+        """
         started = time.perf_counter()
         mask = self.stock.mask
-        if answers.needs_recent_lookup(self.online, request) and self.features.available:
+        verdict = self.access.check(request.user_id, request.user_key)
+        PERSONAL_ACCESS.labels(outcome=verdict.outcome).inc()
+        personal = verdict.personal
+        request_id = answers.new_request_id()
+        found: list[int] = []  # recent items the lookup returned, if it ran
+
+        def recent(user_id: str) -> list[str]:
+            items = self._recent(user_id)
+            found.append(len(items))
+            return items
+
+        if answers.needs_recent_lookup(self.online, request, personal) and self.features.available:
             # The online store is I/O: keep it off the event loop.
             response = await anyio.to_thread.run_sync(
-                answers.recommend, self.online, request, self._recent, mask
+                lambda: answers.recommend(
+                    self.online, request, recent, mask, request_id, personal=personal
+                )
             )
         else:
-            response = answers.recommend(self.online, request, None, mask)
+            response = answers.recommend(
+                self.online, request, None, mask, request_id, personal=personal
+            )
+        self._log_access(verdict, response, found)
         RECOMMENDATIONS.labels(source=response.source).inc()
         SCORING_SECONDS.labels(endpoint="recommend", source=response.source).observe(
             time.perf_counter() - started
@@ -188,6 +228,15 @@ class RecflowService:
             time.perf_counter() - started
         )
         return response
+
+    def _log_access(
+        self, verdict: access.Access, response: schemas.RecommendResponse, found: list[int]
+    ) -> None:
+        for action, outcome in access.reads_to_log(verdict, response.source, found):
+            assert verdict.subject is not None
+            self.access_log.record(
+                self.actor, action, verdict.subject, outcome, response.request_id
+            )
 
     def _recent(self, user_id: str) -> list[str]:
         items = self.features.recent(user_id)

@@ -350,16 +350,115 @@ def rollback(
 def recs(
     user_id: Annotated[str, typer.Argument(help="The user whose list a client would fetch.")],
 ) -> None:
-    """Print the object a client fetches for a user (their list, else popular.json)."""
+    """Print the object a client fetches for a user (their list, else popular.json).
+
+    A read of the user's personal data: logged in the data access log (`recflow access-log`).
+    """
     from jobs.publish.steps import PublishError, recs_for
 
+    settings = _settings()
     try:
-        key, body = recs_for(_settings(), user_id)
+        key, body = recs_for(settings, user_id)
     except (PublishError, ConfigError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+    _log_personal_read(
+        settings, "cli_recs", user_id, "no_list" if key.endswith("popular.json") else "served"
+    )
     typer.echo(f"GET /{key}", err=True)
     typer.echo(json.dumps(body, indent=2))
+
+
+def _log_personal_read(settings: Settings, action: str, user_id: str, outcome: str) -> None:
+    """One data access log line for a CLI read of a person's data, by subject hash."""
+    from jobs.access_log import AccessLog
+    from jobs.subjects import subject_hasher
+
+    access_log = AccessLog.open(settings)
+    try:
+        if not access_log.record(
+            f"cli:{_reviewer()}", action, subject_hasher(settings)(user_id), outcome
+        ):
+            typer.secho("warning: the data access log could not be written", fg="yellow", err=True)
+    finally:
+        access_log.close()
+
+
+@app.command("user-key")
+def user_key(
+    user_id: Annotated[str, typer.Argument(help="The user to vouch for.")],
+) -> None:
+    """Print a user's key: what the site's backend sends with /recommend (and the CDN key).
+
+    For development and support: in production the backend computes it with the same
+    secret (HMAC-SHA256 of the user id, first 32 hex; see bento/README.md).
+    """
+    from jobs.subjects import user_key as key_of
+
+    try:
+        typer.echo(key_of(_settings().hmac_secret(), user_id))
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command("access-log")
+def access_log(
+    subject: Annotated[
+        str | None, typer.Option(help="Only this subject hash (from an erasure log, say).")
+    ] = None,
+    user_id: Annotated[
+        str | None, typer.Option(help="Only this user (hashed here; the id is not stored).")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From this instant on, ISO 8601 (UTC if no zone).")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Most rows to print, newest first.")] = 100,
+    load: Annotated[
+        bool, typer.Option(help="Load the access log files into the table first.")
+    ] = True,
+) -> None:
+    """Who read whose personal data, when: the `privacy/data_access` table."""
+    from datetime import UTC, datetime
+
+    from jobs.privacy.access import load_access_log, read_access_log
+    from jobs.spark import get_spark
+    from jobs.subjects import subject_hasher
+
+    settings = _settings()
+    if subject is not None and user_id is not None:
+        typer.secho("give --subject or --user-id, not both", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    if user_id is not None:
+        try:
+            subject = subject_hasher(settings)(user_id)
+        except ConfigError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+    start = None
+    if since is not None:
+        try:
+            start = datetime.fromisoformat(since)
+        except ValueError:
+            typer.secho(f"--since {since!r} is not ISO 8601", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+        start = start if start.tzinfo else start.replace(tzinfo=UTC)
+    spark = get_spark(settings)
+    if load:
+        loaded = load_access_log(spark, settings)
+        typer.echo(
+            f"loaded {loaded['inserted']:,} new lines from {loaded['files']:,} files"
+            + (f" ({loaded['bad_lines']:,} unreadable, skipped)" if loaded["bad_lines"] else ""),
+            err=True,
+        )
+    rows = read_access_log(spark, settings, subject=subject, since=start, limit=limit)
+    for row in rows:
+        ts = row["ts"].strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        typer.echo(
+            f"{ts}  {row['actor']:<24} {row['action']:<20} {row['subject']}  "
+            f"{row['outcome']:<10} {row['request_id'] or ''}"
+        )
+    typer.echo(f"{len(rows):,} rows", err=True)
 
 
 @app.command()
@@ -422,6 +521,7 @@ def up(
         f"  curl -s -XPOST http://{settings.serve_host}:{settings.serve_port}/recommend "
         """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
     )
+    typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
     try:
         proc.wait()
     except KeyboardInterrupt:

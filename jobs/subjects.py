@@ -31,6 +31,19 @@ from pathlib import Path
 from jobs.config import Settings
 
 SUBJECT_HEX = 32  # 128 bits: no collisions among any realistic number of people
+USER_KEY_HEX = 32  # 128 bits of the HMAC: unguessable, and short paths
+
+
+def user_key(secret: str, user_id: str) -> str:
+    """The user's capability key: HMAC-SHA256 of the user id with the publish secret.
+
+    Stable per user, not reversible, not enumerable without the secret. It names the
+    user's published object on the CDN (:mod:`jobs.publish.layout`) and is what a
+    ``/recommend`` request shows to get that user's personal answer
+    (:mod:`jobs.serve.access`): the site's backend, which holds the secret, computes it for
+    the signed-in user, so holding it proves the backend vouched for the id.
+    """
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:USER_KEY_HEX]
 
 
 def subject_key(secret: str) -> str:

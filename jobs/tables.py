@@ -175,6 +175,19 @@ TABLES: dict[str, Table] = {
             (),
             (),
         ),
+        Table(
+            "data_access",
+            "privacy",
+            # One row per read of a person's data (jobs.access_log), by subject hash only.
+            # (_source_file, _offset) is the line's place in the access log files: the
+            # loader's key, so a re-run adds nothing (jobs.privacy.access).
+            "ts TIMESTAMP NOT NULL, actor STRING NOT NULL, action STRING NOT NULL, "
+            "subject STRING NOT NULL, outcome STRING NOT NULL, request_id STRING, "
+            "dt DATE NOT NULL, _source_file STRING NOT NULL, _offset BIGINT NOT NULL, "
+            "_end BIGINT NOT NULL, _loaded_at TIMESTAMP NOT NULL",
+            ("dt",),
+            (),
+        ),
     )
 }
 

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import hmac
 import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+from jobs.subjects import USER_KEY_HEX
+from jobs.subjects import user_key as user_key  # re-exported: the publisher's name for it
+
 SCHEMA_VERSION = 1
-KEY_HEX = 32  # 128 bits of the HMAC: unguessable, and short paths
+# The key of a user's object is their capability key, shared with the online service.
+KEY_HEX = USER_KEY_HEX
 IMMUTABLE = "public, max-age=31536000, immutable"
 # Exactly what publish_id_for makes (an MLflow version is a positive integer); used with
 # fullmatch, since "$" would also accept a trailing newline, and [0-9], since \d also
@@ -57,11 +60,6 @@ def check_publish_id(publish_id: str) -> str:
             "see `recflow publishes`"
         )
     return publish_id
-
-
-def user_key(secret: str, user_id: str) -> str:
-    """HMAC-SHA256 of the user id: stable per user, not reversible, not enumerable."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()[:KEY_HEX]
 
 
 def publish_root(prefix: str, publish_id: str) -> str:

@@ -16,6 +16,10 @@ Three paths, in order:
 - ``popular``: everyone else gets the popularity baseline through the same ranker.
 
 Every path filters out-of-stock items and the request's ``exclude_item_ids``.
+
+A request the service does not answer personally (no valid user key, or a denied user:
+:mod:`jobs.serve.access`) is answered with ``personal=False``: as a stranger, from the
+request alone — no factors of that user, no recent items from the feature store.
 """
 
 from __future__ import annotations
@@ -171,9 +175,13 @@ def _items(model: RecModel, idx: np.ndarray, scores: np.ndarray) -> list[ScoredI
     ]
 
 
-def needs_recent_lookup(online: OnlineModel, request: RecommendRequest) -> bool:
+def needs_recent_lookup(
+    online: OnlineModel, request: RecommendRequest, personal: bool = True
+) -> bool:
     """True when the answer depends on the user's recent items from the feature store."""
-    return request.user_id not in online.model.user_index and not request.recent_item_ids
+    return (
+        personal and request.user_id not in online.model.user_index and not request.recent_item_ids
+    )
 
 
 def recommend(
@@ -182,20 +190,24 @@ def recommend(
     recent_lookup: Callable[[str], Sequence[str]] | None = None,
     stock_mask: np.ndarray | None = None,
     request_id: str | None = None,
+    personal: bool = True,
 ) -> RecommendResponse:
     """Answer one validated ``/recommend`` request (see the module docstring).
 
     ``recent_lookup`` (user id → recent item ids, e.g. from Feast) is called only for an
     unknown user whose request carries no recent items. Unknown recent item ids are
     ignored and reported; a known user's list is the published one (with only the
-    request's exclusions on top).
+    request's exclusions on top). With ``personal=False`` the user counts as unknown and
+    ``recent_lookup`` is never called.
     """
     model = online.model
     n_items = len(model.item_ids)
     exclude = online.item_rows(request.exclude_item_ids or ())[0]
     unknown: list[str] = []
     recent_source: Literal["request", "feast"] | None = None
-    row = model.user_index.get(request.user_id)
+    row = model.user_index.get(request.user_id) if personal else None
+    if not personal:
+        recent_lookup = None
 
     if row is not None:
         source: Source = "als"
@@ -240,6 +252,7 @@ def recommend(
         model_name=online.name,
         model_version=online.version,
         model_run_id=online.run_id,
+        personal=source == "als" or (source == "fold_in" and recent_source == "feast"),
         recent_source=recent_source if source == "fold_in" else None,
         unknown_recent_item_ids=unknown,
     )

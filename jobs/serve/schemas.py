@@ -14,11 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_mod
 
 from jobs.config import Settings
 from jobs.contracts import DEFAULT_K, MAX_ID_LENGTH
+from jobs.subjects import USER_KEY_HEX
 
 Source = Literal["als", "fold_in", "popular"]
 SOURCES: tuple[str, ...] = ("als", "fold_in", "popular")
 # A request may exclude a page or two of already shown items; more is a client bug.
 MAX_EXCLUDE_ITEMS = 1000
+# The user key exactly as jobs.subjects.user_key writes it: anything else is a client bug
+# (422), not a wrong key. Lower-case ASCII hex only: [0-9] rather than \d (other scripts'
+# digits), and the Rust regex engine's "$" does not accept a trailing newline.
+UserKey = Annotated[str, StringConstraints(pattern=rf"^[0-9a-f]{{{USER_KEY_HEX}}}$")]
 
 
 # -- limits and request/response shapes ---------------------------------------------------
@@ -49,9 +54,14 @@ class _Strict(BaseModel):
 
 
 class RecommendRequest(_Strict):
-    """``POST /recommend``: who, how many, and what they just looked at."""
+    """``POST /recommend``: who, how many, and what they just looked at.
+
+    ``user_key`` is the proof that the site's backend vouches for ``user_id`` (see
+    :mod:`jobs.serve.access`): without the right one the answer is not personal.
+    """
 
     user_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+    user_key: UserKey | None = None
     k: Annotated[int, Field(ge=1, le=Limits.max_k)] = DEFAULT_K
     recent_item_ids: (
         Annotated[
@@ -91,6 +101,7 @@ def request_types(limits: Limits) -> tuple[type[RecommendRequest], type[SimilarR
         __base__=RecommendRequest,
         __doc__=RecommendRequest.__doc__,
         user_id=(ident, ...),
+        user_key=(UserKey | None, None),
         k=(k, DEFAULT_K),
         recent_item_ids=(ids | None, None),
         exclude_item_ids=(excl | None, None),
@@ -121,6 +132,12 @@ class RecommendResponse(BaseModel):
     model_name: str
     model_version: str
     model_run_id: str
+    personal: bool = Field(
+        False,
+        description="True when the answer used data about the user (their factors or their"
+        " recent items from Feast): only with a valid user_key, and never for a user on the"
+        " deny list.",
+    )
     recent_source: Literal["request", "feast"] | None = Field(
         None, description="Where the recent items of a fold-in came from."
     )

@@ -25,6 +25,8 @@ import pytest
 import yaml
 from support import clustered_model, free_port, register_champion, stop_process
 
+from jobs import subjects
+from jobs.access_log import access_log_dir
 from jobs.config import load_settings
 from jobs.model.artifact import RecModel
 from jobs.publish.steps import publish_all, recs_for
@@ -114,6 +116,11 @@ def _recommend(world: dict[str, Any], body: Any) -> httpx.Response:
     return world["client"].post("/recommend", json=body)
 
 
+def _key(world: dict[str, Any], user_id: str) -> str:
+    """What the site's backend hands the browser for a signed-in user."""
+    return subjects.user_key(world["settings"].hmac_secret(), user_id)
+
+
 def _ids(payload: dict[str, Any]) -> list[str]:
     return [item["item_id"] for item in payload["items"]]
 
@@ -166,10 +173,12 @@ def test_known_user_gets_the_published_list(world: dict[str, Any]) -> None:
     model: RecModel = world["model"]
     settings = world["settings"]
     for user in ("user-0", "user-42", "user-119"):
-        response = _recommend(world, {"user_id": user, "k": settings.publish_k})
+        response = _recommend(
+            world, {"user_id": user, "user_key": _key(world, user), "k": settings.publish_k}
+        )
         assert response.status_code == 200, response.text
         payload = response.json()
-        assert payload["source"] == "als"
+        assert payload["source"] == "als" and payload["personal"] is True
         assert payload["model_version"] == world["version"]
         assert payload["model_run_id"] == world["build"]["run_id"]
         assert len(payload["request_id"]) == 32
@@ -181,7 +190,7 @@ def test_known_user_gets_the_published_list(world: dict[str, Any]) -> None:
         )
         row = model.user_index[user]
         idx, _ = model.recommend_rows(np.array([row]), 10)
-        short = _recommend(world, {"user_id": user}).json()
+        short = _recommend(world, {"user_id": user, "user_key": _key(world, user)}).json()
         assert _ids(short) == model.ids(idx)[0]
 
 
@@ -251,6 +260,12 @@ BAD_RECOMMEND: list[tuple[Any, str]] = [
     ({"user_id": "u", "exclude_item_ids": {"a": 1}}, "exclude_item_ids"),
     ({"user_id": "u", "exclude_item_ids": ["i"] * 1001}, "exclude_item_ids"),
     ({"user_id": "u", "recent_items": ["item-1"]}, "recent_items"),
+    ({"user_id": "u", "user_key": ""}, "user_key"),
+    ({"user_id": "u", "user_key": "0" * 31}, "user_key"),
+    ({"user_id": "u", "user_key": "0" * 33}, "user_key"),
+    ({"user_id": "u", "user_key": "ABCDEF" + "0" * 26}, "user_key"),
+    ({"user_id": "u", "user_key": "\u0660" * 32}, "user_key"),
+    ({"user_id": "u", "user_key": 12345}, "user_key"),
     ([{"user_id": "u"}], "body"),
     ("user-1", "body"),
 ]
@@ -299,6 +314,9 @@ def test_no_input_produces_a_server_error(world: dict[str, Any]) -> None:
         {"user_id": "u", "k": 10**30},
         {"user_id": {"nested": ["x"]}},
         {"user_id": "u", "recent_item_ids": [None]},
+        {"user_id": "ü-ñ-😀", "user_key": "0" * 32},
+        {"user_id": "user-1", "user_key": "0" * 32 + "\n"},
+        {"user_id": "user-1", "user_key": "😀" * 32},
     ]
     for body in odd:
         response = _recommend(world, body)
@@ -306,6 +324,12 @@ def test_no_input_produces_a_server_error(world: dict[str, Any]) -> None:
     for raw in (b'{"user_id": "u", "k": 1e309}', b'{"user_id": "u", "k": NaN}', b"\xff\xfe"):
         response = world["client"].post("/recommend", content=raw)
         assert response.status_code == 422, (raw, response.status_code, response.text)
+    # A lone surrogate cannot be hashed (UTF-8): refused or anonymous, never a 500.
+    lone = world["client"].post(
+        "/recommend", content=b'{"user_id": "\\ud800", "user_key": "' + b"0" * 32 + b'"}'
+    )
+    assert lone.status_code in (200, 422), lone.text
+    assert lone.status_code == 422 or lone.json()["personal"] is False
     everything_excluded = _recommend(
         world, {"user_id": "u", "exclude_item_ids": [f"item-{i}" for i in range(90)]}
     ).json()
@@ -318,8 +342,8 @@ def test_no_input_produces_a_server_error(world: dict[str, Any]) -> None:
 def test_metrics_count_by_source_and_time_scoring(world: dict[str, Any]) -> None:
     client: httpx.Client = world["client"]
     for body in (
-        {"user_id": "user-1"},
-        {"user_id": "new", "recent_item_ids": ["item-1"]},
+        {"user_id": "user-1", "user_key": _key(world, "user-1")},
+        {"user_id": "new", "recent_item_ids": ["item-1", "ghost-item"]},
         {"user_id": "new"},
     ):
         assert _recommend(world, body).status_code == 200
@@ -367,7 +391,125 @@ def test_rejected_request_labels_come_from_a_fixed_set(world: dict[str, Any]) ->
         "k",
         "recent_item_ids",
         "exclude_item_ids",
+        "user_key",
         "item_id",
         "body",
         "other",
     }
+
+
+# -- personal data: who may see a user's list --------------------------------------------------
+
+
+def _access_lines(world: dict[str, Any], wait_for: set[str]) -> list[dict[str, Any]]:
+    """Every access log line, once those of the ``wait_for`` requests are there (the service
+    writes in the background, in order: a request's line is there once a later one's is)."""
+    folder = access_log_dir(world["settings"])
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [
+            json.loads(line)
+            for path in sorted(folder.glob("dt=*/*.jsonl"))
+            for line in path.read_text().splitlines()
+        ]
+        if {line["request_id"] for line in lines} >= wait_for or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.1)
+
+
+def test_a_guessed_id_gets_nothing_personal(world: dict[str, Any]) -> None:
+    """Without the backend's key a user id is a guess: the answer is a stranger's."""
+    model: RecModel = world["model"]
+    stranger = _recommend(world, {"user_id": "someone-never-seen", "k": 10}).json()
+    assert stranger["source"] == "popular" and stranger["personal"] is False
+    for user in ("user-5", "user-64"):
+        truth = model.ids(model.recommend_rows(np.array([model.user_index[user]]), 10)[0])[0]
+        assert _ids(stranger) != truth
+        guesses = [
+            {"user_id": user},
+            {"user_id": user, "user_key": None},
+            {"user_id": user, "user_key": _key(world, "user-6")},  # someone else's key
+            {"user_id": user, "user_key": "0" * 32},
+            {"user_id": user, "user_key": _key(world, user)[::-1]},
+        ]
+        for body in guesses:
+            response = _recommend(world, {**body, "k": 10})
+            assert response.status_code == 200, response.text
+            payload = response.json()
+            assert payload["source"] == "popular" and payload["personal"] is False, body
+            assert _ids(payload) == _ids(stranger), body
+        # Recent items the caller sends are still used: theirs, not the user's.
+        carried = _recommend(world, {"user_id": user, "recent_item_ids": ["item-1"]}).json()
+        assert carried["source"] == "fold_in" and carried["recent_source"] == "request"
+        assert carried["personal"] is False and _ids(carried) != truth
+
+
+def test_a_valid_key_gets_the_personal_list(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    _, published = recs_for(settings, "user-33")
+    response = _recommend(world, {"user_id": "user-33", "user_key": _key(world, "user-33")})
+    payload = response.json()
+    assert payload["source"] == "als" and payload["personal"] is True
+    assert _ids(payload) == [item["item_id"] for item in published["items"]][:10]
+
+
+def test_a_denied_user_gets_nothing_personal_even_with_a_valid_key(
+    world: dict[str, Any],
+) -> None:
+    """The deny list is written while the service runs (as the privacy DAG does): the next
+    request already gets the stranger's answer, without a restart."""
+    settings = world["settings"]
+    user, other = "user-77", "user-78"
+    body = {"user_id": user, "user_key": _key(world, user), "k": 10}
+    before = _recommend(world, body).json()
+    assert before["source"] == "als" and before["personal"] is True
+    stranger = _recommend(world, {"user_id": "someone-never-seen", "k": 10}).json()
+
+    subject = subjects.subject_hash(settings.hmac_secret(), user)
+    subjects.add_to_deny_list(subjects.deny_list_path(settings), [subject])
+    after = _recommend(world, body).json()
+    assert after["source"] == "popular" and after["personal"] is False
+    assert _ids(after) == _ids(stranger)
+    still = _recommend(world, {"user_id": other, "user_key": _key(world, other)}).json()
+    assert still["source"] == "als" and still["personal"] is True
+
+    ids = {before["request_id"], after["request_id"]}
+    lines = [line for line in _access_lines(world, ids) if line["request_id"] in ids]
+    assert {(line["request_id"], line["outcome"]) for line in lines} == {
+        (before["request_id"], "served"),
+        (after["request_id"], "denied"),
+    }
+    assert {line["subject"] for line in lines} == {subject}
+    metrics = world["client"].get("/metrics").text
+    assert 'recflow_personal_access_total{outcome="denied"}' in metrics
+
+
+def test_each_personal_read_is_in_the_access_log(world: dict[str, Any]) -> None:
+    settings = world["settings"]
+    users = ("user-90", "user-91", "user-92")
+    personal = [_recommend(world, {"user_id": u, "user_key": _key(world, u)}).json() for u in users]
+    guessed = [_recommend(world, {"user_id": u}).json() for u in users]
+    assert all(p["personal"] for p in personal) and not any(g["personal"] for g in guessed)
+    # One more personal read after the guesses: once its line is there, theirs would be.
+    barrier = _recommend(world, {"user_id": "user-93", "user_key": _key(world, "user-93")})
+    wanted = {p["request_id"] for p in personal} | {barrier.json()["request_id"]}
+    asked = wanted | {g["request_id"] for g in guessed}
+    lines = [line for line in _access_lines(world, wanted) if line["request_id"] in asked]
+    assert sorted(line["request_id"] for line in lines) == sorted(wanted)  # guesses: no line
+    hasher = subjects.subject_hasher(settings)
+    by_request = {line["request_id"]: line for line in lines}
+    for user, answer in zip(users, personal, strict=True):
+        line = by_request[answer["request_id"]]
+        assert line["subject"] == hasher(user) and user not in json.dumps(line)
+        assert line["actor"] == f"service:{world['version']}"
+        assert line["action"] == "recommend_personal" and line["outcome"] == "served"
+        assert line["ts"].endswith("Z")
+    text = world["client"].get("/metrics").text
+    assert 'recflow_personal_access_total{outcome="verified"}' in text
+    assert 'recflow_personal_access_total{outcome="no_key"}' in text
+    dropped = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("recflow_access_log_dropped_total")
+    ]
+    assert sum(dropped) == 0
