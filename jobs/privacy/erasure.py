@@ -119,10 +119,14 @@ def _delete(spark: SparkSession, settings: Settings, name: str, condition: Colum
     from delta.tables import DeltaTable
 
     location = tables.ensure_table(spark, settings, name)
-    before = tables.version(spark, settings, name)
-    DeltaTable.forPath(spark, location).delete(condition)
-    _purge_deletion_vectors(spark, location)
-    return tables.operation_metrics(spark, location, before).get("numDeletedRows", 0)
+    table = DeltaTable.forPath(spark, location)
+    # Counted first: Delta's numDeletedRows leaves out files it drops whole, and a table
+    # with nothing to delete should get no commit at all.
+    n = table.toDF().where(condition).count()
+    if n:
+        table.delete(condition)
+        _purge_deletion_vectors(spark, location)
+    return n
 
 
 def _purge_deletion_vectors(spark: SparkSession, location: str) -> None:

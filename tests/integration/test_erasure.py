@@ -296,7 +296,8 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
         .collect()
         == interactions_before
     )
-    assert interactions.agg({"n_events": "sum"}).first()[0] == events.count()
+    user_stats = tables.read_or_create(spark, settings, "user_stats")
+    assert user_stats.agg({"n_events": "sum"}).first()[0] == events.count()
     assert (
         tables.read_or_create(spark, settings, "quarantine")
         .where("value LIKE '%someone-else%'")
