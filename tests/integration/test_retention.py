@@ -109,7 +109,7 @@ def world(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     hours = {"old": _ago(days=40, hours=3), "mid": _ago(days=15, hours=3), "new": _ago(hours=27)}
     hours = {k: h.replace(hour=5) for k, h in hours.items()}
     w["hours"] = hours
-    for name, hour in hours.items():
+    for hour in hours.values():
         _land_hour(settings, hour, 3)
         load_events(spark, settings, tables.Interval(hour, hour + timedelta(hours=1)))
     w["unloaded"] = _land_hour(settings, _ago(days=30).replace(hour=7), 2)
