@@ -74,10 +74,6 @@ def _utc(now: datetime) -> datetime:
     return now.astimezone(UTC)
 
 
-def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=False)
-
-
 def _remove_empty_parents(path: Path, stop: Path) -> None:
     """Remove ``path``'s parents up to (not including) ``stop`` while they are empty."""
     parent = path.parent
@@ -100,11 +96,15 @@ def _folder_day(name: str) -> date | None:
 
 def _loaded_files(spark: SparkSession, settings: Settings, name: str, until: date | None) -> set:
     """Landing paths bronze holds (``until``: only days up to it, bronze_events only)."""
+    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     from jobs.ingest.bronze import source_path
 
-    frame = tables.read_or_create(spark, settings, name)
+    location = tables.path(settings, name)
+    if not DeltaTable.isDeltaTable(spark, location):
+        return set()  # nothing loaded yet (and a dry run creates no table)
+    frame = spark.read.format("delta").load(location)
     if until is not None:
         frame = frame.where(F.col("_dt") <= F.lit(until.isoformat()).cast("date"))
     rows = frame.select("_source_file").distinct().collect()
@@ -159,7 +159,7 @@ def landing(settings: Settings, now: datetime, spark_for: SparkFor, dry_run: boo
             continue
         out.removed.append(rel)
         if not dry_run:
-            _remove_tree(folder)
+            shutil.rmtree(folder)
             _remove_empty_parents(folder, settings.landing_dir)
     return out
 
@@ -259,7 +259,7 @@ def quality(settings: Settings, now: datetime, dry_run: bool = False) -> Swept:
             if stamp < cutoff:
                 out.removed.append(str(folder.relative_to(settings.gx_dir)))
                 if not dry_run:
-                    _remove_tree(folder)
+                    shutil.rmtree(folder)
                     _remove_empty_parents(folder, root)
     if out.removed and not dry_run and (uncommitted / "data_docs").is_dir():
         from jobs.ingest.quality import refresh_docs_index
@@ -300,7 +300,7 @@ def feast_snapshots(settings: Settings, now: datetime, dry_run: bool = False) ->
         for folder in old:
             out.removed.append(str(folder.relative_to(root)))
             if not dry_run:
-                _remove_tree(folder)
+                shutil.rmtree(folder)
     return out
 
 

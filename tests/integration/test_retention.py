@@ -57,6 +57,39 @@ def _land_hour(settings: Settings, hour: datetime, n: int) -> Path:
     return folder
 
 
+def _seed_bronze(spark: Any, settings: Settings, folders: list[Path]) -> None:
+    """Bronze rows of each landing hour as ``load_events`` writes them, in one commit.
+
+    The lines are read by Spark, so ``_source_file`` is the URI Spark gives a file (what
+    retention's landing check reads back); one write instead of a load per hour.
+    """
+    from pyspark.sql import functions as F
+
+    frames = []
+    for folder in folders:
+        day, hour = folder.parent.name.removeprefix("dt="), int(folder.name.removeprefix("hr="))
+        start = datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+        interval = tables.Interval(start, start + timedelta(hours=1))
+        frames.append(
+            spark.read.text(str(folder / "part-0.jsonl")).select(
+                "value",
+                F.col("_metadata.file_path").alias("_source_file"),
+                F.lit(interval.batch_id).alias("_batch_id"),
+                F.lit("seeded").alias("_fingerprint"),
+                F.lit(start.replace(tzinfo=None)).cast("timestamp").alias("_interval_start"),
+                F.lit(interval.end.replace(tzinfo=None)).cast("timestamp").alias("_interval_end"),
+                F.current_timestamp().alias("_ingested_at"),
+                F.lit(day).cast("date").alias("_dt"),
+            )
+        )
+    rows = frames[0]
+    for frame in frames[1:]:
+        rows = rows.unionByName(frame)
+    rows.write.format("delta").mode("append").save(
+        tables.ensure_table(spark, settings, "bronze_events")
+    )
+
+
 def _bronze_days(spark: Any, settings: Settings, name: str) -> dict[str, int]:
     rows = tables.read_or_create(spark, settings, name).groupBy("_dt").count().collect()
     return {f"{r['_dt']:%Y-%m-%d}": int(r["count"]) for r in rows}
@@ -93,8 +126,8 @@ def _state(spark: Any, settings: Settings) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def world(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from mlflow import MlflowClient
+    from pyspark.sql import functions as F
 
-    from jobs.ingest.bronze import load_catalog, load_events
     from jobs.ingest.quality import check_bronze, refresh_docs_index
     from jobs.model.promotion import TAG_PROMOTED_FROM
     from jobs.model.registry import BEST, CHALLENGER
@@ -109,16 +142,23 @@ def world(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     hours = {"old": _ago(days=40, hours=3), "mid": _ago(days=15, hours=3), "new": _ago(hours=27)}
     hours = {k: h.replace(hour=5) for k, h in hours.items()}
     w["hours"] = hours
-    for hour in hours.values():
-        _land_hour(settings, hour, 3)
-        load_events(spark, settings, tables.Interval(hour, hour + timedelta(hours=1)))
+    _seed_bronze(spark, settings, [_land_hour(settings, hour, 3) for hour in hours.values()])
     w["unloaded"] = _land_hour(settings, _ago(days=30).replace(hour=7), 2)
     for key, day in (("catalog_old", _ago(days=40)), ("catalog_new", _ago(days=1))):
         folder = settings.catalog_dir / f"dt={day:%Y-%m-%d}"
         folder.mkdir(parents=True)
         (folder / "items.jsonl").write_text('{"item_id": "i1"}\n')
         w[key] = folder
-    load_catalog(spark, settings)
+    catalog = spark.read.text([str(w[k] / "items.jsonl") for k in ("catalog_old", "catalog_new")])
+    catalog.select(
+        "value",
+        F.col("_metadata.file_path").alias("_source_file"),
+        F.lit("catalog").alias("_batch_id"),
+        F.lit("seeded").alias("_fingerprint"),
+        F.current_timestamp().alias("_ingested_at"),
+    ).write.format("delta").mode("append").save(
+        tables.ensure_table(spark, settings, "bronze_items")
+    )
 
     # Quarantine: one old and one new day.
     location = tables.ensure_table(spark, settings, "quarantine")
