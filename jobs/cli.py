@@ -232,7 +232,11 @@ def retention(
     verb = "would remove" if dry_run else "removed"
     for store, swept in result.items():
         removed, kept = swept["removed"], swept["kept"]
-        typer.echo(f"{store} ({swept['setting']}): {verb} {len(removed)}")
+        limit = f"{swept['setting']}={swept['limit']}"
+        if not swept["limit"]:
+            typer.echo(f"{store} ({limit}): kept for ever")
+            continue
+        typer.echo(f"{store} ({limit}): {verb} {len(removed)}")
         for name in removed:
             typer.echo(f"  - {name}")
         for name in kept:

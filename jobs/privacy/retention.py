@@ -51,7 +51,8 @@ class Swept:
     """What retention did to (or, in a dry run, would do to) one store."""
 
     store: str
-    setting: str
+    setting: str  # the RECFLOW_* variable of the limit
+    limit: int  # its value (0: the store is kept for ever)
     removed: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # past the limit, kept for a reason
     detail: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +60,7 @@ class Swept:
     def as_dict(self) -> dict[str, Any]:
         return {
             "setting": self.setting,
+            "limit": self.limit,
             "removed": self.removed,
             "kept": self.kept,
             **self.detail,
@@ -118,7 +120,7 @@ def landing(settings: Settings, now: datetime, spark_for: SparkFor, dry_run: boo
     without landing (``landing_expired``), but a file that never reached bronze exists
     nowhere else. Such folders are reported as kept.
     """
-    out = Swept("landing", "RECFLOW_RETENTION_LANDING_DAYS")
+    out = Swept("landing", "RECFLOW_RETENTION_LANDING_DAYS", settings.retention_landing_days)
     days = settings.retention_landing_days
     if not days:
         return out
@@ -168,7 +170,7 @@ def landing(settings: Settings, now: datetime, spark_for: SparkFor, dry_run: boo
 
 
 def _drop_days(
-    spark: SparkSession,
+    spark_for: SparkFor,
     settings: Settings,
     name: str,
     days: int,
@@ -180,9 +182,10 @@ def _drop_days(
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    out = Swept(name, setting)
+    out = Swept(name, setting, days)
     if not days:
         return out
+    spark = spark_for()
     location = tables.path(settings, name)
     if not DeltaTable.isDeltaTable(spark, location):
         return out
@@ -197,10 +200,10 @@ def _drop_days(
     return out
 
 
-def bronze(spark: SparkSession, settings: Settings, now: datetime, dry_run: bool = False) -> Swept:
+def bronze(settings: Settings, now: datetime, spark_for: SparkFor, dry_run: bool = False) -> Swept:
     """Delete bronze_events days older than ``retention_bronze_days``."""
     return _drop_days(
-        spark,
+        spark_for,
         settings,
         "bronze_events",
         settings.retention_bronze_days,
@@ -211,11 +214,11 @@ def bronze(spark: SparkSession, settings: Settings, now: datetime, dry_run: bool
 
 
 def quarantine(
-    spark: SparkSession, settings: Settings, now: datetime, dry_run: bool = False
+    settings: Settings, now: datetime, spark_for: SparkFor, dry_run: bool = False
 ) -> Swept:
     """Delete quarantine days older than ``retention_quarantine_days``."""
     return _drop_days(
-        spark,
+        spark_for,
         settings,
         "quarantine",
         settings.retention_quarantine_days,
@@ -247,7 +250,7 @@ def quality(settings: Settings, now: datetime, dry_run: bool = False) -> Swept:
     Results may quote unexpected values (user ids among them). The index page is
     rendered again afterwards, so it links only to pages that are left.
     """
-    out = Swept("quality", "RECFLOW_RETENTION_QUALITY_DAYS")
+    out = Swept("quality", "RECFLOW_RETENTION_QUALITY_DAYS", settings.retention_quality_days)
     days = settings.retention_quality_days
     if not days:
         return out
@@ -281,7 +284,11 @@ def feast_snapshots(settings: Settings, now: datetime, dry_run: bool = False) ->
     from jobs.features.definitions import sources_dir
     from jobs.features.export import STAMP_FORMAT, exported_stamps, stamp_name
 
-    out = Swept("feast_snapshots", "RECFLOW_RETENTION_FEAST_SNAPSHOT_DAYS")
+    out = Swept(
+        "feast_snapshots",
+        "RECFLOW_RETENTION_FEAST_SNAPSHOT_DAYS",
+        settings.retention_feast_snapshot_days,
+    )
     days = settings.retention_feast_snapshot_days
     root = sources_dir(settings)
     if not days or not root.is_dir():
@@ -320,7 +327,7 @@ def staging(settings: Settings, now: datetime, store: ObjectStore, dry_run: bool
     from jobs.publish import layout
     from jobs.publish.steps import current, drop_stage
 
-    out = Swept("staging", "RECFLOW_RETENTION_STAGING_HOURS")
+    out = Swept("staging", "RECFLOW_RETENTION_STAGING_HOURS", settings.retention_staging_hours)
     hours = settings.retention_staging_hours
     if not hours:
         return out
@@ -350,7 +357,7 @@ def publishes(settings: Settings, store: ObjectStore, dry_run: bool = False) -> 
     """Delete publishes beyond the newest ``publish_keep`` (never the live one)."""
     from jobs.publish.steps import prune_step
 
-    out = Swept("publishes", "RECFLOW_PUBLISH_KEEP")
+    out = Swept("publishes", "RECFLOW_PUBLISH_KEEP", settings.publish_keep)
     out.removed = prune_step(store, settings, dry_run=dry_run)
     return out
 
@@ -373,7 +380,9 @@ def model_versions(
     from jobs.model.promotion import MODEL_TAG_BEST, TAG_PROMOTED_FROM
     from jobs.model.registry import CHAMPION, setup
 
-    out = Swept("model_versions", "RECFLOW_RETENTION_MODEL_VERSIONS")
+    out = Swept(
+        "model_versions", "RECFLOW_RETENTION_MODEL_VERSIONS", settings.retention_model_versions
+    )
     keep_n = settings.retention_model_versions
     if not keep_n:
         return out
@@ -455,15 +464,16 @@ def enforce(
         return session[0]
 
     store = store or open_store(settings)
-    done = [landing(settings, now, spark_for, dry_run)]
-    if settings.retention_bronze_days or settings.retention_quarantine_days:
-        done.append(bronze(spark_for(), settings, now, dry_run))
-        done.append(quarantine(spark_for(), settings, now, dry_run))
-    done.append(quality(settings, now, dry_run))
-    done.append(feast_snapshots(settings, now, dry_run))
-    done.append(staging(settings, now, store, dry_run))
-    done.append(publishes(settings, store, dry_run))
-    done.append(model_versions(settings, store, dry_run))
+    done = [
+        landing(settings, now, spark_for, dry_run),
+        bronze(settings, now, spark_for, dry_run),
+        quarantine(settings, now, spark_for, dry_run),
+        quality(settings, now, dry_run),
+        feast_snapshots(settings, now, dry_run),
+        staging(settings, now, store, dry_run),
+        publishes(settings, store, dry_run),
+        model_versions(settings, store, dry_run),
+    ]
     return {s.store: s for s in done}
 
 
