@@ -1,8 +1,12 @@
-"""Maintenance: OPTIMIZE and VACUUM every Delta table of the lake, once a day.
+"""Maintenance, once a day: enforce retention, then OPTIMIZE and VACUUM the lake.
 
-One task, one call into `jobs.ingest.steps`. VACUUM keeps `RECFLOW_VACUUM_RETENTION_HOURS`
-(at least Delta's 168 h) of removed files, which gold's change feed and time travel to
-pinned versions need; Delta's retention safety check stays on.
+Two tasks, each one call into the package. `enforce_retention` (`jobs.privacy.retention`)
+deletes what each store holds past its `RECFLOW_RETENTION_*` limit, counted back from the
+run's data interval end (the README's "Retention" table). `optimize_and_vacuum`
+(`jobs.ingest.steps`) runs after it, even when retention failed: VACUUM keeps
+`RECFLOW_VACUUM_RETENTION_HOURS` (at least Delta's 168 h) of removed files, which gold's
+change feed and time travel to pinned versions need, then removes the files of the days
+retention deleted; Delta's retention safety check stays on.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from airflow.sdk import DAG, task
 
 with DAG(
     dag_id="maintenance",
-    description="OPTIMIZE and VACUUM the lake's Delta tables.",
+    description="Enforce retention, then OPTIMIZE and VACUUM the lake's Delta tables.",
     doc_md=__doc__,
     # Off the hour: ingest runs start at :00, and OPTIMIZE rewriting files under a
     # running MERGE makes that MERGE fail (and wait for its retry).
@@ -32,9 +36,16 @@ with DAG(
 ) as dag:
 
     @task
+    def enforce_retention(data_interval_end=None) -> dict:
+        from jobs.privacy.retention import retention_step
+
+        return retention_step(now=data_interval_end.isoformat() if data_interval_end else None)
+
+    # all_done: compaction and VACUUM are due whether or not retention got through.
+    @task(trigger_rule="all_done")
     def optimize_and_vacuum() -> dict:
         from jobs.ingest.steps import maintain_step
 
         return maintain_step()
 
-    optimize_and_vacuum()
+    enforce_retention() >> optimize_and_vacuum()

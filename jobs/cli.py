@@ -216,6 +216,34 @@ def maintain() -> None:
 
 
 @app.command()
+def retention(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+) -> None:
+    """Remove what each store holds past its RECFLOW_RETENTION_* limit (README "Retention")."""
+    from jobs.privacy.retention import retention_step
+
+    result = retention_step(_settings(), dry_run=dry_run)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    for store, swept in result.items():
+        removed, kept = swept["removed"], swept["kept"]
+        limit = f"{swept['setting']}={swept['limit']}"
+        if not swept["limit"]:
+            typer.echo(f"{store} ({limit}): kept for ever")
+            continue
+        typer.echo(f"{store} ({limit}): {verb} {len(removed)}")
+        for name in removed:
+            typer.echo(f"  - {name}")
+        for name in kept:
+            typer.echo(f"  = kept {name}")
+
+
+@app.command()
 def train(
     force: Annotated[bool, typer.Option(help="Train even if the trigger says no.")] = False,
 ) -> None:

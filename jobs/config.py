@@ -397,6 +397,42 @@ class Settings(BaseSettings):
         description="Most items one person counts for in the public popular list (their"
         " highest-weight ones): the L1 sensitivity of the counts.",
     )
+    # Retention (jobs.privacy.retention, run by the maintenance DAG; README "Retention").
+    # 0 keeps a store for ever; the minimums are checked in _check_retention.
+    retention_landing_days: Annotated[int, Field(ge=0)] = Field(
+        30,
+        description="Landing hour and catalog folders older than this are deleted once bronze"
+        " holds every file in them (0: kept for ever). More than RECFLOW_LATE_DATA_HOURS, at"
+        " most RECFLOW_RETENTION_BRONZE_DAYS.",
+    )
+    retention_bronze_days: Annotated[int, Field(ge=0)] = Field(
+        90,
+        description="bronze_events days (_dt) older than this are deleted (0: kept for ever);"
+        " more than RECFLOW_LATE_DATA_HOURS, since late reloads re-read bronze.",
+    )
+    retention_quarantine_days: Annotated[int, Field(ge=0)] = Field(
+        30, description="Quarantine days (_dt) older than this are deleted (0: kept for ever)."
+    )
+    retention_quality_days: Annotated[int, Field(ge=0)] = Field(
+        30,
+        description="Great Expectations validation results and their Data Docs pages older"
+        " than this are deleted (0: kept for ever).",
+    )
+    retention_feast_snapshot_days: Annotated[int, Field(ge=0)] = Field(
+        60,
+        description="Feast parquet snapshots older than this are deleted, never a view's newest"
+        " (0: kept for ever); more than RECFLOW_FEAST_TTL_DAYS.",
+    )
+    retention_staging_hours: Annotated[int, Field(ge=0)] = Field(
+        72,
+        description="Staged publish scores older than this are deleted, never the live"
+        " publish's (0: only pruning removes them); at least 24.",
+    )
+    retention_model_versions: Annotated[int, Field(ge=0)] = Field(
+        10,
+        description="Registered model versions kept: the newest this many, plus every aliased"
+        " one, the live publish's and the champion's predecessor (0: all kept).",
+    )
 
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = Field(42, description="Seed of the generator, the splits and ALS.")
@@ -502,6 +538,43 @@ class Settings(BaseSettings):
         if value.upper() not in levels:
             raise ValueError(f"{value!r} is not one of {sorted(levels)}")
         return value.upper()
+
+    @model_validator(mode="after")
+    def _check_retention(self) -> Settings:
+        """Retention may not remove what a running pipeline still reads back."""
+        late_days = self.late_data_hours / 24
+        problems = []
+        for name in ("retention_landing_days", "retention_bronze_days"):
+            days = getattr(self, name)
+            if days and days <= late_days:
+                # Late reloads re-scan landing and re-read bronze over this window.
+                problems.append(
+                    f"RECFLOW_{name.upper()}={days} must exceed RECFLOW_LATE_DATA_HOURS"
+                    f" ({self.late_data_hours} h), or be 0 (kept for ever)"
+                )
+        landing, bronze = self.retention_landing_days, self.retention_bronze_days
+        if landing and bronze and landing > bronze:
+            # Landing goes only once bronze holds its files: after bronze dropped a day,
+            # its landing files would look never loaded and stay for ever.
+            problems.append(
+                f"RECFLOW_RETENTION_LANDING_DAYS={landing} must be at most"
+                f" RECFLOW_RETENTION_BRONZE_DAYS={bronze} (landing is checked against bronze)"
+            )
+        feast = self.retention_feast_snapshot_days
+        if feast and feast <= self.feast_ttl_days:
+            # Live entities are re-exported every half TTL: only older snapshots are spare.
+            problems.append(
+                f"RECFLOW_RETENTION_FEAST_SNAPSHOT_DAYS={feast} must exceed"
+                f" RECFLOW_FEAST_TTL_DAYS ({self.feast_ttl_days}), or be 0 (kept for ever)"
+            )
+        if 0 < self.retention_staging_hours < 24:
+            problems.append(
+                f"RECFLOW_RETENTION_STAGING_HOURS={self.retention_staging_hours} must be at"
+                " least 24 (an upload may be retried a day later), or 0"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
@@ -626,9 +699,11 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
             # Messages may quote the bad value: a URI's credentials must not reach a log.
-            lines.append(f"  RECFLOW_{field.upper()}: {redact(str(err['msg']))}")
+            msg = redact(str(err["msg"]))
+            field = ".".join(str(p) for p in err["loc"])
+            # A check across settings (no loc) names the settings in its message.
+            lines.append(f"  RECFLOW_{field.upper()}: {msg}" if field else f"  {msg}")
         raise ConfigError("invalid recflow configuration:\n" + "\n".join(lines)) from None
 
 

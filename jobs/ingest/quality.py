@@ -70,6 +70,23 @@ def _context(project_root: str) -> Any:
     return context
 
 
+def refresh_docs_index(settings: Settings) -> None:
+    """Re-render the Data Docs index from the validation results that are left.
+
+    Retention deletes old results and their pages; GX's index builder drops links to
+    pages whose result is gone. Only the index is rendered: the identifier names no
+    stored resource, so no page is rebuilt.
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+    )
+
+    context = _context(str(settings.data_root))
+    context.build_data_docs(
+        resource_identifiers=[ExpectationSuiteIdentifier(name="__recflow_index_only__")]
+    )
+
+
 def _batch_definition(context: Any, asset_name: str) -> Any:
     """Get or create a whole-dataframe batch definition (GX 1.x keeps them in the project)."""
     try:

@@ -558,8 +558,13 @@ def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict
     return out
 
 
-def prune_step(store: ObjectStore | None = None, settings: Settings | None = None) -> list[str]:
-    """Delete publishes beyond the newest ``publish_keep``; the live one always stays."""
+def prune_step(
+    store: ObjectStore | None = None, settings: Settings | None = None, dry_run: bool = False
+) -> list[str]:
+    """Delete publishes beyond the newest ``publish_keep``; the live one always stays.
+
+    ``dry_run`` deletes nothing and returns what would go (``recflow retention --dry-run``).
+    """
     settings = settings or get_settings()
     store = store or open_store(settings)
     prefix = settings.publish_prefix
@@ -570,6 +575,9 @@ def prune_step(store: ObjectStore | None = None, settings: Settings | None = Non
     for p in found:
         if p["publish_id"] in keep:
             continue
+        if dry_run:
+            dropped.append(p["publish_id"])
+            continue
         # The stage first: should the object delete fail, the publish is still listed and
         # the next prune finishes the job; the other order could orphan the stage.
         drop_stage(settings, store, p["publish_id"])
@@ -577,6 +585,8 @@ def prune_step(store: ObjectStore | None = None, settings: Settings | None = Non
         # Only keys under the publish's own prefix, whatever a store's listing returns.
         store.delete([key for key, _ in store.list(root) if key.startswith(root)])
         dropped.append(p["publish_id"])
+    if dry_run:
+        return dropped
     abandoned = _abandoned_stages(settings, store, {p["publish_id"] for p in found}, keep)
     for publish_id in abandoned:
         drop_stage(settings, store, publish_id)

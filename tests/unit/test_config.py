@@ -141,3 +141,80 @@ def test_hourly_aligned_ingest_schedules_are_accepted(schedule: str) -> None:
     from jobs.config import load_settings
 
     assert load_settings(ingest_schedule=schedule).ingest_schedule == schedule
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        # Late reloads re-scan landing and re-read bronze over RECFLOW_LATE_DATA_HOURS.
+        ({"retention_bronze_days": 2}, "RECFLOW_RETENTION_BRONZE_DAYS=2 must exceed"),
+        (
+            {"retention_landing_days": 3, "late_data_hours": 72},
+            "RECFLOW_RETENTION_LANDING_DAYS=3 must exceed RECFLOW_LATE_DATA_HOURS (72 h)",
+        ),
+        # Landing is deleted only once bronze holds it: it may not outlive bronze.
+        (
+            {"retention_landing_days": 40, "retention_bronze_days": 30},
+            "RECFLOW_RETENTION_LANDING_DAYS=40 must be at most RECFLOW_RETENTION_BRONZE_DAYS=30",
+        ),
+        (
+            {"retention_feast_snapshot_days": 30},
+            "RECFLOW_RETENTION_FEAST_SNAPSHOT_DAYS=30 must exceed RECFLOW_FEAST_TTL_DAYS (30)",
+        ),
+        ({"retention_staging_hours": 23}, "RECFLOW_RETENTION_STAGING_HOURS=23 must be at least"),
+        ({"retention_model_versions": -1}, "RECFLOW_RETENTION_MODEL_VERSIONS"),
+        ({"retention_quality_days": -1}, "RECFLOW_RETENTION_QUALITY_DAYS"),
+    ],
+)
+def test_retention_limits_below_what_the_pipeline_reads_back_are_refused(
+    overrides: dict, needle: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(**overrides)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        # 0 keeps a store for ever, whatever the other limits.
+        {
+            "retention_landing_days": 0,
+            "retention_bronze_days": 0,
+            "retention_quarantine_days": 0,
+            "retention_quality_days": 0,
+            "retention_feast_snapshot_days": 0,
+            "retention_staging_hours": 0,
+            "retention_model_versions": 0,
+        },
+        {"retention_landing_days": 0, "retention_bronze_days": 3},
+        {"retention_landing_days": 3, "retention_bronze_days": 0},
+        {"retention_landing_days": 3, "retention_bronze_days": 3, "late_data_hours": 71},
+        {"retention_feast_snapshot_days": 8, "feast_ttl_days": 7},
+        {"retention_staging_hours": 24},
+    ],
+)
+def test_sane_retention_limits_are_accepted(overrides: dict) -> None:
+    load_settings(**overrides)
+
+
+def test_the_readme_retention_table_matches_the_settings() -> None:
+    """Each store's row names a real setting with its real default (one fact, one place)."""
+    import re
+
+    from jobs.config import Settings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## Retention\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`RECFLOW_" in line]
+    retention = {n for n in Settings.model_fields if n.startswith("retention_")}
+    seen = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6, row
+        (name,) = re.findall(r"`RECFLOW_([A-Z0-9_]+)`", cells[2])
+        field = Settings.model_fields[name.lower()]
+        assert cells[3] == str(field.default), (name, cells[3], field.default)
+        seen.add(name.lower())
+    assert retention <= seen, retention - seen

@@ -120,9 +120,14 @@ def test_features_shape(dagbag) -> None:
 
 def test_maintenance_shape(dagbag) -> None:
     dag = dagbag.dags["maintenance"]
-    assert dag.task_ids == ["optimize_and_vacuum"]
+    assert set(dag.task_ids) == {"enforce_retention", "optimize_and_vacuum"}
+    vacuum = dag.get_task("optimize_and_vacuum")
+    # Retention first (VACUUM then removes the files of the days it deleted), and
+    # compaction runs even when retention failed.
+    assert vacuum.upstream_task_ids == {"enforce_retention"}
+    assert vacuum.trigger_rule == "all_done"
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert dag.doc_md and "VACUUM" in dag.doc_md
+    assert dag.doc_md and "VACUUM" in dag.doc_md and "retention" in dag.doc_md
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
         assert not t.outlets  # maintenance changes no data: nothing downstream follows it

@@ -21,13 +21,14 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
     "publish": ("train", "ingest"),
     "model": STAGES,
 }
-DAG_STAGE = {
-    "ingest": "ingest",
-    "maintenance": "ingest",
-    "features": "features",
-    "train": "train",
-    "champion_watch": "train",
-    "publish": "publish",
+# The modules a DAG file may call into, besides `jobs.config` and `jobs.contracts`.
+DAG_STAGE: dict[str, tuple[str, ...]] = {
+    "ingest": ("jobs.ingest.steps",),
+    "maintenance": ("jobs.ingest.steps", "jobs.privacy.retention"),
+    "features": ("jobs.features.steps",),
+    "train": ("jobs.train.steps",),
+    "champion_watch": ("jobs.train.steps",),
+    "publish": ("jobs.publish.steps",),
 }
 
 
@@ -92,7 +93,7 @@ def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dag", sorted(DAG_STAGE))
 def test_a_dag_file_imports_only_its_stage_steps(dag: str) -> None:
-    allowed = {"jobs.config", "jobs.contracts", f"jobs.{DAG_STAGE[dag]}.steps"}
+    allowed = {"jobs.config", "jobs.contracts", *DAG_STAGE[dag]}
     used = {
         m
         for m in imported_modules(ROOT / "dags" / f"{dag}.py")
