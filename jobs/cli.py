@@ -412,6 +412,53 @@ def _log_personal_read(settings: Settings, action: str, user_id: str, outcome: s
         access_log.close()
 
 
+@app.command("forget-user")
+def forget_user(
+    user_ids: Annotated[
+        list[str] | None, typer.Argument(help="User ids to erase (GDPR/CCPA requests).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="A UTF-8 file of user ids, one a line (# comments).")
+    ] = None,
+    now: Annotated[
+        bool, typer.Option(help="Erase now, here, instead of at the next privacy DAG run.")
+    ] = False,
+) -> None:
+    """Record erasure requests; the privacy DAG (or --now) erases and verifies them.
+
+    The people are named in the output by subject hash only: a terminal log is a store too.
+    """
+    from jobs.privacy.requests import RequestError, read_id_file
+
+    settings = _settings()
+    ids = list(user_ids or [])
+    if file is not None:
+        try:
+            ids += read_id_file(file)
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.secho(f"{file}: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2) from None
+    if not ids:
+        typer.secho("no user ids given (arguments or --file)", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    from jobs.privacy.steps import erase_step, request_step
+
+    try:
+        recorded = request_step(ids, "file" if file is not None else "cli", settings)
+    except (RequestError, ConfigError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(recorded))
+    if now:
+        from jobs.privacy.erasure import ErasureIncompleteError
+
+        try:
+            typer.echo(json.dumps(erase_step(settings), indent=2, default=str))
+        except ErasureIncompleteError as exc:
+            typer.secho(str(exc), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+
+
 @app.command("user-key")
 def user_key(
     user_id: Annotated[str, typer.Argument(help="The user to vouch for.")],

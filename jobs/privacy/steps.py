@@ -34,3 +34,11 @@ def erase_step(settings: Settings | None = None, run_id: str | None = None) -> d
     if not requests:
         return {"people": 0, "removed": {}, "remaining": {}}
     return erase(spark, settings, requests, run_id=run_id).as_dict()
+
+
+def access_log_step(settings: Settings | None = None) -> dict[str, Any]:
+    """Load the complete new lines of the data access log into ``privacy/data_access``."""
+    from jobs.privacy.access import load_access_log
+
+    settings = settings or get_settings()
+    return load_access_log(_spark(settings), settings)

@@ -28,6 +28,7 @@ def test_no_import_errors(dagbag) -> None:
         "features",
         "maintenance",
         "champion_watch",
+        "privacy",
     }
 
 
@@ -131,6 +132,17 @@ def test_maintenance_shape(dagbag) -> None:
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
         assert not t.outlets  # maintenance changes no data: nothing downstream follows it
+
+
+def test_privacy_shape(dagbag) -> None:
+    dag = dagbag.dags["privacy"]
+    assert set(dag.task_ids) == {"erase", "load_access_log"}
+    # The access log loads whether or not an erasure failed (it is not about those people).
+    assert dag.get_task("load_access_log").trigger_rule == "all_done"
+    assert dag.catchup is False and dag.max_active_runs == 1
+    assert dag.doc_md and "VACUUM" in dag.doc_md and "deny list" in dag.doc_md
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
 
 
 @pytest.mark.parametrize("path", sorted(DAGS.glob("*.py")), ids=lambda p: p.name)

@@ -29,6 +29,7 @@ DAG_STAGE: dict[str, tuple[str, ...]] = {
     "train": ("jobs.train.steps",),
     "champion_watch": ("jobs.train.steps",),
     "publish": ("jobs.publish.steps",),
+    "privacy": ("jobs.privacy.steps",),
 }
 
 
