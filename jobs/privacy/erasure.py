@@ -32,8 +32,10 @@ import logging
 import os
 import sqlite3
 import tempfile
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,6 +68,15 @@ class ErasureReport:
     per_user: dict[str, dict[str, int]] = field(default_factory=dict)  # store -> user -> n
     remaining: dict[str, list[str]] = field(default_factory=dict)  # store -> where (no ids)
     invalidation: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 3)
 
     def add(self, store: str, location: str, n: int) -> None:
         self.removed.setdefault(store, {})
@@ -79,6 +90,7 @@ class ErasureReport:
             "removed": self.removed,
             "remaining": self.remaining,
             "invalidation": self.invalidation,
+            "seconds": self.seconds,
         }
 
 
@@ -448,7 +460,6 @@ def erase(
     settings: Settings,
     requests: list[tuple[str, str, str]],
     run_id: str | None = None,
-    before_verify: Callable[[], None] | None = None,
 ) -> ErasureReport:
     """Erase the people of ``requests`` ((request id, subject, user id)) everywhere; verify.
 
@@ -464,20 +475,25 @@ def erase(
     report = ErasureReport(run_id, {u: hasher(u) for u in user_ids})
     if not user_ids:
         return report
-    add_to_deny_list(deny_list_path(settings), report.subjects.values())
-    erase_lake(spark, settings, user_ids, report)
-    report.add("feast", "online", erase_feast_online(settings, user_ids))
-    report.add("feast", "offline snapshots", erase_feast_offline(settings, user_ids))
-    store = open_store(settings)
-    published = erase_from_publishes(settings, store, list(user_keys(settings, user_ids).values()))
-    report.add("published", "user objects", published.objects_deleted)
-    report.add("published", "staged rows", published.stage_rows_removed)
-    report.add("published", "manifests rewritten", published.manifests_rewritten)
-    report.invalidation = invalidate(settings, published.paths, run_id)
-    erase_models(settings, user_ids, report)
-    if before_verify is not None:
-        before_verify()
-    report.remaining = verify(spark, settings, user_ids)
+    with report.phase("deny list"):
+        add_to_deny_list(deny_list_path(settings), report.subjects.values())
+    with report.phase("lake"):
+        erase_lake(spark, settings, user_ids, report)
+    with report.phase("feast"):
+        report.add("feast", "online", erase_feast_online(settings, user_ids))
+        report.add("feast", "offline snapshots", erase_feast_offline(settings, user_ids))
+    with report.phase("published"):
+        store = open_store(settings)
+        keys = list(user_keys(settings, user_ids).values())
+        published = erase_from_publishes(settings, store, keys)
+        report.add("published", "user objects", published.objects_deleted)
+        report.add("published", "staged rows", published.stage_rows_removed)
+        report.add("published", "manifests rewritten", published.manifests_rewritten)
+        report.invalidation = invalidate(settings, published.paths, run_id)
+    with report.phase("models"):
+        erase_models(settings, user_ids, report)
+    with report.phase("verify"):
+        report.remaining = verify(spark, settings, user_ids)
     _log(spark, settings, report, requests)
     if report.remaining:
         raise ErasureIncompleteError(
