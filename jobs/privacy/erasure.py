@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sqlite3
 import tempfile
 import time
@@ -43,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from jobs import tables
 from jobs.config import Settings
+from jobs.ingest.bronze import _LINE_END as LINE_END
+from jobs.ingest.bronze import UTF8_BOM
 from jobs.subjects import add_to_deny_list, deny_list_path, subject_hasher, subject_key
 
 if TYPE_CHECKING:
@@ -190,6 +193,72 @@ def lake_remaining(spark: SparkSession, settings: Settings, user_ids: list[str])
         (F.col("status") == "done") & F.col("user_id").isin(user_ids)
     ).count()
     return {k: v for k, v in out.items() if v}
+
+
+# -- 2b. landing files --------------------------------------------------------------------------
+
+
+def _py_pattern(user_ids: list[str]) -> re.Pattern[bytes]:
+    """Python's version of :func:`_raw_pattern`, on bytes."""
+    alts = b"|".join(re.escape(u.encode("utf-8", "surrogatepass")) for u in user_ids)
+    return re.compile(rb'"user_id"\s*:\s*"?(?:' + alts + rb')(?:"|\s*[,}]|\s*$)')
+
+
+def _line_is_theirs(line: bytes, wanted: set[str], pattern: re.Pattern[bytes]) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return pattern.search(line) is not None
+    if isinstance(record, dict) and "user_id" in record:
+        value = record["user_id"]
+        return (str(value) if isinstance(value, int | float | str) else None) in wanted
+    return pattern.search(line) is not None
+
+
+def _split_lines(data: bytes) -> list[bytes]:
+    """Lines with their endings (LF, CRLF or CR), as Spark's reader splits them."""
+    out, start = [], 0
+    for match in LINE_END.finditer(data):
+        out.append(data[start : match.end()])
+        start = match.end()
+    if start < len(data):
+        out.append(data[start:])
+    return out
+
+
+def _landing_files(settings: Settings) -> list[Path]:
+    return sorted(settings.events_dir.rglob("*.jsonl")) if settings.events_dir.exists() else []
+
+
+def erase_landing(settings: Settings, user_ids: list[str], rewrite: bool = True) -> int:
+    """Lines of the users in landing event files; each such file rewritten without them.
+
+    Landing holds the raw delivery for ``RECFLOW_RETENTION_LANDING_DAYS``, and late-data
+    reloads re-read it: leaving a person there would bring them back into bronze. A file
+    keeps its name (so ingest does not take it for a late file) and every other line's
+    bytes; it is replaced atomically (temporary file + rename).
+    """
+    wanted, pattern = set(user_ids), _py_pattern(user_ids)
+    removed = 0
+    for path in _landing_files(settings):
+        data = path.read_bytes()
+        bom = data.startswith(UTF8_BOM)
+        lines = _split_lines(data.removeprefix(UTF8_BOM))
+        keep = [
+            line for line in lines if not _line_is_theirs(line.rstrip(b"\r\n"), wanted, pattern)
+        ]
+        n = len(lines) - len(keep)
+        if n and rewrite:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".erase-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write((UTF8_BOM if bom else b"") + b"".join(keep))
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        removed += n
+    return removed
 
 
 # -- 3. Feast --------------------------------------------------------------------------------------
@@ -439,6 +508,9 @@ def verify(spark: SparkSession, settings: Settings, user_ids: list[str]) -> dict
     lake = lake_remaining(spark, settings, user_ids)
     if lake:
         remaining["lake"] = [f"{t}: {n} rows" for t, n in lake.items()]
+    landing = erase_landing(settings, user_ids, rewrite=False)
+    if landing:
+        remaining["landing"] = [f"{landing} lines in landing event files"]
     online = feast_online_remaining(settings, user_ids)
     if online:
         remaining["feast online"] = [f"{online} rows"]
@@ -479,6 +551,8 @@ def erase(
         add_to_deny_list(deny_list_path(settings), report.subjects.values())
     with report.phase("lake"):
         erase_lake(spark, settings, user_ids, report)
+    with report.phase("landing"):
+        report.add("landing", "event files (lines)", erase_landing(settings, user_ids))
     with report.phase("feast"):
         report.add("feast", "online", erase_feast_online(settings, user_ids))
         report.add("feast", "offline snapshots", erase_feast_offline(settings, user_ids))

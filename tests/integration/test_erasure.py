@@ -286,6 +286,11 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
     assert removed["lake"]["silver/quarantine"] == 1
     assert removed["feast"]["online"] > 0 and removed["feast"]["offline snapshots"] > 0
     assert removed["published"]["user objects"] == 2
+    # Landing keeps every other line byte for byte, including the other person's broken one.
+    assert removed["landing"]["event files (lines)"] >= gone_events + 1
+    assert (hour / "zz-broken.jsonl").read_text() == (
+        '{"event_id": "broken-2", "user_id": "someone-else", "item_id": \n'
+    )
     # Nothing valid of anyone else is lost; gold stays exact against silver.
     events = tables.read_or_create(spark, settings, "events")
     assert events.count() == silver_before - gone_events
