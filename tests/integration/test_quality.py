@@ -84,6 +84,24 @@ def test_critical_failures_raise_and_name_the_expectations(spark: Any, root: Set
     )
 
 
+def test_results_and_data_docs_hold_no_sample_values(spark: Any, root: Settings) -> None:
+    """A failing expectation on user ids records counts, not the ids (erasure never reaches
+    Great Expectations' files)."""
+    marker = "person-\u00e9-" + "x" * 300  # too long for an id: fails the length check
+    frame = spark.createDataFrame(
+        [_event("e1", user_id=marker), _event("e2", event_type="marker-type-zz")],
+        EVENT_COLUMNS,
+    )
+    with pytest.raises(quality.QualityGateError) as err:
+        quality.run_suite(root, "silver_events", frame, quality.silver_expectations())
+    assert "expect_column_value_lengths_to_be_between(user_id)" in err.value.failed
+    files = [p for p in root.gx_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" for p in files) and any(p.suffix == ".html" for p in files)
+    for path in files:
+        text = path.read_bytes().decode("utf-8", "replace")
+        assert "x" * 300 not in text and "marker-type-zz" not in text, path
+
+
 def test_warnings_are_recorded_without_stopping(spark: Any, root: Settings) -> None:
     frame = spark.createDataFrame([_event("e1", position=-3), _event("e2")], EVENT_COLUMNS)
     result = quality.run_suite(root, "silver_events", frame, quality.silver_expectations())
