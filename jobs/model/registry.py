@@ -11,6 +11,7 @@ in review mode.
 from __future__ import annotations
 
 import logging
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -167,13 +168,18 @@ def load_version(settings: Settings, version: str | int) -> RecModel:
     from jobs.model.artifact import RecModel
 
     setup(settings)
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{settings.model_name}/{version}", tracking_uri=settings.tracking_uri
-    )
-    found = sorted(Path(local).rglob("model.npz"))
-    if not found:
-        raise FileNotFoundError(f"no model.npz in version {version} of {settings.model_name}")
-    return RecModel.load(found[0])
+    # A temporary folder, removed after loading: from a remote artifact store MLflow
+    # would otherwise leave a copy (user ids included) in a temp dir nobody cleans.
+    with tempfile.TemporaryDirectory(prefix="recflow-model-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            f"models:/{settings.model_name}/{version}",
+            tracking_uri=settings.tracking_uri,
+            dst_path=tmp,
+        )
+        found = sorted(Path(local).rglob("model.npz"))
+        if not found:
+            raise FileNotFoundError(f"no model.npz in version {version} of {settings.model_name}")
+        return RecModel.load(found[0])
 
 
 # -- aliases ------------------------------------------------------------------------------

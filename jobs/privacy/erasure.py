@@ -49,7 +49,7 @@ from jobs.ingest.bronze import UTF8_BOM
 from jobs.subjects import add_to_deny_list, deny_list_path, subject_hasher, subject_key
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,13 @@ def _raw_pattern(user_ids: list[str]) -> str:
     """Java regex for ``"user_id": "<id>"`` (or an unquoted number) in a line that does not parse.
 
     Each id is quoted with ``\\Q…\\E`` (an ``\\E`` inside an id is split out), so ids are
-    matched literally; the id must end at a quote, a comma, a brace or the end of the line,
-    so id ``1`` does not match ``10``.
+    matched literally. A quoted id must end at its closing quote (or a truncated line's
+    end), so ``"1"`` matches neither ``"10"`` nor ``"1,2"``; an unquoted one at a comma, a
+    brace or the end. JSON escapes inside an unparseable line are not decoded (README).
     """
     quoted = "|".join(r"\Q" + u.replace(r"\E", r"\E\\E\Q") + r"\E" for u in user_ids)
-    return r'"user_id"\s*:\s*"?(?:' + quoted + r')(?:"|\s*[,}]|\s*$)'
+    ids = f"(?:{quoted})"
+    return r'"user_id"\s*:\s*(?:"' + ids + r'(?:"|$)|' + ids + r"(?:\s*[,}]|\s*$))"
 
 
 def raw_match(value: Column, user_ids: list[str]) -> Column:
@@ -130,18 +132,47 @@ def raw_match(value: Column, user_ids: list[str]) -> Column:
 # -- 2. the lake ---------------------------------------------------------------------------------
 
 
-def _delete(spark: SparkSession, settings: Settings, name: str, condition: Column) -> int:
+def _delete(spark: SparkSession, settings: Settings, name: str, matches: DataFrame) -> int:
+    """Delete the table's rows equal (on ``matches``' columns) to a row of ``matches``.
+
+    A MERGE against a frame, not ``DELETE WHERE user_id IN (…)``: Delta writes a DELETE's
+    predicate into the commit (``operationParameters``), and the log outlives VACUUM, so
+    ids in a predicate would outlive the erasure. A MERGE records only ``t.c <=> s.c``.
+    Counted first (Delta's metrics leave out files dropped whole), and a table with
+    nothing to delete gets no commit at all.
+    """
     from delta.tables import DeltaTable
 
     location = tables.ensure_table(spark, settings, name)
     table = DeltaTable.forPath(spark, location)
-    # Counted first: Delta's numDeletedRows leaves out files it drops whole, and a table
-    # with nothing to delete should get no commit at all.
-    n = table.toDF().where(condition).count()
+    keys = matches.columns
+    source = matches.distinct()
+    on = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+    n = table.toDF().alias("t").join(source.alias("s"), F_expr(on), "left_semi").count()
     if n:
-        table.delete(condition)
+        table.alias("t").merge(source.alias("s"), on).whenMatchedDelete().execute()
         _purge_deletion_vectors(spark, location)
     return n
+
+
+def F_expr(condition: str) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.expr(condition)
+
+
+def _ids_frame(spark: SparkSession, user_ids: list[str]) -> DataFrame:
+    return spark.createDataFrame([(u,) for u in user_ids], "user_id STRING")
+
+
+def _raw_rows(spark: SparkSession, settings: Settings, name: str, user_ids: list[str]) -> DataFrame:
+    """The identifying columns of a raw table's rows that belong to the users."""
+    from pyspark.sql import functions as F
+
+    df = tables.read_or_create(spark, settings, name)
+    return df.where(raw_match(F.col("value"), user_ids)).select(
+        "_source_file", "_batch_id", "value"
+    )
 
 
 def _purge_deletion_vectors(spark: SparkSession, location: str) -> None:
@@ -155,15 +186,12 @@ def erase_lake(
     spark: SparkSession, settings: Settings, user_ids: list[str], report: ErasureReport
 ) -> None:
     """Delete the users from silver (gold follows), bronze and quarantine."""
-    from pyspark.sql import functions as F
-
     from jobs.ingest.steps import gold_step
 
-    report.add(
-        "lake", "silver/events", _delete(spark, settings, "events", F.col("user_id").isin(user_ids))
-    )
+    ids = _ids_frame(spark, user_ids)
+    report.add("lake", "silver/events", _delete(spark, settings, "events", ids))
     for name in RAW_TABLES:
-        n = _delete(spark, settings, name, raw_match(F.col("value"), user_ids))
+        n = _delete(spark, settings, name, _raw_rows(spark, settings, name, user_ids))
         report.add("lake", f"{tables.TABLES[name].layer}/{name}", n)
     gold = gold_step(settings)
     report.add("lake", "gold (via change feed)", gold.get("changed_rows", 0))
@@ -171,7 +199,7 @@ def erase_lake(
     # gold had drifted from silver; the per-user tables lose it here (exact for them, they
     # are keyed by user), and the log says so.
     for name in ("interactions", "user_stats"):
-        n = _delete(spark, settings, name, F.col("user_id").isin(user_ids))
+        n = _delete(spark, settings, name, ids)
         if n:
             log.warning("gold/%s held %d rows of erased users after the change feed", name, n)
             report.add("lake", f"gold/{name} (residue)", n)
@@ -200,8 +228,10 @@ def lake_remaining(spark: SparkSession, settings: Settings, user_ids: list[str])
 
 def _py_pattern(user_ids: list[str]) -> re.Pattern[bytes]:
     """Python's version of :func:`_raw_pattern`, on bytes."""
-    alts = b"|".join(re.escape(u.encode("utf-8", "surrogatepass")) for u in user_ids)
-    return re.compile(rb'"user_id"\s*:\s*"?(?:' + alts + rb')(?:"|\s*[,}]|\s*$)')
+    alts = (
+        b"(?:" + b"|".join(re.escape(u.encode("utf-8", "surrogatepass")) for u in user_ids) + b")"
+    )
+    return re.compile(rb'"user_id"\s*:\s*(?:"' + alts + rb'(?:"|$)|' + alts + rb"(?:\s*[,}]|\s*$))")
 
 
 def _line_is_theirs(line: bytes, wanted: set[str], pattern: re.Pattern[bytes]) -> bool:
@@ -296,12 +326,18 @@ def erase_feast_online(settings: Settings, user_ids: list[str]) -> int:
 
         client = fs._get_provider().online_store._get_client(fs.config.online_store)
         redis_keys = [_redis_key(fs.config.project, k, version) for k in _entity_keys(user_ids)]
-        return int(client.delete(*redis_keys)) if redis_keys else 0
+        # One DEL per key (pipelined): a multi-key DEL fails across Redis Cluster slots.
+        with client.pipeline(transaction=False) as pipe:
+            for key in redis_keys:
+                pipe.delete(key)
+            return sum(int(n) for n in pipe.execute())
     db = settings.feast_dir / "online_store.db"
     if not db.exists():
         return 0
     removed = 0
     with sqlite3.connect(db) as conn:
+        # Deleted rows' bytes are overwritten, not left in free pages of the file.
+        conn.execute("PRAGMA secure_delete = ON")
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         for table in _sqlite_tables(fs):
             if table not in existing:
@@ -378,6 +414,10 @@ def erase_feast_offline(settings: Settings, user_ids: list[str]) -> int:
         try:
             pq.write_table(kept, tmp)
             os.replace(tmp, path)
+            # Spark (Hadoop's local file system) checks a file against its `.name.crc`
+            # sidecar when the next export reads the snapshots back: the old one no longer
+            # matches, and without one Hadoop reads the file unchecked.
+            path.with_name(f".{path.name}.crc").unlink(missing_ok=True)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -467,6 +507,19 @@ def _scan_versions(settings: Settings, user_ids: list[str], rewrite: bool) -> di
     return out
 
 
+def _local_artifact_files(settings: Settings) -> list[Path]:
+    """Every model.npz under a local MLflow artifact root: versions deleted by retention
+    (MLflow soft-deletes, files stay until `mlflow gc`), runs that never registered, older
+    model names. An S3 artifact root is covered through the registered versions only."""
+    root = Path(settings.artifact_root)
+    return sorted(root.rglob("model.npz")) if root.exists() else []
+
+
+def _artifact_label(settings: Settings, path: Path) -> str:
+    """``models/m-…`` or ``<experiment>/<run>``: where under the artifact root a file is."""
+    return "/".join(path.relative_to(Path(settings.artifact_root)).parts[:2])
+
+
 def _bento_model_files(settings: Settings) -> list[Path]:
     from jobs.serve.bento_build import bentoml_home
 
@@ -481,6 +534,10 @@ def erase_models(settings: Settings, user_ids: list[str], report: ErasureReport)
         n = _rewrite_model_file(path, user_ids)
         if n:
             report.add("models", f"bentoml {path.parent.name}", n)
+    for path in _local_artifact_files(settings):
+        n = _rewrite_model_file(path, user_ids)
+        if n:
+            report.add("models", f"mlflow artifact {_artifact_label(settings, path)}", n)
 
 
 def models_remaining(settings: Settings, user_ids: list[str]) -> list[str]:
@@ -493,6 +550,12 @@ def models_remaining(settings: Settings, user_ids: list[str]) -> list[str]:
         for p in _bento_model_files(settings)
         if holds(RecModel.load(p), user_ids)
     ]
+    found += [
+        f"mlflow artifact {_artifact_label(settings, p)}"
+        for p in _local_artifact_files(settings)
+        if holds(RecModel.load(p), user_ids)
+    ]
+
     return found
 
 
@@ -549,10 +612,12 @@ def erase(
         return report
     with report.phase("deny list"):
         add_to_deny_list(deny_list_path(settings), report.subjects.values())
-    with report.phase("lake"):
-        erase_lake(spark, settings, user_ids, report)
+    # Landing first: an ingest run (a late-data reload) between the two would otherwise
+    # bring the people back into bronze from landing after the lake lost them.
     with report.phase("landing"):
         report.add("landing", "event files (lines)", erase_landing(settings, user_ids))
+    with report.phase("lake"):
+        erase_lake(spark, settings, user_ids, report)
     with report.phase("feast"):
         report.add("feast", "online", erase_feast_online(settings, user_ids))
         report.add("feast", "offline snapshots", erase_feast_offline(settings, user_ids))

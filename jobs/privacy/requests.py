@@ -39,9 +39,14 @@ def clean_ids(user_ids: Iterable[str]) -> list[str]:
             raise RequestError(f"user id {raw!r} is not a string")
         if not user_id:
             continue
-        if len(user_id) > MAX_USER_ID_CHARS or any(ord(c) < 32 for c in user_id):
+        if (
+            len(user_id) > MAX_USER_ID_CHARS
+            or any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in user_id)
+            or "\ufeff" in user_id
+        ):
             raise RequestError(
-                f"{user_id[:40]!r}… is not a user id (control characters or too long)"
+                "not a user id: control characters, a byte-order mark, bytes that are not"
+                f" UTF-8 or more than {MAX_USER_ID_CHARS} characters (line of {len(user_id)})"
             )
         seen.setdefault(user_id, None)
     return list(seen)
@@ -49,7 +54,9 @@ def clean_ids(user_ids: Iterable[str]) -> list[str]:
 
 def read_id_file(path: Path) -> list[str]:
     """One user id a line (UTF-8); ``#`` starts a comment line."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    # utf-8-sig: an editor's byte-order mark would otherwise become part of the first id,
+    # which then matches nobody, and the request would complete having erased nothing.
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
     return [line for line in lines if not line.lstrip().startswith("#")]
 
 

@@ -11,6 +11,7 @@ popular list is an aggregate and stays as it is.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 from jobs.config import Settings, secret_value
 from jobs.publish import layout
 from jobs.publish.steps import (
+    PublishError,
     _hex_keys,
     _load_stage,
     _stage,
@@ -30,6 +32,7 @@ from jobs.publish.steps import (
 from jobs.publish.storage import ObjectStore
 
 log = logging.getLogger(__name__)
+MAX_INVALIDATION_PATHS = 1_000
 
 
 @dataclass
@@ -48,10 +51,17 @@ def user_keys(settings: Settings, user_ids: list[str]) -> dict[str, str]:
 
 
 def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]) -> PublishErasure:
-    """Delete the users' objects from every publish and stage; fix the manifests."""
+    """Delete the users' objects from every publish and stage; fix the manifests.
+
+    Idempotent, also after a crash half-way: the manifest of every complete publish is
+    checked against what its touched shards hold now (not only when this run deleted
+    something), so a run killed between the deletes and the manifest leaves nothing a
+    rerun does not repair.
+    """
     out = PublishErasure()
     prefix = settings.publish_prefix
     wanted = set(keys)
+    shards = {k[:2] for k in keys}
     for publish in publishes(settings, store):
         publish_id = publish["publish_id"]
         root = layout.publish_root(prefix, publish_id)
@@ -61,12 +71,10 @@ def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]
         out.objects_deleted += removed
         out.per_publish[publish_id] = removed
         out.paths.extend(f"/{k}" for k in object_keys)
-        if publish["complete"] and present:
-            _rewrite_manifest(
-                settings, store, publish_id, root, {k.rsplit("/", 2)[-2] for k in present}
-            )
-            out.manifests_rewritten += 1
+        if publish["complete"]:
             out.paths.append(f"/{layout.manifest_key(prefix, publish_id)}")
+            if _fix_manifest(settings, store, publish_id, root, shards):
+                out.manifests_rewritten += 1
     for publish_id in staged_ids(settings, store):
         out.stage_rows_removed += _erase_from_stage(settings, store, publish_id, wanted)
     return out
@@ -87,11 +95,19 @@ def staged_ids(settings: Settings, store: ObjectStore) -> list[str]:
 def _erase_from_stage(
     settings: Settings, store: ObjectStore, publish_id: str, keys: set[str]
 ) -> int:
-    """Restage a publish's scores without the keys; 0 when there is no stage or no such key."""
+    """Restage a publish's scores without the keys; rows removed (0: no stage, no such key).
+
+    A stage that cannot be read (scores without metadata after a crash in ``_stage``, or
+    damaged) is deleted whole: it cannot be searched, so it cannot be kept, and the score
+    step rebuilds a stage on demand.
+    """
     root = layout.staging_root(settings.publish_prefix, publish_id)
     if store.get(f"{root}meta.json") is None:
-        return 0
-    meta, arrays = _load_stage(settings, store, publish_id)
+        return _drop_unreadable(store, root, "scores without metadata")
+    try:
+        meta, arrays = _load_stage(settings, store, publish_id)
+    except PublishError as exc:
+        return _drop_unreadable(store, root, str(exc))
     staged = _hex_keys(arrays["keys"])
     keep = np.fromiter((k not in keys for k in staged), dtype=bool, count=len(staged))
     removed = int((~keep).sum())
@@ -102,10 +118,18 @@ def _erase_from_stage(
     return removed
 
 
-def _rewrite_manifest(
+def _drop_unreadable(store: ObjectStore, root: str, why: str) -> int:
+    leftovers = [key for key, _ in store.list(root) if key.startswith(root)]
+    if leftovers:
+        log.warning("stage %s cannot be searched (%s): deleted", root, why)
+        store.delete(leftovers)
+    return 0
+
+
+def _fix_manifest(
     settings: Settings, store: ObjectStore, publish_id: str, root: str, shards: set[str]
-) -> None:
-    """Recompute the digests of the shards that lost objects, and the counts."""
+) -> bool:
+    """Bring the digests of ``shards`` and the counts in line with the bucket; True if changed."""
     prefix = settings.publish_prefix
     manifest = read_manifest(store, prefix, publish_id)
     digests = layout.ShardDigest()
@@ -113,11 +137,15 @@ def _rewrite_manifest(
         for key, md5 in store.list(f"{root}u/{shard}/"):
             digests.add(key, md5)
     recomputed = digests.as_dict()
-    for shard in shards:
-        if shard in recomputed:
-            manifest["shards"][shard] = recomputed[shard]
-        else:
+    before = {shard: manifest["shards"].get(shard) for shard in shards}
+    after = {shard: recomputed.get(shard) for shard in shards}
+    if before == after:
+        return False
+    for shard, value in after.items():
+        if value is None:
             manifest["shards"].pop(shard, None)
+        else:
+            manifest["shards"][shard] = value
     total = sum(s["objects"] for s in manifest["shards"].values())
     erased = manifest["counts"]["user_objects"] - total
     manifest["counts"]["user_objects"] = total
@@ -127,6 +155,7 @@ def _rewrite_manifest(
     manifest["erasures"]["last_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     key = layout.manifest_key(prefix, publish_id)
     store.put(key, layout.encode(manifest), layout.headers_for(key, settings.publish_cache_seconds))
+    return True
 
 
 def invalidate(settings: Settings, paths: list[str], reference: str) -> str | None:
@@ -142,39 +171,49 @@ def invalidate(settings: Settings, paths: list[str], reference: str) -> str | No
         aws_access_key_id=secret_value(settings.aws_access_key_id),
         aws_secret_access_key=secret_value(settings.aws_secret_access_key),
     )
-    # CloudFront takes up to 3,000 paths per invalidation (wildcards apart); bigger erasures
-    # are split, and every part is created before any id is returned.
-    ids = []
-    for start in range(0, len(paths), 3000):
-        part = sorted(set(paths))[start : start + 3000]
-        answer = client.create_invalidation(
-            DistributionId=settings.cloudfront_distribution_id,
-            InvalidationBatch={
-                "Paths": {"Quantity": len(part), "Items": part},
-                "CallerReference": f"{reference}-{start}",
-            },
-        )
-        ids.append(answer["Invalidation"]["Id"])
-    return ",".join(ids)
+    paths = sorted(set(paths))
+    if len(paths) > MAX_INVALIDATION_PATHS:
+        # CloudFront allows 3,000 file paths in progress per distribution (and bills each):
+        # a big erasure invalidates each publish's user objects by one wildcard instead.
+        wild = {p.rsplit("/u/", 1)[0] + "/u/*" for p in paths if "/u/" in p}
+        paths = sorted(wild | {p for p in paths if "/u/" not in p})
+    # The reference names the run and the paths: a retry with the same paths is the same
+    # invalidation (CloudFront answers it again), one with other paths a new one.
+    digest = hashlib.sha256("\n".join(paths).encode()).hexdigest()[:16]
+    answer = client.create_invalidation(
+        DistributionId=settings.cloudfront_distribution_id,
+        InvalidationBatch={
+            "Paths": {"Quantity": len(paths), "Items": paths},
+            "CallerReference": f"{reference}-{digest}"[:128],
+        },
+    )
+    return str(answer["Invalidation"]["Id"])
 
 
 def still_published(settings: Settings, store: ObjectStore, keys: list[str]) -> list[str]:
-    """Object keys of these users that some publish (or stage) still holds: for verification."""
+    """Where these users' lists remain (publish and stage ids with counts, never the keys:
+    a key is what the CDN and the service accept as proof, so it must not reach a log)."""
     found: list[str] = []
     prefix = settings.publish_prefix
     wanted = set(keys)
     for publish in publishes(settings, store):
         publish_id = publish["publish_id"]
-        for k in keys:
-            key = layout.user_object_key(prefix, publish_id, k)
-            if store.md5(key) is not None:
-                found.append(key)
+        n = sum(store.md5(layout.user_object_key(prefix, publish_id, k)) is not None for k in keys)
+        if n:
+            found.append(f"publish {publish_id}: {n} objects")
     for publish_id in staged_ids(settings, store):
         root = layout.staging_root(prefix, publish_id)
-        if store.get(f"{root}meta.json") is not None:
+        if store.get(f"{root}meta.json") is None:
+            found.append(f"stage {publish_id}: scores without metadata (unsearchable)")
+            continue
+        try:
             _, arrays = _load_stage(settings, store, publish_id)
-            staged = set(_hex_keys(arrays["keys"])) & wanted
-            found.extend(f"{root}scores.npz#{k}" for k in sorted(staged))
+        except PublishError:
+            found.append(f"stage {publish_id}: unreadable (unsearchable)")
+            continue
+        n = len(set(_hex_keys(arrays["keys"])) & wanted)
+        if n:
+            found.append(f"stage {publish_id}: {n} rows")
     return found
 
 

@@ -111,10 +111,16 @@ def test_published_lists_are_erased_from_every_publish_on_s3(
     kept = layout.user_object_key("shop1/", older, layout.user_key(S3_SECRET, "user-4"))
     kept_md5 = store.md5(kept)
 
+    # An earlier run died after deleting one object of the older publish, before fixing
+    # its manifest; and a score step died after removing a stage's metadata.
+    store.delete([layout.user_object_key("shop1/", older, keys[GONE[0]])])
+    store.delete([f"{layout.staging_root('shop1/', newer)}meta.json"])
+
     result = erase_from_publishes(settings, store, list(keys.values()))
 
-    assert result.objects_deleted == 2 * len(GONE)
-    assert result.stage_rows_removed == 2 * len(GONE)
+    assert result.objects_deleted == 2 * len(GONE) - 1
+    assert result.stage_rows_removed == len(GONE)  # the unreadable stage went whole
+    assert [k for k, _ in store.list(layout.staging_root("shop1/", newer))] == []
     assert result.manifests_rewritten == 2
     assert still_published(settings, store, list(keys.values())) == []
     # Everyone else is untouched, popular.json too; both publishes still verify, so a
@@ -149,13 +155,10 @@ def test_every_model_version_and_bentoml_copy_forgets_the_users(tmp_path: Path) 
     import_model(settings, first)
     import_model(settings, second)
     assert len(erasure._bento_model_files(settings)) == 2
-    assert sorted(erasure.models_remaining(settings, GONE)) == sorted(
-        [
-            "mlflow v1",
-            "mlflow v2",
-            *[f"bentoml {p.parent.name}" for p in erasure._bento_model_files(settings)],
-        ]
-    )
+    before = erasure.models_remaining(settings, GONE)
+    assert {"mlflow v1", "mlflow v2"} <= set(before)
+    assert sum(w.startswith("bentoml ") for w in before) == 2
+    assert sum(w.startswith("mlflow artifact models/m-") for w in before) == 2
     report = erasure.ErasureReport("test", {})
     erasure.erase_models(settings, GONE, report)
 
@@ -321,8 +324,11 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
     assert {hasher(u) for u in gone} <= read_deny_list(deny_list_path(settings))
     requests = tables.read_or_create(spark, settings, "erasure_requests").collect()
     assert {(r["status"], r["user_id"]) for r in requests} == {("done", None)}
-    # A second run has nothing to do.
+    # A second run has nothing to do, and the next feature export reads the rewritten
+    # snapshots (Spark checks parquet files against their checksum sidecars).
     assert erase_step(settings)["people"] == 0
+    export.materialize(settings, end + timedelta(hours=1), spark)
+    assert erasure.verify(spark, settings, gone) == {}
 
 
 @pytest.mark.spark
