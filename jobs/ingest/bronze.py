@@ -236,8 +236,9 @@ def load_events(
     )
 
 
-# "consent": followed by anything but true or null (a refusal or an unclear value).
-_CONSENT_NOT_YES = r'"consent"\s*:\s*(?!true\b|null\b)'
+# "consent": followed by anything but true or null (a refusal or an unclear value). The
+# blanks are matched possessively: backtracking would let `\s*` stop before " null".
+_CONSENT_NOT_YES = r'"consent"\s*+:\s*+(?!true\b|null\b)'
 _KEY = '"consent"'
 # Epoch milliseconds up to 15 digits: the range of Spark's TIMESTAMP (years 1-9999).
 _EPOCH_MS = r"^[0-9]{1,15}$"

@@ -60,11 +60,17 @@ CASES: dict[str, tuple[bytes, str]] = {
     "no": (dumps(marked("no", consent="no")), "consent_unclear"),
     "object": (dumps(marked("object", consent={"ads": False})), "consent_unclear"),
     "false-bad-ts": (dumps(marked("false-bad-ts", consent=False, ts="yesterday")), "not_consented"),
-    "truncated": (dumps(marked("truncated", consent=False))[:-20], "consent_unclear"),
+    "truncated": (dumps({"consent": False, **marked("truncated")})[:-20], "consent_unclear"),
     "nested": (dumps(marked("nested", meta={"consent": False})), "consent_unclear"),
-    # get_json_object reads the first key, Python's json the last: silver catches it.
+    # A key given twice: bronze's textual check sees the refusal.
     "twice": (
         b'{"consent": true, ' + dumps(marked("twice"))[1:-1] + b', "consent": false}',
+        "consent_unclear",
+    ),
+    # Given twice, the second time escaped: get_json_object reads the first key, Python's
+    # json the last; silver catches it and redacts the bronze row in place.
+    "twice-escaped": (
+        b'{"consent": true, ' + dumps(marked("twice-escaped"))[1:-1] + b', "cons\\u0065nt": false}',
         "not_consented",
     ),
     "true": (dumps(event("ok-true", consent=True)), "silver"),
@@ -130,13 +136,13 @@ def test_no_table_holds_a_line_without_consent(spark: Any, odd: tuple) -> None:
         if location.name != "bronze_events":
             newest = DeltaTable.forPath(spark, str(location)).history(1).first()["version"]
             assert all(marker_hits(spark, location, v) == 0 for v in range(newest + 1))
-    # The bronze write itself held only the line it could not judge (a key given twice).
+    # The bronze write itself held only the line it could not judge (an escaped twin key).
     bronze = tables.path(settings, "bronze_events")
     history = DeltaTable.forPath(spark, bronze).history().collect()
     write = min(r.version for r in history if r.operation == "WRITE")
     frame = spark.read.format("delta").option("versionAsOf", write).load(bronze)
     held = [r.value for r in frame.where(f"instr(value, '{MARK}') > 0").collect()]
-    assert held == [CASES["twice"][0].decode()]
+    assert held == [CASES["twice-escaped"][0].decode()]
     assert frame.count() == len(CASES)
 
 
