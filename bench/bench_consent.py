@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import functions as F
 
@@ -64,7 +65,7 @@ def main() -> None:
     interval = tables.Interval.parse(START, START.replace(hour=10))
     real = bronze.redact
 
-    def before(_spark, _settings, raw):  # noqa: ANN001, ANN202
+    def before(_spark: object, _settings: object, raw: Any) -> Any:
         return raw.withColumn("_redacted", F.lit(None).cast("string"))
 
     def run(variant: str) -> float:
