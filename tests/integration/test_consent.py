@@ -315,7 +315,7 @@ def test_a_withdrawal_stops_the_persons_later_events(spark: Any, withdrawals: di
         f"_batch_id = '{hour(10).batch_id}'"
     )
     dropped = bronze.where("_redacted = 'consent_withdrawn'").collect()
-    assert len(dropped) == 3 and all(r.value is None and len(r._line_sha256) == 64 for r in dropped)
+    assert len(dropped) == 4 and all(r.value is None and len(r._line_sha256) == 64 for r in dropped)
     for location in every_table(settings):
         assert marker_hits(spark, location) == 0, location.name
 
