@@ -215,6 +215,37 @@ def maintain() -> None:
     typer.echo(json.dumps(maintain_step(_settings()), indent=2))
 
 
+@app.command("withdraw-consent")
+def withdraw_consent(
+    user_ids: Annotated[list[str], typer.Argument(help="User ids, as the shop sends them.")],
+    grant: Annotated[
+        bool, typer.Option("--grant", help="Consent is given again (from --at on).")
+    ] = False,
+    at: Annotated[
+        str | None,
+        typer.Option(help="When the change took effect, ISO 8601 with a zone (default now)."),
+    ] = None,
+) -> None:
+    """Record consent withdrawals: ingest drops the users' events from then on, and each
+    withdrawal records one erasure request for their past data. --grant re-consents."""
+    from datetime import datetime
+
+    from jobs.privacy.consent import grant_consent
+    from jobs.privacy.consent import withdraw_consent as withdraw
+    from jobs.privacy.requests import RequestError
+    from jobs.spark import get_spark
+
+    settings = _settings()
+    try:
+        when = datetime.fromisoformat(at) if at else None
+        action = grant_consent if grant else withdraw
+        result = action(get_spark(settings), settings, user_ids, at=when, source="cli")
+    except (ConfigError, RequestError, ValueError) as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result, indent=2))
+
+
 @app.command()
 def retention(
     dry_run: Annotated[

@@ -68,6 +68,23 @@ class Reason(StrEnum):
     EMPTY_LINE = "empty_line"
 
 
+class Redaction(StrEnum):
+    """Why bronze holds a line without its content (value NULL, its SHA-256 kept).
+
+    Such a line never reaches silver or the quarantine; the audit counts the first two as
+    ``non_consented`` and the last as ``consent_withdrawn``.
+    """
+
+    # The event says ``"consent": false`` (or the string ``"false"``, any case).
+    NOT_CONSENTED = "not_consented"
+    # A consent value that is neither true, null nor absent (0, "no", {}…), or a line that
+    # cannot be read as JSON but mentions such a consent: not a yes, so not kept.
+    CONSENT_UNCLEAR = "consent_unclear"
+    # The user withdrew consent (jobs.privacy.consent) before the event, or the event
+    # belongs to the past their withdrawal erases.
+    CONSENT_WITHDRAWN = "consent_withdrawn"
+
+
 def hour_partition(ts: datetime) -> str:
     """Relative folder of one landing hour: ``dt=YYYY-MM-DD/hr=HH``."""
     return f"dt={ts:%Y-%m-%d}/hr={ts:%H}"

@@ -141,14 +141,15 @@ def _ingest_with_airflow(settings: Settings, days: list[str]) -> bool:
         tables.read_or_create(spark, settings, "ingest_audit").orderBy("interval_start").collect()
     )
     print(
-        f"{'batch':<30} {'read':>7} {'quarant.':>8} {'no cons.':>8} {'dups':>6} "
-        f"{'inserted':>8} balanced quality"
+        f"{'batch':<30} {'read':>7} {'quarant.':>8} {'no cons.':>8} {'withdr.':>7} "
+        f"{'dups':>6} {'inserted':>8} balanced quality"
     )
     for r in audit:
         checks = r.quality or {}
         passed = sum(bool(v) for v in checks.values())
         print(
             f"{r.batch_id:<30} {r.read_lines:>7,} {r.quarantined:>8,} {r.non_consented:>8,} "
+            f"{r.consent_withdrawn or 0:>7,} "
             f"{r.duplicates_in_batch + r.duplicates_existing:>6,} {r.silver_inserted:>8,} "
             f"{r.balanced!s:<8} {passed}/{len(checks)} suites clean"
         )

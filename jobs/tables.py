@@ -71,7 +71,10 @@ TABLES: dict[str, Table] = {
             "bronze_events",
             "bronze",
             "value STRING, _source_file STRING, _batch_id STRING, _fingerprint STRING, "
-            "_interval_start TIMESTAMP, _interval_end TIMESTAMP, _ingested_at TIMESTAMP, _dt DATE",
+            "_interval_start TIMESTAMP, _interval_end TIMESTAMP, _ingested_at TIMESTAMP, _dt DATE, "
+            # A line whose content must not be kept (jobs.ingest.bronze): value NULL, why,
+            # and the SHA-256 of the line's bytes. Added columns: older tables gain them.
+            "_redacted STRING, _line_sha256 STRING",
             ("_dt",),
             (),
         ),
@@ -152,7 +155,8 @@ TABLES: dict[str, Table] = {
             "quarantined BIGINT, quarantined_by_reason MAP<STRING, BIGINT>, non_consented BIGINT, "
             "duplicates_in_batch BIGINT, duplicates_existing BIGINT, silver_inserted BIGINT, "
             "balanced BOOLEAN, silver_version BIGINT, gold_versions MAP<STRING, BIGINT>, "
-            "quality MAP<STRING, BOOLEAN>, started_at TIMESTAMP, finished_at TIMESTAMP",
+            "quality MAP<STRING, BOOLEAN>, started_at TIMESTAMP, finished_at TIMESTAMP, "
+            "consent_withdrawn BIGINT",
             (),
             (),
         ),
@@ -186,6 +190,16 @@ TABLES: dict[str, Table] = {
             "dt DATE NOT NULL, _source_file STRING NOT NULL, _offset BIGINT NOT NULL, "
             "_end BIGINT NOT NULL, _loaded_at TIMESTAMP NOT NULL",
             ("dt",),
+            (),
+        ),
+        Table(
+            "consent",
+            "privacy",
+            # Append-only history of consent changes, by subject hash (never the user id):
+            # status withdrawn | granted, changed_at when it took effect (jobs.privacy.consent).
+            "subject STRING NOT NULL, status STRING NOT NULL, changed_at TIMESTAMP NOT NULL, "
+            "source STRING NOT NULL, recorded_at TIMESTAMP NOT NULL",
+            (),
             (),
         ),
     )
@@ -248,8 +262,14 @@ def path(settings: Settings, name: str) -> str:
     return settings.table_path(TABLES[name].layer, name)
 
 
+# Tables this process has brought up to their declared columns (location, ddl): the
+# schema is compared once per process, not at every call.
+_EVOLVED: set[tuple[str, str]] = set()
+
+
 def ensure_table(spark: SparkSession, settings: Settings, name: str) -> str:
-    """Create the table if missing; return its path."""
+    """Create the table if missing, or add the declared columns an older one lacks; return
+    its path."""
     from delta.tables import DeltaTable
     from pyspark.sql.types import StructType
 
@@ -263,7 +283,42 @@ def ensure_table(spark: SparkSession, settings: Settings, name: str) -> str:
         for key, value in table.properties:
             builder = builder.property(key, value)
         builder.execute()
+    elif (location, table.ddl) not in _EVOLVED:
+        add_missing_columns(spark, location, table)
+    _EVOLVED.add((location, table.ddl))
     return location
+
+
+def add_missing_columns(spark: SparkSession, location: str, table: Table) -> list[str]:
+    """ALTER TABLE ADD COLUMNS for declared columns the table at ``location`` lacks.
+
+    Columns are only ever added (nullable, at the end: old rows read NULL), never dropped
+    or retyped, so a table written by an older recflow keeps every row. Returns the added
+    names.
+    """
+    from delta.tables import DeltaTable
+
+    present = {f.name for f in DeltaTable.forPath(spark, location).toDF().schema.fields}
+    missing = [(n, k) for n, k in ddl_fields(table.ddl) if n not in present]
+    if not missing:
+        return []
+    required = [n for n, _ in missing if _not_null(table.ddl, n)]
+    if required:
+        raise RuntimeError(
+            f"table {table.name!r} at {location} lacks NOT NULL columns {required}: "
+            "they cannot be added to existing rows; migrate it by hand"
+        )
+    columns = ", ".join(f"{n} {k}" for n, k in missing)
+    spark.sql(f"ALTER TABLE delta.`{location}` ADD COLUMNS ({columns})")
+    return [n for n, _ in missing]
+
+
+def _not_null(ddl: str, column: str) -> bool:
+    for part in ddl.split(","):
+        words = part.split()
+        if words and words[0] == column:
+            return "NOT NULL" in part.upper()
+    return False
 
 
 def read_or_create(spark: SparkSession, settings: Settings, name: str) -> DataFrame:

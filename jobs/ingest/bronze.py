@@ -1,8 +1,33 @@
 """Bronze: landing files of one data interval, raw and append-only, with lineage.
 
-Reads: ``<landing>/events/dt=…/hr=…/*.jsonl`` for the hours of the interval, and
-``<landing>/catalog/dt=…/*.jsonl``. Writes: ``bronze/bronze_events`` (one row a line, the
-line untouched) and ``bronze/bronze_items``.
+Reads: ``<landing>/events/dt=…/hr=…/*.jsonl`` for the hours of the interval,
+``<landing>/catalog/dt=…/*.jsonl`` and ``privacy/consent``. Writes:
+``bronze/bronze_events`` (one row a line, the line untouched unless it must not be kept,
+see below) and ``bronze/bronze_items``.
+
+Lines that must not be kept. A line whose event did not get consent is stored without
+its content: ``value`` NULL, ``_redacted`` the reason (:class:`jobs.contracts.Redaction`)
+and ``_line_sha256`` the SHA-256 of the line's bytes (proof of what was received and
+dropped, and enough to find the same line again; an event id makes a line unguessable, so
+the hash does not reveal it). The rules, decided here on the raw text with Spark's JSON
+functions (no Python, one pass):
+
+- ``"consent": false`` or ``"false"`` (any case) → ``not_consented``;
+- any other consent value but ``true`` or ``null`` (``0``, ``"no"``, ``{}``, even
+  ``"True"``) → ``consent_unclear``: the line is not a clear yes, and the validator would
+  only have quarantined it with its content. The string ``"true"`` is kept (the validator
+  quarantines it as ``wrong_type``: a yes, so its content may be shown);
+- a line that is not valid JSON (truncated, a stray byte-order mark) or names ``consent``
+  twice, and that textually holds ``"consent": <anything but true or null>`` →
+  ``consent_unclear``: a broken line is never kept when it may carry a refusal;
+- the user withdrew consent (``privacy/consent``, by subject hash) and the event's ``ts``
+  is before their re-grant, or unreadable → ``consent_withdrawn``.
+
+These win over validation: a line with ``"consent": false`` and a bad timestamp is a
+non-consented line, not a quarantined one. Silver counts redacted lines without parsing
+them, so the audit still balances. The landing file itself still holds the line until
+landing retention removes it (a separate setting): bronze is the copy kept for ever, and
+the one this rule protects.
 
 Lines are split by Spark's text reader: at LF, CRLF or a bare CR, with a UTF-8
 byte-order mark at the start of a file skipped. The bytes of a line are kept as they are,
@@ -44,10 +69,10 @@ from urllib.parse import unquote, urlparse
 
 from jobs import tables
 from jobs.config import Settings
-from jobs.contracts import hour_partition
+from jobs.contracts import Redaction, hour_partition
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
 
 UTF8_BOM = b"\xef\xbb\xbf"
@@ -190,8 +215,9 @@ def load_events(
     else:
         raw = spark.createDataFrame([], "value STRING, _source_file STRING")
     now = datetime.now(UTC).replace(tzinfo=None)
-    rows = raw.select(
-        "value",
+    redacted = redact(spark, settings, raw)
+    rows = redacted.select(
+        F.when(F.col("_redacted").isNull(), F.col("value")).alias("value"),
         "_source_file",
         F.lit(interval.batch_id).alias("_batch_id"),
         F.lit(batch.fingerprint).alias("_fingerprint"),
@@ -199,6 +225,8 @@ def load_events(
         F.lit(interval.end.replace(tzinfo=None)).cast("timestamp").alias("_interval_end"),
         F.lit(now).cast("timestamp").alias("_ingested_at"),
         F.lit(day).cast("date").alias("_dt"),
+        "_redacted",
+        F.when(F.col("_redacted").isNotNull(), F.sha2(F.col("value"), 256)).alias("_line_sha256"),
     )
     before = tables.version(spark, settings, "bronze_events")
     rows.write.format("delta").mode("overwrite").option("replaceWhere", where).save(location)
@@ -206,6 +234,64 @@ def load_events(
     return BronzeResult(
         interval.batch_id, batch.fingerprint, batch.lines, written, len(batch.files), changed=True
     )
+
+
+# "consent": followed by anything but true or null (a refusal or an unclear value). The
+# blanks are matched possessively: backtracking would let `\s*` stop before " null".
+_CONSENT_NOT_YES = r'"consent"\s*+:\s*+(?!true\b|null\b)'
+_KEY = '"consent"'
+# Epoch milliseconds up to 15 digits: the range of Spark's TIMESTAMP (years 1-9999).
+_EPOCH_MS = r"^[0-9]{1,15}$"
+
+
+def event_ts(value: Column) -> Column:
+    """The ``ts`` of a raw line as a TIMESTAMP (NULL when unreadable): ISO-8601 or epoch
+    milliseconds, as the validator reads it, for the withdrawal rule only."""
+    from pyspark.sql import functions as F
+
+    raw = F.trim(F.get_json_object(value, "$.ts"))
+    return F.when(raw.rlike(_EPOCH_MS), F.timestamp_millis(raw.cast("bigint"))).otherwise(
+        F.try_to_timestamp(raw)
+    )
+
+
+def redaction_reason(column: str = "value") -> Column:
+    """Why a raw line must not be kept (a :class:`Redaction` value), NULL when it may be.
+
+    The consent rules of the module docstring; the withdrawal rule is added by
+    :func:`redact`. ``get_json_object`` stops at the first ``consent`` key, so a line that
+    names it twice gets the textual check as well.
+    """
+    from pyspark.sql import functions as F
+
+    value = F.col(column)
+    consent = F.get_json_object(value, "$.consent")
+    first = F.instr(value, _KEY)
+    again = F.expr(f"locate('{_KEY}', `{column}`, instr(`{column}`, '{_KEY}') + 1)")
+    return (
+        F.when(F.lower(F.trim(consent)) == "false", F.lit(str(Redaction.NOT_CONSENTED)))
+        .when(consent.isNotNull() & (consent != "true"), F.lit(str(Redaction.CONSENT_UNCLEAR)))
+        .when(
+            (first > 0) & (consent.isNull() | (again > 0)) & value.rlike(_CONSENT_NOT_YES),
+            F.lit(str(Redaction.CONSENT_UNCLEAR)),
+        )
+    )
+
+
+def redact(spark: SparkSession, settings: Settings, raw: DataFrame) -> DataFrame:
+    """``raw`` (a ``value`` column) plus ``_redacted``: the reason its line is not kept."""
+    from pyspark.sql import functions as F
+
+    from jobs.privacy.consent import with_withdrawn, withdrawn_state
+
+    reason = redaction_reason("value")
+    state = withdrawn_state(spark, settings)
+    if state is None:  # nobody ever withdrew: no subject hashes needed
+        return raw.withColumn("_redacted", reason)
+    user_id = F.trim(F.get_json_object(F.col("value"), "$.user_id"))
+    marked = with_withdrawn(raw, settings, state, user_id, event_ts(F.col("value")))
+    withdrawn = F.when(F.col("_withdrawn"), F.lit(str(Redaction.CONSENT_WITHDRAWN)))
+    return marked.withColumn("_redacted", F.coalesce(reason, withdrawn)).drop("_withdrawn")
 
 
 def load_catalog(spark: SparkSession, settings: Settings) -> list[str]:

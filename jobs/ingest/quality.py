@@ -195,7 +195,14 @@ def bronze_expectations(batch_id: str, previous_rows: int, ratio: float) -> list
         gxe.ExpectTableColumnsToMatchSet(column_set=columns, exact_match=True),
         *(
             gxe.ExpectColumnValuesToNotBeNull(column=c)
-            for c in ("value", "_source_file", "_batch_id", "_ingested_at", "_dt")
+            for c in ("_source_file", "_batch_id", "_ingested_at", "_dt")
+        ),
+        # A line is kept whole, or redacted with a reason and its hash (jobs.ingest.bronze).
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="value", row_condition="_redacted IS NULL", condition_parser="spark"
+        ),
+        gxe.ExpectColumnValuesToNotBeNull(
+            column="_line_sha256", row_condition="_redacted IS NOT NULL", condition_parser="spark"
         ),
         gxe.ExpectColumnValuesToBeInSet(column="_batch_id", value_set=[batch_id]),
         *_row_count_change(previous_rows, ratio),

@@ -1,15 +1,25 @@
 """Silver: typed, validated, de-duplicated events and the current catalog.
 
 Reads: one batch of ``bronze_events`` (by batch id), new rows of ``bronze_items`` (change
-data feed). Writes: ``silver/events`` (MERGE on ``event_id``, insert-only: the first
-delivery of an event wins and redeliveries are counted, not stored), ``silver/items``
-(upsert by ``item_id``, newest ``updated_at`` wins) and ``silver/quarantine`` (every
-rejected line with its reason, as valid UTF-8 text with undecodable bytes escaped; replaced
-per batch so reruns do not pile up).
+data feed), ``privacy/consent``. Writes: ``silver/events`` (MERGE on ``event_id``,
+insert-only: the first delivery of an event wins and redeliveries are counted, not
+stored), ``silver/items`` (upsert by ``item_id``, newest ``updated_at`` wins),
+``silver/quarantine`` (every rejected line with its reason, as valid UTF-8 text with
+undecodable bytes escaped; replaced per batch so reruns do not pile up) and, rarely,
+``bronze_events`` (see Consent).
 
 Every line of a batch ends in exactly one of: quarantined, not consented (dropped and
-counted), duplicate within the batch, already in silver, inserted. The counts are
-returned for the audit, which checks that they add up to the lines read.
+counted), consent withdrawn (dropped and counted), duplicate within the batch, already in
+silver, inserted. The counts are returned for the audit, which checks that they add up to
+the lines read.
+
+Consent. Bronze stores lines that must not be kept without their content (see
+:mod:`jobs.ingest.bronze`): silver counts them by their ``_redacted`` reason and never
+parses them, so neither silver nor the quarantine can receive them. A valid line bronze
+did keep is checked again on its typed fields: ``"consent": false`` that bronze's JSON
+reading missed (a key given twice: Python keeps the last), or a withdrawal recorded
+between the bronze and the silver step. Such a line is dropped and counted like the
+others, and its bronze row is redacted in place (value NULL, reason, hash) in this step.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from typing import TYPE_CHECKING
 from jobs import tables
 from jobs.config import Settings
 from jobs.contracts import ITEM_FIELDS as ITEM_CONTRACT
-from jobs.contracts import MAX_LINE_BYTES
+from jobs.contracts import MAX_LINE_BYTES, Redaction
 from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item, shown
 
 if TYPE_CHECKING:
@@ -32,7 +42,8 @@ if TYPE_CHECKING:
 
 # What the parsers add to each bronze row (the lineage columns it keeps come first).
 EVENT_LINEAGE = (
-    "value STRING, _source_file STRING, _batch_id STRING, _ingested_at TIMESTAMP, _dt DATE"
+    "value STRING, _source_file STRING, _batch_id STRING, _ingested_at TIMESTAMP, _dt DATE, "
+    "_redacted STRING"
 )
 EVENT_FIELDS = (
     "reason STRING, detail STRING, event_id STRING, ts_ms BIGINT, user_id STRING, "
@@ -55,6 +66,7 @@ class SilverResult:
     quarantined: int = 0
     quarantined_by_reason: dict[str, int] = field(default_factory=dict)
     non_consented: int = 0
+    consent_withdrawn: int = 0
     duplicates_in_batch: int = 0
     duplicates_existing: int = 0
     inserted: int = 0
@@ -66,6 +78,7 @@ class SilverResult:
         return self.bronze_rows == (
             self.quarantined
             + self.non_consented
+            + self.consent_withdrawn
             + self.duplicates_in_batch
             + self.duplicates_existing
             + self.inserted
@@ -114,7 +127,7 @@ def _parser(
                 except Rejected as bad:
                     rec = {"reason": str(bad.reason), "detail": shown(bad.detail)}
                 records.append(rec)
-                texts.append(shown(raw))
+                texts.append(None if raw is None else shown(raw))
             out = {"value": pd.array(texts, dtype="string")}
             for name in batch.columns.drop("value"):
                 out[name] = batch[name].reset_index(drop=True)
@@ -128,10 +141,16 @@ def _parser(
 def validate_events(
     bronze: DataFrame, window: TimeWindow, max_line_bytes: int = MAX_LINE_BYTES
 ) -> DataFrame:
-    """Bronze rows plus a reason (rejected) or typed contract fields (accepted)."""
+    """Bronze rows plus a reason (rejected) or typed contract fields (accepted).
+
+    A redacted row (value NULL) is not parsed: it gets neither a reason nor fields.
+    """
     from pyspark.sql import functions as F
 
-    fn = _parser(lambda line: parse_event(line, window, max_line_bytes), EVENT_FIELDS)
+    def parse(line: bytes | None) -> dict[str, object]:
+        return {} if line is None else parse_event(line, window, max_line_bytes)
+
+    fn = _parser(parse, EVENT_FIELDS)
     lineage = bronze.select(
         F.col("value").cast("binary").alias("value"), *tables.ddl_columns(EVENT_LINEAGE)[1:]
     )
@@ -169,13 +188,19 @@ def refine_events(
     result = SilverResult(interval.batch_id)
     bronze = _bronze_batch(spark, settings, interval)
     window = time_window(settings, interval)
-    with _persisted(validate_events(bronze, window, settings.max_line_bytes)) as parsed:
+    validated = validate_events(bronze, window, settings.max_line_bytes)
+    with _persisted(_with_outcome(spark, settings, validated)) as parsed:
         _count_outcomes(parsed, result)
+        _redact_late(spark, settings, parsed, interval)
         _write_quarantine(spark, settings, parsed, interval)
         with _persisted(_first_of_each_event(parsed)) as candidates:
             n_candidates = candidates.count()
             result.duplicates_in_batch = (
-                result.bronze_rows - result.quarantined - result.non_consented - n_candidates
+                result.bronze_rows
+                - result.quarantined
+                - result.non_consented
+                - result.consent_withdrawn
+                - n_candidates
             )
             if gate is not None:
                 result.quality.update(gate(candidates, interval))
@@ -204,20 +229,93 @@ def _bronze_batch(spark: SparkSession, settings: Settings, interval: tables.Inte
     )
 
 
+QUARANTINED, NON_CONSENTED, WITHDRAWN, ACCEPTED = (
+    "quarantined",
+    "non_consented",
+    "consent_withdrawn",
+    "accepted",
+)
+
+
+def _with_outcome(spark: SparkSession, settings: Settings, parsed: DataFrame) -> DataFrame:
+    """Parsed rows plus ``_outcome``: quarantined, non_consented, consent_withdrawn or
+    accepted (a candidate for silver), with consent deciding before validation."""
+    from pyspark.sql import functions as F
+
+    from jobs.privacy.consent import with_withdrawn, withdrawn_state
+
+    state = withdrawn_state(spark, settings)
+    if state is None:
+        marked = parsed.withColumn("_withdrawn", F.lit(False))
+    else:
+        ts = F.timestamp_millis("ts_ms")
+        marked = with_withdrawn(parsed, settings, state, F.col("user_id"), ts)
+    redacted = F.col("_redacted")
+    outcome = (
+        F.when(redacted == str(Redaction.CONSENT_WITHDRAWN), F.lit(WITHDRAWN))
+        .when(redacted.isNotNull(), F.lit(NON_CONSENTED))
+        .when(F.col("reason").isNotNull(), F.lit(QUARANTINED))
+        .when(~F.col("consent"), F.lit(NON_CONSENTED))
+        .when(F.col("_withdrawn"), F.lit(WITHDRAWN))
+        .otherwise(F.lit(ACCEPTED))
+    )
+    return marked.withColumn("_outcome", outcome).drop("_withdrawn")
+
+
 def _count_outcomes(parsed: DataFrame, result: SilverResult) -> None:
-    """Bronze rows, quarantined by reason and non-consented, in one aggregation."""
+    """Bronze rows, quarantined by reason, non-consented and withdrawn, in one aggregation."""
     from pyspark.sql import functions as F
 
     counts = {
-        (r["reason"], r["consent"]): r["n"]
-        for r in parsed.groupBy("reason", "consent").agg(F.count("*").alias("n")).collect()
+        (r["_outcome"], r["reason"]): r["n"]
+        for r in parsed.groupBy("_outcome", "reason").agg(F.count("*").alias("n")).collect()
     }
     result.bronze_rows = sum(counts.values())
     result.quarantined_by_reason = {
-        str(reason): int(n) for (reason, _), n in counts.items() if reason is not None
+        str(reason): int(n) for (outcome, reason), n in counts.items() if outcome == QUARANTINED
     }
     result.quarantined = sum(result.quarantined_by_reason.values())
-    result.non_consented = int(counts.get((None, False), 0))
+    result.non_consented = int(counts.get((NON_CONSENTED, None), 0))
+    result.consent_withdrawn = int(counts.get((WITHDRAWN, None), 0))
+
+
+def _redact_late(
+    spark: SparkSession, settings: Settings, parsed: DataFrame, interval: tables.Interval
+) -> int:
+    """Redact in bronze the dropped lines bronze still holds in full (see the module
+    docstring); returns how many. Rare, so the lines are named by their hashes."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    late = (
+        parsed.where(F.col("_outcome").isin(NON_CONSENTED, WITHDRAWN) & F.col("_redacted").isNull())
+        .select(F.sha2("value", 256).alias("h"), "_outcome")
+        .distinct()
+        .collect()
+    )
+    if not late:
+        return 0
+    day = f"{interval.start:%Y-%m-%d}"
+    bronze = DeltaTable.forPath(spark, tables.path(settings, "bronze_events"))
+    line_hash = F.sha2(F.col("value"), 256)
+    for outcome, reason in (
+        (NON_CONSENTED, Redaction.NOT_CONSENTED),
+        (WITHDRAWN, Redaction.CONSENT_WITHDRAWN),
+    ):
+        hashes = sorted({r["h"] for r in late if r["_outcome"] == outcome})
+        if hashes:
+            bronze.update(
+                (F.col("_dt") == F.lit(day).cast("date"))
+                & (F.col("_batch_id") == interval.batch_id)
+                & F.col("_redacted").isNull()
+                & line_hash.isin(hashes),
+                {
+                    "value": F.lit(None).cast("string"),
+                    "_redacted": F.lit(str(reason)),
+                    "_line_sha256": line_hash,
+                },
+            )
+    return len(late)
 
 
 def _write_quarantine(
@@ -237,7 +335,7 @@ def _first_of_each_event(parsed: DataFrame) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    accepted = parsed.where(F.col("reason").isNull() & F.col("consent"))
+    accepted = parsed.where(F.col("_outcome") == ACCEPTED)
     first = Window.partitionBy("event_id").orderBy("ts_ms", "_source_file", "value")
     ts = F.timestamp_millis("ts_ms")  # exact: no float division (1 µs early otherwise)
     return (

@@ -305,6 +305,7 @@ def audit_row(
         "quarantined": silver.get("quarantined", 0),
         "quarantined_by_reason": silver.get("quarantined_by_reason", {}),
         "non_consented": silver.get("non_consented", 0),
+        "consent_withdrawn": silver.get("consent_withdrawn", 0),
         "duplicates_in_batch": silver.get("duplicates_in_batch", 0),
         "duplicates_existing": silver.get("duplicates_existing", 0),
         "silver_inserted": silver.get("inserted", 0),

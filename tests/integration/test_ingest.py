@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,20 @@ def shop(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings
     return settings, run_interval(START, END, settings=settings)
 
 
+def _without_consent(line: str) -> bool:
+    """A line bronze keeps no content of: JSON whose consent is there and not a yes."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    consent = rec.get("consent") if isinstance(rec, dict) else None
+    return not (consent is None or consent is True or consent == "true")
+
+
 def _expected(settings: Settings) -> tuple[Counter[str], set[str], int]:
-    """An independent reading of the landing files: reasons, consented ids, non-consented."""
+    """An independent reading of the landing files: reasons, consented ids, non-consented.
+
+    Consent is judged first: a non-consented line is not validated (nor quarantined)."""
     interval = tables.Interval.parse(START, END)
     window = time_window(settings, interval)
     reasons: Counter[str] = Counter()
@@ -53,6 +66,9 @@ def _expected(settings: Settings) -> tuple[Counter[str], set[str], int]:
     dropped = 0
     for file in interval_files(settings, interval):
         for line in file.read_text().splitlines():
+            if _without_consent(line):
+                dropped += 1
+                continue
             try:
                 rec = parse_event(line, window)
             except Rejected as bad:
@@ -77,6 +93,18 @@ def test_every_bad_line_is_quarantined_and_every_good_one_reaches_silver(
     silver_ids = {r.event_id for r in tables.read_or_create(spark, settings, "events").collect()}
     assert silver_ids == ids
     assert result["silver"]["quarantined_by_reason"] == dict(reasons)
+
+
+def test_non_consented_lines_are_counted_and_kept_without_content(
+    spark: Any, shop: tuple[Settings, dict]
+) -> None:
+    settings, result = shop
+    _, _, dropped = _expected(settings)
+    assert result["audit"]["non_consented"] == dropped
+    bronze = tables.read_or_create(spark, settings, "bronze_events")
+    redacted = bronze.where("_redacted IS NOT NULL").collect()
+    assert len(redacted) == dropped
+    assert all(r.value is None and len(r._line_sha256) == 64 for r in redacted)
 
 
 def test_counts_balance_in_the_audit(spark: Any, shop: tuple[Settings, dict]) -> None:

@@ -77,3 +77,17 @@ def test_intervals_off_whole_utc_hours_are_refused(start: str, end: str) -> None
 def test_intervals_on_whole_hours_in_any_zone_are_accepted() -> None:
     interval = tables.Interval.parse("2026-11-01T12:00:00+02:00", "2026-11-01T13:00:00+02:00")
     assert interval.batch_id == "20261101T1000-20261101T1100"
+
+
+def test_lines_dropped_for_a_withdrawal_count_in_the_balance() -> None:
+    from dataclasses import replace
+
+    from jobs.ingest.silver import SilverResult
+
+    result = SilverResult(
+        "b", bronze_rows=6, quarantined=1, non_consented=1, consent_withdrawn=2, inserted=2
+    )
+    assert result.balanced
+    assert not replace(result, consent_withdrawn=0).balanced
+    row = audit_row(INTERVAL, BRONZE, dict(SILVER, consent_withdrawn=2), None, "run-1")
+    assert row["consent_withdrawn"] == 2

@@ -206,6 +206,8 @@ def test_the_frame_back_to_spark_always_converts(batch: list[str | bytes]) -> No
             "_batch_id": pd.Series(["b"] * len(raw), dtype=object),
             "_ingested_at": pd.Series([pd.Timestamp("2026-11-01")] * len(raw)),
             "_dt": pd.Series([pd.Timestamp("2026-11-01").date()] * len(raw), dtype=object),
+            # As Arrow hands it over when bronze redacted no line of the batch: all None.
+            "_redacted": pd.Series([None] * len(raw), dtype=object),
         }
     )
     (out,) = list(fn(iter([frame])))
