@@ -2,7 +2,8 @@
 
 ingest (a generated week with malformed and duplicated lines, daily intervals) → features
 (Feast apply + materialize) → train (trains and promotes, then skips when nothing new
-arrived) → publish (every user's JSON, ``latest.json`` flipped, the Bento built). Each
+arrived) → publish (every user's JSON, ``latest.json`` flipped, the Bento built) →
+privacy (two people erased everywhere and verified). Each
 DAG runs with ``dag.test()`` as its Asset would start it. One lake for all four: each
 stage reads what the previous one wrote, as in production, and the lake is built once.
 """
@@ -24,6 +25,7 @@ from jobs.model.registry import CHAMPION, alias_version, setup
 from jobs.publish.steps import current, recs_for
 from jobs.sources.shop import generate
 from jobs.spark import get_spark
+from pyspark.sql.functions import col as tables_col
 
 settings = get_settings()
 report = generate(settings, malformed_fraction=0.02, duplicate_fraction=0.02)
@@ -88,6 +90,25 @@ out["publish"] = {
     "sources": sorted({body["source"] for body in lists}),
     "bentos": [str(b.tag) for b in bentoml.bentos.list()],
 }
+
+# privacy: two people ask to be forgotten; the DAG erases and verifies (its own session).
+from jobs.privacy.erasure import models_remaining
+from jobs.privacy.steps import request_step
+gone = [u for u in users if recs_for(settings, u)[1]["source"] == "als"][:2]
+request_step(gone, settings=settings)
+spark = get_spark(settings)
+run = dags["privacy"].test()
+spark = get_spark(settings)
+requests = tables.read_or_create(spark, settings, "erasure_requests").collect()
+out["privacy"] = {
+    "state": str(run.state),
+    "tasks": tasks(run),
+    "sources": [recs_for(settings, u)[1]["source"] for u in gone],
+    "silver": tables.read_or_create(spark, settings, "events")
+    .where(tables_col("user_id").isin(gone)).count(),
+    "requests": sorted((r.status, r.user_id) for r in requests),
+    "models": models_remaining(settings, gone),
+}
 print("RESULT " + json.dumps(out))
 """
 
@@ -149,3 +170,12 @@ def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
     assert "als" in publish["sources"]
     assert publish["items"] and not set(publish["items"]) & set(publish["out_of_stock"])
     assert publish["bentos"] == [f"recflow:v{result['champion']}"]
+
+    privacy = result["privacy"]
+    assert privacy["state"] == "success", result["_error"]
+    assert privacy["tasks"] == {"erase": "success", "load_access_log": "success"}
+    # The two people's lists are gone from the CDN (they get popular.json), their events
+    # from silver and their rows from every model copy; the requests keep no id.
+    assert privacy["sources"] == ["popular", "popular"]
+    assert privacy["silver"] == 0 and privacy["models"] == []
+    assert privacy["requests"] == [["done", None], ["done", None]]
