@@ -376,6 +376,12 @@ class Settings(BaseSettings):
         description="Deny list and erasure working files; default <data_root>/privacy (shared"
         " storage in a deployment: every service worker reads the deny list).",
     )
+    subject_secret: SecretStr | None = Field(
+        None,
+        description="Key of the subject hashes that name people in the deny list, consent"
+        " table and privacy logs; default: derived from RECFLOW_PUBLISH_SECRET. Set it once and"
+        " never change it: rotating the publish secret then leaves those records intact.",
+    )
     erasure_batch_limit: PositiveInt = Field(
         10_000, description="Most erasure requests one privacy run takes (the rest wait)."
     )
@@ -641,6 +647,12 @@ class Settings(BaseSettings):
                 f" refused for {where}: use a random one (e.g. `openssl rand -hex 32`)"
             )
         return None
+
+    def subject_secret_value(self) -> str:
+        """The key subject hashes derive from (its own setting, else the publish secret)."""
+        if self.subject_secret is not None:
+            return self.subject_secret.get_secret_value()
+        return self.hmac_secret()
 
     def hmac_secret(self) -> str:
         """The key user ids are hashed with, or ConfigError when it must not be used."""

@@ -73,9 +73,14 @@ def subject_hash(secret: str, user_id: str) -> str:
     return subject_hash_with_key(subject_key(secret), user_id)
 
 
+def key_id(key: str) -> str:
+    """A short public name of a subject key: stored with hashes so a changed key is noticed."""
+    return hashlib.sha256(b"recflow-key-id" + key.encode()).hexdigest()[:12]
+
+
 def subject_hasher(settings: Settings) -> Callable[[str], str]:
-    """``subject_hash`` bound to this deployment's secret (ConfigError when it is refused)."""
-    key = subject_key(settings.hmac_secret())
+    """``subject_hash`` bound to this deployment's subject secret (ConfigError if refused)."""
+    key = subject_key(settings.subject_secret_value())
     return lambda user_id: subject_hash_with_key(key, user_id)
 
 
@@ -84,11 +89,13 @@ def deny_list_path(settings: Settings) -> Path:
     return settings.privacy_dir / "deny.json"
 
 
-def read_deny_list(path: Path) -> frozenset[str]:
+def read_deny_list(path: Path, expected_key_id: str | None = None) -> frozenset[str]:
     """The subject hashes in a deny list file; empty when the file does not exist.
 
     A file that exists but cannot be read or parsed raises: a service that silently
-    treated a corrupt list as empty would answer for people who asked to be forgotten.
+    treated a corrupt list as empty would answer for people who asked to be forgotten. So
+    does a list written with another subject key (``expected_key_id``): after a change of
+    RECFLOW_SUBJECT_SECRET none of its hashes would match anyone any more.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -97,21 +104,32 @@ def read_deny_list(path: Path) -> frozenset[str]:
     subjects = data.get("subjects") if isinstance(data, dict) else None
     if not isinstance(subjects, list) or not all(isinstance(s, str) for s in subjects):
         raise ValueError(f"{path}: not a deny list (expected {{'subjects': [hex, …]}})")
+    written = data.get("key_id")
+    if expected_key_id is not None and written is not None and written != expected_key_id:
+        raise ValueError(
+            f"{path}: written with subject key {written}, this process has {expected_key_id}"
+            " (RECFLOW_SUBJECT_SECRET changed?): its hashes match nobody now"
+        )
     return frozenset(subjects)
 
 
-def add_to_deny_list(path: Path, hashes: Iterable[str]) -> int:
+def add_to_deny_list(path: Path, hashes: Iterable[str], subject_key_id: str | None = None) -> int:
     """Add subject hashes to the list atomically; returns how many were new.
 
     Entries are never removed: a person erased stays denied, so a model or publish that
     still held them (an old version rolled back to) cannot answer for them again.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    current = read_deny_list(path)
+    current = read_deny_list(path, subject_key_id)
     merged = current | set(hashes)
     if merged == current and path.exists():
         return 0
-    body = {"version": 1, "updated_at": datetime.now(UTC).isoformat(), "subjects": sorted(merged)}
+    body = {
+        "version": 1,
+        "key_id": subject_key_id,
+        "updated_at": datetime.now(UTC).isoformat(),
+        "subjects": sorted(merged),
+    }
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deny-", suffix=".json")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
@@ -127,10 +145,19 @@ def add_to_deny_list(path: Path, hashes: Iterable[str]) -> int:
 
 
 class DenyList:
-    """A deny list file as a process sees it: re-read when its mtime or size changes."""
+    """A deny list file as a process sees it: re-read when its mtime or size changes.
 
-    def __init__(self, path: Path) -> None:
+    ``required``: a missing file is an outage, not an empty list (production, where the
+    list lives on shared storage a container may have failed to mount): it raises, and
+    the service answers nobody personally until the file is there.
+    """
+
+    def __init__(
+        self, path: Path, expected_key_id: str | None = None, required: bool = False
+    ) -> None:
         self.path = path
+        self.expected_key_id = expected_key_id
+        self.required = required
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
         self._subjects: frozenset[str] = frozenset()
@@ -140,10 +167,14 @@ class DenyList:
             st = self.path.stat()
             stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
+            if self.required:
+                raise
             stamp = None
         with self._lock:
             if stamp != self._stamp:
-                self._subjects = read_deny_list(self.path) if stamp else frozenset()
+                self._subjects = (
+                    read_deny_list(self.path, self.expected_key_id) if stamp else frozenset()
+                )
                 self._stamp = stamp
             return self._subjects
 

@@ -199,7 +199,7 @@ def subject_column(settings: Settings, user_id: Column) -> Column:
     """The subject hash of a user id column, as :func:`jobs.subjects.subject_hash`."""
     from pyspark.sql import functions as F
 
-    key = subject_key(settings.hmac_secret())
+    key = subject_key(settings.subject_secret_value())
     return F.substring(F.sha2(F.concat(F.lit(key), user_id), 256), 1, 32)
 
 

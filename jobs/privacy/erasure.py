@@ -46,7 +46,7 @@ from jobs import tables
 from jobs.config import Settings
 from jobs.ingest.bronze import _LINE_END as LINE_END
 from jobs.ingest.bronze import UTF8_BOM
-from jobs.subjects import add_to_deny_list, deny_list_path, subject_hasher, subject_key
+from jobs.subjects import add_to_deny_list, deny_list_path, key_id, subject_hasher, subject_key
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -104,7 +104,7 @@ def subject_column(settings: Settings, column: Column) -> Column:
     """Spark's version of :func:`jobs.subjects.subject_hash` (the same 32 hex characters)."""
     from pyspark.sql import functions as F
 
-    key = subject_key(settings.hmac_secret())
+    key = subject_key(settings.subject_secret_value())
     return F.substring(F.sha2(F.concat(F.lit(key), column), 256), 1, 32)
 
 
@@ -611,7 +611,8 @@ def erase(
     if not user_ids:
         return report
     with report.phase("deny list"):
-        add_to_deny_list(deny_list_path(settings), report.subjects.values())
+        key = key_id(subject_key(settings.subject_secret_value()))
+        add_to_deny_list(deny_list_path(settings), report.subjects.values(), key)
     # Landing first: an ingest run (a late-data reload) between the two would otherwise
     # bring the people back into bronze from landing after the lake lost them.
     with report.phase("landing"):

@@ -27,8 +27,14 @@ def erase_step(settings: Settings | None = None, run_id: str | None = None) -> d
     """Process pending erasure requests (up to RECFLOW_ERASURE_BATCH_LIMIT), verified."""
     from jobs.privacy.erasure import erase
     from jobs.privacy.requests import pending
+    from jobs.subjects import add_to_deny_list, deny_list_path, key_id, subject_key
 
     settings = settings or get_settings()
+    # The list exists from the first run on (a production service treats a missing one as
+    # an outage), and a changed subject key is refused here, before anything is erased.
+    add_to_deny_list(
+        deny_list_path(settings), [], key_id(subject_key(settings.subject_secret_value()))
+    )
     spark = _spark(settings)
     requests = pending(spark, settings, settings.erasure_batch_limit)
     if not requests:

@@ -27,6 +27,7 @@ from jobs.subjects import (
     USER_KEY_HEX,
     DenyList,
     deny_list_path,
+    key_id,
     subject_hash_with_key,
     subject_key,
 )
@@ -50,15 +51,25 @@ class Access:
 class PersonalAccess:
     """Checks a request's user key and the deny list (a few µs: see bento/README.md)."""
 
-    def __init__(self, secret: str, deny_list: DenyList) -> None:
+    def __init__(self, secret: str, deny_list: DenyList, subject_secret: str | None = None) -> None:
         self._secret = secret.encode()
-        self._subject_key = subject_key(secret)
+        self._subject_key = subject_key(subject_secret if subject_secret is not None else secret)
         self.deny_list = deny_list
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersonalAccess:
-        """ConfigError when the secret is refused here (dev default in prod): no service."""
-        return cls(settings.hmac_secret(), DenyList(deny_list_path(settings)))
+        """ConfigError when the secret is refused here (dev default in prod): no service.
+
+        In production a missing deny list is an outage (fails closed), and a list written
+        with another subject key is refused: see :class:`jobs.subjects.DenyList`.
+        """
+        subject_secret = settings.subject_secret_value()
+        deny = DenyList(
+            deny_list_path(settings),
+            expected_key_id=key_id(subject_key(subject_secret)),
+            required=settings.env == "prod",
+        )
+        return cls(settings.hmac_secret(), deny, subject_secret)
 
     def expected_key(self, user_id: str) -> str:
         """:func:`jobs.subjects.user_key` with the bytes of the secret kept ready."""

@@ -68,3 +68,32 @@ def test_lines_keep_their_endings() -> None:
     data = b"a\r\nb\rc\nd"
     assert _split_lines(data) == [b"a\r\n", b"b\r", b"c\n", b"d"]
     assert b"".join(_split_lines(data)) == data
+
+
+def test_the_deny_list_fails_closed_when_missing_in_prod_or_written_with_another_key(
+    tmp_path: Path,
+) -> None:
+    from jobs.subjects import DenyList, add_to_deny_list
+
+    path = tmp_path / "privacy" / "deny.json"
+    assert DenyList(path).denies("a" * 32) is False  # dev: no list yet is an empty list
+    with pytest.raises(FileNotFoundError):
+        DenyList(path, required=True).denies("a" * 32)
+    add_to_deny_list(path, ["a" * 32], "key-one")
+    assert DenyList(path, expected_key_id="key-one", required=True).denies("a" * 32)
+    with pytest.raises(ValueError, match="subject key"):
+        DenyList(path, expected_key_id="key-two").denies("a" * 32)
+    with pytest.raises(ValueError, match="subject key"):
+        add_to_deny_list(path, ["b" * 32], "key-two")
+
+
+def test_a_separate_subject_secret_survives_a_publish_secret_rotation(tmp_path: Path) -> None:
+    from jobs.config import load_settings
+    from jobs.subjects import subject_hasher
+
+    def hasher(publish: str, subject: str | None):
+        kw = {"subject_secret": subject} if subject else {}
+        return subject_hasher(load_settings(data_root=tmp_path, publish_secret=publish, **kw))
+
+    assert hasher("p" * 20, None)("u1") != hasher("q" * 20, None)("u1")
+    assert hasher("p" * 20, "s" * 20)("u1") == hasher("q" * 20, "s" * 20)("u1")
