@@ -176,6 +176,9 @@ class GenerationReport:
     valid_events: int = 0
     duplicates: int = 0
     malformed_by_kind: dict[str, int] = field(default_factory=dict)
+    # Malformed lines made from a non-consenting user's event: ingest judges consent first,
+    # so those that still say so are dropped as non-consented, not quarantined.
+    malformed_not_consented: int = 0
     lines: int = 0
     files: int = 0
     items: int = 0
@@ -448,6 +451,7 @@ def _day_lines(
     report.duplicates += n_dup
     for k, v in Counter(bad_kind).items():
         report.malformed_by_kind[k] = report.malformed_by_kind.get(k, 0) + v
+    report.malformed_not_consented += sum(1 for r in records if not bool(r["consent"]))
     for k, v in events["event_type"].value_counts().items():
         report.events_by_type[str(k)] = report.events_by_type.get(str(k), 0) + int(v)
     report.lines += all_lines.size

@@ -48,6 +48,7 @@ out.update(
     quarantined=sum(r.quarantined for r in audit),
     quarantine_rows=quarantine.count(),
     generated_malformed=report.malformed,
+    malformed_not_consented=report.malformed_not_consented,
     quality=[dict(r.quality) for r in audit],
     silver=tables.read_or_create(spark, settings, "events").count(),
     gold=tables.read_or_create(spark, settings, "interactions").count(),
@@ -135,7 +136,12 @@ def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
         for d, e in zip(days, [*days[1:], "2026-11-08"], strict=True)
     )
     assert result["balanced"] is True
-    assert result["quarantined"] == result["quarantine_rows"] >= result["generated_malformed"] > 0
+    # Every malformed line is quarantined, except those of non-consenting users: consent is
+    # judged first, and their content is not kept even in quarantine.
+    assert result["quarantined"] == result["quarantine_rows"] > 0
+    assert (
+        result["quarantined"] >= result["generated_malformed"] - result["malformed_not_consented"]
+    )
     assert all("silver_events" in q and "gold_interactions" in q for q in result["quality"])
     assert 0 < result["gold"] < result["silver"] < result["read"]
 
