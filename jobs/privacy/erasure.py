@@ -68,7 +68,6 @@ class ErasureReport:
     run_id: str
     subjects: dict[str, str]  # user id -> subject hash (never logged or returned as is)
     removed: dict[str, dict[str, int]] = field(default_factory=dict)  # store -> location -> n
-    per_user: dict[str, dict[str, int]] = field(default_factory=dict)  # store -> user -> n
     remaining: dict[str, list[str]] = field(default_factory=dict)  # store -> where (no ids)
     invalidation: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase
@@ -309,63 +308,28 @@ def _sqlite_tables(fs: Any) -> list[str]:
     return [_table_id(fs.config.project, v, versioning) for v in views]
 
 
-def erase_feast_online(settings: Settings, user_ids: list[str]) -> int:
-    """Delete the users' rows from the online store; returns rows (SQLite) or keys (Redis)."""
+def erase_feast_online(settings: Settings, user_ids: list[str], delete: bool = True) -> int:
+    """The users' online rows (SQLite) or keys (Redis), deleted unless ``delete`` is False.
+
+    Feast has no per-entity delete: the rows are addressed the way Feast's stores key
+    them (the serialized entity key; for Redis, that key plus the project).
+    """
     from feast.infra.key_encoding_utils import serialize_entity_key
 
     from jobs.features.definitions import store
 
     fs = store(settings)
     version = fs.config.entity_key_serialization_version
-    keys = [
-        serialize_entity_key(k, entity_key_serialization_version=version)
-        for k in _entity_keys(user_ids)
-    ]
     if settings.feast_online_store == "redis":
         from feast.infra.online_stores.helpers import _redis_key
 
         client = fs._get_provider().online_store._get_client(fs.config.online_store)
         redis_keys = [_redis_key(fs.config.project, k, version) for k in _entity_keys(user_ids)]
-        # One DEL per key (pipelined): a multi-key DEL fails across Redis Cluster slots.
+        # One command per key (pipelined): a multi-key DEL fails across Redis Cluster slots.
         with client.pipeline(transaction=False) as pipe:
             for key in redis_keys:
-                pipe.delete(key)
+                (pipe.delete if delete else pipe.exists)(key)
             return sum(int(n) for n in pipe.execute())
-    db = settings.feast_dir / "online_store.db"
-    if not db.exists():
-        return 0
-    removed = 0
-    with sqlite3.connect(db) as conn:
-        # Deleted rows' bytes are overwritten, not left in free pages of the file.
-        conn.execute("PRAGMA secure_delete = ON")
-        existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in _sqlite_tables(fs):
-            if table not in existing:
-                continue
-            for start in range(0, len(keys), 500):
-                part = keys[start : start + 500]
-                marks = ",".join("?" * len(part))
-                cur = conn.execute(f'DELETE FROM "{table}" WHERE entity_key IN ({marks})', part)
-                removed += cur.rowcount
-    return removed
-
-
-def feast_online_remaining(settings: Settings, user_ids: list[str]) -> int:
-    """Online rows (SQLite) or keys (Redis) the users still have."""
-    from feast.infra.key_encoding_utils import serialize_entity_key
-
-    from jobs.features.definitions import store
-
-    fs = store(settings)
-    version = fs.config.entity_key_serialization_version
-    if settings.feast_online_store == "redis":
-        from feast.infra.online_stores.helpers import _redis_key
-
-        client = fs._get_provider().online_store._get_client(fs.config.online_store)
-        return sum(
-            int(client.exists(_redis_key(fs.config.project, k, version)))
-            for k in _entity_keys(user_ids)
-        )
     db = settings.feast_dir / "online_store.db"
     if not db.exists():
         return 0
@@ -375,16 +339,22 @@ def feast_online_remaining(settings: Settings, user_ids: list[str]) -> int:
     ]
     found = 0
     with sqlite3.connect(db) as conn:
+        # Deleted rows' bytes are overwritten, not left in free pages of the file.
+        conn.execute("PRAGMA secure_delete = ON")
         existing = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        for table in _sqlite_tables(fs):
-            if table not in existing:
-                continue
-            for start in range(0, len(keys), 500):
+        for table in (t for t in _sqlite_tables(fs) if t in existing):
+            for start in range(0, len(keys), 500):  # below SQLite's bound-variable limit
                 part = keys[start : start + 500]
-                marks = ",".join("?" * len(part))
-                q = f'SELECT COUNT(*) FROM "{table}" WHERE entity_key IN ({marks})'
-                found += conn.execute(q, part).fetchone()[0]
+                where = f'FROM "{table}" WHERE entity_key IN ({",".join("?" * len(part))})'
+                found += conn.execute(f"SELECT COUNT(*) {where}", part).fetchone()[0]
+                if delete:
+                    conn.execute(f"DELETE {where}", part)
     return found
+
+
+def feast_online_remaining(settings: Settings, user_ids: list[str]) -> int:
+    """Online rows (SQLite) or keys (Redis) the users still have."""
+    return erase_feast_online(settings, user_ids, delete=False)
 
 
 def _snapshot_files(settings: Settings) -> list[Path]:
@@ -394,25 +364,26 @@ def _snapshot_files(settings: Settings) -> list[Path]:
     return sorted(p for view in USER_VIEWS for p in (root / view).rglob("*.parquet"))
 
 
-def erase_feast_offline(settings: Settings, user_ids: list[str]) -> int:
-    """Rewrite each user-view parquet snapshot without the users (atomically per file)."""
+def erase_feast_offline(settings: Settings, user_ids: list[str], rewrite: bool = True) -> int:
+    """The users' rows in the user-view parquet snapshots; each such file rewritten without
+    them (atomically) unless ``rewrite`` is False."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     wanted = pa.array(user_ids, type=pa.string())
-    removed = 0
+    found = 0
     for path in _snapshot_files(settings):
         table = pq.read_table(path)
         hit = pc.is_in(table["user_id"].cast(pa.string()), value_set=wanted)
         n = int(pc.sum(hit).as_py() or 0)
-        if not n:
+        found += n
+        if not n or not rewrite:
             continue
-        kept = table.filter(pc.invert(hit))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".erase-", suffix=".parquet.tmp")
         os.close(fd)
         try:
-            pq.write_table(kept, tmp)
+            pq.write_table(table.filter(pc.invert(hit)), tmp)
             os.replace(tmp, path)
             # Spark (Hadoop's local file system) checks a file against its `.name.crc`
             # sidecar when the next export reads the snapshots back: the old one no longer
@@ -421,21 +392,11 @@ def erase_feast_offline(settings: Settings, user_ids: list[str]) -> int:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        removed += n
-    return removed
+    return found
 
 
 def feast_offline_remaining(settings: Settings, user_ids: list[str]) -> int:
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    wanted = pa.array(user_ids, type=pa.string())
-    found = 0
-    for path in _snapshot_files(settings):
-        column = pq.read_table(path, columns=["user_id"])["user_id"].cast(pa.string())
-        found += int(pc.sum(pc.is_in(column, value_set=wanted)).as_py() or 0)
-    return found
+    return erase_feast_offline(settings, user_ids, rewrite=False)
 
 
 # -- 5. models ------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -41,7 +40,6 @@ class PublishErasure:
     stage_rows_removed: int = 0
     manifests_rewritten: int = 0
     paths: list[str] = field(default_factory=list)  # what the CDN must forget
-    per_publish: dict[str, int] = field(default_factory=dict)
 
 
 def user_keys(settings: Settings, user_ids: list[str]) -> dict[str, str]:
@@ -69,7 +67,6 @@ def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]
         present = [k for k in object_keys if store.md5(k) is not None]
         removed = store.delete(present) if present else 0
         out.objects_deleted += removed
-        out.per_publish[publish_id] = removed
         out.paths.extend(f"/{k}" for k in object_keys)
         if publish["complete"]:
             out.paths.append(f"/{layout.manifest_key(prefix, publish_id)}")
@@ -215,11 +212,3 @@ def still_published(settings: Settings, store: ObjectStore, keys: list[str]) -> 
         if n:
             found.append(f"stage {publish_id}: {n} rows")
     return found
-
-
-def summary(result: PublishErasure) -> dict[str, Any]:
-    return {
-        "objects_deleted": result.objects_deleted,
-        "stage_rows_removed": result.stage_rows_removed,
-        "manifests_rewritten": result.manifests_rewritten,
-    }
