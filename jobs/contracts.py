@@ -100,3 +100,13 @@ def events_file(events_dir: Path, hour: datetime, part: str) -> Path:
 ASSET_SILVER_EVENTS = "recflow_silver_events"
 ASSET_GOLD_INTERACTIONS = "recflow_gold_interactions"
 ASSET_CHAMPION = "recflow_champion"
+# Emitted by the monitor DAG when a drift metric reaches its alert level; the train DAG
+# is scheduled on gold OR this Asset.
+ASSET_DRIFT = "recflow_drift"
+
+# Attribution (issue 15): the optional event fields that tie an impression or a click to
+# what produced it, and the values ``rec_source`` may take. ``cdn``: the user's published
+# list; ``service``: an online answer (``request_id`` names it); an impression without
+# ``rec_source`` is an organic slot, the baseline.
+ATTRIBUTION_FIELDS: tuple[str, ...] = ("rec_source", "publish_id", "model_version")
+REC_SOURCES: tuple[str, ...] = ("cdn", "service")
