@@ -455,6 +455,36 @@ class Settings(BaseSettings):
     gen_duplicate_fraction: Fraction = Field(
         0.0, description="Synthetic shop: share of events delivered twice."
     )
+    # -- the reacting storefront and injected drift (jobs/sources/storefront.py) ------------
+    gen_react: bool = Field(
+        False,
+        description="Synthetic shop: fill the first impression slots of each session with the"
+        " live recommendations (the current publish; `recflow generate --react`).",
+    )
+    gen_rec_slots: Annotated[int, Field(ge=1, le=50)] = Field(
+        4, description="Reacting shop: impression slots per session shown from the user's list."
+    )
+    gen_recs_url: str | None = Field(
+        None,
+        description="Reacting shop: base URL of the CDN (stand-in) to read recs/latest.json and"
+        " the lists from; default: the publish store itself (RECFLOW_PUBLISH_TARGET).",
+    )
+    gen_service_url: str | None = Field(
+        None,
+        description="Reacting shop: base URL of the online service; users without a published"
+        " list get its /recommend answer instead of popular.json.",
+    )
+    gen_drift_day: Annotated[int, Field(ge=0)] | None = Field(
+        None,
+        description="Synthetic shop: from this day (0 = the first) users' tastes and the catalog"
+        " mix shift (`recflow generate --drift DAY`); unset: no drift.",
+    )
+    gen_drift_share: Fraction = Field(
+        0.6, description="Drift: share of users whose favourite categories move to others."
+    )
+    gen_drift_boost: Annotated[float, Field(ge=1.0, le=100.0)] = Field(
+        5.0, description="Drift: factor on the exposure (popularity) of one trending category."
+    )
 
     @field_validator("spark_master")
     @classmethod

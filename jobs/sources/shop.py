@@ -17,16 +17,20 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from jobs.config import Settings
-from jobs.contracts import EVENT_FIELDS, MAX_ID_LENGTH, Reason
+from jobs.contracts import ATTRIBUTION_FIELDS, EVENT_FIELDS, MAX_ID_LENGTH, Reason
 from jobs.sources.landing import MS_PER_HOUR, write_hour_files, write_text_atomic
+
+if TYPE_CHECKING:
+    from jobs.sources.storefront import Attribution, Storefront
 
 STATE_FILE = "_generator.json"
 N_FACTORS = 8
@@ -121,6 +125,13 @@ class ShopSpec:
     start: str
     malformed_fraction: float = 0.0
     duplicate_fraction: float = 0.0
+    # The reacting storefront and drift (jobs.sources.storefront): not part of the world,
+    # so a shop may be continued with them switched on.
+    react: bool = False
+    rec_slots: int = 4
+    drift_day: int | None = None
+    drift_share: float = 0.6
+    drift_boost: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> ShopSpec:
@@ -132,6 +143,11 @@ class ShopSpec:
             "start": settings.gen_start,
             "malformed_fraction": settings.gen_malformed_fraction,
             "duplicate_fraction": settings.gen_duplicate_fraction,
+            "react": settings.gen_react,
+            "rec_slots": settings.gen_rec_slots,
+            "drift_day": settings.gen_drift_day,
+            "drift_share": settings.gen_drift_share,
+            "drift_boost": settings.gen_drift_boost,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
@@ -165,6 +181,11 @@ class World:
     user_cat_pref: np.ndarray
     user_activity: np.ndarray
     user_consent: np.ndarray
+    # How the tastes were made (category centroids, each user's two favourite categories
+    # and whether the second counts): what injected drift moves (jobs.sources.storefront).
+    centroids: np.ndarray | None = None
+    user_fav: np.ndarray | None = None
+    user_two: np.ndarray | None = None
 
 
 @dataclass
@@ -184,6 +205,11 @@ class GenerationReport:
     items: int = 0
     users: int = 0
     seconds: float = 0.0
+    # Reacting mode: impressions and clicks of recommended slots, and what each day showed.
+    rec_impressions: int = 0
+    rec_clicks: int = 0
+    shown: dict[str, dict[str, object]] = field(default_factory=dict)
+    drift: dict[str, object] | None = None
 
     @property
     def malformed(self) -> int:
@@ -228,7 +254,19 @@ def build_world(spec: ShopSpec) -> World:
     consent = rng.random(spec.n_users) >= 0.02
 
     items = _catalog(spec, rng, item_cat, cats)
-    return World(items, item_vec, item_pop, item_cat, user_vec, pref, activity, consent)
+    return World(
+        items,
+        item_vec,
+        item_pop,
+        item_cat,
+        user_vec,
+        pref,
+        activity,
+        consent,
+        centroids=centroids,
+        user_fav=np.stack([fav1, fav2], axis=1),
+        user_two=two,
+    )
 
 
 def _catalog(
@@ -268,8 +306,16 @@ def item_id(idx: int) -> str:
     return f"i{idx:05d}"
 
 
-def simulate_day(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
-    """All valid events of one day, sorted by time, as contract columns."""
+def simulate_day(
+    spec: ShopSpec, world: World, day: int, storefront: Storefront | None = None
+) -> pd.DataFrame:
+    """All valid events of one day, sorted by time, as contract columns.
+
+    With a ``storefront`` (the reacting mode, :mod:`jobs.sources.storefront`) the first
+    slots of each session show the user's recommended list instead of the generator's own
+    pick; everything else, including every random draw, is the same, so without one the
+    day is byte for byte what it always was.
+    """
     rng = np.random.default_rng([spec.seed, 1, day])
     day_start = spec.start_dt + timedelta(days=day)
     n_users, n_items = world.user_vec.shape[0], world.item_vec.shape[0]
@@ -289,6 +335,18 @@ def simulate_day(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
     i_user = s_user[i_sess]
     i_pos = np.arange(i_sess.size) - np.repeat(np.cumsum(n_imp) - n_imp, n_imp)
     i_item = _sample_items(rng, world, i_user)
+    # Attribution of each impression: an index into the storefront's answers, -1 organic.
+    i_attr = np.full(i_sess.size, -1)
+    attributions: list[Attribution] = []
+    if storefront is not None:
+        offer = storefront.show(np.unique(s_user))
+        attributions = offer.attributions
+        slot = i_pos < offer.items.shape[1]
+        rec = np.full(i_sess.size, -1)
+        rec[slot] = offer.items[i_user[slot], i_pos[slot]]
+        on = rec >= 0
+        i_item[on] = rec[on]
+        i_attr[on] = offer.attr[i_user[on]]
     score = np.einsum("ij,ij->i", world.user_vec[i_user], world.item_vec[i_item])
     logit = -5.0 + 0.55 * score - 0.08 * i_pos + 0.15 * np.log(world.item_pop[i_item] * n_items)
     clicked = rng.random(i_sess.size) < 1.0 / (1.0 + np.exp(-logit))
@@ -311,22 +369,27 @@ def simulate_day(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
     o_item = _sample_items(rng, world, s_user[o_sess], taste_share=0.8)
     o_ts = s_start[o_sess] + rng.uniform(0, 900, o_sess.size)
 
+    # Add-to-carts and purchases carry the position only when a recommendation led to them.
+    a_pos = np.where(i_attr[a_idx] >= 0, i_pos[a_idx], -1)
+    p_pos = np.where(i_attr[p_idx] >= 0, i_pos[p_idx], -1)
     parts = [
-        ("impression", i_sess, i_item, i_ts, i_pos),
-        ("click", i_sess[c_idx], i_item[c_idx], c_ts, i_pos[c_idx]),
-        ("view", i_sess[c_idx], i_item[c_idx], v_ts, i_pos[c_idx]),
-        ("add_to_cart", i_sess[a_idx], i_item[a_idx], a_ts, np.full(a_idx.size, -1)),
-        ("purchase", i_sess[p_idx], i_item[p_idx], p_ts, np.full(p_idx.size, -1)),
-        ("view", o_sess, o_item, o_ts, np.full(o_sess.size, -1)),
+        ("impression", i_sess, i_item, i_ts, i_pos, i_attr),
+        ("click", i_sess[c_idx], i_item[c_idx], c_ts, i_pos[c_idx], i_attr[c_idx]),
+        ("view", i_sess[c_idx], i_item[c_idx], v_ts, i_pos[c_idx], i_attr[c_idx]),
+        ("add_to_cart", i_sess[a_idx], i_item[a_idx], a_ts, a_pos, i_attr[a_idx]),
+        ("purchase", i_sess[p_idx], i_item[p_idx], p_ts, p_pos, i_attr[p_idx]),
+        ("view", o_sess, o_item, o_ts, np.full(o_sess.size, -1), np.full(o_sess.size, -1)),
     ]
     etype = np.concatenate([np.full(p[1].size, p[0]) for p in parts])
     sess = np.concatenate([p[1] for p in parts])
     item = np.concatenate([p[2] for p in parts])
     secs = np.minimum(np.concatenate([p[3] for p in parts]), 86_399.999)
     pos = np.concatenate([p[4] for p in parts])
+    attr = np.concatenate([p[5] for p in parts])
 
     order = np.argsort(secs, kind="stable")
     etype, sess, item, secs, pos = etype[order], sess[order], item[order], secs[order], pos[order]
+    attr = attr[order]
     user = s_user[sess]
     n = etype.size
     ts_ms = int(day_start.timestamp() * 1000) + (secs * 1000).astype(np.int64)
@@ -338,7 +401,15 @@ def simulate_day(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
     shown = pos >= 0
     sess_ids = np.char.add(f"s{spec.seed}-{day}-", sess.astype(str))
     prices = world.items["price"].to_numpy()
-    return pd.DataFrame(
+    if storefront is None:
+        request_id = np.where(shown, np.char.add("r", sess_ids), None)
+        position = pd.Series(pos, dtype="Int64").where(shown)
+    else:
+        # Reacting mode: positions count from 1 (a recommended slot's position is its rank
+        # in the shown list) and request_id names a service answer, nothing else.
+        request_id = _attribution_column(attributions, attr, "request_id")
+        position = pd.Series(pos + 1, dtype="Int64").where(shown)
+    frame = pd.DataFrame(
         {
             "event_id": np.char.add(f"ev{spec.seed}-{day}-", np.arange(n).astype(str)),
             "ts": ts,
@@ -346,14 +417,24 @@ def simulate_day(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
             "item_id": np.char.add("i", np.char.zfill(item.astype(str), 5)),
             "event_type": etype,
             "session_id": sess_ids,
-            "request_id": np.where(shown, np.char.add("r", sess_ids), None),
-            "position": pd.Series(pos, dtype="Int64").where(shown),
+            "request_id": request_id,
+            "position": position,
             "quantity": pd.Series(1 + rng.poisson(0.3, n), dtype="Int64").where(is_buy),
             "price": np.where(is_buy, prices[item], np.nan),
             "consent": world.user_consent[user],
             "_ts_ms": ts_ms,
         }
     )
+    if storefront is not None:
+        for name in ATTRIBUTION_FIELDS:
+            frame[name] = _attribution_column(attributions, attr, name)
+    return frame
+
+
+def _attribution_column(attributions: list[Attribution], attr: np.ndarray, name: str) -> np.ndarray:
+    """One attribution field per event (None for organic events, ``attr`` -1)."""
+    values = np.array([getattr(a, name) for a in attributions] + [None], dtype=object)
+    return values[attr]
 
 
 def _sample_items(
@@ -424,7 +505,8 @@ def _day_lines(
     """(hours, JSON lines) sorted by hour, with duplicates and malformed lines mixed in."""
     rng = np.random.default_rng([spec.seed, 2, day])
     hours = events["_ts_ms"].to_numpy() // MS_PER_HOUR
-    body = events[list(EVENT_FIELDS)]
+    # The reacting mode's events carry the attribution fields as well.
+    body = events[[*EVENT_FIELDS, *(f for f in ATTRIBUTION_FIELDS if f in events.columns)]]
     lines = np.array(body.to_json(orient="records", lines=True).splitlines(), dtype=object)
     n_valid = lines.size
 
@@ -485,12 +567,16 @@ def generate(
     append: bool = False,
     force: bool = False,
     progress: bool = False,
+    storefront: Storefront | None = None,
     **overrides: object,
 ) -> GenerationReport:
     """Write ``days`` days of shop data to the landing folder and return what was written.
 
     Without ``append`` the days start at the spec's first day (rewriting the same bytes if
     they exist: reruns are idempotent); with ``append`` they follow the last day written.
+    ``react`` (or a ``storefront``) shows the live recommendations in the first slots of
+    each session and ``drift_day`` shifts tastes and the catalog mix from that day
+    (:mod:`jobs.sources.storefront`); an appending run keeps a drift recorded earlier.
     """
     spec = ShopSpec.from_settings(settings, **overrides)
     days = days or settings.gen_days
@@ -503,9 +589,26 @@ def generate(
             "use the same seed/users/items/start, another data root, or force=True"
         )
     first = state["days_written"] if (append and state) else 0
+    earlier = (state or {}).get("drift") if append else None
+    if spec.drift_day is None and earlier:
+        spec = replace(
+            spec,
+            drift_day=earlier["from_day"],
+            drift_share=earlier["share"],
+            drift_boost=earlier["boost"],
+        )
     t0 = time.perf_counter()
     world = build_world(spec)
     report = GenerationReport(items=len(world.items), users=len(world.user_vec))
+    drifted = None
+    if spec.drift_day is not None:
+        from jobs.sources.storefront import drift_world
+
+        drifted, report.drift = drift_world(spec, world)
+    if spec.react and storefront is None:
+        from jobs.sources.storefront import PublishedStorefront
+
+        storefront = PublishedStorefront(settings, world, spec.rec_slots)
 
     day_range = range(first, first + days)
     if progress:
@@ -519,7 +622,16 @@ def generate(
             settings.catalog_dir / f"dt={date:%Y-%m-%d}" / "items.jsonl",
             catalog.to_json(orient="records", lines=True),
         )
-        events = simulate_day(spec, world, day)
+        today = world
+        if drifted is not None and spec.drift_day is not None and day >= spec.drift_day:
+            today = drifted
+        events = simulate_day(spec, today, day, storefront)
+        if storefront is not None:
+            report.shown[f"{date:%Y-%m-%d}"] = storefront.describe()
+            rec = events["rec_source"].notna().to_numpy()
+            kind = events["event_type"].to_numpy()
+            report.rec_impressions += int((rec & (kind == "impression")).sum())
+            report.rec_clicks += int((rec & (kind == "click")).sum())
         hours, lines = _day_lines(spec, events, day, report)
         report.files += write_hour_files(settings.events_dir, hours, lines, f"gen-d{day:04d}")
         report.days.append(f"{date:%Y-%m-%d}")
@@ -530,6 +642,11 @@ def generate(
         "days_written": written,
         "start": spec.start_dt.isoformat(),
     }
+    if report.drift is not None:
+        new_state["drift"] = report.drift
+    shown = {**((state or {}).get("shown", {}) if not force else {}), **report.shown}
+    if shown:
+        new_state["shown"] = dict(sorted(shown.items()))
     write_text_atomic(state_path, json.dumps(new_state, indent=2) + "\n")
     report.seconds = time.perf_counter() - t0
     return report

@@ -1,0 +1,373 @@
+"""The storefront of the synthetic shop: live recommendations in the page, and drift.
+
+Reads: ``recs/latest.json``, the users' list objects and ``popular.json`` of the live
+publish — from the publish store (:mod:`jobs.publish.storage`, the bytes the CDN serves)
+or over HTTP from the CDN stand-in (``RECFLOW_GEN_RECS_URL``) — and, for users without a
+published list, the online service's ``/recommend`` when ``RECFLOW_GEN_SERVICE_URL`` is
+set. Writes nothing itself: :func:`jobs.sources.shop.generate` writes the events.
+
+**Reacting mode** (``recflow generate --react``). Each session's first
+``RECFLOW_GEN_REC_SLOTS`` impression slots show the user's recommended list, in rank
+order, instead of the generator's own pick. A known user's list is their published object
+(keyed by :func:`jobs.subjects.user_key`, as the site's backend computes it); anyone
+without one sees ``popular.json`` or the service's answer. Users click, add to cart and
+buy those slots through exactly the affinity model of the organic ones (their hidden
+taste against the item's, see :func:`jobs.sources.shop.simulate_day`), so a list that
+matches the tastes better earns a higher click-through rate and a broken one a lower.
+The events of a recommended slot and everything that follows it (click, view,
+add-to-cart, purchase) carry the attribution fields of :data:`jobs.contracts.ATTRIBUTION_FIELDS`
+— ``rec_source`` (``cdn`` or ``service``), ``publish_id``, ``model_version`` — plus
+``position`` (the 1-based rank in the shown list) and, for service answers, the answer's
+``request_id``. Organic events carry none of them (and no ``request_id``); their
+``position`` is the 1-based slot on the page. A published object's extra fields (such as a
+control group's ``"group": "control"``) change nothing here: what is shown is shown. Day
+``d`` stays a function of (seed, ``d``, what was shown): the storefront replaces items
+after every random draw is made.
+
+**Drift** (``recflow generate --drift DAY``). From day ``DAY`` on, three things change at
+once, all drawn from the seed alone (the same for every later day):
+
+- tastes: a share ``RECFLOW_GEN_DRIFT_SHARE`` of users move their favourite categories
+  along one cycle through all categories (every category maps to another one), both
+  their hidden taste vector (its category-centroid part is replaced, its personal noise
+  kept) and the category preference their browsing follows; the champion's lists,
+  learnt on the old tastes, then fit those users worse — its CTR drops;
+- activity: the moved users come 1.5 times as often (exploring a new interest), so the
+  distribution of events per user moves;
+- catalog mix: one trending category's items get ``RECFLOW_GEN_DRIFT_BOOST`` times their
+  exposure, so item popularity and the category mix of impressions move.
+
+The drift is recorded in ``_generator.json`` (day, share, boost, the category cycle and
+the trending category) and kept on ``--append`` runs that do not name one, so appending
+days after a drift gives what one long run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from jobs.config import Settings
+from jobs.publish import layout
+from jobs.sources.shop import CATEGORIES, ShopSpec, World, user_id
+
+if TYPE_CHECKING:
+    from jobs.model.artifact import RecModel
+
+# Users whose tastes drift come this much more often (see the module docstring).
+DRIFT_ACTIVITY = 1.5
+HTTP_TIMEOUT_SECONDS = 10.0
+
+Fetch = Callable[[str], bytes | None]
+
+
+class StorefrontError(RuntimeError):
+    """The storefront cannot show recommendations (nothing published, service down)."""
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """What produced a shown list: the fields its events carry."""
+
+    rec_source: str
+    publish_id: str | None
+    model_version: str | None
+    request_id: str | None = None
+
+
+@dataclass
+class Shown:
+    """One day's recommended slots: per shop user, item indices and their attribution.
+
+    ``items`` is (users, slots) of shop item indices, ``-1`` for an empty slot (a shorter
+    list); ``attr`` indexes ``attributions`` per user, ``-1`` when nothing was shown.
+    """
+
+    items: np.ndarray
+    attr: np.ndarray
+    attributions: list[Attribution]
+
+
+class Storefront(Protocol):
+    """Something that decides what each active user is shown in the recommended slots."""
+
+    def show(self, users: np.ndarray) -> Shown:
+        """Lists for the given shop user indices (the users with a session today)."""
+        ...
+
+    def describe(self) -> dict[str, object]:
+        """What was shown last (publish, model version), for ``_generator.json``."""
+        ...
+
+
+class _Collector:
+    """Builds a :class:`Shown` user by user, interning equal attributions."""
+
+    def __init__(self, n_users: int, slots: int) -> None:
+        self.items = np.full((n_users, slots), -1, dtype=np.int64)
+        self.attr = np.full(n_users, -1, dtype=np.int64)
+        self.index: dict[Attribution, int] = {}
+
+    def add(self, user: int, items: list[int], attribution: Attribution) -> None:
+        items = items[: self.items.shape[1]]
+        if not items:
+            return  # an empty list shows nothing: those slots stay organic
+        self.items[user, : len(items)] = items
+        self.attr[user] = self.index.setdefault(attribution, len(self.index))
+
+    def shown(self) -> Shown:
+        return Shown(self.items, self.attr, list(self.index))
+
+
+def item_index(world: World) -> dict[str, int]:
+    """Shop item id → row of the world's item arrays."""
+    return {str(i): n for n, i in enumerate(world.items["item_id"])}
+
+
+# -- a model in memory (tests, benchmarks) -------------------------------------------------
+
+
+@dataclass
+class ModelStorefront:
+    """Lists ranked in memory by a :class:`RecModel`, as its publish would show them.
+
+    Known users get their top ``slots`` (seen items excluded, as published); the others
+    the model's public popular list. Used by tests and benchmarks to put a model — a
+    trained one, or one built from the world's true tastes — in front of the shoppers
+    without publishing it.
+    """
+
+    model: RecModel
+    world: World
+    slots: int
+    publish_id: str | None = None
+    model_version: str | None = None
+    rec_source: str = "cdn"
+    _to_shop: np.ndarray = field(init=False, repr=False)
+    _popular: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shop = item_index(self.world)
+        self._to_shop = np.array([shop.get(str(i), -1) for i in self.model.item_ids])
+        public = np.where(
+            np.isfinite(self.model.public_popularity), self.model.public_popularity, -np.inf
+        )
+        order = np.argsort(-public, kind="stable")
+        order = order[np.isfinite(public[order]) & (self._to_shop[order] >= 0)]
+        self._popular = self._to_shop[order[: self.slots]].tolist()
+
+    def show(self, users: np.ndarray) -> Shown:
+        out = _Collector(len(self.world.user_vec), self.slots)
+        attribution = Attribution(self.rec_source, self.publish_id, self.model_version)
+        rows = np.array([self.model.user_index.get(user_id(int(u)), -1) for u in users])
+        known = rows >= 0
+        if known.any():
+            idx, _ = self.model.recommend_rows(rows[known], self.slots)
+            for user, row in zip(users[known], idx, strict=True):
+                shop = self._to_shop[row[row >= 0]]
+                out.add(int(user), shop[shop >= 0].tolist(), attribution)
+        for user in users[~known]:
+            out.add(int(user), self._popular, attribution)
+        return out.shown()
+
+    def describe(self) -> dict[str, object]:
+        return {"publish_id": self.publish_id, "model_version": self.model_version}
+
+
+# -- the live publish (the product's own path) -----------------------------------------------
+
+
+def store_fetch(settings: Settings) -> Fetch:
+    """Objects by key from the publish store (the local bucket or S3)."""
+    from jobs.publish.storage import open_store
+
+    return open_store(settings).get
+
+
+def http_fetch(base_url: str) -> Fetch:
+    """Objects by key from the CDN (stand-in) over HTTP: a 404 is a missing object."""
+    base = base_url.rstrip("/")
+
+    def fetch(key: str) -> bytes | None:
+        request = urllib.request.Request(f"{base}/{key}", headers={"Accept-Encoding": "gzip"})
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as answer:
+                return answer.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise StorefrontError(f"CDN {base} answered {exc.code} for {key}") from exc
+        except urllib.error.URLError as exc:
+            raise StorefrontError(
+                f"cannot reach the CDN at {base} (RECFLOW_GEN_RECS_URL): {exc.reason}"
+            ) from exc
+
+    return fetch
+
+
+class PublishedStorefront:
+    """The live publish as the site shows it: ``latest.json`` → the user's object.
+
+    ``latest.json`` is read again for every day, so a publish between two generated days
+    is what the second one shows. Objects are immutable per publish, so each is fetched
+    once and kept for later days of the same publish.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        world: World,
+        slots: int,
+        fetch: Fetch | None = None,
+        service_url: str | None = None,
+    ) -> None:
+        self.secret = settings.hmac_secret()
+        self.latest = layout.latest_key(settings.publish_prefix)
+        self.fetch = fetch or (
+            http_fetch(settings.gen_recs_url) if settings.gen_recs_url else store_fetch(settings)
+        )
+        self.service_url = (service_url or settings.gen_service_url or "").rstrip("/") or None
+        self.where = settings.gen_recs_url or str(settings.publish_dir)
+        self.world, self.slots = world, slots
+        self.shop = item_index(world)
+        self.cache: dict[str, tuple[list[int], Attribution]] = {}
+        self.last: dict[str, object] = {}
+
+    def _live(self) -> dict[str, Any]:
+        data = self.fetch(self.latest)
+        if data is None:
+            raise StorefrontError(
+                f"nothing published at {self.where} ({self.latest} is missing): the reacting "
+                "shop shows the live recommendations; run `recflow publish` first, or "
+                "generate without --react"
+            )
+        return layout.decode(data)
+
+    def _list(self, body: dict[str, Any]) -> list[int]:
+        """Shop item indices of a list body, in rank order (unknown ids skipped)."""
+        ranked = sorted(body.get("items", []), key=lambda x: x["rank"])
+        found = (self.shop.get(str(x["item_id"]), -1) for x in ranked)
+        return [i for i in found if i >= 0][: self.slots]
+
+    def _object(self, key: str) -> tuple[list[int], Attribution] | None:
+        if key not in self.cache:
+            data = self.fetch(key)
+            if data is None:
+                return None
+            body = layout.decode(data)
+            model = body.get("model") or {}
+            version = model.get("version")
+            attribution = Attribution(
+                "cdn", body.get("publish_id"), None if version is None else str(version)
+            )
+            self.cache[key] = (self._list(body), attribution)
+        return self.cache[key]
+
+    def _ask_service(self, uid: str, key: str) -> tuple[list[int], Attribution]:
+        payload = json.dumps({"user_id": uid, "user_key": key, "k": self.slots}).encode()
+        request = urllib.request.Request(
+            f"{self.service_url}/recommend",
+            data=payload,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as answer:
+                body = json.load(answer)
+        except (urllib.error.URLError, ValueError) as exc:
+            raise StorefrontError(
+                f"the online service at {self.service_url} (RECFLOW_GEN_SERVICE_URL) did not "
+                f"answer /recommend for a user without a published list: {exc}"
+            ) from exc
+        attribution = Attribution(
+            "service", None, str(body["model_version"]), str(body["request_id"])
+        )
+        return self._list(body), attribution
+
+    def show(self, users: np.ndarray) -> Shown:
+        live = self._live()
+        popular = self._object(live["popular"])
+        if popular is None:
+            raise StorefrontError(f"live publish {live['publish_id']} has no popular.json")
+        out = _Collector(len(self.world.user_vec), self.slots)
+        served = {"cdn": 0, "service": 0, "popular": 0}
+        for u in users:
+            uid = user_id(int(u))
+            key = layout.user_key(self.secret, uid)
+            found = self._object(live["users"].format(kk=key[:2], key=key))
+            if found is None and self.service_url:
+                found = self._ask_service(uid, key)
+                served["service"] += 1
+            elif found is None:
+                found = popular
+                served["popular"] += 1
+            else:
+                served["cdn"] += 1
+            out.add(int(u), *found)
+        model = live.get("model") or {}
+        self.last = {
+            "publish_id": live["publish_id"],
+            "model_version": model.get("version"),
+            "users": served,
+        }
+        return out.shown()
+
+    def describe(self) -> dict[str, object]:
+        return dict(self.last)
+
+
+# -- drift -------------------------------------------------------------------------------------
+
+
+def drift_world(spec: ShopSpec, world: World) -> tuple[World, dict[str, object]]:
+    """The world from ``spec.drift_day`` on, and what changed (for ``_generator.json``)."""
+    if world.centroids is None or world.user_fav is None or world.user_two is None:
+        raise ValueError("drift needs a world from build_world (its centroids and favourites)")
+    rng = np.random.default_rng([spec.seed, 4])
+    n_users, n_cat = world.user_vec.shape[0], world.centroids.shape[0]
+    # One cycle through every category: each maps to another one, none to itself.
+    order = rng.permutation(n_cat)
+    cycle = np.empty(n_cat, dtype=np.int64)
+    cycle[order] = np.roll(order, -1)
+    moved = rng.random(n_users) < spec.drift_share
+    trending = int(rng.integers(n_cat))
+
+    fav = np.where(moved[:, None], cycle[world.user_fav], world.user_fav)
+    old_base = _taste_base(world.centroids, world.user_fav, world.user_two)
+    new_base = _taste_base(world.centroids, fav, world.user_two)
+    pref = np.full((n_users, n_cat), 0.04)
+    pref[np.arange(n_users), fav[:, 0]] += 1.0
+    pref[np.arange(n_users), fav[:, 1]] += np.where(world.user_two, 0.8, 0.0)
+    pref /= pref.sum(axis=1, keepdims=True)
+    pop = world.item_pop * np.where(world.item_cat == trending, spec.drift_boost, 1.0)
+    drifted = replace(
+        world,
+        user_vec=world.user_vec - old_base + new_base,
+        user_cat_pref=pref,
+        user_activity=world.user_activity * np.where(moved, DRIFT_ACTIVITY, 1.0),
+        item_pop=pop / pop.sum(),
+        user_fav=fav,
+    )
+    cats = list(CATEGORIES)
+    info: dict[str, object] = {
+        "from_day": spec.drift_day,
+        "share": spec.drift_share,
+        "boost": spec.drift_boost,
+        "moved_users": int(moved.sum()),
+        "activity_factor": DRIFT_ACTIVITY,
+        "category_cycle": {cats[c]: cats[int(cycle[c])] for c in range(n_cat)},
+        "trending_category": cats[trending],
+    }
+    return drifted, info
+
+
+def _taste_base(centroids: np.ndarray, fav: np.ndarray, two: np.ndarray) -> np.ndarray:
+    """The category part of a taste vector, as build_world composes it."""
+    return np.where(
+        two[:, None], 0.5 * (centroids[fav[:, 0]] + centroids[fav[:, 1]]), centroids[fav[:, 0]]
+    )
