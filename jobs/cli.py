@@ -60,9 +60,22 @@ def generate(
     force: Annotated[
         bool, typer.Option(help="Replace a shop generated with another spec.")
     ] = False,
+    react: Annotated[
+        bool,
+        typer.Option(
+            "--react", help="Show the live recommendations in the first slots (RECFLOW_GEN_REACT)."
+        ),
+    ] = False,
+    drift: Annotated[
+        int | None,
+        typer.Option(
+            "--drift", metavar="DAY", help="From this day (0 = first) tastes and catalog mix shift."
+        ),
+    ] = None,
 ) -> None:
     """Write a synthetic shop (catalog + clickstream) into the landing folder."""
     from jobs.sources.shop import generate as run
+    from jobs.sources.storefront import StorefrontError
 
     settings = _settings()
     try:
@@ -77,8 +90,10 @@ def generate(
             n_items=items,
             malformed_fraction=malformed,
             duplicate_fraction=duplicates,
+            react=react or None,
+            drift_day=drift,
         )
-    except ValueError as exc:
+    except (ValueError, StorefrontError) as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.echo(f"landing: {settings.landing_dir}")
@@ -90,6 +105,13 @@ def generate(
     imp = report.events_by_type.get("impression", 0)
     if imp:
         typer.echo(f"CTR:     {report.events_by_type.get('click', 0) / imp:.2%}")
+    if report.rec_impressions:
+        typer.echo(
+            f"recommended slots: {report.rec_impressions:,} impressions, CTR "
+            f"{report.rec_clicks / report.rec_impressions:.2%} (live: {report.shown})"
+        )
+    if report.drift:
+        typer.echo(f"drift:   {report.drift}")
     typer.echo(
         f"lines {report.lines:,} (duplicates {report.duplicates:,}, "
         f"malformed {report.malformed:,}) in {report.seconds:.1f} s = "

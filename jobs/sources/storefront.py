@@ -371,3 +371,51 @@ def _taste_base(centroids: np.ndarray, fav: np.ndarray, two: np.ndarray) -> np.n
     return np.where(
         two[:, None], 0.5 * (centroids[fav[:, 0]] + centroids[fav[:, 1]]), centroids[fav[:, 0]]
     )
+
+
+# -- reference models: the ceiling and the floors of what a recommender can earn ---------------
+
+
+def reference_model(world: World, kind: str = "oracle", seed: int = 0) -> RecModel:
+    """A :class:`RecModel` over the shop's ids built from its hidden tastes, not from data.
+
+    ``oracle`` ranks by exactly the click logit's user-item part (taste affinity plus the
+    popularity term, :func:`jobs.sources.shop.simulate_day`): the best CTR a list can earn.
+    ``shuffled`` is the oracle with its item rows permuted (a broken model: confident and
+    wrong); ``popular`` gives everyone the items with the most expected interactions in
+    the organic shop (exposure times mean click probability over users: what counting
+    interactions converges to, the non-personal baseline). Benchmarks and tests put them
+    in front of the shoppers to check that CTR tells them apart.
+    """
+    from jobs.model.artifact import RecModel
+    from jobs.model.ranking import Seen
+    from jobs.sources.shop import item_id
+
+    n_users, n_items = world.user_vec.shape[0], world.item_vec.shape[0]
+    # 0.15 / 0.55: the popularity and affinity weights of the click logit in simulate_day.
+    bonus = (0.15 / 0.55) * np.log(world.item_pop * n_items)
+    users = np.hstack([world.user_vec, np.ones((n_users, 1))])
+    items = np.hstack([world.item_vec, bonus[:, None]])
+    if kind == "shuffled":
+        items = items[np.random.default_rng(seed).permutation(n_items)]
+    elif kind == "popular":
+        # Mean click probability over (up to) the first 5,000 users: bounded memory.
+        sample = world.user_vec[:5000]
+        logit = -5.0 + 0.55 * sample @ world.item_vec.T + 0.15 * np.log(world.item_pop * n_items)
+        expected = world.item_pop * (1.0 / (1.0 + np.exp(-logit))).mean(axis=0)
+        users, items = np.ones((n_users, 1)), (expected / expected.max())[:, None]
+    elif kind != "oracle":
+        raise ValueError(f"reference model kind {kind!r}: expected oracle, shuffled or popular")
+    pop = (items[:, 0] if kind == "popular" else world.item_pop).astype(np.float32)
+    return RecModel(
+        user_ids=np.array([user_id(u) for u in range(n_users)]),
+        item_ids=np.array([item_id(i) for i in range(n_items)]),
+        user_factors=users,
+        item_factors=items,
+        popularity=pop,
+        seen=Seen.from_lists([[] for _ in range(n_users)]),
+        params={"reference": kind},
+        # The true popularity released as is: no people behind it to protect.
+        public_popularity=pop,
+        public_budget={"mechanism": f"reference model ({kind})"},
+    )

@@ -1,0 +1,270 @@
+"""The reacting shop and injected drift, without Spark: models put in front of shoppers
+in memory, CTR and attribution counted independently from the landing files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from jobs.config import Settings, load_settings
+from jobs.contracts import ATTRIBUTION_FIELDS, REC_SOURCES
+from jobs.publish import layout
+from jobs.sources.shop import ShopSpec, build_world, generate
+from jobs.sources.storefront import (
+    ModelStorefront,
+    PublishedStorefront,
+    StorefrontError,
+    reference_model,
+)
+
+SLOTS = 4
+PUBLISH_ID = "20261101T000000Z-v7"
+
+
+def _settings(root: Path, users: int = 1500, items: int = 200) -> Settings:
+    return load_settings(data_root=root, gen_users=users, gen_items=items)
+
+
+def _storefront(settings: Settings, kind: str, **spec: Any) -> ModelStorefront:
+    world = build_world(ShopSpec.from_settings(settings, **spec))
+    return ModelStorefront(reference_model(world, kind), world, SLOTS, PUBLISH_ID, "7")
+
+
+def _records(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        json.loads(line)
+        for p in sorted(settings.events_dir.rglob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+
+
+def _day(record: dict[str, Any]) -> str:
+    """The UTC date of an event, whichever way its ``ts`` is written."""
+    ts = record["ts"]
+    if isinstance(ts, int):
+        return datetime.fromtimestamp(ts / 1000, tz=UTC).strftime("%Y-%m-%d")
+    return str(ts)[:10]
+
+
+def _ctr(records: list[dict[str, Any]], day: str | None = None) -> tuple[float, float]:
+    """(CTR of recommended slots, CTR of organic slots), counted from the landing lines."""
+    n: Counter[tuple[bool, str]] = Counter()
+    for r in records:
+        if day is None or _day(r) == day:
+            n[(r.get("rec_source") is not None, r["event_type"])] += 1
+    return (
+        n[(True, "click")] / n[(True, "impression")],
+        n[(False, "click")] / n[(False, "impression")],
+    )
+
+
+def _digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_a_better_list_earns_a_higher_ctr(tmp_path: Path) -> None:
+    """oracle > popularity > shuffled, on the same users, days and organic slots."""
+    ctr = {}
+    for kind in ("oracle", "popular", "shuffled"):
+        s = _settings(tmp_path / kind)
+        report = generate(s, days=2, storefront=_storefront(s, kind))
+        rec, organic = _ctr(_records(s))
+        ctr[kind] = rec
+        assert report.rec_impressions > 5_000
+        assert 0.02 < organic < 0.08  # the organic slots keep the shop's usual funnel
+    assert ctr["oracle"] > 2 * ctr["popular"], ctr
+    assert ctr["popular"] > 1.15 * ctr["shuffled"], ctr
+
+
+def test_drift_costs_the_old_oracle_ctr_and_moves_the_category_mix(tmp_path: Path) -> None:
+    drift, steady = _settings(tmp_path / "drift", 2500), _settings(tmp_path / "steady", 2500)
+    report = generate(drift, days=4, drift_day=2, storefront=_storefront(drift, "oracle"))
+    generate(steady, days=4, storefront=_storefront(steady, "oracle"))
+    days = [f"2026-11-0{d}" for d in range(1, 5)]
+
+    drifting, stable = _records(drift), _records(steady)
+    before = [_ctr(drifting, d)[0] for d in days[:2]]
+    after = [_ctr(drifting, d)[0] for d in days[2:]]
+    assert max(after) < 0.7 * min(before), (before, after)
+    steady_ctr = [_ctr(stable, d)[0] for d in days]
+    assert max(steady_ctr) < 1.2 * min(steady_ctr), steady_ctr
+    assert before == steady_ctr[:2]  # nothing changes before the drift day
+
+    catalog = {
+        json.loads(x)["item_id"]: json.loads(x)["category"]
+        for x in (drift.catalog_dir / "dt=2026-11-01" / "items.jsonl").read_text().splitlines()
+    }
+
+    def mix(records: list[dict[str, Any]], wanted: list[str]) -> dict[str, float]:
+        c = Counter(
+            catalog[r["item_id"]]
+            for r in records
+            if r["event_type"] == "impression" and _day(r) in wanted
+        )
+        return {k: v / c.total() for k, v in c.items()}
+
+    def total_variation(records: list[dict[str, Any]]) -> float:
+        old, new = mix(records, days[:2]), mix(records, days[2:])
+        return 0.5 * sum(abs(old.get(k, 0) - new.get(k, 0)) for k in old | new)
+
+    moved, still = total_variation(drifting), total_variation(stable)
+    assert moved > 0.05 and moved > 4 * still, (moved, still)
+    old, new = mix(drifting, days[:2]), mix(drifting, days[2:])
+    trending = report.drift["trending_category"]  # type: ignore[index]
+    assert new[trending] > 1.5 * old[trending]
+    per_user = Counter(r["user_id"] for r in drifting if _day(r) in days[2:])
+    per_user_before = Counter(r["user_id"] for r in drifting if _day(r) in days[:2])
+    assert per_user.total() > 1.15 * per_user_before.total()  # moved users come more often
+
+    state = json.loads((drift.landing_dir / "_generator.json").read_text())
+    assert state["drift"]["from_day"] == 2 and state["drift"]["moved_users"] > 0
+    assert set(state["shown"]) == set(days)
+
+
+def test_an_appending_run_keeps_the_recorded_drift(tmp_path: Path) -> None:
+    long, inc = _settings(tmp_path / "long", 300, 80), _settings(tmp_path / "inc", 300, 80)
+    generate(long, days=3, drift_day=1)
+    generate(inc, days=1, drift_day=1)
+    generate(inc, days=2, append=True)  # no drift named: the recorded one goes on
+    assert _digest(long.landing_dir) == _digest(inc.landing_dir)
+
+
+def test_attribution_marks_exactly_the_recommended_slots_and_what_followed(
+    tmp_path: Path,
+) -> None:
+    s = _settings(tmp_path, 600, 150)
+    front = _storefront(s, "oracle")
+    report = generate(s, days=1, storefront=front)
+    records = _records(s)
+    model = front.model
+
+    # Independently: each session's first SLOTS slots are the user's top list, in order.
+    lists = {
+        uid: [str(i) for i in model.item_ids[row]]
+        for uid, row in zip(
+            model.user_ids, model.recommend_rows(np.arange(len(model.user_ids)), SLOTS)[0]
+        )
+    }
+    sessions: defaultdict[str, int] = defaultdict(int)
+    impressions: dict[tuple[str, str, int], bool] = {}
+    rec_clicks = 0
+    for r in records:
+        attributed = [f for f in ATTRIBUTION_FIELDS if r.get(f) is not None]
+        assert attributed in ([], list(ATTRIBUTION_FIELDS)), r
+        if r["event_type"] == "impression":
+            sessions[r["session_id"]] += 1
+            pos = r["position"]
+            is_rec = pos <= SLOTS
+            assert bool(attributed) == is_rec, r
+            if is_rec:
+                assert r["item_id"] == lists[r["user_id"]][pos - 1]
+                assert r["rec_source"] in REC_SOURCES and r["rec_source"] == "cdn"
+                assert (r["publish_id"], r["model_version"]) == (PUBLISH_ID, "7")
+            assert r["request_id"] is None  # neither CDN lists nor organic slots have one
+            impressions[(r["session_id"], r["item_id"], pos)] = is_rec
+    expected_rec_impressions = SLOTS * len(sessions)  # every session has at least 4 slots
+    n_rec_impressions = sum(impressions.values())
+    assert n_rec_impressions == expected_rec_impressions == report.rec_impressions
+
+    for r in records:
+        if r["event_type"] == "impression":
+            continue
+        if r["event_type"] in ("click", "view") and r["position"] is not None:
+            # A click (and the view it opens) carries what its impression carried.
+            is_rec = impressions[(r["session_id"], r["item_id"], r["position"])]
+            assert (r.get("rec_source") is not None) == is_rec, r
+            rec_clicks += is_rec and r["event_type"] == "click"
+        elif r["event_type"] in ("add_to_cart", "purchase"):
+            if r.get("rec_source") is not None:
+                assert impressions[(r["session_id"], r["item_id"], r["position"])] is True
+            else:
+                assert r["position"] is None
+        else:
+            assert r.get("rec_source") is None  # organic browsing views
+    assert rec_clicks == report.rec_clicks > 0
+    follow = Counter(r["event_type"] for r in records if r.get("rec_source"))
+    assert follow["view"] >= follow["click"] > follow["add_to_cart"] >= follow["purchase"] > 0
+
+
+def test_plain_mode_carries_no_attribution(settings: Settings) -> None:
+    generate(settings, days=1)
+    assert not any(set(ATTRIBUTION_FIELDS) & set(r) for r in _records(settings))
+
+
+def test_same_lists_same_bytes_other_lists_other_bytes(tmp_path: Path) -> None:
+    digests = []
+    for name, kind in (("a", "oracle"), ("b", "oracle"), ("c", "shuffled")):
+        s = _settings(tmp_path / name, 300, 80)
+        generate(s, days=2, drift_day=1, storefront=_storefront(s, kind))
+        digests.append(_digest(s.landing_dir))
+    assert digests[0] == digests[1] != digests[2]
+
+
+def test_react_without_a_publish_is_a_clear_error(settings: Settings) -> None:
+    with pytest.raises(StorefrontError, match="nothing published .* run `recflow publish`"):
+        generate(settings, days=1, react=True)
+    assert not settings.events_dir.exists()
+
+
+def test_cli_generate_drift_and_react(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.cli import app
+    from jobs.config import get_settings
+
+    monkeypatch.setenv("RECFLOW_DATA_ROOT", str(settings.data_root))
+    get_settings.cache_clear()
+    runner = CliRunner()
+    done = runner.invoke(app, ["generate", "--days", "2", "--users", "200", "--drift", "1"])
+    assert done.exit_code == 0, done.output
+    assert "trending_category" in done.output
+    state = json.loads((settings.landing_dir / "_generator.json").read_text())
+    assert state["drift"]["from_day"] == 1
+    refused = runner.invoke(app, ["generate", "--days", "1", "--users", "200", "--react"])
+    assert refused.exit_code == 1 and "nothing published" in refused.output
+
+
+# -- reading a published list body (a parser: property-based) ---------------------------------
+
+
+class _NoStore:
+    def __call__(self, key: str) -> bytes | None:
+        return None
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(
+    ids=st.lists(
+        st.one_of(
+            st.integers(0, 79).map(lambda i: f"i{i:05d}"), st.text(min_size=1, max_size=12)
+        ),
+        max_size=30,
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_a_list_body_is_read_in_rank_order_keeping_known_items(ids: list[str], seed: int) -> None:
+    world = _LIST_WORLD
+    front = PublishedStorefront(_LIST_SETTINGS, world, SLOTS, fetch=_NoStore())
+    ranks = np.random.default_rng(seed).permutation(len(ids)) + 1
+    body = {"items": [{"item_id": i, "rank": int(r), "score": 0.0} for i, r in zip(ids, ranks)]}
+    by_rank = [i for _, i in sorted(zip(ranks, ids, strict=True))]
+    known = {f"i{n:05d}": n for n in range(80)}
+    expected = [known[i] for i in by_rank if i in known][:SLOTS]
+    assert front._list(body) == expected
+    assert front._list(layout.decode(layout.encode(body))) == expected
+
+
+_LIST_SETTINGS = load_settings(data_root=Path("/nonexistent-recflow-root"), gen_items=80)
+_LIST_WORLD = build_world(ShopSpec.from_settings(_LIST_SETTINGS, n_users=10))
