@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings as hsettings
+from hypothesis import given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -156,7 +157,9 @@ def test_attribution_marks_exactly_the_recommended_slots_and_what_followed(
     lists = {
         uid: [str(i) for i in model.item_ids[row]]
         for uid, row in zip(
-            model.user_ids, model.recommend_rows(np.arange(len(model.user_ids)), SLOTS)[0]
+            model.user_ids,
+            model.recommend_rows(np.arange(len(model.user_ids)), SLOTS)[0],
+            strict=True,
         )
     }
     sessions: defaultdict[str, int] = defaultdict(int)
@@ -215,7 +218,7 @@ def test_same_lists_same_bytes_other_lists_other_bytes(tmp_path: Path) -> None:
 
 
 def test_react_without_a_publish_is_a_clear_error(settings: Settings) -> None:
-    with pytest.raises(StorefrontError, match="nothing published .* run `recflow publish`"):
+    with pytest.raises(StorefrontError, match=r"nothing published .* run `recflow publish`"):
         generate(settings, days=1, react=True)
     assert not settings.events_dir.exists()
 
@@ -247,9 +250,7 @@ class _NoStore:
 @hsettings(max_examples=150, deadline=None)
 @given(
     ids=st.lists(
-        st.one_of(
-            st.integers(0, 79).map(lambda i: f"i{i:05d}"), st.text(min_size=1, max_size=12)
-        ),
+        st.one_of(st.integers(0, 79).map(lambda i: f"i{i:05d}"), st.text(min_size=1, max_size=12)),
         max_size=30,
     ),
     seed=st.integers(0, 2**16),
@@ -258,7 +259,8 @@ def test_a_list_body_is_read_in_rank_order_keeping_known_items(ids: list[str], s
     world = _LIST_WORLD
     front = PublishedStorefront(_LIST_SETTINGS, world, SLOTS, fetch=_NoStore())
     ranks = np.random.default_rng(seed).permutation(len(ids)) + 1
-    body = {"items": [{"item_id": i, "rank": int(r), "score": 0.0} for i, r in zip(ids, ranks)]}
+    pairs = zip(ids, ranks, strict=True)
+    body = {"items": [{"item_id": i, "rank": int(r), "score": 0.0} for i, r in pairs]}
     by_rank = [i for _, i in sorted(zip(ranks, ids, strict=True))]
     known = {f"i{n:05d}": n for n in range(80)}
     expected = [known[i] for i in by_rank if i in known][:SLOTS]
