@@ -48,7 +48,9 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -63,6 +65,8 @@ if TYPE_CHECKING:
 # Users whose tastes drift come this much more often (see the module docstring).
 DRIFT_ACTIVITY = 1.5
 HTTP_TIMEOUT_SECONDS = 10.0
+# Concurrent object reads of a day's lists (S3 and the CDN answer in parallel).
+FETCH_WORKERS = 8
 
 Fetch = Callable[[str], bytes | None]
 
@@ -236,7 +240,8 @@ class PublishedStorefront:
         self.where = settings.gen_recs_url or str(settings.publish_dir)
         self.world, self.slots = world, slots
         self.shop = item_index(world)
-        self.cache: dict[str, tuple[list[int], Attribution]] = {}
+        # Per object key; None: no such object (publishes are immutable, so kept too).
+        self.cache: dict[str, tuple[list[int], Attribution] | None] = {}
         self.last: dict[str, object] = {}
 
     def _live(self) -> dict[str, Any]:
@@ -251,23 +256,41 @@ class PublishedStorefront:
 
     def _list(self, body: dict[str, Any]) -> list[int]:
         """Shop item indices of a list body, in rank order (unknown ids skipped)."""
-        ranked = sorted(body.get("items", []), key=lambda x: x["rank"])
-        found = (self.shop.get(str(x["item_id"]), -1) for x in ranked)
-        return [i for i in found if i >= 0][: self.slots]
+        out: list[int] = []
+        for entry in sorted(body.get("items", []), key=itemgetter("rank")):
+            found = self.shop.get(str(entry["item_id"]), -1)
+            if found >= 0:
+                out.append(found)
+                if len(out) == self.slots:
+                    break
+        return out
+
+    def _read(self, key: str) -> tuple[list[int], Attribution] | None:
+        """One published list object, decoded; None when the user has none."""
+        data = self.fetch(key)
+        if data is None:
+            return None
+        body = layout.decode(data)
+        model = body.get("model") or {}
+        version = model.get("version")
+        attribution = Attribution(
+            "cdn", body.get("publish_id"), None if version is None else str(version)
+        )
+        return self._list(body), attribution
 
     def _object(self, key: str) -> tuple[list[int], Attribution] | None:
         if key not in self.cache:
-            data = self.fetch(key)
-            if data is None:
-                return None
-            body = layout.decode(data)
-            model = body.get("model") or {}
-            version = model.get("version")
-            attribution = Attribution(
-                "cdn", body.get("publish_id"), None if version is None else str(version)
-            )
-            self.cache[key] = (self._list(body), attribution)
+            self.cache[key] = self._read(key)
         return self.cache[key]
+
+    def _prefetch(self, keys: list[str]) -> None:
+        """Fetch the objects not read yet, concurrently (the store or CDN is I/O-bound)."""
+        missing = list(dict.fromkeys(k for k in keys if k not in self.cache))
+        if not missing:
+            return
+        with ThreadPoolExecutor(max_workers=FETCH_WORKERS) as pool:
+            for key, found in zip(missing, pool.map(self._read, missing), strict=True):
+                self.cache[key] = found
 
     def _ask_service(self, uid: str, key: str) -> tuple[list[int], Attribution]:
         payload = json.dumps({"user_id": uid, "user_key": key, "k": self.slots}).encode()
@@ -296,10 +319,12 @@ class PublishedStorefront:
             raise StorefrontError(f"live publish {live['publish_id']} has no popular.json")
         out = _Collector(len(self.world.user_vec), self.slots)
         served = {"cdn": 0, "service": 0, "popular": 0}
-        for u in users:
-            uid = user_id(int(u))
-            key = layout.user_key(self.secret, uid)
-            found = self._object(live["users"].format(kk=key[:2], key=key))
+        uids = [user_id(int(u)) for u in users]
+        keys = [layout.user_key(self.secret, uid) for uid in uids]
+        objects = [live["users"].format(kk=key[:2], key=key) for key in keys]
+        self._prefetch(objects)
+        for u, uid, key, obj in zip(users, uids, keys, objects, strict=True):
+            found = self.cache[obj]
             if found is None and self.service_url:
                 found = self._ask_service(uid, key)
                 served["service"] += 1
