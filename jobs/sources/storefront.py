@@ -401,7 +401,9 @@ def _taste_base(centroids: np.ndarray, fav: np.ndarray, two: np.ndarray) -> np.n
 # -- reference models: the ceiling and the floors of what a recommender can earn ---------------
 
 
-def reference_model(world: World, kind: str = "oracle", seed: int = 0) -> RecModel:
+def reference_model(
+    world: World, kind: str = "oracle", seed: int = 0, known: int | None = None
+) -> RecModel:
     """A :class:`RecModel` over the shop's ids built from its hidden tastes, not from data.
 
     ``oracle`` ranks by exactly the click logit's user-item part (taste affinity plus the
@@ -410,7 +412,8 @@ def reference_model(world: World, kind: str = "oracle", seed: int = 0) -> RecMod
     wrong); ``popular`` gives everyone the items with the most expected interactions in
     the organic shop (exposure times mean click probability over users: what counting
     interactions converges to, the non-personal baseline). Benchmarks and tests put them
-    in front of the shoppers to check that CTR tells them apart.
+    in front of the shoppers to check that CTR tells them apart. ``known`` keeps only the
+    first that many users (the others are new to the model: popular list or service).
     """
     from jobs.model.artifact import RecModel
     from jobs.model.ranking import Seen
@@ -432,10 +435,11 @@ def reference_model(world: World, kind: str = "oracle", seed: int = 0) -> RecMod
     elif kind != "oracle":
         raise ValueError(f"reference model kind {kind!r}: expected oracle, shuffled or popular")
     pop = (items[:, 0] if kind == "popular" else world.item_pop).astype(np.float32)
+    n_users = n_users if known is None else min(known, n_users)
     return RecModel(
         user_ids=np.array([user_id(u) for u in range(n_users)]),
         item_ids=np.array([item_id(i) for i in range(n_items)]),
-        user_factors=users,
+        user_factors=users[:n_users],
         item_factors=items,
         popularity=pop,
         seen=Seen.from_lists([[] for _ in range(n_users)]),

@@ -14,8 +14,6 @@ import pytest
 from support import register_champion
 
 from jobs.config import Settings, load_settings
-from jobs.model.artifact import RecModel
-from jobs.model.ranking import Seen
 from jobs.publish.cdn import serve_in_background
 from jobs.publish.steps import publish_all, recs_for
 from jobs.sources.shop import ShopSpec, build_world, generate
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 SLOTS = 4
 KNOWN = 200  # the model knows the first 200 of 300 users; the rest get popular.json
-
-
-def _known_only(model: RecModel) -> RecModel:
-    """The reference model cut to the first KNOWN users, as if the rest were new."""
-    return RecModel(
-        user_ids=model.user_ids[:KNOWN],
-        item_ids=model.item_ids,
-        user_factors=model.user_factors[:KNOWN],
-        item_factors=model.item_factors,
-        popularity=model.popularity,
-        seen=Seen.from_lists([[] for _ in range(KNOWN)]),
-        params=model.params,
-        public_popularity=model.public_popularity,
-        public_budget=model.public_budget,
-    )
 
 
 def _records(settings: Settings) -> list[dict[str, Any]]:
@@ -65,7 +48,7 @@ def test_a_reacting_day_shows_the_live_publish_and_a_broken_model_loses_ctr(
     world = build_world(ShopSpec.from_settings(settings))
     stock = {str(i): True for i in world.items["item_id"]}
     version = register_champion(
-        settings, _known_only(reference_model(world, "oracle")), tmp_path / "w1"
+        settings, reference_model(world, "oracle", known=KNOWN), tmp_path / "w1"
     )
     pid = publish_all(settings, generated_at=T0, in_stock=stock)["publish_id"]
 
@@ -109,7 +92,7 @@ def test_a_reacting_day_shows_the_live_publish_and_a_broken_model_loses_ctr(
     # A broken model (shuffled factors) becomes champion and is published: the next day
     # shows it, and its recommended slots earn fewer clicks.
     broken = register_champion(
-        settings, _known_only(reference_model(world, "shuffled")), tmp_path / "w2"
+        settings, reference_model(world, "shuffled", known=KNOWN), tmp_path / "w2"
     )
     pid2 = publish_all(settings, generated_at=T0 + timedelta(days=1), in_stock=stock)["publish_id"]
     generate(settings, days=1, append=True, react=True)

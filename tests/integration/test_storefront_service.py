@@ -1,0 +1,147 @@
+"""The reacting shop asking the real online service for users without a published list:
+the champion registered and published, its Bento built and served on 127.0.0.1, and the
+answers' request ids and model version carried by the events of those slots."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from support import free_port, register_champion, stop_process
+
+from jobs.config import load_settings
+from jobs.publish.steps import publish_all, recs_for
+from jobs.sources.shop import ShopSpec, build_world, generate
+from jobs.sources.storefront import StorefrontError, reference_model
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 120.0
+KNOWN = 150  # of 250 users: the other 100 have no published list
+
+
+def _env(root: Path) -> dict[str, str]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("RECFLOW_", "BENTOML_"))}
+    return {
+        **keep,
+        "RECFLOW_DATA_ROOT": str(root),
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+def _serve(base: Path, root: Path) -> tuple[subprocess.Popen, str]:
+    """Build the champion's Bento and serve it; returns the process and its URL when ready."""
+    env = _env(root)
+    built = subprocess.run(
+        [sys.executable, "-m", "jobs.serve.bento_build"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    tag = json.loads(built.stdout.strip().splitlines()[-1])["bento_tag"]
+    port = free_port()
+    log_path = base / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                tag,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            env=env,
+            cwd=base,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc, timeout=30)
+            pytest.fail(log_path.read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+
+
+def test_users_without_a_list_are_shown_the_services_answer(tmp_path: Path) -> None:
+    root = tmp_path / "var"
+    settings = load_settings(data_root=root, gen_users=250, gen_items=100, publish_k=10)
+    world = build_world(ShopSpec.from_settings(settings))
+    version = register_champion(
+        settings, reference_model(world, "oracle", known=KNOWN), tmp_path / "work"
+    )
+    stock = {str(i): True for i in world.items["item_id"]}
+    pid = publish_all(settings, generated_at=datetime(2026, 11, 1, tzinfo=UTC), in_stock=stock)[
+        "publish_id"
+    ]
+    proc, url = _serve(tmp_path, root)
+    try:
+        reacting = load_settings(data_root=root, gen_users=250, gen_items=100, gen_service_url=url)
+        report = generate(reacting, days=1, react=True)
+    finally:
+        stop_process(proc, timeout=30)
+    served = report.shown["2026-11-01"]["users"]
+    assert served["service"] > 0 and served["cdn"] > 0 and served["popular"] == 0  # type: ignore[index]
+
+    records = [
+        json.loads(line)
+        for p in sorted(reacting.events_dir.rglob("*.jsonl"))
+        for line in p.read_text().splitlines()
+    ]
+    requests: dict[str, set[str]] = {}
+    for r in records:
+        if r.get("rec_source") is None:
+            assert r["request_id"] is None
+            continue
+        known = int(r["user_id"][1:]) < KNOWN
+        assert r["rec_source"] == ("cdn" if known else "service"), r
+        assert r["model_version"] == version
+        if known:
+            assert (r["publish_id"], r["request_id"]) == (pid, None)
+        else:
+            assert r["publish_id"] is None and r["request_id"]
+            requests.setdefault(r["user_id"], set()).add(r["request_id"])
+    # One answer per user and day, and its id differs between users.
+    assert requests and all(len(ids) == 1 for ids in requests.values())
+    assert len({next(iter(ids)) for ids in requests.values()}) == len(requests)
+    # The service answers a stranger with the popular list: the items popular.json holds.
+    _, popular = recs_for(settings, "u000249")
+    top = [x["item_id"] for x in sorted(popular["items"], key=lambda x: x["rank"])][:4]
+    for r in records:
+        if r.get("rec_source") == "service" and r["event_type"] == "impression":
+            assert r["item_id"] == top[r["position"] - 1]
+
+
+def test_an_unreachable_service_is_a_clear_error(tmp_path: Path) -> None:
+    settings = load_settings(data_root=tmp_path / "var", gen_users=120, gen_items=60)
+    world = build_world(ShopSpec.from_settings(settings))
+    register_champion(settings, reference_model(world, "oracle", known=60), tmp_path / "w")
+    publish_all(settings, generated_at=datetime(2026, 11, 1, tzinfo=UTC), in_stock={})
+    dead = load_settings(
+        data_root=tmp_path / "var",
+        gen_users=120,
+        gen_items=60,
+        gen_service_url=f"http://127.0.0.1:{free_port()}",
+    )
+    with pytest.raises(StorefrontError, match="RECFLOW_GEN_SERVICE_URL"):
+        generate(dead, days=1, react=True)
