@@ -133,6 +133,20 @@ class ShopSpec:
     drift_share: float = 0.6
     drift_boost: float = 5.0
 
+    def __post_init__(self) -> None:
+        # The CLI passes these straight through (not via Settings): refuse nonsense here.
+        problems = []
+        if self.rec_slots < 1:
+            problems.append(f"rec_slots {self.rec_slots} (at least 1)")
+        if self.drift_day is not None and self.drift_day < 0:
+            problems.append(f"drift day {self.drift_day} (0 is the first day)")
+        if not 0.0 <= self.drift_share <= 1.0:
+            problems.append(f"drift share {self.drift_share} (between 0 and 1)")
+        if self.drift_boost < 1.0:
+            problems.append(f"drift boost {self.drift_boost} (at least 1)")
+        if problems:
+            raise ValueError("invalid shop: " + "; ".join(problems))
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> ShopSpec:
         values: dict[str, object] = {

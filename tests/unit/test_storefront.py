@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,23 @@ def test_react_without_a_publish_is_a_clear_error(settings: Settings) -> None:
     assert not settings.events_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"drift_day": -1}, "drift day -1"),
+        ({"drift_share": 1.5}, "drift share 1.5"),
+        ({"drift_boost": 0.5}, "drift boost 0.5"),
+        ({"rec_slots": 0}, "rec_slots 0"),
+    ],
+)
+def test_a_nonsense_shop_is_refused_by_name(
+    settings: Settings, override: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        generate(settings, days=1, **override)
+    assert not settings.events_dir.exists()
+
+
 def test_cli_generate_drift_and_react(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from jobs.cli import app
     from jobs.config import get_settings
@@ -237,6 +255,8 @@ def test_cli_generate_drift_and_react(settings: Settings, monkeypatch: pytest.Mo
     assert state["drift"]["from_day"] == 1
     refused = runner.invoke(app, ["generate", "--days", "1", "--users", "200", "--react"])
     assert refused.exit_code == 1 and "nothing published" in refused.output
+    negative = runner.invoke(app, ["generate", "--days", "1", "--users", "200", "--drift", "-2"])
+    assert negative.exit_code == 1 and "drift day -2" in negative.output
 
 
 # -- reading a published list body (a parser: property-based) ---------------------------------
@@ -256,8 +276,7 @@ class _NoStore:
     seed=st.integers(0, 2**16),
 )
 def test_a_list_body_is_read_in_rank_order_keeping_known_items(ids: list[str], seed: int) -> None:
-    world = _LIST_WORLD
-    front = PublishedStorefront(_LIST_SETTINGS, world, SLOTS, fetch=_NoStore())
+    front = _list_reader()
     ranks = np.random.default_rng(seed).permutation(len(ids)) + 1
     pairs = zip(ids, ranks, strict=True)
     body = {"items": [{"item_id": i, "rank": int(r), "score": 0.0} for i, r in pairs]}
@@ -268,5 +287,8 @@ def test_a_list_body_is_read_in_rank_order_keeping_known_items(ids: list[str], s
     assert front._list(layout.decode(layout.encode(body))) == expected
 
 
-_LIST_SETTINGS = load_settings(data_root=Path("/nonexistent-recflow-root"), gen_items=80)
-_LIST_WORLD = build_world(ShopSpec.from_settings(_LIST_SETTINGS, n_users=10))
+@cache
+def _list_reader() -> PublishedStorefront:
+    """A storefront over an 80-item shop whose store holds nothing (only its reader is used)."""
+    s = load_settings(data_root=Path("/nonexistent-recflow-root"), gen_items=80, gen_users=10)
+    return PublishedStorefront(s, build_world(ShopSpec.from_settings(s)), SLOTS, fetch=_NoStore())
