@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from jobs.config import Settings
+from jobs.contracts import REC_SOURCES
 from jobs.publish import layout
 from jobs.sources.shop import CATEGORIES, ShopSpec, World, user_id
 
@@ -83,6 +84,10 @@ class Attribution:
     publish_id: str | None
     model_version: str | None
     request_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.rec_source not in REC_SOURCES:
+            raise ValueError(f"rec_source {self.rec_source!r}: expected one of {REC_SOURCES}")
 
 
 @dataclass

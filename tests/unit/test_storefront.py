@@ -21,11 +21,13 @@ from typer.testing import CliRunner
 from jobs.config import Settings, load_settings
 from jobs.contracts import ATTRIBUTION_FIELDS, REC_SOURCES
 from jobs.publish import layout
-from jobs.sources.shop import ShopSpec, build_world, generate
+from jobs.sources.shop import CATEGORIES, ShopSpec, build_world, generate
 from jobs.sources.storefront import (
+    Attribution,
     ModelStorefront,
     PublishedStorefront,
     StorefrontError,
+    drift_world,
     reference_model,
 )
 
@@ -202,6 +204,40 @@ def test_attribution_marks_exactly_the_recommended_slots_and_what_followed(
     assert rec_clicks == report.rec_clicks > 0
     follow = Counter(r["event_type"] for r in records if r.get("rec_source"))
     assert follow["view"] >= follow["click"] > follow["add_to_cart"] >= follow["purchase"] > 0
+
+
+def test_drift_moves_a_share_of_users_to_other_categories_and_leaves_the_rest() -> None:
+    spec = ShopSpec(
+        seed=3,
+        n_users=4000,
+        n_items=300,
+        sessions_per_user_day=0.6,
+        start="2026-11-01T00:00:00+00:00",
+        drift_day=0,
+        drift_share=0.3,
+        drift_boost=4.0,
+    )
+    world = build_world(spec)
+    drifted, info = drift_world(spec, world)
+    cycle = info["category_cycle"]
+    assert isinstance(cycle, dict) and all(a != b for a, b in cycle.items())
+    assert sorted(cycle.values()) == sorted(cycle)  # a permutation: every category is hit
+    moved = (drifted.user_fav != world.user_fav).any(axis=1)
+    assert moved.sum() == info["moved_users"]
+    assert abs(moved.mean() - 0.3) < 0.03
+    assert np.array_equal(drifted.user_vec[~moved], world.user_vec[~moved])
+    assert not np.isclose(drifted.user_vec[moved], world.user_vec[moved]).all(axis=1).any()
+    assert np.allclose(drifted.user_activity[moved], 1.5 * world.user_activity[moved])
+    trending = list(CATEGORIES).index(str(info["trending_category"]))
+    in_trend = world.item_cat == trending
+    ratio = drifted.item_pop[in_trend].sum() / world.item_pop[in_trend].sum()
+    assert 1.5 < ratio < 4.0  # boosted 4x, then the whole vector renormalised
+    assert drift_world(spec, world)[1] == info  # the seed alone decides
+
+
+def test_attribution_names_a_known_source() -> None:
+    with pytest.raises(ValueError, match="rec_source 'email'"):
+        Attribution("email", None, None)
 
 
 def test_plain_mode_carries_no_attribution(settings: Settings) -> None:
