@@ -275,13 +275,19 @@ class PublishedStorefront:
         data = self.fetch(key)
         if data is None:
             return None
-        body = layout.decode(data)
-        model = body.get("model") or {}
-        version = model.get("version")
-        attribution = Attribution(
-            "cdn", body.get("publish_id"), None if version is None else str(version)
-        )
-        return self._list(body), attribution
+        try:
+            body = layout.decode(data)
+            model = body.get("model") or {}
+            version = model.get("version")
+            attribution = Attribution(
+                "cdn", body.get("publish_id"), None if version is None else str(version)
+            )
+            return self._list(body), attribution
+        except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
+            # OSError: a damaged gzip stream; the others: a body off the published layout.
+            raise StorefrontError(
+                f"{key} at {self.where} is not a published list: {exc!r}"
+            ) from exc
 
     def _object(self, key: str) -> tuple[list[int], Attribution] | None:
         if key not in self.cache:
@@ -312,10 +318,16 @@ class PublishedStorefront:
                 f"the online service at {self.service_url} (RECFLOW_GEN_SERVICE_URL) did not "
                 f"answer /recommend for a user without a published list: {exc}"
             ) from exc
-        attribution = Attribution(
-            "service", None, str(body["model_version"]), str(body["request_id"])
-        )
-        return self._list(body), attribution
+        try:
+            attribution = Attribution(
+                "service", None, str(body["model_version"]), str(body["request_id"])
+            )
+            return self._list(body), attribution
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise StorefrontError(
+                f"the online service at {self.service_url} answered /recommend off its schema:"
+                f" {exc!r}"
+            ) from exc
 
     def show(self, users: np.ndarray) -> Shown:
         live = self._live()

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from jobs.config import Settings, load_settings
 from jobs.contracts import ATTRIBUTION_FIELDS, REC_SOURCES
 from jobs.publish import layout
+from jobs.publish.storage import LocalStore
 from jobs.sources.shop import CATEGORIES, ShopSpec, build_world, generate
 from jobs.sources.storefront import (
     Attribution,
@@ -252,6 +253,66 @@ def test_same_lists_same_bytes_other_lists_other_bytes(tmp_path: Path) -> None:
         generate(s, days=2, drift_day=1, storefront=_storefront(s, kind))
         digests.append(_digest(s.landing_dir))
     assert digests[0] == digests[1] != digests[2]
+
+
+def _hand_publish(settings: Settings, users: dict[str, Any]) -> str:
+    """A publish written object by object with the layout (no registry, no scoring)."""
+    store = LocalStore(settings.publish_dir)
+    prefix, pid = settings.publish_prefix, PUBLISH_ID
+    meta = {"publish_id": pid, "model": {"version": "7"}, "generated_at": "2026-11-01T00:00:00Z"}
+    headers = {"Content-Type": "application/json"}
+    popular = layout.recs_body(meta, "popular", ["i00005", "i00006"], [2.0, 1.0])
+    store.put(layout.popular_key(prefix, pid), layout.encode(popular), headers)
+    for uid, items in users.items():
+        key = layout.user_object_key(prefix, pid, layout.user_key(settings.hmac_secret(), uid))
+        body = (
+            layout.recs_body(meta, "als", items, [1.0] * len(items))
+            if isinstance(items, list)
+            else items
+        )
+        store.put(key, body if isinstance(body, bytes) else layout.encode(body), headers)
+    pointer = {
+        "publish_id": pid,
+        "users": f"{layout.publish_root(prefix, pid)}u/{{kk}}/{{key}}.json",
+        "popular": layout.popular_key(prefix, pid),
+        "model": meta["model"],
+    }
+    store.put(layout.latest_key(prefix), layout.encode(pointer), headers)
+    return pid
+
+
+def test_published_lists_and_popular_json_from_a_local_store(tmp_path: Path) -> None:
+    s = _settings(tmp_path, 50, 40)
+    world = build_world(ShopSpec.from_settings(s))
+    # u000001's list has an id the catalog lacks (skipped) and a "group" (passed through).
+    control = layout.recs_body(
+        {"publish_id": PUBLISH_ID, "model": {"version": "7"}, "generated_at": "x"},
+        "popular",
+        ["i00003", "nope", "i00001"],
+        [3.0, 2.0, 1.0],
+    )
+    _hand_publish(
+        s,
+        {
+            "u000000": ["i00009", "i00002", "i00004", "i00007", "i00008"],
+            "u000001": {**control, "group": "control"},
+        },
+    )
+    front = PublishedStorefront(s, world, SLOTS)
+    shown = front.show(np.array([0, 1, 2]))
+    assert shown.items[:3].tolist() == [[9, 2, 4, 7], [3, 1, -1, -1], [5, 6, -1, -1]]
+    assert (shown.items[3:] == -1).all() and (shown.attr[3:] == -1).all()  # not active today
+    assert shown.attr[:3].tolist() == [0, 0, 0]
+    assert shown.attributions == [Attribution("cdn", PUBLISH_ID, "7")]
+    assert front.describe()["users"] == {"cdn": 2, "service": 0, "popular": 1}
+
+
+def test_a_damaged_list_object_is_a_clear_error(tmp_path: Path) -> None:
+    s = _settings(tmp_path, 50, 40)
+    _hand_publish(s, {"u000000": b"\x1f\x8b not gzip at all"})
+    front = PublishedStorefront(s, build_world(ShopSpec.from_settings(s)), SLOTS)
+    with pytest.raises(StorefrontError, match="is not a published list"):
+        front.show(np.array([0]))
 
 
 def test_react_without_a_publish_is_a_clear_error(settings: Settings) -> None:
