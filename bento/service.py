@@ -118,12 +118,9 @@ class RecflowService:
             SETTINGS, background=True, on_drop=lambda n: ACCESS_LOG_DROPPED.inc(n)
         )
         self._refresher: asyncio.Task[None] | None = None
-        service_metrics.MODEL_INFO.labels(
-            model_name=self.online.name,
-            model_version=self.online.version,
-            run_id=self.online.run_id,
-            model_tag=self.model_tag,
-        ).set(1)
+        service_metrics.started(
+            self.online.name, self.online.version, self.online.run_id, self.model_tag
+        )
         log.info(
             "serving %s (registered %s v%s): %d users, %d items; feast %s; stock %s",
             self.model_tag,

@@ -59,7 +59,27 @@ MODEL_INFO = bentoml.metrics.Gauge(
     multiprocess_mode="max",
 )
 
+ENDPOINTS: tuple[str, ...] = ("recommend", "similar")
 ERROR_KINDS: tuple[str, ...] = ("invalid", "not_found", "internal")
+LOOKUPS: tuple[str, ...] = ("recent_items", "stock")
+
+
+def started(model_name: str, model_version: str, run_id: str, model_tag: str) -> None:
+    """Publish the model's info metric and create every known labelled series at 0.
+
+    A labelled counter has no series until its first increment, so "no failures yet"
+    would read as "no data" on the dashboard and in ``rate()``; created up front, the
+    series exist from the first scrape (Prometheus's advice for known label values).
+    """
+    MODEL_INFO.labels(
+        model_name=model_name, model_version=model_version, run_id=run_id, model_tag=model_tag
+    ).set(1)
+    for endpoint in ENDPOINTS:
+        REQUEST_SECONDS.labels(endpoint=endpoint)
+        for kind in ERROR_KINDS:
+            ERRORS.labels(endpoint=endpoint, kind=kind)
+    for lookup in LOOKUPS:
+        FEATURE_LOOKUP_FAILURES.labels(lookup=lookup)
 
 
 def error_kind(status: int) -> str | None:
