@@ -121,6 +121,8 @@ class RecflowService:
         service_metrics.started(
             self.online.name, self.online.version, self.online.run_id, self.model_tag
         )
+        for outcome in ("hit", "empty"):  # series from the first scrape (see started())
+            FEATURE_LOOKUPS.labels(outcome=outcome)
         log.info(
             "serving %s (registered %s v%s): %d users, %d items; feast %s; stock %s",
             self.model_tag,

@@ -34,6 +34,32 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Every gauge collect() can push (the dashboard test pushes each of them).
+BATCH_METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        "recflow_silver_newest_event_timestamp_seconds",
+        "recflow_ingest_last_success_timestamp_seconds",
+        "recflow_ingest_lag_seconds",
+        "recflow_ingest_quarantine_ratio",
+        "recflow_publish_timestamp_seconds",
+        "recflow_publish_age_seconds",
+        "recflow_model_promoted_timestamp_seconds",
+        "recflow_model_age_seconds",
+        "recflow_champion_info",
+        "recflow_rec_day_timestamp_seconds",
+        "recflow_rec_impressions",
+        "recflow_rec_clicks",
+        "recflow_rec_purchases",
+        "recflow_rec_revenue",
+        "recflow_rec_ctr",
+        "recflow_rec_conversion",
+        "recflow_drift_timestamp_seconds",
+        "recflow_drift_value",
+        "recflow_drift_alert",
+        "recflow_export_timestamp_seconds",
+    }
+)
+
 # Tables of issue 15's other parts (attribution, drift): read only when present.
 REC_PERFORMANCE = "rec_performance"
 DRIFT = "drift"
