@@ -7,6 +7,7 @@ expected value is computed by hand from those rows, not by the code under test.
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from datetime import UTC, date, datetime
@@ -170,7 +171,8 @@ def test_collect_computes_each_figure_from_its_source(spark: Any, lake: Settings
     assert got['recflow_ingest_quarantine_ratio{window="last_run"}'] == pytest.approx(10 / 100)
     assert got['recflow_ingest_quarantine_ratio{window="baseline"}'] == pytest.approx(5 / 500)
 
-    pointer = json.loads((lake.publish_dir / "recs" / "latest.json").read_bytes())
+    # The local bucket stores objects as served: gzip-encoded JSON.
+    pointer = json.loads(gzip.decompress((lake.publish_dir / "recs" / "latest.json").read_bytes()))
     assert pointer["generated_at"].startswith("2026-11-03T06:00:00")
     assert got["recflow_publish_timestamp_seconds"] == _epoch(2026, 11, 3, 6)
 
