@@ -230,11 +230,12 @@ def training_metrics(settings: Settings, now: float, out: Collected) -> None:
 
     # A registry outage raises (the task fails, visibly); only "no such model or alias"
     # is a skip.
-    champion = alias_version(setup(settings), settings.model_name, CHAMPION)
+    client = setup(settings)
+    champion = alias_version(client, settings.model_name, CHAMPION)
     if champion is None:
         out.skipped["training"] = f"{settings.model_name!r} has no champion yet"
         return
-    announced = promotion.last_announcement(setup(settings), settings.model_name)
+    announced = promotion.last_announcement(client, settings.model_name)
     since = promotion.champion_since(champion, announced, now)
     out.add(
         "recflow_model_promoted_timestamp_seconds",
