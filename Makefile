@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up test test-fast lint format lock doctor clean
+.PHONY: venv demo up test test-fast lint format lock doctor clean monitoring-deps
 
 venv: $(STAMP)
 
@@ -54,3 +54,12 @@ doctor: venv
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache
+
+# Prometheus (with promtool) and the Pushgateway from Debian's packages; the project starts
+# them itself (jobs/monitor/servers.py), never through systemd. sudo only when not root.
+monitoring-deps:
+	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-pushgateway; }

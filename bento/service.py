@@ -29,6 +29,7 @@ with bentoml.importing():
     from jobs.config import get_settings
     from jobs.model.artifact import RecModel
     from jobs.serve import access, answers, feature_source, schemas
+    from jobs.serve import metrics as service_metrics
 
 log = logging.getLogger("recflow.service")
 
@@ -107,6 +108,7 @@ class RecflowService:
         )
         self.model_tag = str(stored.tag)
         self.features = feature_source.FeatureSource(SETTINGS)
+        self.features.on_failure = service_metrics.lookup_failed
         self.features.open()
         self.stock = self.features.load_stock(model)
         # Refuses to start (ConfigError) when the publish secret is refused here.
@@ -116,6 +118,11 @@ class RecflowService:
             SETTINGS, background=True, on_drop=lambda n: ACCESS_LOG_DROPPED.inc(n)
         )
         self._refresher: asyncio.Task[None] | None = None
+        service_metrics.started(
+            self.online.name, self.online.version, self.online.run_id, self.model_tag
+        )
+        for outcome in ("hit", "empty"):  # series from the first scrape (see started())
+            FEATURE_LOOKUPS.labels(outcome=outcome)
         log.info(
             "serving %s (registered %s v%s): %d users, %d items; feast %s; stock %s",
             self.model_tag,
@@ -280,10 +287,12 @@ class RequestErrors:
 
         held: dict[str, Any] | None = None
         body = bytearray()
+        started, status = time.perf_counter(), 500  # no answer sent: an internal error
 
         async def rewrite(message: dict[str, Any]) -> None:
-            nonlocal held
+            nonlocal held, status
             if message["type"] == "http.response.start":
+                status = 422 if message["status"] == 400 else message["status"]
                 if message["status"] == 400:
                     held = message
                     return
@@ -295,7 +304,10 @@ class RequestErrors:
                 return
             await send(message)
 
-        await self.app(scope, receive, rewrite)
+        try:
+            await self.app(scope, receive, rewrite)
+        finally:
+            service_metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
     @staticmethod
     async def _send_422(endpoint: str, start: dict[str, Any], body: bytes, send: Any) -> None:

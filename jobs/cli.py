@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -614,7 +614,11 @@ def up(
         bool, typer.Option(help="Import the champion and build its Bento first.")
     ] = True,
 ) -> None:
-    """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops."""
+    """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops.
+
+    With Prometheus installed (`make monitoring-deps`) also a Prometheus scraping the
+    service (and a Pushgateway for the batch metrics), stopped with the rest.
+    """
     import signal
     import subprocess
     import sys
@@ -650,6 +654,7 @@ def up(
         """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
     )
     typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
+    monitoring = _start_monitoring(settings)
     try:
         proc.wait()
     except KeyboardInterrupt:
@@ -659,6 +664,41 @@ def up(
         proc.wait(timeout=30)
         server.shutdown()
         server.server_close()
+        for started in reversed(monitoring):
+            started.stop()
+
+
+def _start_monitoring(settings: Settings) -> list[Any]:
+    """Prometheus (and a Pushgateway) for `recflow up`, when installed; else a hint.
+
+    Monitoring is an extra of `up`: a missing binary or a busy port is reported and the
+    service keeps running without it.
+    """
+    from jobs.monitor import servers
+
+    workdir = settings.data_root / "prometheus"
+    started: list[Any] = []
+    try:
+        gateway = servers.start_pushgateway(settings, workdir / "pushgateway")
+        started.append(gateway)
+        prometheus = servers.start_prometheus(
+            settings,
+            workdir,
+            service_target=f"{settings.serve_host}:{settings.serve_port}",
+            pushgateway_target=gateway.url.removeprefix("http://"),
+            port=settings.prometheus_port,
+        )
+        started.append(prometheus)
+    except (servers.MissingBinaryError, RuntimeError, TimeoutError) as exc:
+        # Reported, not raised: the service and the CDN stand-in are what `up` is for.
+        typer.secho(f"prometheus:     not started ({exc})", fg=typer.colors.YELLOW, err=True)
+        return started
+    typer.echo(f"prometheus:     {prometheus.url}  (alerts: {prometheus.url}/alerts)")
+    typer.echo(
+        f"pushgateway:    {gateway.url}  (RECFLOW_PUSHGATEWAY_URL={gateway.url} for the"
+        " monitor DAG's batch metrics)"
+    )
+    return started
 
 
 def main() -> None:

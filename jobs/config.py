@@ -486,6 +486,33 @@ class Settings(BaseSettings):
         5.0, description="Drift: factor on the exposure (popularity) of one trending category."
     )
 
+    # -- metrics and alerts: Prometheus, the Pushgateway (issue 15) -----------------------
+    pushgateway_url: str | None = Field(
+        None,
+        description="Pushgateway the batch metrics (jobs.monitor.export) are pushed to, e.g."
+        " http://127.0.0.1:9091; unset: computed and logged, not pushed.",
+    )
+    metrics_job: str = Field(
+        "recflow_batch", description="Pushgateway job name of the batch metrics (one group)."
+    )
+    quarantine_window_runs: PositiveInt = Field(
+        24, description="Ingest runs before the last one whose quarantine rate is the baseline."
+    )
+    monitoring_config_dir: Path = Field(
+        Path(__file__).resolve().parents[1] / "infra" / "monitoring",
+        description="prometheus.yml template, alert rules and dashboards (infra/monitoring).",
+    )
+    prometheus_binary: str = Field("prometheus", description="Prometheus server binary.")
+    pushgateway_binary: str = Field(
+        "prometheus-pushgateway", description="Pushgateway binary (Debian's name)."
+    )
+    prometheus_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9090, description="Port of the Prometheus `recflow up` starts (0: any free port)."
+    )
+    prometheus_scrape_interval: str = Field(
+        "15s", description="Scrape and rule evaluation interval of that Prometheus."
+    )
+
     @field_validator("spark_master")
     @classmethod
     def _check_master(cls, value: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,6 +65,9 @@ class FeatureSource:
         self.settings = settings
         self.store: FeatureStore | None = None
         self.status = "not opened"
+        # Told the lookup's name ("recent_items", "stock") when one fails and the service
+        # falls back, so the failure is counted (the service's Prometheus counter).
+        self.on_failure: Callable[[str], None] | None = None
 
     @property
     def available(self) -> bool:
@@ -95,6 +98,7 @@ class FeatureSource:
         except Exception as exc:
             log.warning("stock lookup failed: %s", exc, exc_info=True)
             self.status = _reason("stock lookup failed", exc)
+            self._failed("stock")
             return None
 
     def recent(self, user_id: str) -> list[str]:
@@ -107,7 +111,12 @@ class FeatureSource:
             return list(online.recent_items(self.store, [user_id]).get(user_id) or [])
         except Exception as exc:
             log.warning("recent items lookup failed: %s", exc, exc_info=True)
+            self._failed("recent_items")
             return []
+
+    def _failed(self, lookup: str) -> None:
+        if self.on_failure is not None:
+            self.on_failure(lookup)
 
     def load_stock(self, model: RecModel) -> StockState:
         """Read stock flags for the model's items and turn them into a mask."""

@@ -1,0 +1,443 @@
+"""Batch metrics for Prometheus: computed from the lake and the registry, pushed to a Pushgateway.
+
+Reads: silver ``events`` (newest event), ``ingest_audit`` (last successful run, quarantine
+rates), the published ``recs/latest.json`` (jobs.publish.storage), the champion's
+promotion (jobs.model.promotion), and — when they exist — ``monitor/rec_performance``
+(CTR and conversion by source) and ``monitor/drift`` (drift values of the newest run).
+Writes: one Pushgateway group (job ``RECFLOW_METRICS_JOB``), replaced whole on every push,
+so a rerun leaves exactly the figures of the rerun (no stale series of an older push).
+
+Ages (ingest lag, time since publish, training age) are pushed both as the instant they
+count from (``*_timestamp_seconds``) and as an age at export time. The alert rules use the
+timestamps (``time() - x``): an age frozen in the Pushgateway stops growing between pushes
+and would hide a monitor DAG that stopped running; the timestamp keeps ageing.
+
+A source that is not there (a fresh lake, no champion, nothing published, the tables of
+issue 15's other parts not created yet) is skipped with its reason in the step's result:
+its gauges are absent, and the rules' ``absent()``-free expressions stay silent for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from jobs import tables
+from jobs.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+# Every gauge collect() can push (the dashboard test pushes each of them).
+BATCH_METRIC_NAMES: frozenset[str] = frozenset(
+    {
+        "recflow_silver_newest_event_timestamp_seconds",
+        "recflow_ingest_last_success_timestamp_seconds",
+        "recflow_ingest_lag_seconds",
+        "recflow_ingest_quarantine_ratio",
+        "recflow_publish_timestamp_seconds",
+        "recflow_publish_age_seconds",
+        "recflow_model_promoted_timestamp_seconds",
+        "recflow_model_age_seconds",
+        "recflow_champion_info",
+        "recflow_rec_day_timestamp_seconds",
+        "recflow_rec_impressions",
+        "recflow_rec_clicks",
+        "recflow_rec_purchases",
+        "recflow_rec_revenue",
+        "recflow_rec_ctr",
+        "recflow_rec_conversion",
+        "recflow_drift_timestamp_seconds",
+        "recflow_drift_value",
+        "recflow_drift_alert",
+        "recflow_export_timestamp_seconds",
+    }
+)
+
+# Tables of issue 15's other parts (attribution, drift): read only when present.
+REC_PERFORMANCE = "rec_performance"
+DRIFT = "drift"
+MONITOR_LAYER = "monitor"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One gauge value: metric name, help text, labels."""
+
+    name: str
+    help: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class Collected:
+    """What one export computed, and which sources it skipped and why."""
+
+    samples: list[Sample] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def add(self, name: str, help: str, value: float, **labels: str) -> None:
+        self.samples.append(Sample(name, help, float(value), tuple(sorted(labels.items()))))
+
+    def values(self) -> dict[str, float]:
+        """``name{a="x"}`` → value, for logs, the step's result and tests."""
+        out = {}
+        for s in self.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels)
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+
+def table_location(settings: Settings, name: str) -> str:
+    """Where table ``name`` lives: its registered path, else ``<lake>/monitor/<name>``.
+
+    The monitor tables are being added by other parts of issue 15; until they are in
+    ``jobs.tables.TABLES`` they are looked for where the issue says they will be.
+    """
+    if name in tables.TABLES:
+        return tables.path(settings, name)
+    return settings.table_path(MONITOR_LAYER, name)
+
+
+def _read(spark: SparkSession, location: str) -> Any | None:
+    """The Delta table at ``location``, or None when there is none (never creates it)."""
+    from delta.tables import DeltaTable
+
+    if not DeltaTable.isDeltaTable(spark, location):
+        return None
+    return spark.read.format("delta").load(location)
+
+
+# -- the sources --------------------------------------------------------------------------
+
+
+def ingest_metrics(spark: SparkSession, settings: Settings, now: float, out: Collected) -> None:
+    """Ingest lag (newest silver event, last successful run) and quarantine rates."""
+    from pyspark.sql import functions as F
+
+    events = _read(spark, tables.path(settings, "events"))
+    if events is None:
+        out.skipped["silver_events"] = "table not there yet (nothing ingested)"
+    else:
+        # The newest day first (a partition column: a metadata-cheap max), then its rows.
+        day = events.agg(F.max("event_date")).first()[0]
+        newest = (
+            None
+            if day is None
+            else events.where(F.col("event_date") == day).agg(F.max("ts").cast("double")).first()[0]
+        )
+        if newest is None:
+            out.skipped["silver_events"] = "no events yet"
+        else:
+            out.add(
+                "recflow_silver_newest_event_timestamp_seconds",
+                "Event time of the newest silver event (epoch seconds).",
+                newest,
+            )
+            out.add(
+                "recflow_ingest_lag_seconds",
+                "At export: seconds from the newest silver event, or from the end of the"
+                " last successful ingest run, to now.",
+                now - newest,
+                reference="newest_event",
+            )
+
+    audit = _read(spark, tables.path(settings, "ingest_audit"))
+    if audit is None:
+        out.skipped["ingest_audit"] = "table not there yet (no ingest run)"
+        return
+    done = audit.where(F.col("status").isin("ok", "unchanged"))
+    finished = done.agg(F.max("finished_at").cast("double")).first()[0]
+    if finished is not None:
+        out.add(
+            "recflow_ingest_last_success_timestamp_seconds",
+            "When the last successful ingest run finished (epoch seconds).",
+            finished,
+        )
+        out.add(
+            "recflow_ingest_lag_seconds",
+            "At export: seconds from the newest silver event, or from the end of the last"
+            " successful ingest run, to now.",
+            now - finished,
+            reference="last_ingest",
+        )
+    # Runs that read something, newest first: the last one against the ones before it.
+    runs = (
+        audit.where((F.col("status") == "ok") & (F.col("read_lines") > 0))
+        .orderBy(F.col("finished_at").desc())
+        .select("read_lines", "quarantined")
+        .limit(settings.quarantine_window_runs + 1)
+        .collect()
+    )
+    if not runs:
+        out.skipped["quarantine"] = "no ingest run read any line yet"
+        return
+    help_ = (
+        "Quarantined share of the lines read: the last ingest run (window=last_run) and the"
+        " runs before it (window=baseline, RECFLOW_QUARANTINE_WINDOW_RUNS)."
+    )
+    last = runs[0]
+    out.add(
+        "recflow_ingest_quarantine_ratio",
+        help_,
+        (last["quarantined"] or 0) / last["read_lines"],
+        window="last_run",
+    )
+    before = runs[1:]
+    if before:
+        read = sum(r["read_lines"] for r in before)
+        out.add(
+            "recflow_ingest_quarantine_ratio",
+            help_,
+            sum(r["quarantined"] or 0 for r in before) / read,
+            window="baseline",
+        )
+
+
+def publish_metrics(settings: Settings, now: float, out: Collected) -> None:
+    """Time since the live publish was generated (``recs/latest.json``)."""
+    from jobs.publish.layout import decode, latest_key
+    from jobs.publish.storage import open_store
+
+    data = open_store(settings).get(latest_key(settings.publish_prefix))
+    if data is None:
+        out.skipped["publish"] = "nothing published yet (no recs/latest.json)"
+        return
+    pointer = decode(data)
+    generated = datetime.fromisoformat(pointer["generated_at"].replace("Z", "+00:00"))
+    stamp = generated.timestamp()
+    out.add(
+        "recflow_publish_timestamp_seconds",
+        "When the live publish (recs/latest.json) was generated (epoch seconds).",
+        stamp,
+    )
+    out.add(
+        "recflow_publish_age_seconds", "At export: seconds since the live publish.", now - stamp
+    )
+
+
+def training_metrics(settings: Settings, now: float, out: Collected) -> None:
+    """Training age: since the champion was promoted (its promotion, not its creation)."""
+    from jobs.model import promotion
+    from jobs.model.registry import CHAMPION, alias_version, setup
+
+    # A registry outage raises (the task fails, visibly); only "no such model or alias"
+    # is a skip.
+    client = setup(settings)
+    champion = alias_version(client, settings.model_name, CHAMPION)
+    if champion is None:
+        out.skipped["training"] = f"{settings.model_name!r} has no champion yet"
+        return
+    announced = promotion.last_announcement(client, settings.model_name)
+    since = promotion.champion_since(champion, announced, now)
+    out.add(
+        "recflow_model_promoted_timestamp_seconds",
+        "When the current champion became champion (epoch seconds).",
+        since,
+    )
+    out.add(
+        "recflow_model_age_seconds",
+        "At export: seconds since the champion's promotion.",
+        now - since,
+    )
+    out.add(
+        "recflow_champion_info",
+        "The champion of the registry (value 1): its version and MLflow run.",
+        1,
+        model_version=str(champion.version),
+        run_id=str(champion.run_id or ""),
+    )
+
+
+def performance_metrics(spark: SparkSession, settings: Settings, out: Collected) -> None:
+    """CTR and conversion by source on the newest day of ``rec_performance``.
+
+    Summed over model versions and position buckets before dividing, so a source's CTR is
+    clicks over impressions of all its slots (not a mean of bucket ratios). Conversion is
+    purchases per impression, the same denominator for every source.
+    """
+    from pyspark.sql import functions as F
+
+    frame = _read(spark, table_location(settings, REC_PERFORMANCE))
+    if frame is None:
+        out.skipped[REC_PERFORMANCE] = "table not there yet (attribution not run)"
+        return
+    day = frame.agg(F.max("day")).first()[0]
+    if day is None:
+        out.skipped[REC_PERFORMANCE] = "table is empty"
+        return
+    rows = (
+        frame.where(F.col("day") == day)
+        .groupBy("rec_source")
+        .agg(
+            F.sum("impressions").alias("impressions"),
+            F.sum("clicks").alias("clicks"),
+            F.sum("purchases").alias("purchases"),
+            F.sum("revenue").alias("revenue"),
+        )
+        .collect()
+    )
+    out.add(
+        "recflow_rec_day_timestamp_seconds",
+        "Start of the day the recflow_rec_* figures are for (epoch seconds, UTC).",
+        datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp(),
+    )
+    for row in rows:
+        source = str(row["rec_source"])
+        shown = int(row["impressions"] or 0)
+        counts = {
+            "impressions": shown,
+            "clicks": int(row["clicks"] or 0),
+            "purchases": int(row["purchases"] or 0),
+        }
+        for what, value in counts.items():
+            out.add(
+                f"recflow_rec_{what}",
+                f"{what.capitalize()} of the day's slots, by rec_source (cdn, service, organic).",
+                value,
+                rec_source=source,
+            )
+        out.add(
+            "recflow_rec_revenue",
+            "Revenue attributed to the day's slots, by rec_source.",
+            float(row["revenue"] or 0.0),
+            rec_source=source,
+        )
+        if shown:
+            out.add(
+                "recflow_rec_ctr",
+                "Clicks per impression on the day, by rec_source (organic: the baseline).",
+                counts["clicks"] / shown,
+                rec_source=source,
+            )
+            out.add(
+                "recflow_rec_conversion",
+                "Purchases per impression on the day, by rec_source.",
+                counts["purchases"] / shown,
+                rec_source=source,
+            )
+
+
+def drift_metrics(spark: SparkSession, settings: Settings, out: Collected) -> None:
+    """Every drift value of the newest drift run, and whether it reached the alert level."""
+    from pyspark.sql import functions as F
+
+    frame = _read(spark, table_location(settings, DRIFT))
+    if frame is None:
+        out.skipped[DRIFT] = "table not there yet (no drift run)"
+        return
+    newest = frame.orderBy(F.col("computed_at").desc()).select("run_id", "computed_at").first()
+    if newest is None:
+        out.skipped[DRIFT] = "table is empty"
+        return
+    rows = frame.where(F.col("run_id") == newest["run_id"]).collect()
+    out.add(
+        "recflow_drift_timestamp_seconds",
+        "When the newest drift run computed its values (epoch seconds).",
+        frame.where(F.col("run_id") == newest["run_id"])
+        .agg(F.max("computed_at").cast("double"))
+        .first()[0],
+    )
+    for row in rows:
+        if row["value"] is None:
+            continue
+        labels = {"metric": str(row["metric"]), "statistic": str(row["statistic"])}
+        out.add(
+            "recflow_drift_value",
+            "Drift of a metric against the champion's training window (PSI, KS), newest run.",
+            float(row["value"]),
+            **labels,
+        )
+        out.add(
+            "recflow_drift_alert",
+            "1 when the newest drift run put this metric at its alert level, else 0.",
+            1.0 if str(row["level"]).lower() == "alert" else 0.0,
+            **labels,
+        )
+
+
+# -- collect, push, step --------------------------------------------------------------------
+
+
+def collect(
+    settings: Settings, spark: SparkSession | None = None, now: float | None = None
+) -> Collected:
+    """Every batch gauge recflow exports, from the lake, the bucket and the registry."""
+    from jobs.spark import get_spark
+
+    now = time.time() if now is None else now
+    spark = spark or get_spark(settings)
+    out = Collected()
+    ingest_metrics(spark, settings, now, out)
+    publish_metrics(settings, now, out)
+    training_metrics(settings, now, out)
+    performance_metrics(spark, settings, out)
+    drift_metrics(spark, settings, out)
+    out.add(
+        "recflow_export_timestamp_seconds",
+        "When jobs.monitor.export last computed these figures (epoch seconds).",
+        now,
+    )
+    return out
+
+
+def registry_of(samples: list[Sample]) -> CollectorRegistry:
+    """A fresh prometheus_client registry holding ``samples`` as gauges."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    gauges: dict[str, Gauge] = {}
+    for s in samples:
+        names = tuple(k for k, _ in s.labels)
+        gauge = gauges.get(s.name)
+        if gauge is None:
+            gauge = gauges[s.name] = Gauge(s.name, s.help, names, registry=registry)
+        (gauge.labels(**dict(s.labels)) if names else gauge).set(s.value)
+    return registry
+
+
+def push(settings: Settings, samples: list[Sample], url: str | None = None) -> str | None:
+    """Replace the Pushgateway group of recflow's batch metrics; returns the URL pushed to.
+
+    ``push_to_gateway`` is a PUT: the group's earlier metrics are dropped, so a gauge whose
+    source disappeared does not linger with an old value.
+    """
+    from prometheus_client import push_to_gateway
+
+    url = url or settings.pushgateway_url
+    if not url:
+        return None
+    push_to_gateway(url, job=settings.metrics_job, registry=registry_of(samples), timeout=10)
+    return url
+
+
+def export_step(settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
+    """The monitor DAG's export task: compute the batch gauges, push them when configured.
+
+    Returns a small summary for XCom: how many gauges, where they went (or that
+    RECFLOW_PUSHGATEWAY_URL is unset), and each skipped source with its reason.
+    """
+    settings = settings or get_settings()
+    collected = collect(settings, now=now)
+    pushed = push(settings, collected.samples)
+    if pushed is None:
+        log.info(
+            "RECFLOW_PUSHGATEWAY_URL is unset: %d batch metrics computed, not pushed",
+            len(collected.samples),
+        )
+    else:
+        log.info("pushed %d batch metrics to %s", len(collected.samples), pushed)
+    for source, why in collected.skipped.items():
+        log.info("metrics of %s skipped: %s", source, why)
+    return {
+        "metrics": len(collected.samples),
+        "pushed_to": pushed or "not pushed: RECFLOW_PUSHGATEWAY_URL is unset",
+        "skipped": collected.skipped,
+    }
