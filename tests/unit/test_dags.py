@@ -127,7 +127,7 @@ def test_monitor_shape(dagbag) -> None:
     timetable = dag.timetable
     assert type(timetable).__name__ == "AssetOrTimeSchedule"
     assert {a.name for a in timetable.asset_condition.objects} == {"recflow_gold_interactions"}
-    assert timetable.timetable.summary == "0 0 * * *"
+    assert timetable.timetable.expression == "0 0 * * *"
     assert {a.name for a in dag.get_task("announce_drift").outlets} == {"recflow_drift"}
 
 
