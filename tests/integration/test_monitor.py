@@ -69,7 +69,9 @@ def _append_events(spark: Any, settings: Settings, frame: pd.DataFrame, tmp: Pat
 
     location = tables.ensure_table(spark, settings, "events")
     file = tmp / f"events-{frame['event_date'].iloc[0]}.parquet"
-    frame.assign(event_date=pd.to_datetime(frame["event_date"])).to_parquet(file)
+    frame.assign(event_date=pd.to_datetime(frame["event_date"])).to_parquet(
+        file, coerce_timestamps="us", allow_truncated_timestamps=True
+    )
     columns = {name: kind for name, kind in tables.ddl_fields(tables.TABLES["events"].ddl)}
     raw = spark.read.parquet(str(file)).withColumn("_ingested_at", F.current_timestamp())
     out = raw.select(
