@@ -179,11 +179,11 @@ def _reference_window(
     run = client.get_run(training_run) if training_run else None
     tag = run.data.tags.get(TAG_SILVER_VERSION) if run else None
     events: DataFrame | None = None
-    described = ""
+    described, last = "", None
     if tag not in (None, "", "-1"):
         try:
             events = spark.read.format("delta").option("versionAsOf", int(tag)).load(location)
-            events.limit(1).count()  # resolve the version now: a vacuumed one fails here
+            last = events.agg(F.max("ts")).first()[0]  # a vacuumed version fails here
             described = f"silver events v{tag}"
         except Exception as exc:  # noqa: BLE001 - vacuumed or missing version: fall back below
             log.warning("silver events v%s unreadable (%s); using ingestion time", tag, exc)
@@ -198,7 +198,7 @@ def _reference_window(
             described = f"silver events ingested by {started:%Y-%m-%d %H:%M} UTC"
         else:
             described = "all silver events (no training run)"
-    last = events.agg(F.max("ts")).first()[0]
+        last = events.agg(F.max("ts")).first()[0]
     if last is None:
         return _aggregate(spark, settings, events, None, None, described)
     end = last.replace(tzinfo=UTC) + timedelta(microseconds=1)
@@ -223,22 +223,30 @@ def _aggregate(
     try:
         user_days = events.groupBy("user_id", "event_date").agg(F.count("*").alias("n"))
         item_days = events.groupBy("item_id", "event_date").agg(F.count("*").alias("n"))
-        types = events.groupBy("event_type").count().collect()
         items = tables.read_or_create(spark, settings, "items").select("item_id", "category")
-        categories = (
+        # Both mixes from one job: counts by (event type, category).
+        mixes = (
             events.join(items, "item_id", "left")
-            .groupBy(F.coalesce(F.col("category"), F.lit(UNKNOWN_CATEGORY)).alias("category"))
+            .groupBy(
+                "event_type",
+                F.coalesce(F.col("category"), F.lit(UNKNOWN_CATEGORY)).alias("category"),
+            )
             .count()
             .collect()
         )
+        event_types: dict[str, float] = {}
+        categories: dict[str, float] = {}
+        for r in mixes:
+            event_types[r["event_type"]] = event_types.get(r["event_type"], 0.0) + r["count"]
+            categories[r["category"]] = categories.get(r["category"], 0.0) + r["count"]
         return Window(
             start,
             end,
             user_days.select("user_id", "n").toPandas(),
             item_days.select("item_id", "n").toPandas(),
-            {r["event_type"]: float(r["count"]) for r in types},
-            {r["category"]: float(r["count"]) for r in categories},
-            int(sum(r["count"] for r in types)),
+            event_types,
+            categories,
+            int(sum(event_types.values())),
             described,
         )
     finally:

@@ -146,11 +146,18 @@ def test_same_distribution_raises_no_alert(spark: Any, lake: dict[str, Any]) -> 
     assert unknown.value == 0.0 and unknown.level == "ok"
 
 
-def test_a_shifted_day_alerts_on_the_right_metrics(spark: Any, lake: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def shifted(spark: Any, lake: dict[str, Any]) -> Any:
+    """The drift run of the shifted day (one run, shared by the tests that read it)."""
+    return run_drift(spark, lake["settings"], lake["client"], "monitor/shift", _at(SHIFTED_DAY))
+
+
+def test_a_shifted_day_alerts_on_the_right_metrics(
+    spark: Any, lake: dict[str, Any], shifted: Any
+) -> None:
     settings = lake["settings"]
-    result = run_drift(spark, settings, lake["client"], "monitor/shift", _at(SHIFTED_DAY))
-    assert set(result.alerts) >= SHIFT_ALERTS, result.as_dict()
-    assert "event_type_mix:psi" not in result.alerts
+    assert set(shifted.alerts) >= SHIFT_ALERTS, shifted.as_dict()
+    assert "event_type_mix:psi" not in shifted.alerts
     rows = read_drift(spark, settings, "monitor/shift").set_index(["metric", "statistic"])
     category = rows.loc[("category_mix", "psi")]
     # By hand: the reference spreads over six categories (~1/6 each), the shifted day is
@@ -158,6 +165,7 @@ def test_a_shifted_day_alerts_on_the_right_metrics(spark: Any, lake: dict[str, A
     assert category.value == pytest.approx(
         (5 / 6) * np.log(6) + 5 * (1 / 6 - 1e-4) * np.log((1 / 6) / 1e-4), rel=0.05
     )
+    assert category.n_current == lake["n_shifted"]
     unknown = rows.loc[("unknown_user_share", "share")]
     assert unknown.value == pytest.approx(0.35, abs=0.03)
     assert (unknown.warn_at, unknown.alert_at) == (0.1, 0.2)
@@ -165,13 +173,13 @@ def test_a_shifted_day_alerts_on_the_right_metrics(spark: Any, lake: dict[str, A
     assert page.count("data:image/png;base64,") == 6 and "<td>alert</td>" in page
 
 
-def test_a_rerun_replaces_its_rows(spark: Any, lake: dict[str, Any]) -> None:
+def test_a_rerun_replaces_its_rows(spark: Any, lake: dict[str, Any], shifted: Any) -> None:
     settings, client = lake["settings"], lake["client"]
-    run_drift(spark, settings, client, "monitor/again", _at(SHIFTED_DAY))
-    first = read_drift(spark, settings, "monitor/again")
+    first = read_drift(spark, settings, "monitor/shift")
     total = len(read_drift(spark, settings))
-    run_drift(spark, settings, client, "monitor/again", _at(SHIFTED_DAY))
-    second = read_drift(spark, settings, "monitor/again")
+    again = run_drift(spark, settings, client, "monitor/shift", _at(SHIFTED_DAY))
+    second = read_drift(spark, settings, "monitor/shift")
+    assert len(second) == again.rows == 9
     assert len(read_drift(spark, settings)) == total
     keep = ["metric", "statistic", "value", "p_value", "level", "n_reference", "n_current"]
     pd.testing.assert_frame_equal(
@@ -190,13 +198,18 @@ def test_no_champion_records_nothing_and_says_why(spark: Any, lake: dict[str, An
 
 
 def test_the_trigger_reads_the_newest_alert_and_reports_an_unreadable_table(
-    spark: Any, lake: dict[str, Any], tmp_path: Path
+    spark: Any, lake: dict[str, Any], shifted: Any, tmp_path: Path
 ) -> None:
-    settings, client = lake["settings"], lake["client"]
-    run_drift(spark, settings, client, "monitor/newest", _at(SHIFTED_DAY))
+    settings = lake["settings"]
     drift, problem = trigger_drift(spark, settings)
     assert problem is None and drift is not None
-    assert drift["run_id"] == "monitor/newest"
+    # Independently: the run of the newest alert row in the table.
+    rows = read_drift(spark, settings)
+    alerts = rows[rows.level == "alert"]
+    assert drift["run_id"] == alerts.loc[alerts["computed_at"].idxmax(), "run_id"]
+    assert drift["computed_at"] == pytest.approx(
+        alerts["computed_at"].max().tz_localize("UTC").timestamp()
+    )
     assert {m.split("=")[0] for m in drift["metrics"]} >= SHIFT_ALERTS
     # A table whose log is garbage: reported, and no drift.
     broken = settings.model_copy(update={"lake_dir": str(tmp_path / "lake")})
