@@ -229,8 +229,9 @@ from airflow.utils.session import create_session
 
 dag = DagBag(dag_folder=sys.argv[1]).dags["monitor"]
 out = {}
-for name, day in (("same", datetime(2026, 11, 9, tzinfo=UTC)),
-                  ("shift", datetime(2026, 11, 10, tzinfo=UTC))):
+# One run, on the shifted day (the no-alert path is the run_drift test above): each
+# dag.test() costs a JVM's worth of Delta work on a busy machine.
+for name, day in (("shift", datetime(2026, 11, 10, tzinfo=UTC)),):
     run = dag.test(logical_date=day)
     with create_session() as session:
         events = (
@@ -273,13 +274,11 @@ def test_the_monitor_dag_emits_the_drift_asset_on_alert(
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, (done.stdout + done.stderr)[-4000:]
     out = json.loads(lines[-1].removeprefix("RESULT "))
-    assert out["same"]["tasks"] == {
+    assert out["shift"]["tasks"] == {
         "compute_drift": "success",
         "drift_alert": "success",
-        "announce_drift": "skipped",
+        "announce_drift": "success",
     }, (done.stdout + done.stderr)[-4000:]
-    assert out["same"]["events"] == 0
-    assert out["shift"]["tasks"]["announce_drift"] == "success"
     assert out["shift"]["events"] == 1
     # One standalone report per DAG run, named after the run.
-    assert len(list(settings.drift_reports_dir.glob("monitor_manual__*.html"))) == 2
+    assert len(list(settings.drift_reports_dir.glob("monitor_manual__*.html"))) == 1
