@@ -1,7 +1,8 @@
 """Train DAG: runs when gold changes, trains only when the trigger says so.
 
-Scheduled on the gold Asset the ingest DAG emits. `should_train` short-circuits the run
-when there is not enough new data (and no drift, no missing or stale model); the reason
+Scheduled on the gold Asset the ingest DAG emits or the drift Asset the monitor DAG emits.
+`should_train` short-circuits the run when there is not enough new data (and no
+unanswered drift alert in the drift table, no missing or stale model); the reason
 is in its log and XCom. A new champion emits the champion Asset, which the publish DAG
 follows; `champion_watch` emits the same Asset for a champion set anywhere else (and for
 this DAG's, should `announce_champion` never run), and the two share one record of the
@@ -17,16 +18,18 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import DAG, Asset, task
 
-from jobs.contracts import ASSET_CHAMPION, ASSET_GOLD_INTERACTIONS
+from jobs.contracts import ASSET_CHAMPION, ASSET_DRIFT, ASSET_GOLD_INTERACTIONS
 
 GOLD_INTERACTIONS = Asset(name=ASSET_GOLD_INTERACTIONS)
 CHAMPION = Asset(name=ASSET_CHAMPION)
+DRIFT = Asset(name=ASSET_DRIFT)
 
 with DAG(
     dag_id="train",
     description="Threshold-triggered Spark ALS training, tracked and gated in MLflow.",
     doc_md=__doc__,
-    schedule=[GOLD_INTERACTIONS],
+    # Gold changed OR the monitor DAG saw drift at alert level (the trigger reads it).
+    schedule=GOLD_INTERACTIONS | DRIFT,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -513,6 +513,44 @@ class Settings(BaseSettings):
         "15s", description="Scrape and rule evaluation interval of that Prometheus."
     )
 
+    # -- drift monitoring (jobs.monitor; README "Drift") ----------------------------------
+    # PSI thresholds: the credit-scoring convention (< 0.1 stable, 0.1-0.2 moderate shift,
+    # >= 0.2 significant shift; see jobs/monitor/drift.py for the sources).
+    monitor_window_days: PositiveInt = Field(
+        1,
+        description="Drift: days of silver events up to the run's date compared with the"
+        " champion's training window.",
+    )
+    monitor_reference_days: PositiveInt = Field(
+        7,
+        description="Drift: the reference is the last this many days of the silver events"
+        " the champion was trained on.",
+    )
+    drift_psi_warn: Annotated[float, Field(gt=0)] = Field(
+        0.1, description="Drift: PSI at or above this is a warning."
+    )
+    drift_psi_alert: Annotated[float, Field(gt=0)] = Field(
+        0.2, description="Drift: PSI at or above this is an alert (schedules training)."
+    )
+    drift_ks_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.01, description="Drift: KS p-values below this are significant (a warning)."
+    )
+    drift_ks_alert: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1,
+        description="Drift: a significant KS statistic D at or above this is an alert"
+        " (effect size: on millions of events any difference is significant).",
+    )
+    drift_unknown_share_alert: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.2,
+        description="Drift: a rise of the share of events by users unknown to the"
+        " champion of at least this (absolute, e.g. 0.05 -> 0.25) is an alert; half is a"
+        " warning.",
+    )
+    drift_score_sample: PositiveInt = Field(
+        2_000,
+        description="Drift: users sampled per window for the champion's top-1 score distribution.",
+    )
+
     @field_validator("spark_master")
     @classmethod
     def _check_master(cls, value: str) -> str:
@@ -723,9 +761,9 @@ class Settings(BaseSettings):
         return str(self.data_root / "mlflow" / "artifacts")
 
     @property
-    def drift_flag_path(self) -> Path:
-        """Written by monitoring when drift is detected; read by the training trigger."""
-        return self.data_root / "monitoring" / "drift_flag.json"
+    def drift_reports_dir(self) -> Path:
+        """One standalone HTML drift report per monitor run (``<run_id>.html``)."""
+        return self.data_root / "reports" / "drift"
 
     @property
     def feast_dir(self) -> Path:

@@ -29,7 +29,7 @@ class Table:
     """One Delta table: where it lives, its schema, partitioning and properties."""
 
     name: str
-    layer: str  # bronze | silver | gold | audit: the folder under the lake root
+    layer: str  # bronze | silver | gold | audit | privacy | monitor: folder under the lake root
     ddl: str  # Spark DDL of the columns, in order
     partitions: tuple[str, ...] = ()
     properties: tuple[tuple[str, str], ...] = ()
@@ -199,6 +199,19 @@ TABLES: dict[str, Table] = {
             # status withdrawn | granted, changed_at when it took effect (jobs.privacy.consent).
             "subject STRING NOT NULL, status STRING NOT NULL, changed_at TIMESTAMP NOT NULL, "
             "source STRING NOT NULL, recorded_at TIMESTAMP NOT NULL",
+            (),
+            (),
+        ),
+        Table(
+            "drift",
+            "monitor",
+            # One row per metric x statistic of a drift run (jobs.monitor.monitor); a rerun
+            # of a run_id replaces its rows. statistic psi | ks | share, level ok | warn |
+            # alert; the training trigger reads the alert rows.
+            "run_id STRING NOT NULL, computed_at TIMESTAMP NOT NULL, window_start TIMESTAMP, "
+            "window_end TIMESTAMP, metric STRING NOT NULL, statistic STRING NOT NULL, "
+            "value DOUBLE, p_value DOUBLE, warn_at DOUBLE, alert_at DOUBLE, "
+            "level STRING NOT NULL, n_reference BIGINT, n_current BIGINT, model_version STRING",
             (),
             (),
         ),

@@ -33,21 +33,18 @@ def train_step(
     settings: Settings | None = None,
     training_key: str | None = None,
 ) -> dict[str, Any]:
-    """Train, register and gate; answers a raised drift flag.
+    """Train, register and gate.
 
     ``training_key`` (the DAG passes its run id) makes a retry reuse the version the
-    first try registered. The drift flag is cleared last and never raises: by then the
-    aliases have moved, and the announcement must not be lost to a bad flag file.
+    first try registered. A drift alert needs no clearing: the trigger counts only alerts
+    computed after the newest training started (jobs.train.trigger).
     """
     from jobs.train.training import train_model
-    from jobs.train.trigger import clear_drift_flag
 
     settings = settings or get_settings()
     result = train_model(
         settings, reason=decision.get("reason", "manual"), training_key=training_key
     )
-    if decision.get("drift"):
-        clear_drift_flag(settings, result.run_id, decision["drift"])
     log.info("registered %s v%s: %s", settings.model_name, result.version, result.gate.reason)
     return result.as_dict()
 

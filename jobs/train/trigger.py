@@ -1,4 +1,4 @@
-"""Should training run now? Threshold, missing model, model age, or a drift flag.
+"""Should training run now? Threshold, missing model, model age, or a drift alert.
 
 New interactions are counted as the growth of ``sum(n_events)`` in gold ``interactions``
 between the Delta version the last training read (a tag on its MLflow run) and now:
@@ -14,15 +14,17 @@ gold update into a training run:
   stale (accepted or not), only new data (the threshold) or drift trains again;
 - no training starts within ``min_train_interval_hours`` of the last one's start.
 
-A drift flag that cannot be read is reported (log, the decision's reason) and does not
-count as drift: monitoring's job is to write a readable one.
+Drift is read from the ``monitor/drift`` Delta table the monitor DAG writes (not a local
+file, which distributed workers would not share): the newest drift run with an alert row
+counts when it was computed after the newest training attempt started. A training that
+started after the alert answers it, so one alert trains once and nothing has to be
+cleared. A drift table that cannot be read is reported (log, the decision's reason) and
+does not count as drift.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -58,7 +60,7 @@ class Decision:
 
 @dataclass
 class Facts:
-    """What the decision rests on, read from the lake, the registry and the drift flag."""
+    """What the decision rests on, read from the lake, the registry and the drift table."""
 
     gold_version: int
     now: float
@@ -68,54 +70,22 @@ class Facts:
     champion_version: str | None = None
     champion_since: float | None = None  # epoch seconds of its promotion
     last_attempt_at: float | None = None  # start of the newest training run, any outcome
+    # The newest drift run with an alert (run_id, computed_at epoch s, metrics, reason),
+    # whether or not a training has answered it since (decide_from tells).
     drift: dict[str, Any] | None = None
     drift_problem: str | None = None
 
 
-def read_drift_flag(settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
-    """The monitoring job's flag if raised (``{"drift": true, "reason": ...}``), and a
-    problem when the file exists but cannot be read as such a flag (then no drift)."""
-    path = settings.drift_flag_path
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None, None
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"drift flag {path} unreadable ({type(exc).__name__}: {exc}); ignored"
-    try:
-        flag = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, f"drift flag {path} is not JSON ({exc}); ignored"
-    if not isinstance(flag, dict):
-        return None, f"drift flag {path} is not a JSON object; ignored"
-    return (flag if flag.get("drift") is True else None), None
+def read_drift(spark: SparkSession, settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+    """The newest drift run with an alert (``jobs.monitor.monitor.newest_alert``), and a
+    problem when the drift table cannot be read (then no drift: reported, not raised)."""
+    from jobs.monitor.monitor import newest_alert
 
-
-def clear_drift_flag(settings: Settings, run_id: str, seen: dict[str, Any] | None) -> bool:
-    """Mark the flag ``seen`` by the trigger as handled by ``run_id``; never raises.
-
-    It runs after the aliases moved, so it must not fail the task (the announcement of
-    a new champion would be lost with it): every failure is logged and returns False.
-    A flag that changed since the trigger read it (monitoring raised a new one while the
-    model trained) is left raised, so that drift gets its own training.
-    """
-    path = settings.drift_flag_path
     try:
-        current, problem = read_drift_flag(settings)
-        if problem is None and current != seen:
-            log.info("drift flag changed since the trigger read it: left raised")
-            return False
-        record = {**(current or {}), "drift": False, "handled_by_run": run_id}
-        record["handled_at"] = time.time()
-        if problem:
-            record["replaced_unreadable_flag"] = problem
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-        return True
-    except Exception as exc:  # noqa: BLE001 - see the docstring: logged, never raised
-        log.warning("could not clear the drift flag %s: %s: %s", path, type(exc).__name__, exc)
-        return False
+        return newest_alert(spark, settings), None
+    except Exception as exc:  # noqa: BLE001 - see the module docstring: reported, no drift
+        where = tables.path(settings, "drift")
+        return None, f"drift table {where} unreadable ({type(exc).__name__}: {exc}); ignored"
 
 
 def last_trained_version(client: MlflowClient, settings: Settings) -> int | None:
@@ -157,7 +127,7 @@ def n_events_at(spark: SparkSession, settings: Settings, version: int) -> int:
 def registry_facts(
     client: MlflowClient, settings: Settings, gold_version: int, now: float | None = None
 ) -> Facts:
-    """The registry's and the drift flag's part of the facts (no Spark)."""
+    """The registry's part of the facts (no Spark; the drift table is read in decide)."""
     facts = Facts(gold_version=gold_version, now=time.time() if now is None else now)
     champion = alias_version(client, settings.model_name, CHAMPION)
     if champion is not None:
@@ -166,9 +136,6 @@ def registry_facts(
         facts.champion_since = champion_since(champion, announced, facts.now)
     facts.trained_version = last_trained_version(client, settings)
     facts.last_attempt_at = last_attempt_at(client, settings)
-    facts.drift, facts.drift_problem = read_drift_flag(settings)
-    if facts.drift_problem:
-        log.warning("%s", facts.drift_problem)
     return facts
 
 
@@ -179,6 +146,9 @@ def decide(
     if current < 0:
         return Decision(False, "no gold interactions yet", current)
     facts = registry_facts(client, settings, current, now)
+    facts.drift, facts.drift_problem = read_drift(spark, settings)
+    if facts.drift_problem:
+        log.warning("%s", facts.drift_problem)
     if facts.trained_version is not None:
         try:
             facts.new_interactions = n_events_at(spark, settings, current) - n_events_at(
@@ -199,7 +169,8 @@ def decide_from(facts: Facts, settings: Settings) -> Decision:
         facts.gold_version,
         trained_version=facts.trained_version,
         new_interactions=facts.new_interactions,
-        drift=facts.drift,
+        # Only an alert no training has answered yet is this decision's drift.
+        drift=facts.drift if _unanswered_drift(facts) else None,
         drift_problem=facts.drift_problem,
         champion_version=facts.champion_version,
     )
@@ -213,6 +184,16 @@ def decide_from(facts: Facts, settings: Settings) -> Decision:
     return decision
 
 
+def _unanswered_drift(facts: Facts) -> bool:
+    """An alert computed after the newest training started (one that started after the
+    alert answers it: a drift alert trains once, with nothing to clear)."""
+    if not facts.drift:
+        return False
+    if facts.last_attempt_at is None:
+        return True
+    return float(facts.drift.get("computed_at", 0.0)) > facts.last_attempt_at
+
+
 def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
     since_last = d.hours_since_last_training
     if since_last is not None and since_last < settings.min_train_interval_hours:
@@ -224,7 +205,8 @@ def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
         return True, facts.unreadable
     if facts.champion_version is None and facts.trained_version is None:
         return True, "no model yet"
-    if facts.drift:
+    if _unanswered_drift(facts):
+        assert facts.drift is not None
         return True, f"drift: {facts.drift.get('reason', '')}"
     n = facts.new_interactions or 0
     by_data = n >= settings.retrain_threshold

@@ -8,8 +8,7 @@ trigger test alone adds a few hours of a synthetic shop (after its "nothing new"
 
 from __future__ import annotations
 
-import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from support import predict_without_recflow
 
+from jobs import tables
 from jobs.config import Settings, load_settings
 from jobs.ingest.steps import run_interval
 from jobs.model.registry import BEST, CHALLENGER, CHAMPION, alias_version, setup
@@ -149,11 +149,25 @@ def test_trigger_threshold_age_and_drift(spark: Any, ml: dict[str, Any], first: 
     quiet = _decide(spark, settings)
     assert quiet.train is False and quiet.new_interactions == 0
 
-    settings.drift_flag_path.parent.mkdir(parents=True, exist_ok=True)
-    settings.drift_flag_path.write_text(json.dumps({"drift": True, "reason": "PSI 0.31 on price"}))
+    # The monitor DAG's drift table: an alert computed before this module's trainings
+    # started is answered; one computed now is not.
+    location = tables.ensure_table(spark, settings, "drift")
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    def alert(run: str, at: datetime) -> None:
+        row = (run, at, None, None, "category_mix", "psi", 0.31, None, 0.1, 0.2, "alert", 9, 9, "1")
+        frame = spark.createDataFrame([row], tables.TABLES["drift"].ddl)
+        frame.write.format("delta").mode("append").save(location)
+
+    alert("monitor/old", now - timedelta(days=1))
+    answered = _decide(spark, settings)
+    alert("monitor/new", now)
+    assert answered.train is False and answered.drift is None
     drift = _decide(spark, settings)
-    assert drift.train is True and "PSI 0.31" in drift.reason
-    settings.drift_flag_path.unlink()
+    assert drift.train is True and "monitor/new alerts on category_mix:psi=0.31" in drift.reason
+    spark.createDataFrame([], tables.TABLES["drift"].ddl).write.format("delta").mode(
+        "overwrite"
+    ).save(location)
 
     old = _decide(spark, settings.model_copy(update={"max_model_age_hours": 1e-6}))
     # Age counts from the promotion (in this module), and a stale champion is retrained

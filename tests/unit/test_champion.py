@@ -3,7 +3,6 @@ reviewer's `recflow promote` / `recflow rollback-model`, on a real SQLite regist
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -84,52 +83,54 @@ def test_a_stale_champion_gets_one_retraining_then_waits_for_new_data() -> None:
     assert grown.train is True and "threshold" in grown.reason
 
 
+def _alert(computed_at: float, run_id: str = "monitor/d1") -> dict[str, Any]:
+    """The newest drift run with an alert, as jobs.monitor.monitor.newest_alert gives it."""
+    metrics = ["category_mix:psi=0.4"]
+    return {
+        "run_id": run_id,
+        "computed_at": computed_at,
+        "metrics": metrics,
+        "reason": f"drift run {run_id} alerts on {metrics[0]}",
+    }
+
+
 def test_no_training_within_the_minimum_interval() -> None:
     settings = load_settings(min_train_interval_hours=2)
-    flag = {"drift": True, "reason": "PSI 0.4"}
-    soon = decide_from(_facts(last_attempt_at=100 * DAY - 3600, drift=flag), settings)
+    alert = _alert(computed_at=100 * DAY - 60)
+    soon = decide_from(_facts(last_attempt_at=100 * DAY - 3600, drift=alert), settings)
     assert soon.train is False and "min interval 2 h" in soon.reason
-    later = decide_from(_facts(last_attempt_at=100 * DAY - 3 * 3600, drift=flag), settings)
-    assert later.train is True and "PSI 0.4" in later.reason
+    later = decide_from(_facts(last_attempt_at=100 * DAY - 3 * 3600, drift=alert), settings)
+    assert later.train is True and "category_mix:psi=0.4" in later.reason
+    assert later.drift == alert
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", b"\xff\xfe\x00"])
-def test_a_corrupt_drift_flag_is_reported_and_is_not_drift(
-    tmp_path: Path, content: str | bytes
-) -> None:
-    from jobs.train.trigger import clear_drift_flag, read_drift_flag
+def test_a_drift_alert_trains_once() -> None:
+    """An alert counts until a training starts after it: no flag to clear, so workers that
+    share nothing but the lake agree on it."""
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    alert = _alert(computed_at=99 * DAY)
+    fresh = decide_from(_facts(last_attempt_at=98 * DAY, drift=alert), settings)
+    assert fresh.train is True and fresh.reason.startswith("drift: drift run monitor/d1")
+    # The training that alert caused started after it: the same alert no longer trains.
+    answered = decide_from(_facts(last_attempt_at=99 * DAY + 60, drift=alert), settings)
+    assert answered.train is False and answered.drift is None
+    assert "threshold" in answered.reason
+    # A newer alert (computed after that training started) trains again.
+    newer = _alert(computed_at=99 * DAY + 3600, run_id="monitor/d2")
+    again = decide_from(_facts(last_attempt_at=99 * DAY + 60, drift=newer), settings)
+    assert again.train is True and "monitor/d2" in again.reason
+    # Never trained before: any alert is unanswered.
+    first = decide_from(_facts(last_attempt_at=None, drift=alert), settings)
+    assert first.train is True and first.drift == alert
 
-    settings = load_settings(data_root=tmp_path / "var")
-    path = settings.drift_flag_path
-    path.parent.mkdir(parents=True)
-    path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    flag, problem = read_drift_flag(settings)
-    assert flag is None and problem and str(path) in problem
-    facts = _facts(drift=flag, drift_problem=problem, last_attempt_at=99 * DAY)
+
+def test_an_unreadable_drift_table_is_reported_and_is_not_drift() -> None:
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    problem = "drift table /lake/monitor/drift unreadable (AnalysisException: boom); ignored"
+    facts = _facts(drift=None, drift_problem=problem, last_attempt_at=99 * DAY)
     decision = decide_from(facts, settings)
-    assert decision.train is False and "ignored" in decision.reason
-    # Clearing never raises (it runs after the aliases moved); the bad file is replaced.
-    assert clear_drift_flag(settings, "run-1", None) is True
-    record = json.loads(path.read_text())
-    assert record["drift"] is False and "replaced_unreadable_flag" in record
-
-
-def test_clearing_the_flag_never_raises_and_keeps_a_newer_flag(tmp_path: Path) -> None:
-    from jobs.train.trigger import clear_drift_flag, read_drift_flag
-
-    settings = load_settings(data_root=tmp_path / "var")
-    path = settings.drift_flag_path
-    path.parent.mkdir(parents=True)
-    seen = {"drift": True, "reason": "PSI 0.31 on price"}
-    path.write_text(json.dumps({"drift": True, "reason": "PSI 0.5 on category"}))
-    assert clear_drift_flag(settings, "run-1", seen) is False  # raised again meanwhile
-    assert read_drift_flag(settings)[0] == {"drift": True, "reason": "PSI 0.5 on category"}
-    path.write_text(json.dumps(seen))
-    assert clear_drift_flag(settings, "run-1", seen) is True
-    assert read_drift_flag(settings) == (None, None)
-    path.unlink()
-    path.mkdir()  # unreadable and unwritable as a file: logged, not raised
-    assert clear_drift_flag(settings, "run-2", seen) is False
+    assert decision.train is False and decision.drift is None
+    assert decision.reason.endswith(f"; {problem}") and decision.drift_problem == problem
 
 
 def test_the_watcher_announces_a_reviewers_choice_once(registry: tuple[Settings, Any]) -> None:

@@ -29,6 +29,7 @@ def test_no_import_errors(dagbag) -> None:
         "maintenance",
         "champion_watch",
         "privacy",
+        "monitor",
     }
 
 
@@ -68,9 +69,14 @@ def test_train_shape(dagbag) -> None:
     assert dag.catchup is False and dag.max_active_runs == 1
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
-    # Scheduled on the Asset the ingest DAG emits; emits the one publish follows.
+    # Scheduled on gold (the ingest DAG) OR drift (the monitor DAG); emits the one publish
+    # follows.
     ingest_outlets = {a.name for t in dagbag.dags["ingest"].tasks for a in t.outlets}
-    assert {a.name for a in dag.timetable.asset_condition.objects} <= ingest_outlets
+    monitor_outlets = {a.name for t in dagbag.dags["monitor"].tasks for a in t.outlets}
+    condition = dag.timetable.asset_condition
+    assert type(condition).__name__ == "AssetAny"
+    assert {a.name for a in condition.objects} == {"recflow_gold_interactions", "recflow_drift"}
+    assert {a.name for a in condition.objects} <= ingest_outlets | monitor_outlets
     assert {a.name for a in dag.get_task("announce_champion").outlets} == {"recflow_champion"}
 
 
@@ -107,6 +113,22 @@ def test_champion_watch_shape(dagbag) -> None:
     train_emits = {a.name for a in dagbag.dags["train"].get_task("announce_champion").outlets}
     publish_on = {a.name for a in dagbag.dags["publish"].timetable.asset_condition.objects}
     assert emitted == train_emits == publish_on == {"recflow_champion"}
+
+
+def test_monitor_shape(dagbag) -> None:
+    dag = dagbag.dags["monitor"]
+    assert set(dag.task_ids) >= {"compute_drift", "drift_alert", "announce_drift"}
+    assert dag.get_task("drift_alert").upstream_task_ids == {"compute_drift"}
+    assert dag.get_task("announce_drift").upstream_task_ids == {"compute_drift", "drift_alert"}
+    assert dag.catchup is False and dag.max_active_runs == 1
+    for t in dag.tasks:
+        assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout
+    # Gold OR daily: an Asset condition and a cron beside it.
+    timetable = dag.timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert {a.name for a in timetable.asset_condition.objects} == {"recflow_gold_interactions"}
+    assert timetable.timetable.expression == "0 0 * * *"
+    assert {a.name for a in dag.get_task("announce_drift").outlets} == {"recflow_drift"}
 
 
 def test_features_shape(dagbag) -> None:

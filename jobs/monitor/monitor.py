@@ -1,0 +1,511 @@
+"""The drift run: the lake now against what the current champion was trained on.
+
+Reads: the ``champion`` alias and its training run's tags (MLflow), the model artifact,
+silver ``events`` (time travel to the version the champion's training read, and the
+current window) and silver ``items`` (categories). Writes: the ``monitor/drift`` Delta
+table (one row per metric x statistic; a rerun of a ``run_id`` replaces its rows in one
+``replaceWhere`` commit) and ``<data_root>/reports/drift/<run_id>.html``.
+
+Windows. The current window is the ``monitor_window_days`` before the run's logical date,
+a fixed interval (a rerun of a run reads the same one). The reference is the last
+``monitor_reference_days`` of the silver events the champion's training read: silver
+time-travelled to ``recflow.silver_events_version`` (a tag of the training run), or,
+when the tag is missing or that version is vacuumed, the events ingested before the
+training run started. The windows differ in length, so activity and popularity are
+counted per day (events per user-day, per item-day), which compares like with like.
+
+Metrics: ``user_activity`` and ``item_popularity`` (PSI and KS), ``event_type_mix`` and
+``category_mix`` (categorical PSI), ``score_top1`` (the champion's top-1 score, from the
+same ``RecModel.recommend_rows`` that publishing and serving rank with, for a hashed
+sample of each window's known users; PSI and KS) and ``unknown_user_share`` (the share of
+events by users the model does not know, against the reference share).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from jobs import tables
+from jobs.config import Settings
+from jobs.monitor.drift import (
+    DriftResult,
+    categorical_result,
+    numeric_results,
+    share_result,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from pyspark.sql import DataFrame, SparkSession
+
+    from jobs.model.artifact import RecModel
+
+log = logging.getLogger(__name__)
+
+TAG_SILVER_VERSION = "recflow.silver_events_version"  # set by jobs.train.training
+UNKNOWN_CATEGORY = "(none)"
+
+
+@dataclass
+class Window:
+    """The events of one side of the comparison, aggregated small enough for the driver."""
+
+    start: datetime | None
+    end: datetime | None
+    user_days: pd.DataFrame  # user_id, n: events per user and day
+    item_days: pd.DataFrame  # item_id, n: events per item and day
+    event_types: dict[str, float]
+    categories: dict[str, float]
+    n_events: int
+    described: str
+
+
+@dataclass
+class DriftRun:
+    """What a drift run did: rows recorded (or why none), alerts, the report."""
+
+    run_id: str
+    recorded: bool
+    reason: str
+    model_version: str | None = None
+    window_start: str | None = None
+    window_end: str | None = None
+    alerts: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    rows: int = 0
+    report: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def run_drift(
+    spark: SparkSession,
+    settings: Settings,
+    client: MlflowClient,
+    run_id: str,
+    logical_date: datetime,
+) -> DriftRun:
+    """Compute, record and report drift for the window ending at ``logical_date``."""
+    from jobs.model.registry import CHAMPION, alias_version, load_version
+
+    if settings.drift_psi_warn >= settings.drift_psi_alert:
+        raise ValueError(
+            f"RECFLOW_DRIFT_PSI_WARN ({settings.drift_psi_warn}) must be below "
+            f"RECFLOW_DRIFT_PSI_ALERT ({settings.drift_psi_alert})"
+        )
+    if logical_date.tzinfo is None:
+        raise ValueError("logical_date needs a time zone")
+    end = logical_date.astimezone(UTC)
+    start = end - timedelta(days=settings.monitor_window_days)
+    champion = alias_version(client, settings.model_name, CHAMPION)
+    if champion is None:
+        return _nothing(run_id, "no champion yet: nothing to compare against")
+    version = str(champion.version)
+    current = _current_window(spark, settings, start, end)
+    if current.n_events == 0:
+        return _nothing(run_id, f"no silver events in {current.described}", version)
+    reference = _reference_window(spark, settings, client, champion.run_id)
+    if reference.n_events == 0:
+        return _nothing(run_id, f"no reference events ({reference.described})", version)
+    model = load_version(settings, version)
+    results, samples = _metrics(settings, model, reference, current)
+    computed_at = datetime.now(UTC)
+    rows = [_row(r, run_id, computed_at, start, end, version) for r in results]
+    _write(spark, settings, run_id, rows)
+    report = write_report(settings, run_id, version, reference, current, results, samples)
+    out = DriftRun(
+        run_id,
+        True,
+        f"reference: {reference.described}; current: {current.described}",
+        version,
+        start.isoformat(),
+        end.isoformat(),
+        [f"{r.metric}:{r.stat}" for r in results if r.level == "alert"],
+        [f"{r.metric}:{r.stat}" for r in results if r.level == "warn"],
+        len(rows),
+        str(report),
+    )
+    log.info("drift run %s: alerts %s, warnings %s", run_id, out.alerts, out.warnings)
+    return out
+
+
+def _nothing(run_id: str, reason: str, version: str | None = None) -> DriftRun:
+    log.info("drift run %s records nothing: %s", run_id, reason)
+    return DriftRun(run_id, False, reason, version)
+
+
+# -- windows -------------------------------------------------------------------------------
+
+
+def _naive(moment: datetime) -> datetime:
+    """The lake's timestamps are naive UTC (jobs.spark runs every process in UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+def _current_window(
+    spark: SparkSession, settings: Settings, start: datetime, end: datetime
+) -> Window:
+    from pyspark.sql import functions as F
+
+    events = tables.read_or_create(spark, settings, "events").where(
+        (F.col("ts") >= F.lit(_naive(start))) & (F.col("ts") < F.lit(_naive(end)))
+    )
+    # Pruned to the window's partitions (event_date) before the ts filter.
+    events = events.where(F.col("event_date").between(F.lit(start.date()), F.lit(end.date())))
+    return _aggregate(
+        spark, settings, events, start, end, f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) UTC"
+    )
+
+
+def _reference_window(
+    spark: SparkSession, settings: Settings, client: MlflowClient, training_run: str | None
+) -> Window:
+    """The last ``monitor_reference_days`` of the silver events the champion trained on."""
+    from pyspark.sql import functions as F
+
+    location = tables.path(settings, "events")
+    run = client.get_run(training_run) if training_run else None
+    tag = run.data.tags.get(TAG_SILVER_VERSION) if run else None
+    events: DataFrame | None = None
+    described, last = "", None
+    if tag not in (None, "", "-1"):
+        try:
+            events = spark.read.format("delta").option("versionAsOf", int(tag)).load(location)
+            last = events.agg(F.max("ts")).first()[0]  # a vacuumed version fails here
+            described = f"silver events v{tag}"
+        except Exception as exc:  # noqa: BLE001 - vacuumed or missing version: fall back below
+            log.warning("silver events v%s unreadable (%s); using ingestion time", tag, exc)
+            events = None
+    if events is None:
+        # No tag (a model registered by hand) or a vacuumed version: what had been
+        # ingested when the training run started is what it could have read.
+        started = datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run else None
+        events = tables.read_or_create(spark, settings, "events")
+        if started is not None:
+            events = events.where(F.col("_ingested_at") <= F.lit(_naive(started)))
+            described = f"silver events ingested by {started:%Y-%m-%d %H:%M} UTC"
+        else:
+            described = "all silver events (no training run)"
+        last = events.agg(F.max("ts")).first()[0]
+    if last is None:
+        return _aggregate(spark, settings, events, None, None, described)
+    end = last.replace(tzinfo=UTC) + timedelta(microseconds=1)
+    start = end - timedelta(days=settings.monitor_reference_days)
+    events = events.where(F.col("ts") >= F.lit(_naive(start)))
+    described += f", last {settings.monitor_reference_days} d up to {last:%Y-%m-%d %H:%M} UTC"
+    return _aggregate(spark, settings, events, start, end, described)
+
+
+def _aggregate(
+    spark: SparkSession,
+    settings: Settings,
+    events: DataFrame,
+    start: datetime | None,
+    end: datetime | None,
+    described: str,
+) -> Window:
+    """Per user-day and item-day counts (to the driver) and the two mixes (counts)."""
+    from pyspark.sql import functions as F
+
+    events = events.select("user_id", "item_id", "event_type", "event_date").cache()
+    try:
+        user_days = events.groupBy("user_id", "event_date").agg(F.count("*").alias("n"))
+        item_days = events.groupBy("item_id", "event_date").agg(F.count("*").alias("n"))
+        items = tables.read_or_create(spark, settings, "items").select("item_id", "category")
+        # Both mixes from one job: counts by (event type, category).
+        mixes = (
+            events.join(items, "item_id", "left")
+            .groupBy(
+                "event_type",
+                F.coalesce(F.col("category"), F.lit(UNKNOWN_CATEGORY)).alias("category"),
+            )
+            .count()
+            .collect()
+        )
+        event_types: dict[str, float] = {}
+        categories: dict[str, float] = {}
+        for r in mixes:
+            event_types[r["event_type"]] = event_types.get(r["event_type"], 0.0) + r["count"]
+            categories[r["category"]] = categories.get(r["category"], 0.0) + r["count"]
+        return Window(
+            start,
+            end,
+            user_days.select("user_id", "n").toPandas(),
+            item_days.select("item_id", "n").toPandas(),
+            event_types,
+            categories,
+            int(sum(event_types.values())),
+            described,
+        )
+    finally:
+        events.unpersist()
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+def _metrics(
+    settings: Settings, model: RecModel, reference: Window, current: Window
+) -> tuple[list[DriftResult], dict[str, tuple[Any, Any]]]:
+    """Every metric's results, and the samples behind them (for the report)."""
+    thresholds = {
+        "psi_warn": settings.drift_psi_warn,
+        "psi_alert": settings.drift_psi_alert,
+        "ks_alpha": settings.drift_ks_alpha,
+        "ks_alert": settings.drift_ks_alert,
+    }
+    samples: dict[str, tuple[Any, Any]] = {
+        "user_activity": (reference.user_days["n"].to_numpy(), current.user_days["n"].to_numpy()),
+        "item_popularity": (
+            reference.item_days["n"].to_numpy(),
+            current.item_days["n"].to_numpy(),
+        ),
+    }
+    results: list[DriftResult] = []
+    for metric in ("user_activity", "item_popularity"):
+        results += numeric_results(metric, *samples[metric], **thresholds)
+    for metric, ref, cur in (
+        ("event_type_mix", reference.event_types, current.event_types),
+        ("category_mix", reference.categories, current.categories),
+    ):
+        samples[metric] = (ref, cur)
+        results.append(categorical_result(metric, ref, cur, **_psi_only(thresholds)))
+    ref_scores = top1_scores(model, reference.user_days, settings)
+    cur_scores = top1_scores(model, current.user_days, settings)
+    if ref_scores.size and cur_scores.size:
+        samples["score_top1"] = (ref_scores, cur_scores)
+        results += numeric_results("score_top1", ref_scores, cur_scores, **thresholds)
+    else:
+        # Nobody the model knows in one window: no score distribution to compare; the
+        # unknown-user share below is what moves then.
+        log.warning("score_top1 skipped: no known users in one of the windows")
+    ref_share, cur_share = unknown_share(model, reference), unknown_share(model, current)
+    samples["unknown_user_share"] = ({"unknown": ref_share}, {"unknown": cur_share})
+    results.append(
+        share_result(
+            "unknown_user_share",
+            ref_share,
+            cur_share,
+            settings.drift_unknown_share_alert,
+            reference.n_events,
+            current.n_events,
+        )
+    )
+    return results, samples
+
+
+def _psi_only(thresholds: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in thresholds.items() if k.startswith("psi_")}
+
+
+def unknown_share(model: RecModel, window: Window) -> float:
+    """Share of the window's events made by users absent from the model."""
+    known = window.user_days["user_id"].map(model.user_index).notna()
+    total = float(window.user_days["n"].sum())
+    return float(window.user_days.loc[~known, "n"].sum()) / total if total else 0.0
+
+
+def top1_scores(model: RecModel, user_days: pd.DataFrame, settings: Settings) -> np.ndarray:
+    """Top-1 score of a sample of the window's known users, ranked as serving ranks.
+
+    The sample is the ``drift_score_sample`` users with the smallest seeded hash of their
+    id: the same users whenever they are active, whatever the order rows arrive in.
+    """
+    from pandas.util import hash_pandas_object
+
+    users = user_days["user_id"].drop_duplicates()
+    rows = users.map(model.user_index).dropna().astype(np.int64)
+    if rows.empty:
+        return np.array([], dtype=np.float64)
+    keys = hash_pandas_object(users.loc[rows.index], index=False, hash_key=_hash_key(settings))
+    chosen = rows.to_numpy()[np.argsort(keys.to_numpy(), kind="stable")][
+        : settings.drift_score_sample
+    ]
+    _, scores = model.recommend_rows(np.sort(chosen), 1)
+    top = scores[:, 0].astype(np.float64)
+    return top[np.isfinite(top)]
+
+
+def _hash_key(settings: Settings) -> str:
+    return f"{settings.seed:016d}"[-16:]
+
+
+# -- the table -----------------------------------------------------------------------------
+
+
+def _row(
+    r: DriftResult,
+    run_id: str,
+    computed_at: datetime,
+    start: datetime,
+    end: datetime,
+    version: str,
+) -> tuple[Any, ...]:
+    def number(x: float | None) -> float | None:
+        return None if x is None or not np.isfinite(x) else float(x)
+
+    return (
+        run_id,
+        _naive(computed_at),
+        _naive(start),
+        _naive(end),
+        r.metric,
+        r.stat,
+        number(r.value),
+        number(r.p_value),
+        number(r.warn_at),
+        number(r.alert_at),
+        r.level,
+        r.n_reference,
+        r.n_current,
+        version,
+    )
+
+
+def _write(spark: SparkSession, settings: Settings, run_id: str, rows: list[tuple]) -> None:
+    """Replace the run's rows in one commit (a rerun never leaves both old and new)."""
+    location = tables.ensure_table(spark, settings, "drift")
+    frame = spark.createDataFrame(rows, tables.TABLES["drift"].ddl)
+    quoted = run_id.replace("\\", "\\\\").replace("'", "\\'")
+    (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"run_id = '{quoted}'")
+        .save(location)
+    )
+
+
+def read_drift(spark: SparkSession, settings: Settings, run_id: str | None = None) -> pd.DataFrame:
+    """The drift table (one run's rows when ``run_id`` is given), as pandas."""
+    from pyspark.sql import functions as F
+
+    frame = tables.read_or_create(spark, settings, "drift")
+    if run_id is not None:
+        frame = frame.where(F.col("run_id") == run_id)
+    return frame.toPandas()
+
+
+def newest_alert(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
+    """The newest drift run with an alert row: run id, computed_at (epoch s), metrics.
+
+    What the training trigger reads (``jobs.train.trigger``); small: only alert rows.
+    """
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    location = tables.path(settings, "drift")
+    if not DeltaTable.isDeltaTable(spark, location):
+        return None  # no drift run yet
+    alerts = spark.read.format("delta").load(location).where(F.col("level") == "alert")
+    newest = alerts.groupBy("run_id").agg(F.max("computed_at").alias("at"))
+    top = newest.orderBy(F.col("at").desc(), F.col("run_id").desc()).first()
+    if top is None:
+        return None
+    rows = alerts.where(F.col("run_id") == top["run_id"]).collect()
+    metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows)
+    return {
+        "run_id": top["run_id"],
+        "computed_at": top["at"].replace(tzinfo=UTC).timestamp(),
+        "metrics": metrics,
+        "reason": f"drift run {top['run_id']} alerts on {', '.join(metrics)}",
+    }
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def write_report(
+    settings: Settings,
+    run_id: str,
+    version: str,
+    reference: Window,
+    current: Window,
+    results: list[DriftResult],
+    samples: dict[str, tuple[Any, Any]],
+) -> Path:
+    """A standalone HTML page (PNG histograms inlined as base64), written atomically."""
+    target = settings.drift_reports_dir / f"{_file_name(run_id)}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(
+        f"<tr class='{r.level}'><td>{html.escape(r.metric)}</td><td>{r.stat}</td>"
+        f"<td>{r.value:.4g}</td><td>{'' if r.p_value is None else f'{r.p_value:.3g}'}</td>"
+        f"<td>{_fmt(r.warn_at)}</td><td>{_fmt(r.alert_at)}</td><td>{r.level}</td>"
+        f"<td>{r.n_reference}</td><td>{r.n_current}</td></tr>"
+        for r in results
+    )
+    figures = "".join(
+        f"<h2>{html.escape(metric)}</h2><img alt='{html.escape(metric)}' "
+        f"src='data:image/png;base64,{_histogram(metric, ref, cur)}'>"
+        for metric, (ref, cur) in samples.items()
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>recflow drift {html.escape(run_id)}</title>
+<style>body{{font-family:sans-serif}} td,th{{padding:2px 8px}} .alert{{background:#f8d0d0}}
+.warn{{background:#fbeec8}}</style></head><body>
+<h1>Drift run {html.escape(run_id)}</h1>
+<p>Champion v{html.escape(version)}. Reference: {html.escape(reference.described)}
+({reference.n_events} events). Current: {html.escape(current.described)}
+({current.n_events} events).</p>
+<table><tr><th>metric</th><th>statistic</th><th>value</th><th>p-value</th><th>warn at</th>
+<th>alert at</th><th>level</th><th>n reference</th><th>n current</th></tr>{rows}</table>
+{figures}</body></html>
+"""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _file_name(run_id: str) -> str:
+    """Airflow run ids hold ':' and '+': keep a file name portable."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+
+
+def report_path(settings: Settings, run_id: str) -> Path:
+    return settings.drift_reports_dir / f"{_file_name(run_id)}.html"
+
+
+def _fmt(x: float | None) -> str:
+    return "" if x is None else f"{x:.3g}"
+
+
+def _histogram(metric: str, ref: Any, cur: Any) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on workers
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    try:
+        if isinstance(ref, dict):
+            keys = sorted(set(ref) | set(cur))[:40]
+            r_total, c_total = sum(ref.values()) or 1.0, sum(cur.values()) or 1.0
+            x = np.arange(len(keys))
+            ax.bar(x - 0.2, [ref.get(k, 0) / r_total for k in keys], 0.4, label="reference")
+            ax.bar(x + 0.2, [cur.get(k, 0) / c_total for k in keys], 0.4, label="current")
+            ax.set_xticks(x, [str(k)[:12] for k in keys], rotation=45, ha="right", fontsize=7)
+        else:
+            lo, hi = float(min(ref.min(), cur.min())), float(max(ref.max(), cur.max()))
+            edges = np.linspace(lo, hi if hi > lo else lo + 1, 31)
+            ax.hist(ref, edges, density=True, alpha=0.5, label="reference")
+            ax.hist(cur, edges, density=True, alpha=0.5, label="current")
+        ax.set_title(metric)
+        ax.legend()
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=80)
+        return base64.b64encode(buf.getvalue()).decode("ascii")
+    finally:
+        plt.close(fig)

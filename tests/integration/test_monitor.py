@@ -1,0 +1,284 @@
+"""The drift run on a small real lake (Spark + Delta, a champion in a real MLflow registry),
+and the monitor DAG run by Airflow (``dag.test()``) emitting the drift Asset on alert.
+
+The lake is written directly (silver events and items, no ingest): a week of reference
+events the champion "trained on" (its run is tagged with that silver version, as
+training tags it), then a day drawn the same way, then a shifted day (events concentrated
+on one category and five of its items, a third of them by users the model never saw).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from support import clustered_model, register_champion
+
+from jobs import tables
+from jobs.config import Settings, load_settings
+from jobs.model.registry import CHAMPION, alias_version, setup
+from jobs.monitor.monitor import TAG_SILVER_VERSION, read_drift, report_path, run_drift
+from jobs.train.trigger import read_drift as trigger_drift
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+N_USERS, N_ITEMS, N_CATEGORIES = 300, 200, 6
+FIRST = date(2026, 11, 1)
+SAME_DAY, SHIFTED_DAY = date(2026, 11, 8), date(2026, 11, 9)
+TYPES, TYPE_P = ["view", "click", "add_to_cart", "purchase"], [0.7, 0.2, 0.06, 0.04]
+# Metrics the shifted day must alert on, and the one it must not (its type mix is unchanged).
+SHIFT_ALERTS = {"category_mix:psi", "item_popularity:psi", "unknown_user_share:share"}
+
+
+def _day(rng: np.random.Generator, day: date, shifted: bool = False) -> pd.DataFrame:
+    """One day of events: ~8 per user; shifted, on five items of category 0 and by a third
+    of unknown users."""
+    counts = rng.poisson(8, N_USERS)
+    users = np.repeat([f"user-{u}" for u in range(N_USERS)], counts)
+    n = users.size
+    if shifted:
+        users = np.where(rng.random(n) < 0.35, [f"new-{i % 150}" for i in range(n)], users)
+        items = rng.choice(np.arange(0, 30, N_CATEGORIES), n)  # five items, all category 0
+    else:
+        items = rng.integers(0, N_ITEMS, n)
+    start = datetime.combine(day, datetime.min.time())
+    return pd.DataFrame(
+        {
+            "event_id": [f"{day}-{i}" for i in range(n)],
+            "ts": start + pd.to_timedelta(rng.integers(0, 86_400, n), unit="s"),
+            "event_date": day,
+            "user_id": users,
+            "item_id": [f"item-{i}" for i in items],
+            "event_type": rng.choice(TYPES, n, p=TYPE_P),
+        }
+    )
+
+
+def _append_events(spark: Any, settings: Settings, frame: pd.DataFrame, tmp: Path) -> int:
+    """Append to silver events (through parquet: createDataFrame from pandas is slow)."""
+    from pyspark.sql import functions as F
+
+    location = tables.ensure_table(spark, settings, "events")
+    file = tmp / f"events-{frame['event_date'].iloc[0]}.parquet"
+    frame.assign(event_date=pd.to_datetime(frame["event_date"])).to_parquet(
+        file, coerce_timestamps="us", allow_truncated_timestamps=True
+    )
+    columns = {name: kind for name, kind in tables.ddl_fields(tables.TABLES["events"].ddl)}
+    raw = spark.read.parquet(str(file)).withColumn("_ingested_at", F.current_timestamp())
+    out = raw.select(
+        *[
+            (F.col(c) if c in raw.columns else F.lit(None)).cast(kind.lower()).alias(c)
+            for c, kind in columns.items()
+        ]
+    )
+    out.write.format("delta").mode("append").save(location)
+    return tables.version(spark, settings, "events")
+
+
+@pytest.fixture(scope="module")
+def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("monitor")
+    settings = load_settings(
+        data_root=root / "var", spark_shuffle_partitions=2, spark_master="local[2]"
+    )
+    rng = np.random.default_rng(7)
+    week = pd.concat([_day(rng, FIRST + timedelta(days=d)) for d in range(7)], ignore_index=True)
+    trained_on = _append_events(spark, settings, week, root)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"item-{i}" for i in range(N_ITEMS)],
+            "category": [f"cat-{i % N_CATEGORIES}" for i in range(N_ITEMS)],
+        }
+    )
+    items_rows = [
+        (r.item_id, None, r.category, None, 1.0, True, None, datetime(2026, 10, 1), None, None)
+        for r in items.itertuples()
+    ]
+    spark.createDataFrame(items_rows, tables.TABLES["items"].ddl).write.format("delta").mode(
+        "append"
+    ).save(tables.ensure_table(spark, settings, "items"))
+    version = register_champion(settings, clustered_model(N_USERS, N_ITEMS, seed=3), root / "work")
+    client = setup(settings)
+    run_id = alias_version(client, settings.model_name, CHAMPION).run_id
+    client.set_tag(run_id, TAG_SILVER_VERSION, str(trained_on))  # as training tags it
+    same, shifted = _day(rng, SAME_DAY), _day(rng, SHIFTED_DAY, shifted=True)
+    _append_events(spark, settings, same, root)
+    _append_events(spark, settings, shifted, root)
+    return {
+        "settings": settings,
+        "client": client,
+        "version": version,
+        "root": root,
+        "n_reference": len(week),
+        "n_same": len(same),
+        "n_shifted": len(shifted),
+    }
+
+
+def _at(day: date) -> datetime:
+    """The logical date whose one-day window is ``day``."""
+    return datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+
+
+def test_same_distribution_raises_no_alert(spark: Any, lake: dict[str, Any]) -> None:
+    settings = lake["settings"]
+    result = run_drift(spark, settings, lake["client"], "monitor/same", _at(SAME_DAY))
+    assert result.recorded, result.reason
+    assert result.alerts == [], result.as_dict()
+    rows = read_drift(spark, settings, "monitor/same")
+    assert len(rows) == 9  # 3 numeric metrics x (psi, ks) + 2 mixes + the unknown share
+    assert set(rows["level"]) <= {"ok", "warn"}
+    mix = rows[rows.metric == "event_type_mix"].iloc[0]
+    # Counted independently: the generated frames, not the lake.
+    assert (mix.n_reference, mix.n_current) == (lake["n_reference"], lake["n_same"])
+    assert rows["model_version"].unique().tolist() == [lake["version"]]
+    assert rows["window_start"].iloc[0] == datetime(2026, 11, 8)
+    unknown = rows[rows.metric == "unknown_user_share"].iloc[0]
+    assert unknown.value == 0.0 and unknown.level == "ok"
+
+
+@pytest.fixture(scope="module")
+def shifted(spark: Any, lake: dict[str, Any]) -> Any:
+    """The drift run of the shifted day (one run, shared by the tests that read it)."""
+    return run_drift(spark, lake["settings"], lake["client"], "monitor/shift", _at(SHIFTED_DAY))
+
+
+def test_a_shifted_day_alerts_on_the_right_metrics(
+    spark: Any, lake: dict[str, Any], shifted: Any
+) -> None:
+    settings = lake["settings"]
+    assert set(shifted.alerts) >= SHIFT_ALERTS, shifted.as_dict()
+    assert "event_type_mix:psi" not in shifted.alerts
+    rows = read_drift(spark, settings, "monitor/shift").set_index(["metric", "statistic"])
+    category = rows.loc[("category_mix", "psi")]
+    # By hand: the reference spreads over six categories (~1/6 each), the shifted day is
+    # all category 0: PSI ≈ (1 − 1/6)·ln 6 + 5·(1/6 − ε)·ln((1/6)/ε) ≈ 7.68.
+    assert category.value == pytest.approx(
+        (5 / 6) * np.log(6) + 5 * (1 / 6 - 1e-4) * np.log((1 / 6) / 1e-4), rel=0.05
+    )
+    assert category.n_current == lake["n_shifted"]
+    unknown = rows.loc[("unknown_user_share", "share")]
+    assert unknown.value == pytest.approx(0.35, abs=0.03)
+    assert (unknown.warn_at, unknown.alert_at) == (0.1, 0.2)
+    page = report_path(settings, "monitor/shift").read_text()
+    assert page.count("data:image/png;base64,") == 6 and "<td>alert</td>" in page
+
+
+def test_a_rerun_replaces_its_rows(spark: Any, lake: dict[str, Any], shifted: Any) -> None:
+    settings, client = lake["settings"], lake["client"]
+    first = read_drift(spark, settings, "monitor/shift")
+    total = len(read_drift(spark, settings))
+    again = run_drift(spark, settings, client, "monitor/shift", _at(SHIFTED_DAY))
+    second = read_drift(spark, settings, "monitor/shift")
+    assert len(second) == again.rows == 9
+    assert len(read_drift(spark, settings)) == total
+    keep = ["metric", "statistic", "value", "p_value", "level", "n_reference", "n_current"]
+    pd.testing.assert_frame_equal(
+        first[keep].sort_values(keep[:2]).reset_index(drop=True),
+        second[keep].sort_values(keep[:2]).reset_index(drop=True),
+    )
+    assert second["computed_at"].min() >= first["computed_at"].max()
+
+
+def test_no_champion_records_nothing_and_says_why(spark: Any, lake: dict[str, Any]) -> None:
+    settings = lake["settings"].model_copy(update={"model_name": "recflow-no-champion"})
+    before = len(read_drift(spark, settings))
+    result = run_drift(spark, settings, lake["client"], "monitor/none", _at(SAME_DAY))
+    assert result.recorded is False and "no champion" in result.reason
+    assert len(read_drift(spark, settings)) == before
+
+
+def test_the_trigger_reads_the_newest_alert_and_reports_an_unreadable_table(
+    spark: Any, lake: dict[str, Any], shifted: Any, tmp_path: Path
+) -> None:
+    settings = lake["settings"]
+    drift, problem = trigger_drift(spark, settings)
+    assert problem is None and drift is not None
+    # Independently: the run of the newest alert row in the table.
+    rows = read_drift(spark, settings)
+    alerts = rows[rows.level == "alert"]
+    assert drift["run_id"] == alerts.loc[alerts["computed_at"].idxmax(), "run_id"]
+    assert drift["computed_at"] == pytest.approx(
+        alerts["computed_at"].max().tz_localize("UTC").timestamp()
+    )
+    assert {m.split("=")[0] for m in drift["metrics"]} >= SHIFT_ALERTS
+    # A table whose log is garbage: reported, and no drift.
+    broken = settings.model_copy(update={"lake_dir": str(tmp_path / "lake")})
+    log_dir = Path(tables.path(broken, "drift")) / "_delta_log"
+    log_dir.mkdir(parents=True)
+    (log_dir / "00000000000000000000.json").write_text("{not json\n")
+    drift, problem = trigger_drift(spark, broken)
+    assert drift is None and problem and "unreadable" in problem
+
+
+DRIVER = """
+import json, sys
+from datetime import datetime, UTC
+from airflow.dag_processing.dagbag import DagBag
+from airflow.models.asset import AssetEvent, AssetModel
+from airflow.utils.session import create_session
+
+dag = DagBag(dag_folder=sys.argv[1]).dags["monitor"]
+out = {}
+# One run, on the shifted day (the no-alert path is the run_drift test above): each
+# dag.test() costs a JVM's worth of Delta work on a busy machine.
+for name, day in (("shift", datetime(2026, 11, 10, tzinfo=UTC)),):
+    run = dag.test(logical_date=day)
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == "recflow_drift").count()
+        )
+    out[name] = {"tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()},
+                 "events": events}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_the_monitor_dag_emits_the_drift_asset_on_alert(
+    lake: dict[str, Any], tmp_path: Path
+) -> None:
+    settings: Settings = lake["settings"]
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "RECFLOW_DATA_ROOT": str(settings.data_root),
+        "RECFLOW_SPARK_MASTER": "local[2]",
+        "RECFLOW_SPARK_SHUFFLE_PARTITIONS": "2",
+    }
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True)
+    # A file, not ``python -c`` (see tests/e2e/conftest.py).
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    done = subprocess.run(
+        [sys.executable, str(driver), str(ROOT / "dags")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, (done.stdout + done.stderr)[-4000:]
+    out = json.loads(lines[-1].removeprefix("RESULT "))
+    assert out["shift"]["tasks"] == {
+        "compute_drift": "success",
+        "drift_alert": "success",
+        "announce_drift": "success",
+    }, (done.stdout + done.stderr)[-4000:]
+    assert out["shift"]["events"] == 1
+    # One standalone report per DAG run, named after the run.
+    assert len(list(settings.drift_reports_dir.glob("monitor_manual__*.html"))) == 1
