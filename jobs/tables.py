@@ -92,7 +92,10 @@ TABLES: dict[str, Table] = {
             "event_id STRING NOT NULL, ts TIMESTAMP NOT NULL, event_date DATE NOT NULL, "
             "user_id STRING NOT NULL, item_id STRING NOT NULL, event_type STRING NOT NULL, "
             "session_id STRING, request_id STRING, position INT, quantity INT, price DOUBLE, "
-            "_batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP",
+            "_batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP, "
+            # Attribution (jobs.contracts.ATTRIBUTION_FIELDS), added by issue 15: at the end,
+            # where ensure_table adds them to an older table.
+            "rec_source STRING, publish_id STRING, model_version STRING",
             ("event_date",),
             _CDF,
         ),
