@@ -98,7 +98,7 @@ def _newest_before(
         F.col("event_id").alias("_eid"),
         *[F.col(c).alias(f"_c_{c}") for c in carry],
     )
-    micros = int(round(window_hours * 3600 * 1_000_000))
+    micros = round(window_hours * 3600 * 1_000_000)
     gap = F.unix_micros("ts") - F.unix_micros("_ts")
     cond = (
         (F.col("user_id") == F.col("_u"))
