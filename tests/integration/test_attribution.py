@@ -95,8 +95,8 @@ def generated_events(seed: int = 7) -> list[dict]:
     return events
 
 
-def oracle(events: list[dict], day: date) -> dict[tuple, dict[str, float]]:
-    """The rule of the module docstring, counted one event at a time."""
+def oracle_slots(events: list[dict]) -> dict[str, tuple]:
+    """(model version, source, bucket) of every counted event, by the module's rule."""
 
     def newest(candidates: list[dict], at: dict) -> dict | None:
         inside = [
@@ -127,6 +127,12 @@ def oracle(events: list[dict], day: date) -> dict[tuple, dict[str, float]]:
             slot[e["event_id"]] = (
                 slot[hit["event_id"]] if hit else (None, "organic", bucket(e["position"]))
             )
+    return slot
+
+
+def oracle(events: list[dict], day: date) -> dict[tuple, dict[str, float]]:
+    """The rule of the module docstring, counted one event at a time."""
+    slot = oracle_slots(events)
     names = {"impression": "impressions", "click": "clicks", "add_to_cart": "add_to_carts"}
     out: dict[tuple, dict[str, float]] = defaultdict(
         lambda: dict.fromkeys(("impressions", "clicks", "add_to_carts", "purchases", "revenue"), 0)
@@ -271,3 +277,61 @@ def test_the_rule_on_hand_built_cases(spark, lake) -> None:
     assert got[(None, "organic", "unknown")]["purchases"] == 1
     assert ("3", "cdn", "1-3") not in got  # its impressions were on earlier days
     assert_same(got, oracle(events, DAY))
+
+
+def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path) -> None:
+    """lift's sums per group against plain Python: exposed users, recommended impressions,
+    attributed clicks and purchases, revenue per user (mean and the Welch interval)."""
+    from scipy import stats
+
+    from jobs.model.control import in_control
+    from jobs.monitor.lift import lift_step
+
+    lake = load_settings(data_root=tmp_path / "var", spark_shuffle_partitions=2, control_share=0.4)
+    events = generated_events(seed=11)
+    write_events(spark, lake, events)
+    result = lift_step(lake, DAY.isoformat(), spark=spark)
+    slot = oracle_slots(events)
+    per_user: dict[str, dict[str, float]] = defaultdict(
+        lambda: {"impressions": 0, "clicks": 0, "purchases": 0, "revenue": 0.0}
+    )
+    for e in events:
+        if e["ts"].date() != DAY or e["event_id"] not in slot:
+            continue
+        u = per_user[e["user_id"]]
+        recommended = slot[e["event_id"]][1] != "organic"
+        if e["event_type"] == "impression" and recommended:
+            u["impressions"] += 1
+        elif e["event_type"] == "click" and recommended:
+            u["clicks"] += 1
+        elif e["event_type"] == "purchase":
+            u["purchases"] += recommended
+            u["revenue"] += (e["price"] or 0.0) * (e["quantity"] or 1)
+    exposed = {k: v for k, v in per_user.items() if v["impressions"]}
+    groups = {
+        g: [v for k, v in exposed.items() if in_control(k, lake) == (g == "control")]
+        for g in ("treatment", "control")
+    }
+    assert groups["control"] and groups["treatment"]
+    rows = {
+        r["metric"]: r
+        for r in tables.read_or_create(spark, lake, "lift").where(f"day = DATE'{DAY}'").collect()
+    }
+    assert set(rows) == {"ctr", "conversion", "revenue_per_user"} == set(result["metrics"])
+    for metric, num in (("ctr", "clicks"), ("conversion", "purchases")):
+        row = rows[metric]
+        n_t = sum(u["impressions"] for u in groups["treatment"])
+        n_c = sum(u["impressions"] for u in groups["control"])
+        assert (row["n_treatment"], row["n_control"]) == (n_t, n_c)
+        assert row["treatment"] == pytest.approx(sum(u[num] for u in groups["treatment"]) / n_t)
+        assert row["control"] == pytest.approx(sum(u[num] for u in groups["control"]) / n_c)
+        assert row["ci_low"] < row["difference"] < row["ci_high"]
+    rev = rows["revenue_per_user"]
+    t = [u["revenue"] for u in groups["treatment"]]
+    c = [u["revenue"] for u in groups["control"]]
+    assert (rev["n_treatment"], rev["n_control"]) == (len(t), len(c))
+    ref = stats.ttest_ind(t, c, equal_var=False).confidence_interval(0.95)
+    assert rev["ci_low"] == pytest.approx(ref.low) and rev["ci_high"] == pytest.approx(ref.high)
+    # A rerun replaces the day: still three rows.
+    lift_step(lake, DAY, spark=spark)
+    assert tables.read_or_create(spark, lake, "lift").count() == 3
