@@ -83,7 +83,8 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
     for key, body in users.items():
         kk, name = key.split("/")[-2:]
         assert len(name) == layout.KEY_HEX + 5 and name[:2] == kk
-        assert set(body) == {
+        # A control user's object is popular.json's body (with its privacy budget).
+        assert set(body) - {"privacy"} == {
             "schema_version",
             "publish_id",
             "model",
@@ -92,6 +93,7 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
             "items",
             "group",
         }
+        assert "privacy" not in body or body["group"] == "control"
         # The control group (jobs.model.control) is served the popular list.
         want = {"treatment": "als", "control": "popular"}[body["group"]]
         assert body["model"]["version"] == world["version"] and body["source"] == want
