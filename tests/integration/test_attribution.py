@@ -335,3 +335,36 @@ def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path)
     # A rerun replaces the day: still three rows.
     lift_step(lake, DAY, spark=spark)
     assert tables.read_or_create(spark, lake, "lift").count() == 3
+
+
+def test_an_events_table_from_before_attribution_gains_the_columns(spark, lake) -> None:
+    """silver/events written by an older recflow: ensure_table adds the three columns (old
+    rows read NULL, i.e. organic) and the attribution runs on it."""
+    from delta.tables import DeltaTable
+    from pyspark.sql.types import StructType
+
+    old_ddl = tables.TABLES["events"].ddl.split(", rec_source")[0]
+    location = tables.path(lake, "events")
+    DeltaTable.createIfNotExists(spark).location(location).addColumns(
+        StructType.fromDDL(old_ddl)
+    ).partitionedBy("event_date").execute()
+    ts = datetime(2026, 11, 3, 9, tzinfo=UTC)
+    spark.createDataFrame(
+        [("e1", ts, ts.date(), "ann", "a", "impression")],
+        "event_id STRING, ts TIMESTAMP, event_date DATE, user_id STRING, item_id STRING, "
+        "event_type STRING",
+    ).write.format("delta").mode("append").save(location)
+    tables._EVOLVED.clear()  # as in a new process
+    tables.ensure_table(spark, lake, "events")
+    columns = spark.read.format("delta").load(location).columns
+    assert columns[-3:] == ["rec_source", "publish_id", "model_version"]
+    performance_step(lake, DAY, spark=spark)
+    assert table_rows(spark, lake, DAY) == {
+        (None, "organic", "unknown"): {
+            "impressions": 1,
+            "clicks": 0,
+            "add_to_carts": 0,
+            "purchases": 0,
+            "revenue": 0.0,
+        }
+    }
