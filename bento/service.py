@@ -26,7 +26,9 @@ with bentoml.importing():
     from starlette.responses import JSONResponse
 
     from jobs.access_log import AccessLog
+    from jobs.answer_log import AnswerLog
     from jobs.config import get_settings
+    from jobs.model import control
     from jobs.model.artifact import RecModel
     from jobs.serve import access, answers, feature_source, schemas
     from jobs.serve import metrics as service_metrics
@@ -79,6 +81,10 @@ ACCESS_LOG_DROPPED = bentoml.metrics.Counter(
     name="recflow_access_log_dropped",
     documentation="Data access records lost (the writer's queue was full, or a write failed).",
 )
+ANSWER_LOG_DROPPED = bentoml.metrics.Counter(
+    name="recflow_answer_log_dropped",
+    documentation="Answer log records lost (the writer's queue was full, or a write failed).",
+)
 
 
 @bentoml.service(
@@ -117,6 +123,12 @@ class RecflowService:
         self.access_log = AccessLog.open(
             SETTINGS, background=True, on_drop=lambda n: ACCESS_LOG_DROPPED.inc(n)
         )
+        # The answer log (jobs.answer_log) and the control group (jobs.model.control): the
+        # key is derived once, the decision is the one publishing makes.
+        self.answer_log = AnswerLog.open(
+            SETTINGS, background=True, on_drop=lambda n: ANSWER_LOG_DROPPED.inc(n)
+        )
+        self.control_key = control.control_key(SETTINGS) if SETTINGS.control_share > 0 else b""
         self._refresher: asyncio.Task[None] | None = None
         service_metrics.started(
             self.online.name, self.online.version, self.online.run_id, self.model_tag
@@ -149,6 +161,7 @@ class RecflowService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
         await anyio.to_thread.run_sync(self.access_log.close)
+        await anyio.to_thread.run_sync(self.answer_log.close)
 
     async def _refresh_stock(self) -> None:
         while True:
@@ -190,7 +203,12 @@ class RecflowService:
         mask = self.stock.mask
         verdict = self.access.check(request.user_id, request.user_key)
         PERSONAL_ACCESS.labels(outcome=verdict.outcome).inc()
-        personal = verdict.personal
+        in_control = control.in_control_with_key(
+            self.control_key, SETTINGS.control_share, request.user_id
+        )
+        group = control.CONTROL if in_control else control.TREATMENT
+        # A control user's answer uses nothing about them (popularity, not even fold-in).
+        personal = verdict.personal and not in_control
         request_id = answers.new_request_id()
         found: list[int] = []  # recent items the lookup returned, if it ran
 
@@ -203,14 +221,15 @@ class RecflowService:
             # The online store is I/O: keep it off the event loop.
             response = await anyio.to_thread.run_sync(
                 lambda: answers.recommend(
-                    self.online, request, recent, mask, request_id, personal=personal
+                    self.online, request, recent, mask, request_id, personal=personal, group=group
                 )
             )
         else:
             response = answers.recommend(
-                self.online, request, None, mask, request_id, personal=personal
+                self.online, request, None, mask, request_id, personal=personal, group=group
             )
         self._log_access(verdict, response, found)
+        self._log_answer(verdict, request.user_id, response)
         RECOMMENDATIONS.labels(source=response.source).inc()
         SCORING_SECONDS.labels(endpoint="recommend", source=response.source).observe(
             time.perf_counter() - started
@@ -244,6 +263,22 @@ class RecflowService:
             self.access_log.record(
                 self.actor, action, verdict.subject, outcome, response.request_id
             )
+
+    def _log_answer(
+        self, verdict: access.Access, user_id: str, response: schemas.RecommendResponse
+    ) -> None:
+        """One answer log line, by subject hash; none for people being erased (the deny
+        list, or a deny list that cannot be read): nothing new may be recorded about them."""
+        if verdict.outcome in ("denied", "deny_list_unreadable"):
+            return
+        self.answer_log.record(
+            response.request_id,
+            verdict.subject or self.access.subject(user_id),
+            response.model_version,
+            response.source,
+            response.group,
+            [item.item_id for item in response.items],
+        )
 
     def _recent(self, user_id: str) -> list[str]:
         items = self.features.recent(user_id)

@@ -440,6 +440,23 @@ class Settings(BaseSettings):
         " one, the live publish's and the champion's predecessor (0: all kept).",
     )
 
+    # -- monitoring: attribution, the answer log and the control group (issue 15) -------
+    answers_dir: Path | None = Field(
+        None,
+        description="The online service's answer log (one JSON line per /recommend answer);"
+        " default <data_root>/landing/answers.",
+    )
+    attribution_window_hours: Annotated[float, Field(gt=0.0)] = Field(
+        24.0,
+        description="A click counts for the recommended impression of the same user and item"
+        " this long before it (and a cart or purchase for that click likewise).",
+    )
+    control_share: Fraction = Field(
+        0.05,
+        description="Share of users in the control group, served popularity instead of their"
+        " personal list so the lift of personalization is measured (0 disables it).",
+    )
+
     # -- the synthetic shop -----------------------------------------------------------
     seed: int = Field(42, description="Seed of the generator, the splits and ALS.")
     gen_users: PositiveInt = Field(2_000, description="Synthetic shop: users.")
@@ -688,6 +705,8 @@ class Settings(BaseSettings):
             self.publish_dir = self.data_root / "cdn"
         if self.privacy_dir is None:
             self.privacy_dir = self.data_root / "privacy"
+        if self.answers_dir is None:
+            self.answers_dir = self.landing_dir / "answers"
         self.publish_prefix = (
             self.publish_prefix.strip("/") + "/" if self.publish_prefix.strip("/") else ""
         )

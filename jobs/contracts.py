@@ -66,6 +66,8 @@ class Reason(StrEnum):
     LINE_TOO_LONG = "line_too_long"
     # An empty or whitespace-only line: no record at all, kept so the counts balance.
     EMPTY_LINE = "empty_line"
+    # ``rec_source`` is not one of REC_SOURCES (attribution, issue 15).
+    UNKNOWN_REC_SOURCE = "unknown_rec_source"
 
 
 class Redaction(StrEnum):
@@ -110,3 +112,5 @@ ASSET_DRIFT = "recflow_drift"
 # ``rec_source`` is an organic slot, the baseline.
 ATTRIBUTION_FIELDS: tuple[str, ...] = ("rec_source", "publish_id", "model_version")
 REC_SOURCES: tuple[str, ...] = ("cdn", "service")
+# Not part of EVENT_FIELDS: the generators and importers select their columns by that
+# tuple, and these fields are optional (absent → NULL in silver).

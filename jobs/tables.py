@@ -92,7 +92,10 @@ TABLES: dict[str, Table] = {
             "event_id STRING NOT NULL, ts TIMESTAMP NOT NULL, event_date DATE NOT NULL, "
             "user_id STRING NOT NULL, item_id STRING NOT NULL, event_type STRING NOT NULL, "
             "session_id STRING, request_id STRING, position INT, quantity INT, price DOUBLE, "
-            "_batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP",
+            "_batch_id STRING, _source_file STRING, _ingested_at TIMESTAMP, "
+            # Attribution (jobs.contracts.ATTRIBUTION_FIELDS), added by issue 15: at the end,
+            # where ensure_table adds them to an older table.
+            "rec_source STRING, publish_id STRING, model_version STRING",
             ("event_date",),
             _CDF,
         ),
@@ -213,6 +216,44 @@ TABLES: dict[str, Table] = {
             "value DOUBLE, p_value DOUBLE, warn_at DOUBLE, alert_at DOUBLE, "
             "level STRING NOT NULL, n_reference BIGINT, n_current BIGINT, model_version STRING",
             (),
+            (),
+        ),
+        # -- monitoring (issue 15): attribution, the answer log, the control group's lift --
+        Table(
+            "rec_performance",
+            "monitor",
+            # Per day x model version x source x position bucket (jobs.monitor.attribution);
+            # rec_source 'organic' is the baseline. Days are replaced whole on each run.
+            "day DATE NOT NULL, model_version STRING, rec_source STRING NOT NULL, "
+            "position_bucket STRING NOT NULL, impressions BIGINT NOT NULL, "
+            "clicks BIGINT NOT NULL, add_to_carts BIGINT NOT NULL, purchases BIGINT NOT NULL, "
+            "revenue DOUBLE NOT NULL, ctr DOUBLE, conversion DOUBLE, computed_at TIMESTAMP",
+            ("day",),
+            (),
+        ),
+        Table(
+            "rec_answers",
+            "monitor",
+            # One row per answered item of /recommend (jobs.monitor.answers), the user by
+            # subject hash only (ab_group: the answer's "group", a reserved word in SQL);
+            # (_source_file, _offset, rank) is the loader's key.
+            "ts TIMESTAMP NOT NULL, dt DATE NOT NULL, request_id STRING NOT NULL, "
+            "subject STRING NOT NULL, model_version STRING, source STRING NOT NULL, "
+            "ab_group STRING NOT NULL, item_id STRING NOT NULL, rank INT NOT NULL, "
+            "_source_file STRING NOT NULL, _offset BIGINT NOT NULL, _end BIGINT NOT NULL, "
+            "_loaded_at TIMESTAMP NOT NULL",
+            ("dt",),
+            (),
+        ),
+        Table(
+            "lift",
+            "monitor",
+            # Treatment vs control per day and metric (jobs.monitor.lift), 95 % intervals.
+            "day DATE NOT NULL, metric STRING NOT NULL, treatment DOUBLE, control DOUBLE, "
+            "n_treatment BIGINT NOT NULL, n_control BIGINT NOT NULL, difference DOUBLE, "
+            "ci_low DOUBLE, ci_high DOUBLE, relative_lift DOUBLE, method STRING NOT NULL, "
+            "computed_at TIMESTAMP",
+            ("day",),
             (),
         ),
     )

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from jobs import tables
 from jobs.config import Settings
+from jobs.contracts import ATTRIBUTION_FIELDS, MAX_LINE_BYTES, Redaction
 from jobs.contracts import ITEM_FIELDS as ITEM_CONTRACT
-from jobs.contracts import MAX_LINE_BYTES, Redaction
 from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item, shown
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ EVENT_LINEAGE = (
 EVENT_FIELDS = (
     "reason STRING, detail STRING, event_id STRING, ts_ms BIGINT, user_id STRING, "
     "item_id STRING, event_type STRING, session_id STRING, request_id STRING, position INT, "
-    "quantity INT, price DOUBLE, consent BOOLEAN"
+    "quantity INT, price DOUBLE, consent BOOLEAN, rec_source STRING, publish_id STRING, "
+    "model_version STRING"
 )
 ITEM_LINEAGE = "value STRING, _source_file STRING, _ingested_at TIMESTAMP"
 ITEM_FIELDS = (
@@ -356,6 +357,7 @@ def _first_of_each_event(parsed: DataFrame) -> DataFrame:
             "_batch_id",
             "_source_file",
             "_ingested_at",
+            *ATTRIBUTION_FIELDS,
         )
     )
 

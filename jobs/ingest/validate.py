@@ -21,6 +21,9 @@ slip into an error instead of a wrapped number). The choices, in the order they 
   millisecond is a bad timestamp whether written as a number or as a string.
 - **Strings** must encode as UTF-8: a JSON escape of a lone surrogate (``"\\ud800"``) is
   ``bad_encoding``, in every id and every catalog text field.
+- **Attribution** (``rec_source``, ``publish_id``, ``model_version``) is optional; the
+  latter two are ids, ``rec_source`` must be one of ``REC_SOURCES`` (else
+  ``unknown_rec_source``).
 - **Ids** are rejected, never altered: blanks at either end, control characters,
   zero-width/bidi/format characters (Unicode Cc, Cf) and line or paragraph separators are
   ``bad_id``; so is an id longer than ``MAX_ID_LENGTH`` characters.
@@ -36,17 +39,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from jobs.contracts import (
+    ATTRIBUTION_FIELDS,
     EVENT_TYPES,
     INT32_MAX,
     MAX_ID_LENGTH,
     MAX_LINE_BYTES,
     MAX_TS_MS,
     MIN_TS_MS,
+    REC_SOURCES,
     REQUIRED_EVENT_FIELDS,
     Reason,
 )
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_REC_SOURCES = frozenset(REC_SOURCES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOM = "\ufeff"
 # Characters an id must not hold: they are invisible or reorder text, so two ids that
@@ -271,7 +277,24 @@ def parse_event(
         "quantity": _number(rec, "quantity", integer=True),
         "price": _number(rec, "price", integer=False),
         "consent": True if consent is None else consent,
+        **_attribution(rec),
     }
+
+
+def _attribution(rec: dict) -> dict[str, str | None]:
+    """The attribution fields: ids by the id rules, ``rec_source`` one of REC_SOURCES.
+
+    A value is rejected, never mapped to NULL: a click claiming an unknown source would
+    otherwise count as organic and quietly lower the recommendations' CTR.
+    """
+    out = {field: _identifier(rec, field, False) for field in ATTRIBUTION_FIELDS}
+    source = out["rec_source"]
+    if source is not None and source not in _REC_SOURCES:
+        raise Rejected(
+            Reason.UNKNOWN_REC_SOURCE,
+            f"rec_source {shown(repr(source[:40]))} is not one of {', '.join(REC_SOURCES)}",
+        )
+    return out
 
 
 def parse_item(line: str | bytes, max_line_bytes: int = MAX_LINE_BYTES) -> dict[str, object]:

@@ -3,25 +3,23 @@
 Reads: the access log files ``<privacy_dir>/access_log/dt=*/*.jsonl`` written by
 :mod:`jobs.access_log` (the online service, the CLI). Writes: ``privacy/data_access``.
 
-Each row keeps where its line sits (``_source_file``, ``_offset``, ``_end`` in bytes), so a
-load reads each file only from the end of what the table already holds, and inserts with a
-MERGE on (file, offset): a re-run, or two loads at once, add nothing twice. Only complete
-lines (ending in a newline) are loaded; the half-written last line of a file that a
-process is still appending to stays for the next load. A complete line that is not a
-valid record is counted (``bad_lines``) and skipped, never guessed at.
+The loading itself (complete lines only, offsets remembered in the table, a MERGE on the
+line's place so a re-run adds nothing twice, bad lines counted and skipped) is
+:func:`jobs.linelog_load.load_lines`, shared with the answer log.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
-from datetime import UTC, date, datetime
-from pathlib import Path
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs import tables
 from jobs.access_log import FIELDS, access_log_dir
 from jobs.config import Settings
+from jobs.linelog_load import complete_lines, load_lines, loaded_offsets
+
+__all__ = ["complete_lines", "load_access_log", "loaded_offsets", "parse_line", "read_access_log"]
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -51,85 +49,14 @@ def parse_line(line: bytes) -> dict[str, Any] | None:
     return {**data, "ts": ts.astimezone(UTC), "request_id": data.get("request_id")}
 
 
-def complete_lines(path: Path, start: int) -> tuple[list[tuple[int, int, bytes]], int]:
-    """(offset, end, line) of every complete line from byte ``start``; and where they end."""
-    with path.open("rb") as f:
-        f.seek(start)
-        data = f.read()
-    cut = data.rfind(b"\n") + 1  # 0 when there is no complete line yet
-    out, pos = [], 0
-    for raw in data[:cut].splitlines(keepends=True):
-        out.append((start + pos, start + pos + len(raw), raw.rstrip(b"\n")))
-        pos += len(raw)
-    return out, start + cut
-
-
-def _day_of(folder: str) -> date | None:
-    try:
-        return date.fromisoformat(folder.removeprefix("dt="))
-    except ValueError:
-        return None
-
-
-def loaded_offsets(spark: SparkSession, location: str, days: list[date]) -> dict[str, int]:
-    """Per access log file (path under the log folder), the byte offset loaded up to."""
-    from pyspark.sql import functions as F
-
-    return {
-        row["_source_file"]: int(row["end"])
-        for row in spark.read.format("delta")
-        .load(location)
-        .where(F.col("dt").isin(days))  # partition pruning: only the days still on disk
-        .groupBy("_source_file")
-        .agg(F.max("_end").alias("end"))
-        .collect()
-    }
+def _rows(line: bytes) -> list[dict[str, Any]] | None:
+    record = parse_line(line)
+    return None if record is None else [record]
 
 
 def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Append the access log's new complete lines to ``data_access``; returns counts."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
-    from delta.tables import DeltaTable
-
-    root = access_log_dir(settings)
-    location = tables.ensure_table(spark, settings, TABLE)
-    files = {
-        p: day
-        for p in sorted(root.glob("dt=*/*.jsonl"))
-        if (day := _day_of(p.parent.name)) is not None
-    }
-    result: dict[str, Any] = {"files": len(files), "new_lines": 0, "bad_lines": 0, "inserted": 0}
-    if not files:
-        return result
-    days = sorted(set(files.values()))
-    loaded = loaded_offsets(spark, location, days)
-    now = datetime.now(UTC)
-    rows: list[dict[str, Any]] = []
-    for path, day in files.items():
-        rel = path.relative_to(root).as_posix()
-        start = loaded.get(rel, 0)
-        if path.stat().st_size <= start:
-            continue
-        lines, _ = complete_lines(path, start)
-        for offset, end, raw in lines:
-            record = parse_line(raw)
-            if record is None:
-                result["bad_lines"] += 1
-                continue
-            rows.append(
-                {
-                    **record,
-                    "dt": day,
-                    "_source_file": rel,
-                    "_offset": offset,
-                    "_end": end,
-                    "_loaded_at": now,
-                }
-            )
-    result["new_lines"] = len(rows)
-    if not rows:
-        return result
 
     schema = pa.schema(
         [
@@ -146,27 +73,10 @@ def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
             ("_loaded_at", pa.timestamp("us", tz="UTC")),
         ]
     )
-    before = tables.version(spark, settings, TABLE)
-    # Through parquet, not createDataFrame: a day of a busy service is many rows.
-    with tempfile.TemporaryDirectory(prefix="access-load-") as tmp:
-        staged = Path(tmp) / "rows.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), staged)
-        source = spark.read.parquet(str(staged))
-        day_list = ", ".join(f"DATE'{d.isoformat()}'" for d in days)
-        (
-            DeltaTable.forPath(spark, location)
-            .alias("t")
-            .merge(
-                source.alias("s"),
-                f"t.dt IN ({day_list}) AND t.dt = s.dt AND t._source_file = s._source_file"
-                " AND t._offset = s._offset",
-            )
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-        metrics = tables.operation_metrics(spark, location, before)
-    result["inserted"] = metrics.get("numTargetRowsInserted", 0)
-    return result
+    # offsets= looked up here, at call time: a test replays a load by replacing it.
+    return load_lines(
+        spark, settings, TABLE, access_log_dir(settings), _rows, schema, offsets=loaded_offsets
+    )
 
 
 def read_access_log(

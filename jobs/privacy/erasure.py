@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 # Tables whose rows name a user by a user_id column, and those holding raw lines.
 USER_COLUMN_TABLES = ("events", "interactions", "user_stats")
 RAW_TABLES = ("bronze_events", "quarantine")
+# Rows keyed by subject hash rather than user id (the service's answer log, issue 15).
+ANSWERS_TABLE = "rec_answers"
 USER_VIEWS = ("user_stats", "user_recent_items")
 
 
@@ -202,6 +204,9 @@ def erase_lake(
         if n:
             log.warning("gold/%s held %d rows of erased users after the change feed", name, n)
             report.add("lake", f"gold/{name} (residue)", n)
+    # The service's answers (monitor/rec_answers) name people by subject hash only.
+    subjects = spark.createDataFrame([(h,) for h in report.subjects.values()], "subject STRING")
+    report.add("lake", "monitor/rec_answers", _delete(spark, settings, ANSWERS_TABLE, subjects))
 
 
 def lake_remaining(spark: SparkSession, settings: Settings, user_ids: list[str]) -> dict[str, int]:
@@ -215,6 +220,9 @@ def lake_remaining(spark: SparkSession, settings: Settings, user_ids: list[str])
     for name in RAW_TABLES:
         df = tables.read_or_create(spark, settings, name)
         out[name] = df.where(raw_match(F.col("value"), user_ids)).count()
+    hasher = subject_hasher(settings)
+    answers = tables.read_or_create(spark, settings, ANSWERS_TABLE)
+    out[ANSWERS_TABLE] = answers.where(F.col("subject").isin([hasher(u) for u in user_ids])).count()
     pending = tables.read_or_create(spark, settings, "erasure_requests")
     out["erasure_requests (done)"] = pending.where(
         (F.col("status") == "done") & F.col("user_id").isin(user_ids)

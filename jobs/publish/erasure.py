@@ -109,8 +109,10 @@ def _erase_from_stage(
     keep = np.fromiter((k not in keys for k in staged), dtype=bool, count=len(staged))
     removed = int((~keep).sum())
     if removed:
-        for name in ("keys", "idx", "scores"):
-            arrays[name] = arrays[name][keep]
+        # Every per-user array, the control group's flags (issue 15) included.
+        for name in ("keys", "idx", "scores", "control"):
+            if name in arrays:
+                arrays[name] = arrays[name][keep]
         _stage(settings, store, publish_id, meta, arrays)
     return removed
 

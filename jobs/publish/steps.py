@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.config import Settings, get_settings, secret_value
+from jobs.model.control import CONTROL, TREATMENT
 from jobs.model.ranking import round_scores
 from jobs.model.registry import TAG_GOLD_VERSION
 from jobs.publish import layout
@@ -177,6 +178,7 @@ def _rank_everyone(
     Users are staged by their HMAC object key, never by id: the staging area then holds
     nothing a reader could tie back to a person without the secret.
     """
+    from jobs.model.control import control_mask
     from jobs.model.stock import stock_mask
     from jobs.publish.scoring import score_all
 
@@ -194,6 +196,9 @@ def _rank_everyone(
     secret = settings.hmac_secret()
     return {
         "keys": _binary_keys([layout.user_key(secret, str(u)) for u in model.user_ids]),
+        # The control group (jobs.model.control, the service's decision too): staged as a
+        # flag per user, since the stage holds object keys, never ids.
+        "control": control_mask((str(u) for u in model.user_ids), settings),
         "item_ids": model.item_ids.astype(str),
         "idx": idx,
         "scores": scores,
@@ -375,13 +380,18 @@ def _user_objects(
     """(object key, gzip JSON) of every user, in key order (one shard after the other)."""
     keys = _hex_keys(staged["keys"])
     item_ids, idx, scores = staged["item_ids"], staged["idx"], staged["scores"]
+    # A stage from before the control group existed has no flags: everyone is treatment.
+    control = staged["control"] if "control" in staged else np.zeros(len(keys), dtype=bool)
     for row in sorted(range(len(keys)), key=keys.__getitem__):
         keep = idx[row] >= 0
-        if keep.any():
+        if control[row]:  # served popularity, so personalization's lift can be measured
+            body = {**popular, "group": CONTROL}
+        elif keep.any():
             items = item_ids[idx[row][keep]].tolist()
             body = layout.recs_body(meta, "als", items, round_scores(scores[row][keep]))
+            body["group"] = TREATMENT
         else:  # nothing left to personalise (all seen or out of stock)
-            body = {**popular}
+            body = {**popular, "group": TREATMENT}
         yield layout.user_object_key(prefix, publish_id, keys[row]), layout.encode(body)
 
 

@@ -15,6 +15,10 @@ Three paths, in order:
   objective (:func:`fold_in`), then the same ranking;
 - ``popular``: everyone else gets the popularity baseline through the same ranker.
 
+Users of the control group (:func:`jobs.model.control.in_control`, the function publishing
+uses too) get ``popular`` whatever the model knows about them, and the answer says
+``group: control``; everyone else is ``group: treatment``.
+
 Every path filters out-of-stock items and the request's ``exclude_item_ids``.
 
 A request the service does not answer personally (no valid user key, or a denied user:
@@ -35,6 +39,7 @@ import numpy as np
 
 from jobs.config import Settings
 from jobs.model.artifact import RecModel
+from jobs.model.control import CONTROL, TREATMENT, Group
 from jobs.model.ranking import NO_ITEM, round_scores, top_k
 from jobs.serve.schemas import (
     RecommendRequest,
@@ -191,6 +196,7 @@ def recommend(
     stock_mask: np.ndarray | None = None,
     request_id: str | None = None,
     personal: bool = True,
+    group: Group = TREATMENT,
 ) -> RecommendResponse:
     """Answer one validated ``/recommend`` request (see the module docstring).
 
@@ -198,15 +204,16 @@ def recommend(
     unknown user whose request carries no recent items. Unknown recent item ids are
     ignored and reported; a known user's list is the published one (with only the
     request's exclusions on top). With ``personal=False`` the user counts as unknown and
-    ``recent_lookup`` is never called.
+    ``recent_lookup`` is never called. A ``control`` user gets the popular list.
     """
     model = online.model
+    control = group == CONTROL
     n_items = len(model.item_ids)
     exclude = online.item_rows(request.exclude_item_ids or ())[0]
     unknown: list[str] = []
     recent_source: Literal["request", "feast"] | None = None
-    row = model.user_index.get(request.user_id) if personal else None
-    if not personal:
+    row = model.user_index.get(request.user_id) if personal and not control else None
+    if not personal or control:
         recent_lookup = None
 
     if row is not None:
@@ -215,7 +222,8 @@ def recommend(
             np.array([row]), request.k, allowed=_allowed(n_items, stock_mask, exclude)
         )
     else:
-        recent: Sequence[str] = request.recent_item_ids or ()
+        # The control group gets no personalization at all, not even from the request.
+        recent: Sequence[str] = () if control else (request.recent_item_ids or ())
         if recent:
             recent_source = "request"
         elif recent_lookup is not None:
@@ -255,6 +263,7 @@ def recommend(
         personal=source == "als" or (source == "fold_in" and recent_source == "feast"),
         recent_source=recent_source if source == "fold_in" else None,
         unknown_recent_item_ids=unknown,
+        group=group,
     )
 
 

@@ -144,6 +144,11 @@ class RecommendResponse(BaseModel):
     unknown_recent_item_ids: list[str] = Field(
         default_factory=list, description="Recent item ids the model does not know (ignored)."
     )
+    group: Literal["treatment", "control"] = Field(
+        "treatment",
+        description="The user's experiment group (jobs.model.control): control users are"
+        " answered with the popular list so the lift of personalization can be measured.",
+    )
 
 
 class SimilarResponse(BaseModel):

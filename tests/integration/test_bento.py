@@ -513,3 +513,77 @@ def test_each_personal_read_is_in_the_access_log(world: dict[str, Any]) -> None:
         if line.startswith("recflow_access_log_dropped_total")
     ]
     assert sum(dropped) == 0
+
+
+# -- the answer log and the control group (issue 15) -------------------------------------------
+
+
+def test_control_users_get_popularity_online_as_in_the_published_json(
+    world: dict[str, Any],
+) -> None:
+    """One decision (jobs.model.control): the published object and the online answer of a
+    control user are the popular list, both marked control; a treatment user's are theirs."""
+    from jobs.model.control import in_control
+
+    settings, model = world["settings"], world["model"]
+    users = [str(u) for u in model.user_ids]
+    control = [u for u in users if in_control(u, settings)]
+    treated = [u for u in users if not in_control(u, settings)][:3]
+    assert control and treated  # 5 % of 120 users
+    _, popular = recs_for(settings, "someone-never-seen")
+    for user in control[:3]:
+        answer = _recommend(world, {"user_id": user, "user_key": _key(world, user)}).json()
+        _, published = recs_for(settings, user)
+        assert (answer["group"], answer["source"], answer["personal"]) == (
+            "control",
+            "popular",
+            False,
+        )
+        assert (published["group"], published["source"]) == ("control", "popular")
+        assert _ids(answer) == [i["item_id"] for i in published["items"]][:10]
+        assert _ids(answer) == [i["item_id"] for i in popular["items"]][:10]
+    for user in treated:
+        answer = _recommend(world, {"user_id": user, "user_key": _key(world, user)}).json()
+        assert (answer["group"], answer["source"]) == ("treatment", "als")
+        assert recs_for(settings, user)[1]["group"] == "treatment"
+
+
+def test_every_answer_is_in_the_answer_log_by_subject_hash(world: dict[str, Any]) -> None:
+    from jobs.answer_log import answers_dir
+
+    settings = world["settings"]
+    asked = {
+        "user-5": _recommend(world, {"user_id": "user-5", "user_key": _key(world, "user-5")}),
+        "user-6": _recommend(world, {"user_id": "user-6"}),  # no key: still an answer
+        "nobody": _recommend(world, {"user_id": "nobody", "k": 3}),
+    }
+    answers = {u: r.json() for u, r in asked.items()}
+    wanted = {a["request_id"] for a in answers.values()}
+    folder = answers_dir(settings)
+    deadline = time.monotonic() + 10
+    while True:  # the service writes in the background
+        lines = [
+            json.loads(line)
+            for path in sorted(folder.glob("dt=*/*.jsonl"))
+            for line in path.read_text().splitlines()
+        ]
+        by_request = {line["request_id"]: line for line in lines if line["request_id"] in wanted}
+        if len(by_request) == len(wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    hasher = subjects.subject_hasher(settings)
+    for user, answer in answers.items():
+        line = by_request[answer["request_id"]]
+        assert user not in json.dumps(line) and line["subject"] == hasher(user)
+        assert (line["source"], line["group"]) == (answer["source"], answer["group"])
+        assert line["model_version"] == world["version"]
+        assert [(i["item_id"], i["rank"]) for i in line["items"]] == [
+            (i["item_id"], i["rank"]) for i in answer["items"]
+        ]
+    metrics = world["client"].get("/metrics").text
+    dropped = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("recflow_answer_log_dropped_total")
+    ]
+    assert sum(dropped) == 0

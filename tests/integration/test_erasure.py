@@ -18,9 +18,11 @@ import pytest
 from support import clustered_model, register_champion
 
 from jobs import tables
+from jobs.answer_log import AnswerLog
 from jobs.config import Settings, load_settings
 from jobs.model.artifact import RecModel
 from jobs.model.registry import load_version
+from jobs.monitor.answers import load_answers
 from jobs.privacy import erasure
 from jobs.privacy.steps import erase_step, request_step
 from jobs.publish import layout
@@ -260,6 +262,15 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
     version = register_champion(settings, _model_of(users, items), tmp_path / "w")
     import_model(settings, version)
     publish_all(settings, generated_at=T0, in_stock={})
+    # The service's answer log, loaded into monitor/rec_answers (by subject hash).
+    answer_log = AnswerLog.open(settings)
+    hasher = subject_hasher(settings)
+    answer_log.record("r1", hasher(users[-1]), "1", "als", "treatment", items[:3], ts=T0)
+    # The erased person's line last: after the erasure a load re-reads it (its rows are
+    # gone, so the table no longer says it was loaded) and must skip it.
+    answer_log.record("r2", hasher(gone[0]), "1", "als", "treatment", items[:2], ts=T0)
+    answer_log.close()
+    assert load_answers(spark, settings)["inserted"] == 5
     assert erasure.verify(spark, settings, gone) != {}  # seeded in every store
 
     silver_before = tables.read_or_create(spark, settings, "events").count()
@@ -289,6 +300,15 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
     assert removed["lake"]["silver/quarantine"] == 1
     assert removed["feast"]["online"] > 0 and removed["feast"]["offline snapshots"] > 0
     assert removed["published"]["user objects"] == 2
+    assert removed["lake"]["monitor/rec_answers"] == 2
+    answers_left = tables.read_or_create(spark, settings, "rec_answers")
+    assert {r[0] for r in answers_left.select("subject").distinct().collect()} == {
+        hasher(users[-1])
+    }
+    # The files still hold the erased line: a later load skips it (the deny list).
+    reload = load_answers(spark, settings)
+    assert (reload["inserted"], reload["denied_lines"]) == (0, 1)
+    assert tables.read_or_create(spark, settings, "rec_answers").count() == 3
     # Landing keeps every other line byte for byte, including the other person's broken one.
     assert removed["landing"]["event files (lines)"] >= gone_events + 1
     assert (hour / "zz-broken.jsonl").read_text() == (
@@ -313,7 +333,6 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
         == 1
     )
     # The log and the requests name people by subject hash only.
-    hasher = subject_hasher(settings)
     log_rows = tables.read_or_create(spark, settings, "erasure_log")
     assert {r[0] for r in log_rows.select("subject").distinct().collect()} == {
         hasher(u) for u in gone

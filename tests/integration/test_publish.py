@@ -17,6 +17,7 @@ from support import clustered_model, predict_without_recflow, register_champion
 
 from jobs.config import Settings, load_settings
 from jobs.model.artifact import RecModel
+from jobs.model.control import control_mask, in_control
 from jobs.publish import layout
 from jobs.publish.cdn import serve_in_background
 from jobs.publish.steps import (
@@ -82,15 +83,20 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
     for key, body in users.items():
         kk, name = key.split("/")[-2:]
         assert len(name) == layout.KEY_HEX + 5 and name[:2] == kk
-        assert set(body) == {
+        # A control user's object is popular.json's body (with its privacy budget).
+        assert set(body) - {"privacy"} == {
             "schema_version",
             "publish_id",
             "model",
             "generated_at",
             "source",
             "items",
+            "group",
         }
-        assert body["model"]["version"] == world["version"] and body["source"] == "als"
+        assert "privacy" not in body or body["group"] == "control"
+        # The control group (jobs.model.control) is served the popular list.
+        want = {"treatment": "als", "control": "popular"}[body["group"]]
+        assert body["model"]["version"] == world["version"] and body["source"] == want
         assert [i["rank"] for i in body["items"]] == list(range(1, 11))
         scores = [i["score"] for i in body["items"]]
         assert scores == sorted(scores, reverse=True)
@@ -116,6 +122,8 @@ def test_lists_are_the_shared_ranking_without_seen_or_out_of_stock_items(
     for row, user in enumerate(model.user_ids):
         _, body = recs_for(settings, str(user))
         got = [i["item_id"] for i in body["items"]]
+        if in_control(str(user), settings):  # popularity, tested on its own below
+            continue
         seen = {
             str(model.item_ids[j])
             for j in model.seen.indices[model.seen.indptr[row] :][
@@ -352,7 +360,15 @@ def test_staged_scores_are_private_and_hold_no_user_id(world: dict[str, Any]) ->
     root = layout.staging_root("", scored["publish_id"])
     assert {k for k, _ in store.list(root)} == {f"{root}scores.npz", f"{root}meta.json"}
     with np.load(settings.publish_dir / root / "scores.npz", allow_pickle=False) as staged:
-        assert set(staged.files) == {"keys", "item_ids", "idx", "scores", "pop_idx", "pop_scores"}
+        assert set(staged.files) == {
+            "keys",
+            "item_ids",
+            "idx",
+            "scores",
+            "pop_idx",
+            "pop_scores",
+            "control",
+        }
         keys = [row.tobytes().hex() for row in staged["keys"]]
     secret = settings.publish_secret.get_secret_value()
     assert keys == [layout.user_key(secret, str(u)) for u in model.user_ids]
@@ -547,3 +563,25 @@ def test_publishing_to_s3_refuses_the_development_secret(
     assert list(store.list("")) == []  # refused before anything was staged
     with pytest.raises(ConfigError, match="RECFLOW_PUBLISH_SECRET"):
         recs_for(settings, "user-1", store)
+
+
+def test_control_users_get_the_popular_list_and_everyone_else_their_own(tmp_path: Path) -> None:
+    """The published object of a control user is popular.json's list, marked control; a
+    treatment user's is their personal list; the group is the service's decision too."""
+    settings = load_settings(data_root=tmp_path / "var", publish_k=10, control_share=0.3)
+    model = clustered_model()
+    register_champion(settings, model, tmp_path / "work")
+    publish_all(settings, generated_at=T0, in_stock={})
+    _, popular = recs_for(settings, "somebody-we-never-saw")
+    mask = control_mask([str(u) for u in model.user_ids], settings)
+    assert 0 < mask.sum() < len(mask)  # both groups present (30 % of 120 users)
+    for row, (user, control) in enumerate(zip(model.user_ids, mask, strict=True)):
+        key, body = recs_for(settings, str(user))
+        assert "/u/" in key
+        if control:
+            assert body["group"] == "control" and body["source"] == "popular"
+            assert body["items"] == popular["items"]
+        else:
+            assert body["group"] == "treatment" and body["source"] == "als"
+            idx, _ = model.recommend_rows(np.array([row]), 10, None)
+            assert [i["item_id"] for i in body["items"]] == model.ids(idx)[0]

@@ -165,3 +165,35 @@ def test_catalog_text_must_be_utf8_and_times_storable() -> None:
         with pytest.raises(Rejected) as verdict:
             parse_item(json.dumps(dict(item, **patch)))
         assert verdict.value.reason == reason
+
+
+def test_attribution_fields_are_typed_and_absent_ones_null() -> None:
+    rec = parse_event(json.dumps(GOOD), WINDOW)
+    assert (rec["rec_source"], rec["publish_id"], rec["model_version"]) == (None, None, None)
+    line = dict(GOOD, rec_source="cdn", publish_id="20261101T000000Z-v7", model_version=7)
+    rec = parse_event(json.dumps(line), WINDOW)
+    assert (rec["rec_source"], rec["publish_id"], rec["model_version"]) == (
+        "cdn",
+        "20261101T000000Z-v7",
+        "7",
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "reason"),
+    [
+        ({"rec_source": "email"}, Reason.UNKNOWN_REC_SOURCE),
+        ({"rec_source": "CDN"}, Reason.UNKNOWN_REC_SOURCE),
+        ({"rec_source": 1}, Reason.UNKNOWN_REC_SOURCE),
+        ({"rec_source": ["cdn"]}, Reason.WRONG_TYPE),
+        ({"publish_id": " p1"}, Reason.BAD_ID),
+        ({"model_version": "7\u200b"}, Reason.BAD_ID),
+        ({"model_version": True}, Reason.WRONG_TYPE),
+        ({"publish_id": ""}, Reason.MISSING_FIELD),
+    ],
+)
+def test_bad_attribution_is_quarantined_with_a_reason(patch: dict, reason: Reason) -> None:
+    line = json.dumps(dict(GOOD, **patch))
+    with pytest.raises(Rejected) as verdict:
+        parse_event(line, WINDOW)
+    assert verdict.value.reason == reason

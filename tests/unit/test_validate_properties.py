@@ -17,7 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jobs import tables
-from jobs.contracts import EVENT_FIELDS, ITEM_FIELDS, MAX_TS_MS, MIN_TS_MS, Reason
+from jobs.contracts import (
+    ATTRIBUTION_FIELDS,
+    EVENT_FIELDS,
+    ITEM_FIELDS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+    REC_SOURCES,
+    Reason,
+)
 from jobs.ingest import silver
 from jobs.ingest.validate import Rejected, TimeWindow, parse_event, parse_item
 
@@ -101,8 +109,12 @@ event_values = {
     "quantity": (maybe | st.integers(0, 100) | st.just(2**31 - 1), numbers | json_values),
     "price": (maybe | st.floats(0, 1e12) | st.just(10**300), numbers | json_values),
     "consent": (maybe | st.booleans(), json_values),
+    # Attribution (issue 15): optional; the source from a closed set, the others ids.
+    "rec_source": (maybe | st.sampled_from(REC_SOURCES), tricky_ids | any_text | json_values),
+    "publish_id": (maybe | good_ids, tricky_ids | json_values),
+    "model_version": (maybe | good_ids | st.integers(1, 10**6), tricky_ids | json_values),
 }
-assert set(event_values) == set(EVENT_FIELDS)
+assert set(event_values) == set(EVENT_FIELDS) | set(ATTRIBUTION_FIELDS)
 item_values = {
     "item_id": (good_ids, tricky_ids | any_text | json_values),
     "title": (maybe | st.text(max_size=20), any_text | json_values),
@@ -216,3 +228,33 @@ def test_the_frame_back_to_spark_always_converts(batch: list[str | bytes]) -> No
     assert table.num_rows == len(raw)
     accepted = table.filter(pa.compute.is_null(table["reason"])).num_rows
     assert accepted + table.filter(pa.compute.is_valid(table["reason"])).num_rows == len(raw)
+
+
+@slow_ok
+@given(
+    st.dictionaries(
+        st.sampled_from(ATTRIBUTION_FIELDS),
+        st.none() | st.text(max_size=12) | st.integers(-5, 10**6) | st.booleans(),
+    )
+)
+def test_attribution_is_kept_exactly_or_quarantined_with_a_reason(attr: dict) -> None:
+    """An otherwise valid event keeps a valid attribution value as it is (absent → None),
+    and a bad one rejects the line with a reason naming the field."""
+    base = {"event_id": "e", "ts": "2026-11-01T00:00:00Z", "user_id": "u", "item_id": "i"}
+    line = json.dumps({**base, "event_type": "click", **attr})
+    try:
+        rec = parse_event(line, WINDOW)
+    except Rejected as bad:
+        assert bad.reason in {
+            Reason.UNKNOWN_REC_SOURCE,
+            Reason.BAD_ID,
+            Reason.WRONG_TYPE,
+            Reason.MISSING_FIELD,
+            Reason.BAD_ENCODING,
+        }
+        assert any(field in bad.detail for field in ATTRIBUTION_FIELDS)
+        return
+    for field in ATTRIBUTION_FIELDS:
+        value = attr.get(field)
+        assert rec[field] == (None if value is None else str(value))
+    assert rec["rec_source"] in (None, *REC_SOURCES)

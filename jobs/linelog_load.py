@@ -1,0 +1,130 @@
+"""Loading the JSON-line logs of :mod:`jobs.linelog` into Delta tables (Spark side).
+
+Used by :mod:`jobs.privacy.access` (the access log) and :mod:`jobs.monitor.answers` (the
+answer log); the rules are in :mod:`jobs.linelog`'s docstring.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs import tables
+from jobs.config import Settings
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+
+def complete_lines(path: Path, start: int) -> tuple[list[tuple[int, int, bytes]], int]:
+    """(offset, end, line) of every complete line from byte ``start``; and where they end."""
+    with path.open("rb") as f:
+        f.seek(start)
+        data = f.read()
+    cut = data.rfind(b"\n") + 1  # 0 when there is no complete line yet
+    out, pos = [], 0
+    for raw in data[:cut].splitlines(keepends=True):
+        out.append((start + pos, start + pos + len(raw), raw.rstrip(b"\n")))
+        pos += len(raw)
+    return out, start + cut
+
+
+def day_of(folder: str) -> date | None:
+    """The day of a ``dt=YYYY-MM-DD`` folder, None for anything else."""
+    try:
+        return date.fromisoformat(folder.removeprefix("dt="))
+    except ValueError:
+        return None
+
+
+def log_files(root: Path) -> dict[Path, date]:
+    """Every log file under ``root`` with the day of its folder."""
+    return {
+        p: day
+        for p in sorted(root.glob("dt=*/*.jsonl"))
+        if (day := day_of(p.parent.name)) is not None
+    }
+
+
+def loaded_offsets(spark: SparkSession, location: str, days: list[date]) -> dict[str, int]:
+    """Per log file (path under the log folder), the byte offset loaded up to."""
+    from pyspark.sql import functions as F
+
+    return {
+        row["_source_file"]: int(row["end"])
+        for row in spark.read.format("delta")
+        .load(location)
+        .where(F.col("dt").isin(days))  # partition pruning: only the days still on disk
+        .groupBy("_source_file")
+        .agg(F.max("_end").alias("end"))
+        .collect()
+    }
+
+
+def load_lines(
+    spark: SparkSession,
+    settings: Settings,
+    table: str,
+    root: Path,
+    parse: Callable[[bytes], Iterable[dict[str, Any]] | None],
+    schema: pa.Schema,
+    key: tuple[str, ...] = (),
+    offsets: Callable[[SparkSession, str, list[date]], dict[str, int]] = loaded_offsets,
+) -> dict[str, Any]:
+    """Append the new complete lines of the log under ``root`` to ``table``.
+
+    ``parse`` turns one line into the rows it stands for (None: not a valid record);
+    each row gets ``dt``, ``_source_file``, ``_offset``, ``_end`` and ``_loaded_at``. The
+    MERGE key is the line's place plus ``key`` (for logs with several rows per line).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from delta.tables import DeltaTable
+
+    location = tables.ensure_table(spark, settings, table)
+    files = log_files(root)
+    result: dict[str, Any] = {"files": len(files), "new_lines": 0, "bad_lines": 0, "inserted": 0}
+    if not files:
+        return result
+    days = sorted(set(files.values()))
+    loaded = offsets(spark, location, days)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for path, day in files.items():
+        rel = path.relative_to(root).as_posix()
+        start = loaded.get(rel, 0)
+        if path.stat().st_size <= start:
+            continue
+        lines, _ = complete_lines(path, start)
+        for offset, end, raw in lines:
+            parsed = parse(raw)
+            if parsed is None:
+                result["bad_lines"] += 1
+                continue
+            result["new_lines"] += 1
+            place = {"dt": day, "_source_file": rel, "_offset": offset, "_end": end}
+            rows.extend({**row, **place, "_loaded_at": now} for row in parsed)
+    if not rows:
+        return result
+    before = tables.version(spark, settings, table)
+    # Through parquet, not createDataFrame: a day of a busy service is many rows.
+    with tempfile.TemporaryDirectory(prefix=f"{table}-load-") as tmp:
+        staged = Path(tmp) / "rows.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), staged)
+        source = spark.read.parquet(str(staged))
+        day_list = ", ".join(f"DATE'{d.isoformat()}'" for d in days)
+        on = " AND ".join(f"t.{c} = s.{c}" for c in ("dt", "_source_file", "_offset", *key))
+        (
+            DeltaTable.forPath(spark, location)
+            .alias("t")
+            .merge(source.alias("s"), f"t.dt IN ({day_list}) AND {on}")
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+        metrics = tables.operation_metrics(spark, location, before)
+    result["inserted"] = metrics.get("numTargetRowsInserted", 0)
+    return result
