@@ -5,8 +5,12 @@ first. `compute_drift` writes one row per metric x statistic to the `monitor/dri
 Delta table and an HTML report (a rerun replaces the run's rows); `drift_alert`
 short-circuits unless a metric is at alert level; `announce_drift` then emits the drift
 Asset the train DAG is scheduled on, and the training trigger reads the table to decide.
-Each task is one call into `jobs.monitor.steps` (or none). Attribution and lift join here
-as a second, independent branch.
+Beside it, `feedback` loads the service's answer log and recomputes what users did with
+the recommendations (`monitor/rec_performance`) and the control group's lift
+(`monitor/lift`) for the days the attribution window still reaches. `export_metrics`
+runs last, whatever the two branches did, and pushes the batch gauges (drift values, CTR
+by source, freshness) to the Pushgateway when one is configured. Each task is one call
+into `jobs.monitor` (or none).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, task
 
 from jobs.contracts import ASSET_DRIFT, ASSET_GOLD_INTERACTIONS
@@ -23,7 +28,7 @@ DRIFT = Asset(name=ASSET_DRIFT)
 
 with DAG(
     dag_id="monitor",
-    description="Drift (PSI, KS) against the champion's training window; emits the drift Asset.",
+    description="Drift (PSI, KS), recommendation performance and lift; emits the drift Asset.",
     doc_md=__doc__,
     schedule=AssetOrTimeSchedule(
         timetable=CronTriggerTimetable("0 0 * * *", timezone="UTC"), assets=[GOLD_INTERACTIONS]
@@ -57,5 +62,25 @@ with DAG(
     def announce_drift(result: dict) -> dict:
         return {"run_id": result["run_id"], "alerts": result["alerts"]}
 
+    @task
+    def feedback(dag_run=None) -> dict:
+        from jobs.monitor.steps import feedback_step
+
+        end = dag_run.logical_date or dag_run.run_after
+        return feedback_step(end.isoformat())
+
+    # all_done: the gauges of whichever branch finished are worth pushing even when the
+    # other failed. `checked` (no work, never sent to a worker) then fails the run when any
+    # of them did: Airflow judges a run by its leaves, and export_metrics succeeds.
+    @task(trigger_rule="all_done")
+    def export_metrics() -> dict:
+        from jobs.monitor.steps import export_step
+
+        return export_step()
+
     drifted = compute_drift()
     drift_alert(drifted) >> announce_drift(drifted)
+    branches = [drifted, feedback()]
+    exported = export_metrics()
+    branches >> exported
+    [*branches, exported] >> EmptyOperator(task_id="checked")

@@ -32,3 +32,46 @@ def drift_step(
     result = run_drift(get_spark(settings), settings, setup(settings), run_id, logical_date)
     log.info("drift: %s", result.reason if not result.recorded else result.as_dict())
     return result.as_dict()
+
+
+def feedback_days(end: datetime, window_hours: float) -> list[str]:
+    """The days whose attribution can still change at ``end``: the day ``end`` falls in
+    and every day a click or purchase inside the attribution window can reach back to.
+
+    A daily run at 00:00 computes the day that just ended (and re-reads the one before,
+    whose late purchases landed since); a run on gold mid-day also computes today so far.
+    Each day is replaced whole, so recomputing one is idempotent.
+    """
+    from datetime import UTC, timedelta
+
+    end = end.astimezone(UTC) if end.tzinfo else end.replace(tzinfo=UTC)
+    last = (end - timedelta(microseconds=1)).date()
+    first = (end - timedelta(hours=window_hours)).date() - timedelta(days=1)
+    return [str(first + timedelta(days=n)) for n in range((last - first).days + 1)]
+
+
+def feedback_step(end: datetime | str, settings: Settings | None = None) -> dict[str, Any]:
+    """What users did with the recommendations up to ``end``: load the service's answer
+    log, then recompute ``rec_performance`` and ``lift`` for :func:`feedback_days`."""
+    from jobs.monitor.answers import answers_step
+    from jobs.monitor.attribution import performance_step
+    from jobs.monitor.lift import lift_step
+    from jobs.spark import get_spark
+
+    settings = settings or get_settings()
+    if isinstance(end, str):
+        end = datetime.fromisoformat(end)
+    spark = get_spark(settings)
+    answers = answers_step(settings, spark=spark)
+    days = feedback_days(end, settings.attribution_window_hours)
+    performance = {d: performance_step(settings, d, spark=spark) for d in days}
+    lift = {d: lift_step(settings, d, spark=spark) for d in days}
+    log.info("feedback for %s: answers %s", days, answers)
+    return {"days": days, "answers": answers, "performance": performance, "lift": lift}
+
+
+def export_step(settings: Settings | None = None) -> dict[str, Any]:
+    """The batch gauges pushed to the Pushgateway (see :mod:`jobs.monitor.export`)."""
+    from jobs.monitor.export import export_step as export
+
+    return export(settings or get_settings())

@@ -120,6 +120,14 @@ def test_monitor_shape(dagbag) -> None:
     assert set(dag.task_ids) >= {"compute_drift", "drift_alert", "announce_drift"}
     assert dag.get_task("drift_alert").upstream_task_ids == {"compute_drift"}
     assert dag.get_task("announce_drift").upstream_task_ids == {"compute_drift", "drift_alert"}
+    # Feedback beside drift; the export runs after both whatever they did, and a leaf with
+    # the default rule fails the run when any of them failed (Airflow judges by leaves).
+    export = dag.get_task("export_metrics")
+    assert export.upstream_task_ids == {"compute_drift", "feedback"}
+    assert export.trigger_rule == "all_done"
+    checked = dag.get_task("checked")
+    assert checked.upstream_task_ids == {"compute_drift", "feedback", "export_metrics"}
+    assert checked.trigger_rule == "all_success" and not checked.downstream_task_ids
     assert dag.catchup is False and dag.max_active_runs == 1
     for t in dag.tasks:
         assert t.owner == "recflow" and t.retries >= 1 and t.execution_timeout

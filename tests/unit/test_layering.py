@@ -30,6 +30,7 @@ DAG_STAGE: dict[str, tuple[str, ...]] = {
     "champion_watch": ("jobs.train.steps",),
     "publish": ("jobs.publish.steps",),
     "privacy": ("jobs.privacy.steps",),
+    "monitor": ("jobs.monitor.steps",),
 }
 
 
