@@ -311,7 +311,7 @@ def test_a_damaged_list_object_is_a_clear_error(tmp_path: Path) -> None:
     s = _settings(tmp_path, 50, 40)
     _hand_publish(s, {"u000000": b"\x1f\x8b not gzip at all"})
     front = PublishedStorefront(s, build_world(ShopSpec.from_settings(s)), SLOTS)
-    with pytest.raises(StorefrontError, match="is not a published list"):
+    with pytest.raises(StorefrontError, match=r"u/.*\.json at .* is damaged"):
         front.show(np.array([0]))
 
 
