@@ -583,6 +583,15 @@ class _RawServer:
                         break
                     head += chunk
                 path = head.split(b" ", 2)[1].decode() if head.count(b" ") >= 2 else "/"
+                # Read a request body (the service's POST) to its end: closing with unread
+                # bytes would reset the connection instead of showing the answer below.
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                body = head.partition(b"\r\n\r\n")[2]
+                while length and len(body) < int(length[1]):
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    body += chunk
                 answer = self.answers(path)
                 if answer == b"SLEEP":
                     threading.Event().wait(2.0)
