@@ -29,10 +29,10 @@ position alone.
 Users without a personal list who are shown ``popular.json`` get ``rec_source = cdn`` (the
 CDN served it) and the publish's ``publish_id`` and ``model_version`` (popular.json is part
 of that publish). That it was the popular fallback is not recorded per event: the
-attribution contract (:data:`jobs.contracts.ATTRIBUTION_FIELDS`) has no field for it; ``_generator.json``
-counts, per day, how many users saw each (``shown[day]["users"]``: cdn, service,
-popular). A service answer's null ``model_version`` or ``request_id`` stays null in the
-events, never the string ``"None"``.
+attribution contract (:data:`jobs.contracts.ATTRIBUTION_FIELDS`) has no field for it;
+``_generator.json`` counts, per day, how many users saw each (``shown[day]["users"]``:
+cdn, service, popular). A service answer's null ``model_version`` or ``request_id``
+stays null in the events, never the string ``"None"``.
 
 A published object's extra fields (such as a control group's ``"group": "control"``)
 change nothing here: what is shown is shown. Day ``d`` stays a function of (seed, ``d``,
@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import string
 import urllib.error
 import urllib.request
 import zlib
@@ -338,18 +339,38 @@ class _Pointer:
     users: str  # the user object key template, with {kk} and {key}
     popular: str
     model_version: str | None
+    where: str  # latest.json and where it was read, for errors
 
-    def user_object(self, key: str, where: str) -> str:
-        """The object key of a user's list: the template filled with their key."""
+    def __post_init__(self) -> None:
+        """Refuse a ``users`` template other than plain ``{kk}``/``{key}`` fields.
+
+        Checked with the format parser rather than by trying it: a template may also name
+        other fields (``{0}``, ``{user}``), reach into the key (``{key.x}``, ``{kk[9]}``),
+        or pad it to gigabytes (``{key:>999999999}``); none of that is a key layout.
+        """
+        problem = None
         try:
-            return self.users.format(kk=key[:2], key=key)
-        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-            # str.format's ways to fail on a template naming other fields ({0}, {user}),
-            # a malformed one ("{"), or attributes and indices of the key ({key.x}, {kk[9]}).
+            fields = [
+                (name, spec, conversion)
+                for _, name, spec, conversion in string.Formatter().parse(self.users)
+                if name is not None
+            ]
+        except ValueError as exc:  # an unmatched brace
+            problem = repr(exc)
+        else:
+            if any(n not in ("kk", "key") or s or c for n, s, c in fields):
+                problem = "only the plain fields {kk} and {key} may appear"
+            elif "key" not in {n for n, _, _ in fields}:
+                problem = "{key} is missing (every user would share one object)"
+        if problem:
             raise StorefrontError(
-                f"{where}: 'users' {self.users!r:.80} is not a key template with {{kk}} and "
-                f"{{key}}: {exc!r}"
-            ) from exc
+                f"{self.where}: 'users' {self.users!r:.80} is not a key template with {{kk}} "
+                f"and {{key}}: {problem}"
+            )
+
+    def user_object(self, key: str) -> str:
+        """The object key of a user's list: the template filled with their key."""
+        return self.users.format(kk=key[:2], key=key)
 
 
 class PublishedStorefront:
@@ -391,16 +412,13 @@ class PublishedStorefront:
             )
         what = f"{self.latest} at {self.where}"
         body = _decode_object(data, what)
-        users = _text(body, "users", what)
-        popular = _text(body, "popular", what)
-        pointer = _Pointer(
+        return _Pointer(
             publish_id=str(_text(body, "publish_id", what)),
-            users=str(users),
-            popular=str(popular),
+            users=str(_text(body, "users", what)),
+            popular=str(_text(body, "popular", what)),
             model_version=_model_version(body, what),
+            where=what,
         )
-        pointer.user_object("0" * layout.KEY_HEX, what)  # a template that cannot fill fails here
-        return pointer
 
     def _list(self, body: dict[str, Any], what: str = "a list body") -> list[int]:
         """Shop item indices of a list body, in rank order (unknown ids skipped).
@@ -504,7 +522,7 @@ class PublishedStorefront:
         served = {"cdn": 0, "service": 0, "popular": 0}
         uids = [user_id(int(u)) for u in users]
         keys = [layout.user_key(self.secret, uid) for uid in uids]
-        objects = [live.user_object(key, self.latest) for key in keys]
+        objects = [live.user_object(key) for key in keys]
         self._prefetch(objects)
         for u, uid, key, obj in zip(users, uids, keys, objects, strict=True):
             found = self.cache[obj]
