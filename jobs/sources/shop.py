@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 STATE_FILE = "_generator.json"
 N_FACTORS = 8
 EPOCH_MS_SHARE = 0.1  # the "app" client sends epoch milliseconds instead of ISO strings
+# The click logit of an impression (simulate_day): intercept + affinity·(user·item taste)
+# − position·slot + popularity·log(exposure × n_items). The reference models of
+# jobs.sources.storefront rank by the same terms, so they read these, never copies.
+CLICK_INTERCEPT = -5.0
+CLICK_AFFINITY = 0.55
+CLICK_POSITION = 0.08
+CLICK_POPULARITY = 0.15
 
 CATEGORIES: dict[str, dict[str, object]] = {
     "electronics": {
@@ -362,7 +369,12 @@ def simulate_day(
         i_item[on] = rec[on]
         i_attr[on] = offer.attr[i_user[on]]
     score = np.einsum("ij,ij->i", world.user_vec[i_user], world.item_vec[i_item])
-    logit = -5.0 + 0.55 * score - 0.08 * i_pos + 0.15 * np.log(world.item_pop[i_item] * n_items)
+    logit = (
+        CLICK_INTERCEPT
+        + CLICK_AFFINITY * score
+        - CLICK_POSITION * i_pos
+        + CLICK_POPULARITY * np.log(world.item_pop[i_item] * n_items)
+    )
     clicked = rng.random(i_sess.size) < 1.0 / (1.0 + np.exp(-logit))
     i_ts = s_start[i_sess] + i_pos * 2.0
 

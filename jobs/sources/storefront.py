@@ -81,7 +81,15 @@ import numpy as np
 from jobs.config import Settings
 from jobs.contracts import REC_SOURCES
 from jobs.publish import layout
-from jobs.sources.shop import CATEGORIES, ShopSpec, World, user_id
+from jobs.sources.shop import (
+    CATEGORIES,
+    CLICK_AFFINITY,
+    CLICK_INTERCEPT,
+    CLICK_POPULARITY,
+    ShopSpec,
+    World,
+    user_id,
+)
 
 if TYPE_CHECKING:
     from jobs.model.artifact import RecModel
@@ -111,7 +119,8 @@ class ObjectForbidden(StorefrontError):
 
 # What a damaged object raises on its way from bytes to JSON: gzip's own errors
 # (BadGzipFile is an OSError, a truncated stream an EOFError, a corrupt deflate block a
-# zlib.error) and json's (ValueError, including UnicodeDecodeError).
+# zlib.error) and json's (ValueError, including UnicodeDecodeError; RecursionError for
+# arrays nested thousands deep).
 _DECODE_ERRORS = (OSError, EOFError, zlib.error, ValueError, RecursionError)
 
 
@@ -620,8 +629,8 @@ def reference_model(
     from jobs.sources.shop import item_id
 
     n_users, n_items = world.user_vec.shape[0], world.item_vec.shape[0]
-    # 0.15 / 0.55: the popularity and affinity weights of the click logit in simulate_day.
-    bonus = (0.15 / 0.55) * np.log(world.item_pop * n_items)
+    # The popularity term of the click logit, in units of the affinity term.
+    bonus = (CLICK_POPULARITY / CLICK_AFFINITY) * np.log(world.item_pop * n_items)
     users = np.hstack([world.user_vec, np.ones((n_users, 1))])
     items = np.hstack([world.item_vec, bonus[:, None]])
     if kind == "shuffled":
@@ -662,7 +671,7 @@ def expected_interactions(world: World) -> np.ndarray:
     """
     n_items = world.item_vec.shape[0]
     # The user-independent part of the click logit of simulate_day (position 0).
-    base = -5.0 + 0.15 * np.log(world.item_pop * n_items)
+    base = CLICK_INTERCEPT + CLICK_POPULARITY * np.log(world.item_pop * n_items)
     if world.user_fav is not None and world.user_two is not None:
         second = np.where(world.user_two, world.user_fav[:, 1], -1)
         _, group = np.unique(
@@ -677,7 +686,7 @@ def expected_interactions(world: World) -> np.ndarray:
         centre = members.mean(axis=0)
         spread = members - centre
         cov = spread.T @ spread / len(members)  # n_factors × n_factors
-        mean = base + 0.55 * (world.item_vec @ centre)
-        var = 0.55**2 * np.einsum("ij,jk,ik->i", world.item_vec, cov, world.item_vec)
+        mean = base + CLICK_AFFINITY * (world.item_vec @ centre)
+        var = CLICK_AFFINITY**2 * np.einsum("ij,jk,ik->i", world.item_vec, cov, world.item_vec)
         total += len(members) / (1.0 + np.exp(-mean / np.sqrt(1.0 + np.pi * var / 8.0)))
     return world.item_pop * total / max(1, world.user_vec.shape[0])
