@@ -707,17 +707,22 @@ def test_a_null_version_or_request_id_from_the_service_stays_null(
     [
         (_ok(b'{"request_id":', length=500), "did not answer /recommend.*IncompleteRead"),
         (None, "did not answer /recommend.*RemoteDisconnected"),
+        (b"SLEEP", "did not answer /recommend.*timed out"),
         (_ok(b"[1, 2]"), "off its schema: not a JSON object but list"),
         (_service_answer({"request_id": 5, "items": []}), "request_id 5 is not a string"),
         (_service_answer({"request_id": "r", "model_version": {}, "items": []}), "model version"),
         (_service_answer({"request_id": "r", "items": [{"item_id": "i1"}]}), "integer rank"),
         (_service_answer({"request_id": "r", "items": "i00001"}), "'items' must be a list"),
     ],
-    ids=["incomplete", "disconnected", "list", "request-id", "version", "rank", "items"],
+    ids=["incomplete", "disconnected", "timeout", "list", "request-id", "version", "rank", "items"],
 )
 def test_a_service_answer_off_its_schema_is_a_clear_error(
-    raw_server: Callable[..., _RawServer], answer: bytes | None, message: str
+    raw_server: Callable[..., _RawServer],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: bytes | None,
+    message: str,
 ) -> None:
+    monkeypatch.setattr(storefront, "HTTP_TIMEOUT_SECONDS", 0.5)
     server = raw_server(lambda path: answer)
     front = _reader_over({}, service_url=server.url)
     front.fetch = {
