@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 STATE_FILE = "_generator.json"
 N_FACTORS = 8
 EPOCH_MS_SHARE = 0.1  # the "app" client sends epoch milliseconds instead of ISO strings
+# The click logit of an impression (simulate_day): intercept + affinity·(user·item taste)
+# − position·slot + popularity·log(exposure × n_items). The reference models of
+# jobs.sources.storefront rank by the same terms, so they read these, never copies.
+CLICK_INTERCEPT = -5.0
+CLICK_AFFINITY = 0.55
+CLICK_POSITION = 0.08
+CLICK_POPULARITY = 0.15
 
 CATEGORIES: dict[str, dict[str, object]] = {
     "electronics": {
@@ -362,7 +369,12 @@ def simulate_day(
         i_item[on] = rec[on]
         i_attr[on] = offer.attr[i_user[on]]
     score = np.einsum("ij,ij->i", world.user_vec[i_user], world.item_vec[i_item])
-    logit = -5.0 + 0.55 * score - 0.08 * i_pos + 0.15 * np.log(world.item_pop[i_item] * n_items)
+    logit = (
+        CLICK_INTERCEPT
+        + CLICK_AFFINITY * score
+        - CLICK_POSITION * i_pos
+        + CLICK_POPULARITY * np.log(world.item_pop[i_item] * n_items)
+    )
     clicked = rng.random(i_sess.size) < 1.0 / (1.0 + np.exp(-logit))
     i_ts = s_start[i_sess] + i_pos * 2.0
 
@@ -415,14 +427,19 @@ def simulate_day(
     shown = pos >= 0
     sess_ids = np.char.add(f"s{spec.seed}-{day}-", sess.astype(str))
     prices = world.items["price"].to_numpy()
-    if storefront is None:
-        request_id = np.where(shown, np.char.add("r", sess_ids), None)
-        position = pd.Series(pos, dtype="Int64").where(shown)
-    else:
-        # Reacting mode: positions count from 1 (a recommended slot's position is its rank
-        # in the shown list) and request_id names a service answer, nothing else.
-        request_id = _attribution_column(attributions, attr, "request_id")
-        position = pd.Series(pos + 1, dtype="Int64").where(shown)
+    # Organic slots, in either mode: the 0-based slot on the page and the session's page
+    # request, so days with and without --react line up.
+    request_id = np.where(shown, np.char.add("r", sess_ids), None)
+    position = pd.Series(pos, dtype="Int64").where(shown)
+    if storefront is not None:
+        # A recommended slot (and what followed it) carries its 1-based rank in the shown
+        # list and the service answer's request_id (None for a CDN list): the attribution
+        # contract's convention; rec_source tells the two kinds of position apart.
+        rec = attr >= 0
+        request_id = np.where(
+            rec, _attribution_column(attributions, attr, "request_id"), request_id
+        )
+        position = position.mask(rec, pd.Series(pos + 1, dtype="Int64"))
     frame = pd.DataFrame(
         {
             "event_id": np.char.add(f"ev{spec.seed}-{day}-", np.arange(n).astype(str)),
@@ -575,6 +592,35 @@ def _catalog_changes(spec: ShopSpec, world: World, day: int) -> pd.DataFrame:
     return changed
 
 
+def _check_appended_drift(
+    spec: ShopSpec, earlier: dict[str, object] | None, first: int, landing: Path
+) -> None:
+    """Refuse an appending run whose drift contradicts the days already written.
+
+    The recorded drift (``_generator.json``) describes every day written so far; appended
+    days must continue it, or the shop no longer equals one long run and the record lies
+    about the earlier days. A drift may be named on an append only when none is recorded
+    and it starts at or after the first appended day (the earlier days had none).
+    """
+    if spec.drift_day is None:
+        return
+    named = {"from_day": spec.drift_day, "share": spec.drift_share, "boost": spec.drift_boost}
+    if earlier is not None:
+        recorded = {k: earlier.get(k) for k in named}
+        if recorded != named:
+            raise ValueError(
+                f"{landing} was generated with drift {recorded}; this --append names {named}. "
+                "Append without --drift to continue the recorded drift, or regenerate the "
+                "shop without --append"
+            )
+    elif spec.drift_day < first:
+        raise ValueError(
+            f"--drift {spec.drift_day} on --append: days 0–{first - 1} of {landing} are "
+            f"already written without drift; a drift appended now must start at day {first} "
+            "or later (or regenerate the shop without --append)"
+        )
+
+
 def generate(
     settings: Settings,
     days: int | None = None,
@@ -611,6 +657,8 @@ def generate(
             drift_share=earlier["share"],
             drift_boost=earlier["boost"],
         )
+    elif append and state:
+        _check_appended_drift(spec, earlier, first, landing)
     t0 = time.perf_counter()
     world = build_world(spec)
     report = GenerationReport(items=len(world.items), users=len(world.user_vec))
@@ -658,7 +706,12 @@ def generate(
     }
     if report.drift is not None:
         new_state["drift"] = report.drift
-    shown = {**((state or {}).get("shown", {}) if not force else {}), **report.shown}
+    # What each day showed: the days this run wrote replace their old entries, including
+    # by nothing when they were written without --react this time.
+    kept = {} if force else dict((state or {}).get("shown", {}))
+    for day_name in report.days:
+        kept.pop(day_name, None)
+    shown = {**kept, **report.shown}
     if shown:
         new_state["shown"] = dict(sorted(shown.items()))
     write_text_atomic(state_path, json.dumps(new_state, indent=2) + "\n")

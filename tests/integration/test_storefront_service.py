@@ -110,8 +110,9 @@ def test_users_without_a_list_are_shown_the_services_answer(tmp_path: Path) -> N
     ]
     requests: dict[str, set[str]] = {}
     for r in records:
-        if r.get("rec_source") is None:
-            assert r["request_id"] is None
+        if r.get("rec_source") is None:  # organic: the plain mode's page request, if shown
+            page = None if r["position"] is None else "r" + r["session_id"]
+            assert r["request_id"] == page, r
             continue
         known = int(r["user_id"][1:]) < KNOWN
         assert r["rec_source"] == ("cdn" if known else "service"), r
