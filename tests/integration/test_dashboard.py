@@ -187,7 +187,7 @@ def test_scraped_values_are_the_service_and_pushed_ones(monitoring: dict[str, An
     assert [s["metric"]["model_version"] for s in champion] == [str(served["version"])]
     # The PSI of 0.3 is above the alert level: the rule fires (no `for`).
     deadline = time.monotonic() + SERIES_TIMEOUT
-    while not (alerts := _query(client, 'ALERTS{alertname="RecflowDriftPsiHigh"}')):
-        assert time.monotonic() < deadline, "RecflowDriftPsiHigh never fired"
+    while not (alerts := _query(client, 'ALERTS{alertname="RecflowDriftHigh"}')):
+        assert time.monotonic() < deadline, "RecflowDriftHigh never fired"
         time.sleep(1)
     assert {a["metric"]["metric"] for a in alerts} == {"category_mix"}

@@ -42,7 +42,7 @@ def test_prometheus_loads_the_rules_and_scrapes_both_targets(tmp_path: Path) -> 
         client = httpx.Client(base_url=prometheus.url, timeout=10)
         rules = client.get("/api/v1/rules").json()["data"]["groups"]
         alerts = {r["name"] for g in rules for r in g["rules"] if r["type"] == "alerting"}
-        assert {"RecflowServiceLatencyP99High", "RecflowDriftPsiHigh"} <= alerts
+        assert {"RecflowServiceLatencyP99High", "RecflowDriftHigh"} <= alerts
         deadline = time.monotonic() + 30
         while True:
             targets = client.get("/api/v1/targets").json()["data"]["activeTargets"]
