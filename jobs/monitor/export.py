@@ -539,37 +539,33 @@ def ingest_push_step(settings: Settings | None = None, now: float | None = None)
     """
     settings = settings or get_settings()
     url = settings.pushgateway_url
-    covered: float | None = None
-    unreachable: str | None = None
-    if url:
-        try:
-            covered = pushed_covered_until(settings, url)
-        except OSError as exc:  # URLError, refused, timed out: down, no use pushing
-            unreachable = f"{type(exc).__name__}: {exc}"
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            # An answer that is not the API's: only "since the previous push" is lost; the
-            # newest run alone is reported, as on a first push.
-            log.warning("previous ingest push unreadable, reporting the newest run: %s", exc)
-    collected = collect_ingest(settings, now=now, covered_until=covered)
-    pushed: str | None = None
-    if url and unreachable is None:
-        try:
-            pushed = push(settings, collected.samples, grouping_key=INGEST_GROUP)
-        except OSError as exc:  # URLError and refused connections: the Pushgateway is down
-            unreachable = f"{type(exc).__name__}: {exc}"
     if not url:
-        outcome = "not pushed: RECFLOW_PUSHGATEWAY_URL is unset"
-    elif pushed is None:
-        outcome = f"not pushed: Pushgateway at {url} unreachable ({unreachable})"[:300]
-        log.warning("ingest metrics %s; the ingest run itself succeeded", outcome)
-    else:
-        outcome = pushed
-        log.info("pushed %d ingest metrics to %s", len(collected.samples), pushed)
-    return {
-        "metrics": len(collected.samples),
-        "pushed_to": outcome,
-        "skipped": collected.skipped,
-    }
+        # Nowhere to push: not worth a Spark session (under the scheduler, a JVM start per
+        # hourly run); the monitor export still logs the lake's figures.
+        return {"metrics": 0, "pushed_to": "not pushed: RECFLOW_PUSHGATEWAY_URL is unset"}
+    covered: float | None = None
+    try:
+        covered = pushed_covered_until(settings, url)
+    except OSError as exc:  # URLError, refused, timed out: down, so nothing to compute for
+        return _not_pushed(url, exc, 0)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        # An answer that is not the API's: only "since the previous push" is lost; the
+        # newest run alone is reported, as on a first push.
+        log.warning("previous ingest push unreadable, reporting the newest run: %s", exc)
+    collected = collect_ingest(settings, now=now, covered_until=covered)
+    try:
+        push(settings, collected.samples, grouping_key=INGEST_GROUP)
+    except OSError as exc:  # went down between the read and the push
+        return _not_pushed(url, exc, len(collected.samples))
+    log.info("pushed %d ingest metrics to %s", len(collected.samples), url)
+    return {"metrics": len(collected.samples), "pushed_to": url, "skipped": collected.skipped}
+
+
+def _not_pushed(url: str, exc: OSError, metrics: int) -> dict[str, Any]:
+    """Result and warning of an ingest push the Pushgateway refused or never answered."""
+    outcome = f"not pushed: Pushgateway at {url} unreachable ({type(exc).__name__}: {exc})"
+    log.warning("ingest metrics %s; the ingest run itself succeeded", outcome[:300])
+    return {"metrics": metrics, "pushed_to": outcome[:300]}
 
 
 def export_step(settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
