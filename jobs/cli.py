@@ -668,6 +668,10 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the cleanup short and leave servers running; every
+        # step is bounded (terminate, then kill after a timeout).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         steps: list[tuple[str, Callable[[], object]]] = [
             ("online service", lambda: _stop_process(proc)),
             ("cdn", lambda: _stop_cdn(server)),
