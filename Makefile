@@ -57,9 +57,25 @@ clean:
 
 # Prometheus (with promtool) and the Pushgateway from Debian's packages; the project starts
 # them itself (jobs/monitor/servers.py), never through systemd. sudo only when not root.
+# Idempotent: nothing happens when the binaries are there (`.ci/run` always calls it).
+# Debian's postinst would start both as services (Prometheus on 9090): a temporary
+# policy-rc.d answering 101 ("not allowed") keeps invoke-rc.d from starting them, and on a
+# host run by systemd they are then disabled too, so no boot starts them either.
+MONITORING_BINARIES ?= promtool prometheus-pushgateway
+POLICY_RC_D ?= /usr/sbin/policy-rc.d
+SYSTEMD_RUN_DIR ?= /run/systemd/system
 monitoring-deps:
-	@command -v promtool >/dev/null && command -v prometheus-pushgateway >/dev/null || { \
-	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
-	  $$SUDO apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-pushgateway; }
+	@missing=; for b in $(MONITORING_BINARIES); do command -v $$b >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then echo "monitoring-deps: already installed"; exit 0; fi; \
+	SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	saved=; if [ -e "$(POLICY_RC_D)" ]; then saved=$$(mktemp) && $$SUDO cp -p "$(POLICY_RC_D)" "$$saved"; fi; \
+	restore() { if [ -n "$$saved" ]; then $$SUDO mv "$$saved" "$(POLICY_RC_D)"; else $$SUDO rm -f "$(POLICY_RC_D)"; fi; }; \
+	trap restore EXIT; \
+	printf '#!/bin/sh\n# recflow monitoring-deps: start no service while installing\nexit 101\n' \
+	  | $$SUDO tee "$(POLICY_RC_D)" >/dev/null && $$SUDO chmod 755 "$(POLICY_RC_D)" && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  prometheus prometheus-pushgateway || exit 1; \
+	if [ -d "$(SYSTEMD_RUN_DIR)" ] && command -v systemctl >/dev/null; then \
+	  $$SUDO systemctl disable --now prometheus prometheus-pushgateway; \
+	fi

@@ -115,6 +115,7 @@ class RecflowService:
         self.model_tag = str(stored.tag)
         self.features = feature_source.FeatureSource(SETTINGS)
         self.features.on_failure = service_metrics.lookup_failed
+        self.features.on_availability = service_metrics.feature_store_available
         self.features.open()
         self.stock = self.features.load_stock(model)
         # Refuses to start (ConfigError) when the publish secret is refused here.
@@ -150,9 +151,12 @@ class RecflowService:
 
     @bentoml.on_startup
     async def start_stock_refresh(self) -> None:
-        """Stock changes during the day; re-read it without blocking requests."""
-        if self.features.available:
-            self._refresher = asyncio.create_task(self._refresh_stock())
+        """Stock changes during the day; re-read it without blocking requests.
+
+        Started even without the store: each round first retries opening it, so a Feast
+        that was down at start-up is picked up once it answers.
+        """
+        self._refresher = asyncio.create_task(self._refresh_stock())
 
     @bentoml.on_shutdown
     async def stop_stock_refresh(self) -> None:
@@ -166,6 +170,7 @@ class RecflowService:
     async def _refresh_stock(self) -> None:
         while True:
             await asyncio.sleep(feature_source.STOCK_REFRESH_SECONDS)
+            await anyio.to_thread.run_sync(self.features.ensure_open)
             state = await anyio.to_thread.run_sync(self.features.load_stock, self.online.model)
             self.stock = state  # one reference swap: requests see the old or the new mask
 

@@ -1,10 +1,11 @@
 """Ingest: one run per data interval, landing → bronze → silver → gold → audit.
 
 Each task is one call into `jobs.ingest.steps` and passes small dicts via XCom; the
-lake is the only place data moves through. The schedule and first interval are the only
-settings read when the file is parsed (`RECFLOW_INGEST_SCHEDULE`, `RECFLOW_INGEST_START`);
-everything else is read when a task runs. Emits the silver and gold Assets that the
-`features` and `train` DAGs follow.
+lake is the only place data moves through. The last task pushes the run's freshness and
+quarantine figures to the Pushgateway (`jobs.monitor.export`, its own group). The
+schedule and first interval are the only settings read when the file is parsed
+(`RECFLOW_INGEST_SCHEDULE`, `RECFLOW_INGEST_START`); everything else is read when a task
+runs. Emits the silver and gold Assets that the `features` and `train` DAGs follow.
 """
 
 from __future__ import annotations
@@ -94,9 +95,16 @@ with DAG(
             run_id=run_id,
         )
 
+    @task
+    def push_ingest_metrics() -> dict:
+        from jobs.monitor.export import ingest_push_step
+
+        # Hourly freshness and quarantine for the alerts; never fails the run (see there).
+        return ingest_push_step()
+
     bronze = load_bronze()
     silver = refine_silver(bronze)
     upsert_catalog() >> silver
     gold = update_gold()
     silver >> reload_late() >> gold
-    record_audit(bronze, silver, gold)
+    record_audit(bronze, silver, gold) >> push_ingest_metrics()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -620,7 +622,6 @@ def up(
     service (and a Pushgateway for the batch metrics), stopped with the rest.
     """
     import signal
-    import subprocess
     import sys
 
     from jobs.publish.cdn import serve_in_background
@@ -638,48 +639,93 @@ def up(
     server, cdn_url = serve_in_background(settings, settings.cdn_port)
     bentoml = Path(sys.executable).parent / "bentoml"
     command = [str(bentoml), "serve", str(tag), "--host", settings.serve_host]
-    proc = subprocess.Popen(
-        [*command, "--port", str(settings.serve_port)],
-        env=bento_build.serve_env(settings),
-    )
-
-    def stop(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)  # a supervisor's stop also stops the service
-    typer.echo(f"CDN stand-in:   {cdn_url}/recs/latest.json")
-    typer.echo(f"online service: http://{settings.serve_host}:{settings.serve_port}  ({tag})")
-    typer.echo(
-        f"  curl -s -XPOST http://{settings.serve_host}:{settings.serve_port}/recommend "
-        """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
-    )
-    typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
-    monitoring = _start_monitoring(settings)
     try:
+        proc = subprocess.Popen(
+            [*command, "--port", str(settings.serve_port)],
+            env=bento_build.serve_env(settings),
+        )
+    except BaseException:
+        _stop_all([("cdn", lambda: _stop_cdn(server))])
+        raise
+    # From here on everything started is stopped in `finally`, whatever interrupts `up`
+    # (Ctrl-C or SIGTERM while monitoring starts, a failure of monitoring itself).
+    monitoring: list[Any] = []
+    try:
+
+        def stop(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)  # a supervisor's stop also stops the service
+        typer.echo(f"CDN stand-in:   {cdn_url}/recs/latest.json")
+        typer.echo(f"online service: http://{settings.serve_host}:{settings.serve_port}  ({tag})")
+        typer.echo(
+            f"  curl -s -XPOST http://{settings.serve_host}:{settings.serve_port}/recommend "
+            """-H 'content-type: application/json' -d '{"user_id": "someone-new", "k": 5}'"""
+        )
+        typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
+        _start_monitoring(settings, monitoring)
         proc.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        server.shutdown()
-        server.server_close()
-        for started in reversed(monitoring):
-            started.stop()
+        # A second Ctrl-C must not cut the cleanup short and leave servers running; every
+        # step is bounded (terminate, then kill after a timeout).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("online service", lambda: _stop_process(proc)),
+            ("cdn", lambda: _stop_cdn(server)),
+        ]
+        steps += [(started.name, started.stop) for started in reversed(monitoring)]
+        _stop_all(steps)
 
 
-def _start_monitoring(settings: Settings) -> list[Any]:
+def _stop_process(proc: Any, timeout: float = 30.0) -> None:
+    """Terminate, and kill what does not exit within ``timeout`` (then reap it)."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _stop_cdn(server: Any) -> None:
+    server.shutdown()
+    server.server_close()
+
+
+def _stop_all(steps: list[tuple[str, Callable[[], object]]]) -> None:
+    """Run every stop step, each on its own: one that fails must not leave the rest running."""
+    for name, step in steps:
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - every step runs, each failure reported
+            # Reported and passed over: the remaining processes still have to be stopped.
+            typer.secho(f"stopping {name} failed: {exc!r}", fg=typer.colors.YELLOW, err=True)
+
+
+def _start_monitoring(settings: Settings, started: list[Any] | None = None) -> list[Any]:
     """Prometheus (and a Pushgateway) for `recflow up`, when installed; else a hint.
 
-    Monitoring is an extra of `up`: a missing binary or a busy port is reported and the
-    service keeps running without it.
+    Monitoring is an extra of `up`: any failure (a missing binary or config, a busy port)
+    is reported, what did start is stopped, and the service keeps running without it. Each
+    server is appended to ``started`` as soon as it runs, so the caller stops it even when
+    this is interrupted (Ctrl-C, SIGTERM) half-way.
     """
     from jobs.monitor import servers
 
+    started = [] if started is None else started
     workdir = settings.data_root / "prometheus"
-    started: list[Any] = []
     try:
-        gateway = servers.start_pushgateway(settings, workdir / "pushgateway")
+        gateway = servers.start_pushgateway(
+            settings,
+            workdir / "pushgateway",
+            port=settings.pushgateway_port,
+            persistence=workdir / "pushgateway" / "metrics.db",
+        )
         started.append(gateway)
         prometheus = servers.start_prometheus(
             settings,
@@ -689,9 +735,12 @@ def _start_monitoring(settings: Settings) -> list[Any]:
             port=settings.prometheus_port,
         )
         started.append(prometheus)
-    except (servers.MissingBinaryError, RuntimeError, TimeoutError) as exc:
-        # Reported, not raised: the service and the CDN stand-in are what `up` is for.
+    except Exception as exc:  # noqa: BLE001 - monitoring is optional, see the docstring
+        # Reported, not raised: the service and the CDN stand-in are what `up` is for. A
+        # Pushgateway without the Prometheus that reads it is no use: stopped too.
         typer.secho(f"prometheus:     not started ({exc})", fg=typer.colors.YELLOW, err=True)
+        _stop_all([(done.name, done.stop) for done in reversed(started)])
+        started.clear()
         return started
     typer.echo(f"prometheus:     {prometheus.url}  (alerts: {prometheus.url}/alerts)")
     typer.echo(

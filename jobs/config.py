@@ -523,8 +523,14 @@ class Settings(BaseSettings):
     pushgateway_binary: str = Field(
         "prometheus-pushgateway", description="Pushgateway binary (Debian's name)."
     )
+    # Not Debian's 9090: its packaged Prometheus may already run there as a service.
     prometheus_port: Annotated[int, Field(ge=0, le=65535)] = Field(
-        9090, description="Port of the Prometheus `recflow up` starts (0: any free port)."
+        9095, description="Port of the Prometheus `recflow up` starts (0: any free port)."
+    )
+    pushgateway_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9091,
+        description="Port of the Pushgateway `recflow up` starts (0: any free port). Fixed by"
+        " default so the RECFLOW_PUSHGATEWAY_URL it prints stays right across restarts.",
     )
     prometheus_scrape_interval: str = Field(
         "15s", description="Scrape and rule evaluation interval of that Prometheus."

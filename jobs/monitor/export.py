@@ -2,19 +2,27 @@
 
 Reads: silver ``events`` (newest event), ``ingest_audit`` (last successful run, quarantine
 rates), the published ``recs/latest.json`` (jobs.publish.storage), the champion's
-promotion (jobs.model.promotion), and — when they exist — ``monitor/rec_performance``
-(CTR and conversion by source) and ``monitor/drift`` (drift values of the newest run).
-Writes: one Pushgateway group (job ``RECFLOW_METRICS_JOB``), replaced whole on every push,
-so a rerun leaves exactly the figures of the rerun (no stale series of an older push).
+promotion (jobs.model.promotion, read only), and — when they exist —
+``monitor/rec_performance`` (CTR and conversion by source) and ``monitor/drift`` (drift
+values of the newest run).
+Writes: two Pushgateway groups of job ``RECFLOW_METRICS_JOB``, each replaced whole on every
+push, so a rerun leaves exactly the figures of the rerun (no stale series of an older push):
+
+- ``group="ingest"``: ingest freshness and quarantine, pushed by :func:`ingest_push_step` at
+  the end of every ingest run (hourly), so the 3-hour ingest alerts see hourly figures
+  rather than the monitor's daily ones;
+- the job's own group: everything else, pushed by :func:`export_step` once per monitor run.
 
 Ages (ingest lag, time since publish, training age) are pushed both as the instant they
 count from (``*_timestamp_seconds``) and as an age at export time. The alert rules use the
 timestamps (``time() - x``): an age frozen in the Pushgateway stops growing between pushes
-and would hide a monitor DAG that stopped running; the timestamp keeps ageing.
+and would hide a DAG that stopped running; the timestamp keeps ageing.
 
 A source that is not there (a fresh lake, no champion, nothing published, the tables of
 issue 15's other parts not created yet) is skipped with its reason in the step's result:
-its gauges are absent, and the rules' ``absent()``-free expressions stay silent for it.
+its gauges are absent, and the rules catch the absences that matter (``unless on()``,
+``absent_over_time()``). A registry that cannot be read is not "no champion": the export
+pushes the rest and then fails (see :func:`export_step`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs import tables
@@ -41,6 +50,7 @@ BATCH_METRIC_NAMES: frozenset[str] = frozenset(
         "recflow_ingest_last_success_timestamp_seconds",
         "recflow_ingest_lag_seconds",
         "recflow_ingest_quarantine_ratio",
+        "recflow_ingest_covered_until_timestamp_seconds",
         "recflow_publish_timestamp_seconds",
         "recflow_publish_age_seconds",
         "recflow_model_promoted_timestamp_seconds",
@@ -60,10 +70,19 @@ BATCH_METRIC_NAMES: frozenset[str] = frozenset(
     }
 )
 
+# The ingest figures' own Pushgateway group (beside the job's group of the monitor export).
+INGEST_GROUP: dict[str, str] = {"group": "ingest"}
+# The gauge that tells the next ingest push which runs the previous one already covered.
+COVERED_UNTIL = "recflow_ingest_covered_until_timestamp_seconds"
+
 # Tables of issue 15's other parts (attribution, drift): read only when present.
 REC_PERFORMANCE = "rec_performance"
 DRIFT = "drift"
 MONITOR_LAYER = "monitor"
+
+
+class ExportIncompleteError(RuntimeError):
+    """A source could not be read (not merely absent); the rest was pushed."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,8 @@ class Collected:
 
     samples: list[Sample] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # Sources that could not be read because something is broken (not merely absent).
+    failed: dict[str, str] = field(default_factory=dict)
 
     def add(self, name: str, help: str, value: float, **labels: str) -> None:
         self.samples.append(Sample(name, help, float(value), tuple(sorted(labels.items()))))
@@ -118,8 +139,20 @@ def _read(spark: SparkSession, location: str) -> Any | None:
 # -- the sources --------------------------------------------------------------------------
 
 
-def ingest_metrics(spark: SparkSession, settings: Settings, now: float, out: Collected) -> None:
-    """Ingest lag (newest silver event, last successful run) and quarantine rates."""
+def ingest_metrics(
+    spark: SparkSession,
+    settings: Settings,
+    now: float,
+    out: Collected,
+    covered_until: float | None = None,
+) -> None:
+    """Ingest lag (newest silver event, last successful run) and quarantine rates.
+
+    ``covered_until`` is the ``finished_at`` of the newest run the previous push covered
+    (None: unknown, e.g. the first push or a Pushgateway that lost its groups). The
+    quarantine share pushed is the worst of the runs since then, so a spike in a run whose
+    own push failed (the Pushgateway down for an hour) is still reported by the next push.
+    """
     from pyspark.sql import functions as F
 
     events = _read(spark, tables.path(settings, "events"))
@@ -168,35 +201,50 @@ def ingest_metrics(spark: SparkSession, settings: Settings, now: float, out: Col
             now - finished,
             reference="last_ingest",
         )
-    # Runs that read something, newest first: the last one against the ones before it.
-    runs = (
+    # Runs that read something, newest first: those since the previous push against the
+    # window of runs before them.
+    read = (
         audit.where((F.col("status") == "ok") & (F.col("read_lines") > 0))
-        .orderBy(F.col("finished_at").desc())
-        .select("read_lines", "quarantined")
-        .limit(settings.quarantine_window_runs + 1)
-        .collect()
+        .select("read_lines", "quarantined", F.col("finished_at").cast("double").alias("at"))
+        .orderBy(F.col("at").desc())
     )
-    if not runs:
+    if covered_until is None:
+        since = read.limit(1).collect()
+    else:
+        since = read.where(F.col("at") > covered_until).collect()
+    newest_run = read.select("at").first()
+    if newest_run is None:
         out.skipped["quarantine"] = "no ingest run read any line yet"
         return
-    help_ = (
-        "Quarantined share of the lines read: the last ingest run (window=last_run) and the"
-        " runs before it (window=baseline, RECFLOW_QUARANTINE_WINDOW_RUNS)."
+    out.add(
+        COVERED_UNTIL,
+        "finished_at of the newest ingest run this push covers (epoch seconds); the next"
+        " push reports the quarantine of the runs after it.",
+        newest_run["at"],
     )
-    last = runs[0]
+    if not since:
+        # Nothing read since the previous push: the newest run's figure stands (a push
+        # replaces the whole group, so leaving it out would drop it).
+        since = read.limit(1).collect()
+    help_ = (
+        "Quarantined share of the lines read: the worst ingest run since the previous push"
+        " (window=since_last_push) and the runs before those (window=baseline,"
+        " RECFLOW_QUARANTINE_WINDOW_RUNS)."
+    )
     out.add(
         "recflow_ingest_quarantine_ratio",
         help_,
-        (last["quarantined"] or 0) / last["read_lines"],
-        window="last_run",
+        max((r["quarantined"] or 0) / r["read_lines"] for r in since),
+        window="since_last_push",
     )
-    before = runs[1:]
+    oldest = min(r["at"] for r in since)
+    before = read.where(F.col("at") < oldest).limit(settings.quarantine_window_runs).collect()
     if before:
-        read = sum(r["read_lines"] for r in before)
+        lines = sum(r["read_lines"] for r in before)
         out.add(
             "recflow_ingest_quarantine_ratio",
             help_,
-            sum(r["quarantined"] or 0 for r in before) / read,
+            sum(r["quarantined"] or 0 for r in before) / lines,
             window="baseline",
         )
 
@@ -224,18 +272,35 @@ def publish_metrics(settings: Settings, now: float, out: Collected) -> None:
 
 
 def training_metrics(settings: Settings, now: float, out: Collected) -> None:
-    """Training age: since the champion was promoted (its promotion, not its creation)."""
-    from jobs.model import promotion
-    from jobs.model.registry import CHAMPION, alias_version, setup
+    """Training age: since the champion was promoted (its promotion, not its creation).
 
-    # A registry outage raises (the task fails, visibly); only "no such model or alias"
-    # is a skip.
-    client = setup(settings)
-    champion = alias_version(client, settings.model_name, CHAMPION)
+    Read only: a monitoring export must not create the MLflow experiment or a store (the
+    registry's ``setup`` does both). A registry that cannot be read is recorded in
+    ``out.failed`` rather than raised, so the lake's figures are still pushed.
+    """
+    from mlflow import MlflowClient
+
+    from jobs.model import promotion
+    from jobs.model.registry import CHAMPION, alias_version
+
+    uri = settings.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        out.skipped["training"] = "no MLflow store yet (nothing trained)"
+        return
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        client = MlflowClient(uri, uri)
+        champion = alias_version(client, settings.model_name, CHAMPION)
+        announced = (
+            None if champion is None else promotion.last_announcement(client, settings.model_name)
+        )
+    except Exception as exc:  # noqa: BLE001 - an outage of any kind: reported, see docstring
+        out.failed["training"] = f"registry unreadable ({type(exc).__name__}: {exc})"[:300]
+        return
     if champion is None:
         out.skipped["training"] = f"{settings.model_name!r} has no champion yet"
         return
-    announced = promotion.last_announcement(client, settings.model_name)
     since = promotion.champion_since(champion, announced, now)
     out.add(
         "recflow_model_promoted_timestamp_seconds",
@@ -256,8 +321,13 @@ def training_metrics(settings: Settings, now: float, out: Collected) -> None:
     )
 
 
-def performance_metrics(spark: SparkSession, settings: Settings, out: Collected) -> None:
-    """CTR and conversion by source on the newest day of ``rec_performance``.
+def performance_metrics(
+    spark: SparkSession, settings: Settings, now: float, out: Collected
+) -> None:
+    """CTR and conversion by source on the newest complete day of ``rec_performance``.
+
+    Complete: before today (UTC) at ``now``. Attribution may already have written part of
+    today, whose CTR (few impressions, clicks still to come) would read as a drop.
 
     Summed over model versions and position buckets before dividing, so a source's CTR is
     clicks over impressions of all its slots (not a mean of bucket ratios). Conversion is
@@ -269,9 +339,10 @@ def performance_metrics(spark: SparkSession, settings: Settings, out: Collected)
     if frame is None:
         out.skipped[REC_PERFORMANCE] = "table not there yet (attribution not run)"
         return
-    day = frame.agg(F.max("day")).first()[0]
+    today = datetime.fromtimestamp(now, UTC).date()
+    day = frame.where(F.col("day") < F.lit(today)).agg(F.max("day")).first()[0]
     if day is None:
-        out.skipped[REC_PERFORMANCE] = "table is empty"
+        out.skipped[REC_PERFORMANCE] = f"no complete day yet (none before {today})"
         return
     rows = (
         frame.where(F.col("day") == day)
@@ -369,22 +440,36 @@ def drift_metrics(spark: SparkSession, settings: Settings, out: Collected) -> No
 def collect(
     settings: Settings, spark: SparkSession | None = None, now: float | None = None
 ) -> Collected:
-    """Every batch gauge recflow exports, from the lake, the bucket and the registry."""
+    """The monitor export's gauges: publish, training, performance, drift (not ingest)."""
     from jobs.spark import get_spark
 
     now = time.time() if now is None else now
     spark = spark or get_spark(settings)
     out = Collected()
-    ingest_metrics(spark, settings, now, out)
     publish_metrics(settings, now, out)
     training_metrics(settings, now, out)
-    performance_metrics(spark, settings, out)
+    performance_metrics(spark, settings, now, out)
     drift_metrics(spark, settings, out)
     out.add(
         "recflow_export_timestamp_seconds",
         "When jobs.monitor.export last computed these figures (epoch seconds).",
         now,
     )
+    return out
+
+
+def collect_ingest(
+    settings: Settings,
+    spark: SparkSession | None = None,
+    now: float | None = None,
+    covered_until: float | None = None,
+) -> Collected:
+    """The ingest group's gauges (see :func:`ingest_metrics`)."""
+    from jobs.spark import get_spark
+
+    now = time.time() if now is None else now
+    out = Collected()
+    ingest_metrics(spark or get_spark(settings), settings, now, out, covered_until)
     return out
 
 
@@ -403,19 +488,84 @@ def registry_of(samples: list[Sample]) -> CollectorRegistry:
     return registry
 
 
-def push(settings: Settings, samples: list[Sample], url: str | None = None) -> str | None:
-    """Replace the Pushgateway group of recflow's batch metrics; returns the URL pushed to.
+def push(
+    settings: Settings,
+    samples: list[Sample],
+    url: str | None = None,
+    grouping_key: dict[str, str] | None = None,
+) -> str | None:
+    """Replace one Pushgateway group of recflow's batch metrics; returns the URL pushed to.
 
     ``push_to_gateway`` is a PUT: the group's earlier metrics are dropped, so a gauge whose
-    source disappeared does not linger with an old value.
+    source disappeared does not linger with an old value. Groups with another grouping key
+    (the ingest group beside the monitor's) are left alone.
     """
     from prometheus_client import push_to_gateway
 
     url = url or settings.pushgateway_url
     if not url:
         return None
-    push_to_gateway(url, job=settings.metrics_job, registry=registry_of(samples), timeout=10)
+    push_to_gateway(
+        url,
+        job=settings.metrics_job,
+        registry=registry_of(samples),
+        grouping_key=grouping_key or {},
+        timeout=10,
+    )
     return url
+
+
+def pushed_covered_until(settings: Settings, url: str) -> float | None:
+    """What the previous ingest push covered (its :data:`COVERED_UNTIL`), None if unknown."""
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url.rstrip('/')}/api/v1/metrics", timeout=10) as answer:
+        groups = json.load(answer).get("data") or []
+    wanted = {"job": settings.metrics_job, **INGEST_GROUP}
+    for group in groups:
+        if group.get("labels") == wanted and COVERED_UNTIL in group:
+            return float(group[COVERED_UNTIL]["metrics"][0]["value"])
+    return None
+
+
+def ingest_push_step(settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
+    """The ingest DAG's last task: push the ingest group (freshness, quarantine).
+
+    Never fails the ingest run over monitoring: the lake is already written and audited,
+    and a retry would redo nothing but this push. A Pushgateway that is down is logged
+    and named in the result; the ``RecflowPushgatewayDown`` and ``absent_over_time``
+    alerts are what report it, and the next run's push covers the runs it missed.
+    """
+    settings = settings or get_settings()
+    url = settings.pushgateway_url
+    if not url:
+        # Nowhere to push: not worth a Spark session (under the scheduler, a JVM start per
+        # hourly run); the monitor export still logs the lake's figures.
+        return {"metrics": 0, "pushed_to": "not pushed: RECFLOW_PUSHGATEWAY_URL is unset"}
+    covered: float | None = None
+    try:
+        covered = pushed_covered_until(settings, url)
+    except OSError as exc:  # URLError, refused, timed out: down, so nothing to compute for
+        return _not_pushed(url, exc, 0)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        # An answer that is not the API's: only "since the previous push" is lost; the
+        # newest run alone is reported, as on a first push.
+        log.warning("previous ingest push unreadable, reporting the newest run: %s", exc)
+    collected = collect_ingest(settings, now=now, covered_until=covered)
+    try:
+        push(settings, collected.samples, grouping_key=INGEST_GROUP)
+    except OSError as exc:  # went down between the read and the push
+        return _not_pushed(url, exc, len(collected.samples))
+    log.info("pushed %d ingest metrics to %s", len(collected.samples), url)
+    return {"metrics": len(collected.samples), "pushed_to": url, "skipped": collected.skipped}
+
+
+def _not_pushed(url: str, exc: OSError, metrics: int) -> dict[str, Any]:
+    """Result and warning of an ingest push the Pushgateway refused or never answered."""
+    outcome = f"not pushed: Pushgateway at {url} unreachable ({type(exc).__name__}: {exc})"
+    log.warning("ingest metrics %s; the ingest run itself succeeded", outcome[:300])
+    return {"metrics": metrics, "pushed_to": outcome[:300]}
 
 
 def export_step(settings: Settings | None = None, now: float | None = None) -> dict[str, Any]:
@@ -423,6 +573,10 @@ def export_step(settings: Settings | None = None, now: float | None = None) -> d
 
     Returns a small summary for XCom: how many gauges, where they went (or that
     RECFLOW_PUSHGATEWAY_URL is unset), and each skipped source with its reason.
+
+    Raises after pushing when a source could not be read (the registry down): the other
+    figures are pushed first so the dashboard keeps them, and the task then fails so the
+    outage is visible in Airflow instead of hidden in a result nobody reads.
     """
     settings = settings or get_settings()
     collected = collect(settings, now=now)
@@ -436,6 +590,12 @@ def export_step(settings: Settings | None = None, now: float | None = None) -> d
         log.info("pushed %d batch metrics to %s", len(collected.samples), pushed)
     for source, why in collected.skipped.items():
         log.info("metrics of %s skipped: %s", source, why)
+    if collected.failed:
+        raise ExportIncompleteError(
+            f"pushed {len(collected.samples)} batch metrics"
+            f" ({pushed or 'not pushed: RECFLOW_PUSHGATEWAY_URL is unset'}) without: "
+            + "; ".join(f"{k}: {v}" for k, v in collected.failed.items())
+        )
     return {
         "metrics": len(collected.samples),
         "pushed_to": pushed or "not pushed: RECFLOW_PUSHGATEWAY_URL is unset",

@@ -30,6 +30,10 @@ class MissingBinaryError(RuntimeError):
     """A monitoring binary is not installed (`make monitoring-deps` installs them)."""
 
 
+class MissingConfigError(RuntimeError):
+    """The monitoring files (``infra/monitoring``) are not where the settings point."""
+
+
 @dataclass
 class Server:
     """One started server: its URL, its process (stop by PID) and its log file."""
@@ -76,8 +80,19 @@ def render_config(
     pushgateway_target: str,
     scrape_interval: str | None = None,
 ) -> str:
-    """``prometheus.yml`` for these targets, its rules read from the repository's folder."""
-    template = (settings.monitoring_config_dir / "prometheus.yml").read_text()
+    """``prometheus.yml`` for these targets, its rules read from the repository's folder.
+
+    The files are read from a checkout (``infra/monitoring``), like the Bento's own
+    bentofile: they are deployment configuration beside ``infra/terraform``, not package
+    data, so an installed wheel has none of them and must be told where they are.
+    """
+    path = settings.monitoring_config_dir / "prometheus.yml"
+    if not path.is_file():
+        raise MissingConfigError(
+            f"no Prometheus template at {path}: point RECFLOW_MONITORING_CONFIG_DIR at a"
+            " recflow checkout's infra/monitoring (an installed package does not ship it)"
+        )
+    template = path.read_text()
     return string.Template(template).substitute(
         scrape_interval=scrape_interval or settings.prometheus_scrape_interval,
         service_target=service_target,
@@ -100,6 +115,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             pass
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait()  # reaped, not left a zombie
             tail = log.read_text()[-2000:]
             raise TimeoutError(f"{url} not ready after {READY_TIMEOUT} s: {tail}")
         time.sleep(0.1)
@@ -111,15 +127,33 @@ def _start(name: str, command: list[str], url: str, workdir: Path) -> Server:
         proc = subprocess.Popen(
             command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
-    _wait_ready(url, proc, log)
+    try:
+        _wait_ready(url, proc, log)
+    except BaseException:
+        # Not ready (or Ctrl-C while waiting): the caller never gets a Server to stop, so a
+        # half-started process is ended here rather than left running.
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        raise
     return Server(name, url, proc, log)
 
 
-def start_pushgateway(settings: Settings, workdir: Path, port: int = 0) -> Server:
-    """A Pushgateway on 127.0.0.1 (``port`` 0: a free one); metrics live in memory only."""
+def start_pushgateway(
+    settings: Settings, workdir: Path, port: int = 0, persistence: Path | None = None
+) -> Server:
+    """A Pushgateway on 127.0.0.1 (``port`` 0: a free one).
+
+    With ``persistence`` its groups are written to that file (every minute and on
+    shutdown) and read back at start: the batch figures are pushed daily, so a restart
+    that forgot them would leave the batch alerts nothing to read until the next push.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     command = [binary(settings.pushgateway_binary), f"--web.listen-address=127.0.0.1:{port}"]
+    if persistence is not None:
+        persistence.parent.mkdir(parents=True, exist_ok=True)
+        command += [f"--persistence.file={persistence}", "--persistence.interval=1m"]
     return _start("pushgateway", command, f"http://127.0.0.1:{port}", workdir)
 
 

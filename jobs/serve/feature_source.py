@@ -65,15 +65,19 @@ class FeatureSource:
         self.settings = settings
         self.store: FeatureStore | None = None
         self.status = "not opened"
-        # Told the lookup's name ("recent_items", "stock") when one fails and the service
-        # falls back, so the failure is counted (the service's Prometheus counter).
+        # Told the lookup's name ("open", "recent_items", "stock") when one fails and the
+        # service falls back, so the failure is counted (the service's Prometheus counter).
         self.on_failure: Callable[[str], None] | None = None
+        # Told whether the store is usable after every open(): a store down since start-up
+        # makes no lookups, so no lookup failure would ever show it (the service's gauge).
+        self.on_availability: Callable[[bool], None] | None = None
 
     @property
     def available(self) -> bool:
         return self.store is not None
 
     def open(self) -> None:
+        """Open the store and probe it; on failure fall back, count it and say so."""
         try:
             from jobs.features import definitions, online
 
@@ -83,9 +87,19 @@ class FeatureSource:
             log.warning("Feast online store unavailable, falling back: %s", exc, exc_info=True)
             self.store = None
             self.status = _reason("unavailable", exc)
+            self._failed("open")
         else:
             self.store = fs
             self.status = "ok"
+        if self.on_availability is not None:
+            self.on_availability(self.store is not None)
+
+    def ensure_open(self) -> bool:
+        """Retry :meth:`open` when the store is not available (Feast may come up later);
+        returns whether it is available now. Called by the periodic stock refresh."""
+        if self.store is None:
+            self.open()
+        return self.available
 
     def stock(self, item_ids: Sequence[str]) -> dict[str, bool] | None:
         """Stock flags of the items (absent = unknown), or None when the store failed."""

@@ -45,8 +45,16 @@ ERRORS = bentoml.metrics.Counter(
 FEATURE_LOOKUP_FAILURES = bentoml.metrics.Counter(
     name="recflow_feature_lookup_failures",
     documentation="Online-store lookups that failed (the service fell back), by lookup"
-    " (recent_items, stock).",
+    " (open: opening and probing the store, recent_items, stock).",
     labelnames=["lookup"],
+)
+# 0/1 per worker; "livemin" merges the live workers' values into one series that reads 0
+# as soon as one of them runs without the store (a dead worker's last value is dropped).
+FEATURE_STORE_AVAILABLE = bentoml.metrics.Gauge(
+    name="recflow_feature_store_available",
+    documentation="1 when the Feast online store opened and answered its probe, 0 while the"
+    " service falls back (no recent items, no stock filter); re-tried every stock refresh.",
+    multiprocess_mode="livemin",
 )
 # The info-metric idiom: constant 1, the facts in the labels. A Gauge rather than an Info
 # because prometheus_client's multiprocess mode (BentoML's) does not support Info; "max"
@@ -61,7 +69,7 @@ MODEL_INFO = bentoml.metrics.Gauge(
 
 ENDPOINTS: tuple[str, ...] = ("recommend", "similar")
 ERROR_KINDS: tuple[str, ...] = ("invalid", "not_found", "internal")
-LOOKUPS: tuple[str, ...] = ("recent_items", "stock")
+LOOKUPS: tuple[str, ...] = ("open", "recent_items", "stock")
 
 
 def started(model_name: str, model_version: str, run_id: str, model_tag: str) -> None:
@@ -104,3 +112,8 @@ def observe_request(endpoint: str, status: int, seconds: float) -> None:
 def lookup_failed(lookup: str) -> None:
     """Count a failed online-store lookup (``FeatureSource.on_failure``)."""
     FEATURE_LOOKUP_FAILURES.labels(lookup=lookup).inc()
+
+
+def feature_store_available(available: bool) -> None:
+    """Record whether the online store is usable (``FeatureSource.on_availability``)."""
+    FEATURE_STORE_AVAILABLE.set(1 if available else 0)

@@ -164,6 +164,14 @@ def test_health_and_readiness_with_feast_absent(world: dict[str, Any]) -> None:
     assert details["degraded"] is True
     assert details["feast"]["status"].startswith("unavailable")
     assert details["feast"]["stock"]["fallback"] is True
+    # Down since start-up, so no lookup ever failed: the gauge and the open count say it.
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("recflow_feature")
+    }
+    assert samples["recflow_feature_store_available"] == 0
+    assert samples['recflow_feature_lookup_failures_total{lookup="open"}'] >= 1
 
 
 # -- the three paths ---------------------------------------------------------------------------

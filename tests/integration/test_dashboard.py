@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from test_bento import world  # noqa: F401  (the served Bento, reused as a fixture)
 
 from jobs import subjects
@@ -34,25 +35,27 @@ pytestmark = [
     ),
 ]
 
-DASHBOARD = (
-    Path(__file__).resolve().parents[2]
-    / "infra"
-    / "monitoring"
-    / "grafana"
-    / "dashboards"
-    / "recflow.json"
-)
+MONITORING = Path(__file__).resolve().parents[2] / "infra" / "monitoring"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "recflow.json"
+RULES = MONITORING / "rules" / "recflow.rules.yml"
 SERIES_TIMEOUT = 60.0
 
 
-def _lake_figures(now: float, out: Collected) -> None:
-    """What ``export`` pushes from the lake's tables, as fixed values (same names, labels)."""
+def _ingest_figures(now: float) -> Collected:
+    """What the ingest DAG pushes to its own group, as fixed values (same names, labels)."""
+    out = Collected()
     out.add("recflow_silver_newest_event_timestamp_seconds", "newest event", now - 600)
     out.add("recflow_ingest_last_success_timestamp_seconds", "last ingest", now - 300)
     out.add("recflow_ingest_lag_seconds", "lag", 600, reference="newest_event")
     out.add("recflow_ingest_lag_seconds", "lag", 300, reference="last_ingest")
-    out.add("recflow_ingest_quarantine_ratio", "quarantine", 0.01, window="last_run")
+    out.add("recflow_ingest_quarantine_ratio", "quarantine", 0.01, window="since_last_push")
     out.add("recflow_ingest_quarantine_ratio", "quarantine", 0.012, window="baseline")
+    out.add(export.COVERED_UNTIL, "covered", now - 300)
+    return out
+
+
+def _lake_figures(now: float, out: Collected) -> None:
+    """What ``export`` pushes from the lake's tables, as fixed values (same names, labels)."""
     out.add("recflow_rec_day_timestamp_seconds", "day", now - now % 86400 - 86400)
     for source, shown, clicks, bought in (
         ("cdn", 1000, 60, 6),
@@ -92,8 +95,12 @@ def monitoring(
         export.training_metrics(settings, now, collected)
         assert not collected.skipped, collected.skipped
         _lake_figures(now, collected)
-        assert {s.name for s in collected.samples} == export.BATCH_METRIC_NAMES
+        ingest = _ingest_figures(now)
+        pushed_names = {s.name for s in collected.samples + ingest.samples}
+        assert pushed_names == export.BATCH_METRIC_NAMES
         assert export.push(settings, collected.samples, gateway.url) == gateway.url
+        pushed = export.push(settings, ingest.samples, gateway.url, export.INGEST_GROUP)
+        assert pushed == gateway.url
 
         service = httpx.URL(str(world["client"].base_url))
         prometheus = servers.start_prometheus(
@@ -165,6 +172,32 @@ def test_every_panel_query_returns_series(monitoring: dict[str, Any]) -> None:
     assert not empty, f"panel queries without series: {empty}"
 
 
+def test_prometheus_evaluates_recflows_rules(monitoring: dict[str, Any]) -> None:
+    """The "Alerts firing" panel reads ``ALERTS ... or vector(0)``, which answers even with no
+    rules at all: the rules must be loaded, healthy, and firing where the data says so."""
+    client: httpx.Client = monitoring["prometheus"]
+    rules_file = yaml.safe_load(RULES.read_text())
+    expected = {
+        g["name"]: {r.get("alert") or r["record"] for r in g["rules"]} for g in rules_file["groups"]
+    }
+    deadline = time.monotonic() + SERIES_TIMEOUT
+    while True:
+        groups = client.get("/api/v1/rules").json()["data"]["groups"]
+        loaded = {g["name"]: {r["name"] for r in g["rules"]} for g in groups}
+        evaluated = all(r.get("health") == "ok" for g in groups for r in g["rules"])
+        if (loaded == expected and evaluated) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert loaded == expected
+    assert evaluated, [(r["name"], r.get("lastError")) for g in groups for r in g["rules"]]
+    assert {g["file"] for g in groups} == {str(RULES.resolve())}
+    # The pushed category_mix PSI is at its alert level: an ALERTS series exists, so the
+    # panel's figure comes from the rules rather than from `vector(0)`.
+    while not _query(client, 'ALERTS{alertstate="firing",alertname=~"Recflow.+"}'):
+        assert time.monotonic() < deadline, "no recflow alert ever fired"
+        time.sleep(0.5)
+
+
 def test_scraped_values_are_the_service_and_pushed_ones(monitoring: dict[str, Any]) -> None:
     """Series exist and hold what was served and pushed (not merely some value)."""
     _drive_requests(monitoring["world"])
@@ -187,7 +220,7 @@ def test_scraped_values_are_the_service_and_pushed_ones(monitoring: dict[str, An
     assert [s["metric"]["model_version"] for s in champion] == [str(served["version"])]
     # The PSI of 0.3 is above the alert level: the rule fires (no `for`).
     deadline = time.monotonic() + SERIES_TIMEOUT
-    while not (alerts := _query(client, 'ALERTS{alertname="RecflowDriftPsiHigh"}')):
-        assert time.monotonic() < deadline, "RecflowDriftPsiHigh never fired"
+    while not (alerts := _query(client, 'ALERTS{alertname="RecflowDriftHigh"}')):
+        assert time.monotonic() < deadline, "RecflowDriftHigh never fired"
         time.sleep(1)
     assert {a["metric"]["metric"] for a in alerts} == {"category_mix"}

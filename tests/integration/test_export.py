@@ -19,7 +19,7 @@ import pytest
 from support import clustered_model, register_champion
 
 from jobs import tables
-from jobs.config import Settings, load_settings
+from jobs.config import SecretUri, Settings, load_settings
 from jobs.monitor import export, servers
 from jobs.publish.steps import publish_all
 
@@ -106,6 +106,8 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         (date(2026, 11, 3), "2", "cdn", "4-10", 300, 20, 2, 30.0),
         (date(2026, 11, 3), "2", "service", "1-3", 50, 5, 0, 0.0),
         (date(2026, 11, 3), None, "organic", "1-3", 1000, 20, 3, 45.0),
+        # Today at NOW, still being attributed: not a complete day, never exported.
+        (date(2026, 11, 4), "2", "cdn", "1-3", 10, 0, 0, 0.0),
     ]
     _append(
         spark,
@@ -157,9 +159,12 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def test_collect_computes_each_figure_from_its_source(spark: Any, lake: Settings) -> None:
     collected = export.collect(lake, spark, now=NOW)
-    got = collected.values()
-    assert collected.skipped == {}
-    assert {s.name for s in collected.samples} == export.BATCH_METRIC_NAMES
+    ingest = export.collect_ingest(lake, spark, now=NOW)
+    got = collected.values() | ingest.values()
+    assert collected.skipped == {} and ingest.skipped == {}
+    assert {s.name for s in collected.samples + ingest.samples} == export.BATCH_METRIC_NAMES
+    # Each group holds its own figures only.
+    assert not any(s.name.startswith("recflow_ingest") for s in collected.samples)
 
     newest = _epoch(2026, 11, 3, 10, 0)
     assert got["recflow_silver_newest_event_timestamp_seconds"] == newest
@@ -168,7 +173,8 @@ def test_collect_computes_each_figure_from_its_source(spark: Any, lake: Settings
     success = _epoch(2026, 11, 3, 12, 5)
     assert got["recflow_ingest_last_success_timestamp_seconds"] == success
     assert got['recflow_ingest_lag_seconds{reference="last_ingest"}'] == NOW - success
-    assert got['recflow_ingest_quarantine_ratio{window="last_run"}'] == pytest.approx(10 / 100)
+    # No previous push known: the newest run that read lines stands for "since".
+    assert got['recflow_ingest_quarantine_ratio{window="since_last_push"}'] == pytest.approx(0.1)
     assert got['recflow_ingest_quarantine_ratio{window="baseline"}'] == pytest.approx(5 / 500)
 
     # The local bucket stores objects as served: gzip-encoded JSON.
@@ -209,9 +215,11 @@ def test_collect_computes_each_figure_from_its_source(spark: Any, lake: Settings
 def test_missing_sources_are_skipped_with_a_reason(spark: Any, tmp_path: Path) -> None:
     settings = load_settings(data_root=tmp_path / "var")
     collected = export.collect(settings, spark, now=NOW)
-    assert set(collected.skipped) == {
+    assert set(export.collect_ingest(settings, spark, now=NOW).skipped) == {
         "silver_events",
         "ingest_audit",
+    }
+    assert set(collected.skipped) == {
         "publish",
         "training",
         export.REC_PERFORMANCE,
@@ -223,6 +231,9 @@ def test_missing_sources_are_skipped_with_a_reason(spark: Any, tmp_path: Path) -
     from delta.tables import DeltaTable
 
     assert not DeltaTable.isDeltaTable(spark, export.table_location(settings, export.DRIFT))
+    # Nor an MLflow store or experiment: the export only reads the registry.
+    assert "no MLflow store" in collected.skipped["training"]
+    assert not list(settings.data_root.rglob("*.db"))
 
 
 def test_export_step_without_a_gateway_says_it_did_not_push(spark: Any, tmp_path: Path) -> None:
@@ -253,5 +264,95 @@ def test_push_replaces_the_group(spark: Any, lake: Settings, tmp_path: Path) -> 
         text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
         assert "recflow_export_timestamp_seconds{" in text
         assert "recflow_rec_ctr{" not in text and "recflow_drift_value{" not in text
+    finally:
+        gateway.stop()
+
+
+needs_gateway = pytest.mark.skipif(
+    servers.shutil.which("prometheus-pushgateway") is None,
+    reason="Pushgateway not installed (`make monitoring-deps`)",
+)
+
+
+def _small_audit(spark: Any, settings: Settings, runs: list[tuple[int, int, int]]) -> None:
+    """Audit rows ``(hour, read, quarantined)`` of 2026-11-03, as ingest writes them."""
+    location = tables.ensure_table(spark, settings, "ingest_audit")
+    rows = [_audit(f"h{h}", "ok", n, q, _naive(2026, 11, 3, h)) for h, n, q in runs]
+    _append(spark, location, rows, tables.TABLES["ingest_audit"].ddl)
+
+
+def _gauge(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and 'group="ingest"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in the ingest group")
+
+
+@needs_gateway
+def test_ingest_push_reports_a_spike_in_any_run_since_the_previous_push(
+    spark: Any, tmp_path: Path
+) -> None:
+    """Hourly pushes, one of which failed: the spike of the run whose push was lost is in
+    the next push even though a clean run came after it."""
+    gateway = servers.start_pushgateway(load_settings(), tmp_path / "gw")
+    try:
+        settings = load_settings(
+            data_root=tmp_path / "var", quarantine_window_runs=5, pushgateway_url=gateway.url
+        )
+        _small_audit(spark, settings, [(7, 100, 1), (8, 100, 1)])
+        first = export.ingest_push_step(settings, now=NOW)
+        assert first["pushed_to"] == gateway.url
+        text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        assert _gauge(text, "recflow_ingest_quarantine_ratio") == pytest.approx(0.01)
+        assert _gauge(text, export.COVERED_UNTIL) == _epoch(2026, 11, 3, 8)
+
+        # 9:00 spikes (its push lost), 10:00 is clean; the 10:00 push covers both.
+        _small_audit(spark, settings, [(9, 100, 20), (10, 200, 2)])
+        second = export.ingest_push_step(settings, now=NOW)
+        assert second["pushed_to"] == gateway.url
+        text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        since = 'recflow_ingest_quarantine_ratio{group="ingest",instance="",job="recflow_batch",'
+        assert f'{since}window="since_last_push"}} 0.2' in text
+        assert f'{since}window="baseline"}} 0.01' in text  # 7:00 and 8:00: 2 of 200
+        assert _gauge(text, export.COVERED_UNTIL) == _epoch(2026, 11, 3, 10)
+
+        # The monitor's export replaces its own group only: the ingest group stays.
+        export.push(settings, export.Collected().samples)
+        assert 'group="ingest"' in httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    finally:
+        gateway.stop()
+
+
+def test_ingest_push_with_the_gateway_down_does_not_fail_the_run(
+    spark: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = f"http://127.0.0.1:{servers.free_port()}"
+    settings = load_settings(data_root=tmp_path / "var", pushgateway_url=down)
+    _small_audit(spark, settings, [(7, 100, 1)])
+    result = export.ingest_push_step(settings, now=NOW)
+    assert result["pushed_to"].startswith(f"not pushed: Pushgateway at {down} unreachable")
+    assert "the ingest run itself succeeded" in caplog.text
+
+
+@needs_gateway
+def test_a_registry_outage_fails_the_export_after_pushing_the_rest(
+    spark: Any, lake: Settings, tmp_path: Path
+) -> None:
+    """Not "no champion": the lake's figures are pushed, then the task fails naming it."""
+    broken = tmp_path / "mlflow.db"
+    broken.write_bytes(b"this is not an SQLite database" * 100)
+    gateway = servers.start_pushgateway(lake, tmp_path / "gw")
+    try:
+        settings = lake.model_copy(
+            update={
+                "pushgateway_url": gateway.url,
+                "mlflow_tracking_uri": SecretUri(f"sqlite:///{broken}"),
+            }
+        )
+        with pytest.raises(export.ExportIncompleteError, match="training: registry unreadable"):
+            export.export_step(settings, now=NOW)
+        text = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+        assert "recflow_rec_ctr{" in text and "recflow_export_timestamp_seconds{" in text
+        assert "recflow_model_promoted_timestamp_seconds{" not in text
     finally:
         gateway.stop()

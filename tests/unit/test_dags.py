@@ -42,7 +42,9 @@ def test_ingest_shape(dagbag) -> None:
         "reload_late",
         "update_gold",
         "record_audit",
+        "push_ingest_metrics",
     }
+    assert dag.get_task("push_ingest_metrics").upstream_task_ids == {"record_audit"}
     assert dag.catchup is True
     assert dag.get_task("reload_late").upstream_task_ids == {"refine_silver"}
     assert dag.get_task("update_gold").upstream_task_ids == {"reload_late"}

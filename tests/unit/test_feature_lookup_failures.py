@@ -33,3 +33,39 @@ def test_no_store_is_a_fallback_not_a_failure(tmp_path: Path) -> None:
     source.on_failure = failures.append
     assert source.recent("user-1") == [] and source.stock(["item-1"]) is None
     assert failures == []
+
+
+def test_a_store_down_from_start_up_is_reported_and_retried(tmp_path: Path) -> None:
+    """The reviewer's case: open() on a store nothing was applied to. No lookup is ever
+    made, so only open() can tell: the failure is counted and availability reported 0;
+    each retry (the stock refresher's ensure_open) tries again and reports again."""
+    settings = load_settings(data_root=tmp_path / "var")
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    source = FeatureSource(settings)
+    failures: list[str] = []
+    availability: list[bool] = []
+    source.on_failure = failures.append
+    source.on_availability = availability.append
+
+    source.open()
+    assert not source.available and source.status.startswith("unavailable")
+    assert failures == ["open"] and availability == [False]
+
+    assert source.ensure_open() is False
+    assert failures == ["open", "open"] and availability == [False, False]
+
+
+def test_a_store_that_comes_up_later_is_picked_up_by_the_retry(tmp_path: Path) -> None:
+    settings = load_settings(data_root=tmp_path / "var")
+    settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    source = FeatureSource(settings)
+    availability: list[bool] = []
+    source.on_availability = availability.append
+    source.open()
+    assert availability == [False]
+
+    definitions.apply(settings)  # Feast is set up while the service runs
+    assert source.ensure_open() is True
+    assert source.status == "ok" and availability == [False, True]
+    # Available: no further open() (and no further report) on the next refresh.
+    assert source.ensure_open() is True and availability == [False, True]

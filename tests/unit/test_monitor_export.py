@@ -44,3 +44,14 @@ def test_every_error_status_has_one_known_kind(status: int) -> None:
     assert (kind is None) == (status < 400)
     assert kind is None or kind in ERROR_KINDS
     assert (kind == "internal") == (status >= 500)
+
+
+def test_ingest_push_without_a_gateway_is_a_no_op(tmp_path) -> None:
+    """Unset RECFLOW_PUSHGATEWAY_URL: the ingest run's last task says so and does no work
+    (no Spark session: under the scheduler that would be a JVM start per hourly run)."""
+    from jobs.config import load_settings
+    from jobs.monitor.export import ingest_push_step
+
+    result = ingest_push_step(load_settings(data_root=tmp_path / "var"))
+    assert result == {"metrics": 0, "pushed_to": "not pushed: RECFLOW_PUSHGATEWAY_URL is unset"}
+    assert not (tmp_path / "var").exists()

@@ -30,7 +30,7 @@ needs_promtool = pytest.mark.skipif(
 # The alerts issue 15 asks for, each of which the promtool tests make fire and stay silent.
 REQUIRED_ALERTS = {
     "RecflowRecommendationCtrDrop",
-    "RecflowDriftPsiHigh",
+    "RecflowDriftHigh",
     "RecflowServiceLatencyP99High",
     "RecflowIngestLagHigh",
     "RecflowPublishTooOld",
