@@ -101,6 +101,8 @@ def load_lines(
             continue
         lines, _ = complete_lines(path, start)
         for offset, end, raw in lines:
+            if not raw.strip():
+                continue  # a line erasure blanked in place (or an empty one): nothing to load
             parsed = parse(raw)
             if parsed is None:
                 result["bad_lines"] += 1
