@@ -219,3 +219,31 @@ def test_erasure_blanks_the_subjects_answer_lines_in_place(tmp_path: Path) -> No
     lines, _ = complete_lines(path, 0)
     assert [parse_line(raw) is not None for _, _, raw in lines if raw.strip()] == [True] * 3
     assert erase_answer_files(s, {gone}, rewrite=False) == 0  # verification finds none
+
+
+def test_a_failed_partial_write_does_not_glue_the_next_line(tmp_path: Path) -> None:
+    """A real short write: the file size limit (RLIMIT_FSIZE) stops a line part-way, as a
+    full disk does. The next record must start a line of its own, so it is loaded."""
+    import resource
+    import signal
+
+    log = AnswerLog(tmp_path / "answers")
+    log.record("r1", "a" * 32, "7", "als", "treatment", ["i1"], ts=T)
+    (path,) = (tmp_path / "answers").glob("dt=*/*.jsonl")
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, hard))
+        assert not log.record("r2", "b" * 32, "7", "als", "treatment", ["i2"], ts=T)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert path.stat().st_size == size + 40 and log.dropped == 1  # a torn fragment
+    assert log.record("r3", "c" * 32, "7", "als", "control", ["i3"], ts=T)
+    log.close()
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    parsed = [parse_line(line) for line in lines[:-1]]
+    assert [p is not None for p in parsed] == [True, False, True]  # before: r3 glued, lost
+    assert parsed[2][0]["request_id"] == "r3"
