@@ -9,6 +9,13 @@ conversion`` and ``computed_at``. ``rec_source`` is ``cdn`` or ``service`` for
 recommended slots and ``organic`` for the rest (the baseline); ``position_bucket`` is
 ``1-3``, ``4-10``, ``11+`` or ``unknown`` (no position).
 
+Each row also carries ``ab_group`` (``treatment`` or ``control``): the group of the
+users whose slots it counts, decided by the keyed bucket of the user
+(:func:`jobs.model.control.in_control_with_key`, the function the publish and the service
+serve by). Control users are shown the popular list, so a model version's CTR is the
+``treatment`` rows only; readers that want the model's figures filter on it (rows from
+before the column read NULL).
+
 **Counting is per impression**, so a rate is a proportion: ``clicks`` is the number of
 impressions with at least one attributed click (two clicks on one impression count once),
 ``add_to_carts`` and ``purchases`` likewise the impressions followed by at least one
@@ -228,9 +235,10 @@ def performance(attributed: DataFrame, computed_at: datetime) -> DataFrame:
         F.col("event_type") == "purchase",
         F.coalesce(F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)), F.lit(0.0)),
     ).otherwise(F.lit(0.0))
+    group = [c for c in ("ab_group",) if c in attributed.columns]
     grouped = (
         attributed.withColumn("day", F.col("slot_day"))
-        .groupBy("day", *SLOT)
+        .groupBy("day", *SLOT, *group)
         .agg(
             units("impression").alias("impressions"),
             units("click").alias("clicks"),
@@ -253,7 +261,20 @@ def performance(attributed: DataFrame, computed_at: datetime) -> DataFrame:
         (F.col("clicks") / per_impression).alias("ctr"),
         (F.col("purchases") / per_impression).alias("conversion"),
         F.lit(computed_at).cast("timestamp").alias("computed_at"),
+        *group,
     )
+
+
+def with_ab_group(attributed: DataFrame, settings: Settings) -> DataFrame:
+    """``attributed`` with each user's ``ab_group`` (treatment | control).
+
+    Decided on the distinct user ids only (one string column into pandas, so no column
+    of nulls meets Arrow's string conversion) and joined back.
+    """
+    from jobs.monitor.lift import with_group
+
+    groups = with_group(attributed.select("user_id").distinct(), settings)
+    return attributed.join(groups, "user_id", "left")
 
 
 def events_for(spark: SparkSession, settings: Settings, start: date, end: date) -> DataFrame:
@@ -280,10 +301,8 @@ def compute_performance(
     attributed = attribute(
         events_for(spark, settings, start, end), settings.attribution_window_hours
     )
-    rows = performance(
-        attributed.where((F.col("slot_day") >= F.lit(start)) & (F.col("slot_day") <= F.lit(end))),
-        datetime.now(UTC),
-    )
+    in_days = (F.col("slot_day") >= F.lit(start)) & (F.col("slot_day") <= F.lit(end))
+    rows = performance(with_ab_group(attributed.where(in_days), settings), datetime.now(UTC))
     rows = rows.select(*tables.TABLES[TABLE].columns).cache()
     n = rows.count()
     # replaceWhere: the window's days are replaced whole, so a day that lost its events

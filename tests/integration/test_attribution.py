@@ -183,18 +183,21 @@ def write_events(spark, settings: Settings, events: list[dict]) -> None:
 
 
 def table_rows(spark, settings: Settings, day: date) -> dict[tuple, dict[str, float]]:
+    """The day's rows by slot, summed over ``ab_group`` (each group's rows are checked)."""
     df = tables.read_or_create(spark, settings, "rec_performance").where(f"day = DATE'{day}'")
-    out = {}
+    out: dict[tuple, dict[str, float]] = {}
+    seen = set()
     for r in df.collect():
         key = (r["model_version"], r["rec_source"], r["position_bucket"])
-        assert key not in out, f"two rows for {key}"
-        out[key] = {
-            "impressions": r["impressions"],
-            "clicks": r["clicks"],
-            "add_to_carts": r["add_to_carts"],
-            "purchases": r["purchases"],
-            "revenue": r["revenue"],
-        }
+        assert (key, r["ab_group"]) not in seen, f"two rows for {key} {r['ab_group']}"
+        assert r["ab_group"] in ("treatment", "control")
+        seen.add((key, r["ab_group"]))
+        row = out.setdefault(
+            key, dict.fromkeys(("impressions", "clicks", "add_to_carts", "purchases"), 0)
+        )
+        for name in ("impressions", "clicks", "add_to_carts", "purchases"):
+            row[name] += r[name]
+        row["revenue"] = row.get("revenue", 0.0) + r["revenue"]
         if r["impressions"]:
             assert r["ctr"] == pytest.approx(r["clicks"] / r["impressions"])
             assert r["conversion"] == pytest.approx(r["purchases"] / r["impressions"])
@@ -353,6 +356,43 @@ def test_responses_count_once_per_impression_on_the_impressions_day(spark, lake)
 
     result = lift_step(lake, DAY, spark=spark)
     assert set(result["metrics"]) == {"ctr", "conversion", "revenue_per_user"}
+
+
+def test_rows_are_split_by_the_users_keyed_group(spark, tmp_path: Path) -> None:
+    """rec_performance carries ab_group from the same keyed bucket the publish and the
+    service use, so a model version's CTR can leave control traffic out."""
+    from jobs.model.control import in_control
+
+    lake = load_settings(data_root=tmp_path / "var", spark_shuffle_partitions=2, control_share=0.5)
+    users = [f"user-{i}" for i in range(40)]
+    ctl = next(u for u in users if in_control(u, lake))
+    trt = next(u for u in users if not in_control(u, lake))
+    t0 = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    events = []
+    for n, (user, clicks) in enumerate(((ctl, True), (trt, False))):
+        for kind in ("impression", "click") if clicks else ("impression",):
+            events.append(
+                {
+                    "event_id": f"e{len(events)}",
+                    "ts": t0 + timedelta(minutes=len(events)),
+                    "user_id": user,
+                    "item_id": f"i{n}",
+                    "event_type": kind,
+                    "position": 1 if kind == "impression" else None,
+                    "price": None,
+                    "quantity": None,
+                    "rec_source": "cdn" if kind == "impression" else None,
+                    "publish_id": None,
+                    "model_version": "3" if kind == "impression" else None,
+                }
+            )
+    write_events(spark, lake, events)
+    performance_step(lake, DAY, spark=spark)
+    got = {
+        r["ab_group"]: (r["impressions"], r["clicks"])
+        for r in tables.read_or_create(spark, lake, "rec_performance").collect()
+    }
+    assert got == {"control": (1, 1), "treatment": (1, 0)}  # treatment-only CTR: 0
 
 
 def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path) -> None:
