@@ -419,6 +419,11 @@ class Settings(BaseSettings):
     retention_quarantine_days: Annotated[int, Field(ge=0)] = Field(
         30, description="Quarantine days (_dt) older than this are deleted (0: kept for ever)."
     )
+    retention_answers_days: Annotated[int, Field(ge=0)] = Field(
+        90,
+        description="Answer-log day folders (dt=) and monitor/rec_answers days older than"
+        " this are deleted (0: kept for ever); they name people by subject hash.",
+    )
     retention_quality_days: Annotated[int, Field(ge=0)] = Field(
         30,
         description="Great Expectations validation results and their Data Docs pages older"

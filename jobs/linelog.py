@@ -20,7 +20,14 @@ end of what the table already holds, and inserts with a MERGE on the line's plac
 re-run, or two loads at once, add nothing twice. Only complete lines (ending in a
 newline) are loaded; the half-written last line of a file still being appended to stays
 for the next load. A complete line that is not a valid record is counted (``bad_lines``)
-and skipped, never guessed at.
+and skipped, never guessed at. Lines that give no row (bad, denied, blanked by erasure,
+an answer without items) leave no ``_end`` in the table, so the loader also keeps its own
+marker, ``<directory>/_loaded/<table>.json`` (file → byte offset read to), and resumes at
+the larger of the two: such lines at a file's end are read and counted once. Deleting
+the marker makes the next load re-read them (rows are still deduplicated by the MERGE).
+
+After a write fails part-way (a full disk), the writer begins its next record with a
+newline, so the fragment stays a bad line of its own and the next record is not lost.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ class LineLog:
         self._name = f"{host or 'host'}-{os.getpid()}-{started}.jsonl"
         self._file: IO[bytes] | None = None
         self._day: str | None = None
+        # A failed write left part of a line in the file: the next one first ends it.
+        self._torn = False
         self._write_lock = threading.Lock()
         self._last_drop_log = float("-inf")
         self._queue: queue.Queue[Record | None] | None = None
@@ -130,16 +139,29 @@ class LineLog:
     def _write(self, rec: Record) -> bool:
         data = rec.line()
         with self._write_lock:
+            view = memoryview(data)
             try:
                 out = self._file_for(rec.ts)
-                view = memoryview(data)
+                if self._torn:
+                    # End the torn line, so this record is a line of its own (not glued to
+                    # the fragment, which the loader then skips as one bad line).
+                    self._write_all(out, b"\n")
+                    self._torn = False
                 while view:  # an unbuffered write may be partial; the line goes out whole
                     view = view[out.write(view) or 0 :]
             except OSError as exc:
+                if len(view) < len(data):
+                    self._torn = True
                 self._drop(f"write failed: {exc}")
                 return False
         self.written += 1
         return True
+
+    @staticmethod
+    def _write_all(out: IO[bytes], data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[out.write(view) or 0 :]
 
     def _file_for(self, ts: datetime) -> IO[bytes]:
         day = ts.astimezone(UTC).strftime("%Y-%m-%d")
@@ -152,6 +174,7 @@ class LineLog:
             # so a crash loses at most the line being written (left half, for the loader).
             self._file = open(folder / self._name, "ab", buffering=0)  # noqa: SIM115
             self._day = day
+            self._torn = False  # a fresh file (a new day): nothing to end
         return self._file
 
     def _drop(self, reason: str) -> None:

@@ -6,6 +6,9 @@ answer log); the rules are in :mod:`jobs.linelog`'s docstring.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
@@ -18,6 +21,8 @@ from jobs.config import Settings
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def complete_lines(path: Path, start: int) -> tuple[list[tuple[int, int, bytes]], int]:
@@ -65,6 +70,33 @@ def loaded_offsets(spark: SparkSession, location: str, days: list[date]) -> dict
     }
 
 
+def marker_path(root: Path, table: str) -> Path:
+    """The loader's own record of how far it read each file (see :mod:`jobs.linelog`)."""
+    return root / "_loaded" / f"{table}.json"
+
+
+def read_marker(root: Path, table: str) -> dict[str, int]:
+    path = marker_path(root, table)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError:
+        # A damaged marker only costs a re-read (the MERGE keeps rows single): say so, go on.
+        log.warning("ignoring unreadable loader marker %s", path)
+        return {}
+    return {str(k): int(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def write_marker(root: Path, table: str, reached: dict[str, int]) -> None:
+    """Replace the marker atomically (temporary file + rename)."""
+    path = marker_path(root, table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(reached, sort_keys=True))
+    os.replace(tmp, path)
+
+
 def load_lines(
     spark: SparkSession,
     settings: Settings,
@@ -92,15 +124,20 @@ def load_lines(
         return result
     days = sorted(set(files.values()))
     loaded = offsets(spark, location, days)
+    marker = read_marker(root, table)
     now = datetime.now(UTC)
     rows: list[dict[str, Any]] = []
+    reached: dict[str, int] = {}
     for path, day in files.items():
         rel = path.relative_to(root).as_posix()
-        start = loaded.get(rel, 0)
+        start = max(loaded.get(rel, 0), marker.get(rel, 0))
+        reached[rel] = start
         if path.stat().st_size <= start:
             continue
-        lines, _ = complete_lines(path, start)
+        lines, reached[rel] = complete_lines(path, start)
         for offset, end, raw in lines:
+            if not raw.strip():
+                continue  # a line erasure blanked in place (or an empty one): nothing to load
             parsed = parse(raw)
             if parsed is None:
                 result["bad_lines"] += 1
@@ -109,6 +146,8 @@ def load_lines(
             place = {"dt": day, "_source_file": rel, "_offset": offset, "_end": end}
             rows.extend({**row, **place, "_loaded_at": now} for row in parsed)
     if not rows:
+        # Only rowless lines (or none) were new: remember them so they are not re-counted.
+        write_marker(root, table, reached)
         return result
     before = tables.version(spark, settings, table)
     # Through parquet, not createDataFrame: a day of a busy service is many rows.
@@ -127,4 +166,6 @@ def load_lines(
         )
         metrics = tables.operation_metrics(spark, location, before)
     result["inserted"] = metrics.get("numTargetRowsInserted", 0)
+    # After the MERGE: a crash before this re-reads the lines, which the MERGE dedupes.
+    write_marker(root, table, reached)
     return result

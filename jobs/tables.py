@@ -227,7 +227,9 @@ TABLES: dict[str, Table] = {
             "day DATE NOT NULL, model_version STRING, rec_source STRING NOT NULL, "
             "position_bucket STRING NOT NULL, impressions BIGINT NOT NULL, "
             "clicks BIGINT NOT NULL, add_to_carts BIGINT NOT NULL, purchases BIGINT NOT NULL, "
-            "revenue DOUBLE NOT NULL, ctr DOUBLE, conversion DOUBLE, computed_at TIMESTAMP",
+            "revenue DOUBLE NOT NULL, ctr DOUBLE, conversion DOUBLE, computed_at TIMESTAMP, "
+            # treatment | control (the user's keyed bucket); NULL on rows from before it.
+            "ab_group STRING",
             ("day",),
             (),
         ),

@@ -5,13 +5,33 @@ Reads: ``silver/events`` (the attribution fields of the event contract). Writes:
 
 **The table** ``rec_performance``: one row per ``day`` × ``model_version`` × ``rec_source``
 × ``position_bucket`` with ``impressions, clicks, add_to_carts, purchases, revenue, ctr,
-conversion`` (``ctr`` = clicks / impressions, ``conversion`` = purchases / impressions,
-NULL without impressions) and ``computed_at``. ``rec_source`` is ``cdn`` or ``service`` for
+conversion`` and ``computed_at``. ``rec_source`` is ``cdn`` or ``service`` for
 recommended slots and ``organic`` for the rest (the baseline); ``position_bucket`` is
-``1-3``, ``4-10``, ``11+`` or ``unknown`` (no position). Each event counts on the UTC day
-it happened. A run replaces the rows of the days it computes (``replaceWhere`` on
-``day``), so a rerun, or a run after late events arrived, gives the same table as one
-clean run.
+``1-3``, ``4-10``, ``11+`` or ``unknown`` (no position).
+
+Each row also carries ``ab_group`` (``treatment`` or ``control``): the group of the
+users whose slots it counts, decided by the keyed bucket of the user
+(:func:`jobs.model.control.in_control_with_key`, the function the publish and the service
+serve by). Control users are shown the popular list, so a model version's CTR is the
+``treatment`` rows only; readers that want the model's figures filter on it (rows from
+before the column read NULL).
+
+**Counting is per impression**, so a rate is a proportion: ``clicks`` is the number of
+impressions with at least one attributed click (two clicks on one impression count once),
+``add_to_carts`` and ``purchases`` likewise the impressions followed by at least one
+attributed cart / purchase; ``ctr`` = clicks / impressions and ``conversion`` =
+purchases / impressions (NULL without impressions) therefore lie in [0, 1]. ``revenue``
+alone sums *every* attributed purchase (``price × quantity``): two purchases after one
+click are one converted impression but twice the money. A response counts on the UTC
+day of the impression it answers, not its own, so a click after midnight on yesterday's
+impression counts for yesterday and a day's clicks never exceed its impressions. A
+response with no impression to answer (organic, see below) is its own unit, counted
+once on its own day; only organic rows can therefore show more clicks than impressions.
+
+Because a day's impressions collect responses for up to ``2W`` after the day, a day's
+rows change until ``2W`` have passed: the monitor recomputes the days the window still
+reaches. A run replaces the rows of the days it computes (``replaceWhere`` on ``day``),
+so a rerun, or a run after late events arrived, gives the same table as one clean run.
 
 **The attribution rule** (window ``W`` = ``attribution_window_hours``, default 24 h):
 
@@ -30,7 +50,7 @@ clean run.
 "Newest wins" gives a conversion to the last list that showed the item, the usual
 last-touch rule; ties on the same instant are broken by ``event_id`` so reruns agree.
 Because a purchase can follow its click by ``W`` and the click its impression by ``W``,
-a day's attribution reads events from ``2W`` before the day.
+a day's attribution reads events from ``2W`` before the day to ``2W`` after it.
 """
 
 from __future__ import annotations
@@ -121,7 +141,10 @@ def attribute(events: DataFrame, window_hours: float) -> DataFrame:
 
     Columns: the event's own (``event_id, ts, user_id, item_id, event_type, price,
     quantity``) plus ``rec_source`` (``cdn``/``service``/``organic``), ``model_version``
-    and ``position_bucket``. Views are not counted (they are not a response to a slot).
+    and ``position_bucket``, ``slot_id`` (the impression the event answers, itself for an
+    impression, the event itself when it answers none) and ``slot_day`` (the UTC day of
+    that impression: the day the event counts on). Views are not counted (they are not a
+    response to a slot).
     """
     from pyspark.sql import functions as F
 
@@ -143,8 +166,11 @@ def attribute(events: DataFrame, window_hours: float) -> DataFrame:
         F.coalesce(F.col("rec_source"), F.lit(ORGANIC)).alias("a_source"),
         F.when(F.col("rec_source").isNotNull(), F.col("model_version")).alias("a_model"),
         own_bucket.alias("a_bucket"),
+        F.col("event_id").alias("a_slot"),
+        F.col("ts").alias("a_slot_ts"),
     )
-    carry = ("a_source", "a_model", "a_bucket")
+    # a_slot / a_slot_ts: the impression a response answers (its unit of counting).
+    carry = ("a_source", "a_model", "a_bucket", "a_slot", "a_slot_ts")
 
     def settle(frame: DataFrame) -> DataFrame:
         return frame.select(
@@ -154,6 +180,13 @@ def attribute(events: DataFrame, window_hours: float) -> DataFrame:
             .alias("a_source"),
             F.when(F.col("_matched"), F.col("_c_a_model")).alias("a_model"),
             F.when(F.col("_matched"), F.col("_c_a_bucket")).otherwise(own_bucket).alias("a_bucket"),
+            # Unanswered responses are their own unit: counted once, on their own day.
+            F.when(F.col("_matched"), F.col("_c_a_slot"))
+            .otherwise(F.col("event_id"))
+            .alias("a_slot"),
+            F.when(F.col("_matched"), F.col("_c_a_slot_ts"))
+            .otherwise(F.col("ts"))
+            .alias("a_slot_ts"),
         )
 
     clicks = settle(
@@ -182,6 +215,8 @@ def attribute(events: DataFrame, window_hours: float) -> DataFrame:
             F.col("a_source").alias("rec_source"),
             F.col("a_model").alias("model_version"),
             F.col("a_bucket").alias("position_bucket"),
+            F.col("a_slot").alias("slot_id"),
+            F.to_date(F.col("a_slot_ts")).alias("slot_day"),
         )
     )
 
@@ -190,21 +225,25 @@ def performance(attributed: DataFrame, computed_at: datetime) -> DataFrame:
     """``rec_performance`` rows from attributed events (see the module docstring)."""
     from pyspark.sql import functions as F
 
-    def count(kind: str) -> Column:
-        return F.sum(F.when(F.col("event_type") == kind, 1).otherwise(0)).cast("bigint")
+    def units(kind: str) -> Column:
+        # Distinct slots with at least one such response: one per impression, never more.
+        return F.count_distinct(F.when(F.col("event_type") == kind, F.col("slot_id"))).cast(
+            "bigint"
+        )
 
     revenue = F.when(
         F.col("event_type") == "purchase",
         F.coalesce(F.col("price") * F.coalesce(F.col("quantity"), F.lit(1)), F.lit(0.0)),
     ).otherwise(F.lit(0.0))
+    group = [c for c in ("ab_group",) if c in attributed.columns]
     grouped = (
-        attributed.withColumn("day", F.to_date("ts"))
-        .groupBy("day", *SLOT)
+        attributed.withColumn("day", F.col("slot_day"))
+        .groupBy("day", *SLOT, *group)
         .agg(
-            count("impression").alias("impressions"),
-            count("click").alias("clicks"),
-            count("add_to_cart").alias("add_to_carts"),
-            count("purchase").alias("purchases"),
+            units("impression").alias("impressions"),
+            units("click").alias("clicks"),
+            units("add_to_cart").alias("add_to_carts"),
+            units("purchase").alias("purchases"),
             F.sum(revenue).cast("double").alias("revenue"),
         )
     )
@@ -222,14 +261,30 @@ def performance(attributed: DataFrame, computed_at: datetime) -> DataFrame:
         (F.col("clicks") / per_impression).alias("ctr"),
         (F.col("purchases") / per_impression).alias("conversion"),
         F.lit(computed_at).cast("timestamp").alias("computed_at"),
+        *group,
     )
 
 
+def with_ab_group(attributed: DataFrame, settings: Settings) -> DataFrame:
+    """``attributed`` with each user's ``ab_group`` (treatment | control).
+
+    Decided on the distinct user ids only (one string column into pandas, so no column
+    of nulls meets Arrow's string conversion) and joined back.
+    """
+    from jobs.monitor.lift import with_group
+
+    groups = with_group(attributed.select("user_id").distinct(), settings)
+    return attributed.join(groups, "user_id", "left")
+
+
 def events_for(spark: SparkSession, settings: Settings, start: date, end: date) -> DataFrame:
-    """Silver events that can matter for days ``start``..``end``: from the lookback on."""
+    """Silver events that can matter for days ``start``..``end``: from the lookback before
+    ``start`` (which impression a click answers) to the lookback after ``end`` (the
+    responses to the last day's impressions)."""
     from pyspark.sql import functions as F
 
-    first = start - timedelta(days=math.ceil(lookback(settings) / timedelta(days=1)))
+    reach = timedelta(days=math.ceil(lookback(settings) / timedelta(days=1)))
+    first, end = start - reach, end + reach
     events = tables.read_or_create(spark, settings, "events")
     return events.where((F.col("event_date") >= F.lit(first)) & (F.col("event_date") <= F.lit(end)))
 
@@ -246,10 +301,8 @@ def compute_performance(
     attributed = attribute(
         events_for(spark, settings, start, end), settings.attribution_window_hours
     )
-    rows = performance(
-        attributed.where((F.to_date("ts") >= F.lit(start)) & (F.to_date("ts") <= F.lit(end))),
-        datetime.now(UTC),
-    )
+    in_days = (F.col("slot_day") >= F.lit(start)) & (F.col("slot_day") <= F.lit(end))
+    rows = performance(with_ab_group(attributed.where(in_days), settings), datetime.now(UTC))
     rows = rows.select(*tables.TABLES[TABLE].columns).cache()
     n = rows.count()
     # replaceWhere: the window's days are replaced whole, so a day that lost its events

@@ -6,22 +6,36 @@ the control group of :mod:`jobs.model.control`. Writes: ``monitor/lift``.
 Control users are served the popular list wherever treatment users get their personal
 one (published JSON and online service alike), so the difference between the groups on
 recommended slots is what personalization adds. Per day, over the users who saw at
-least one recommended slot that day ("exposed"):
+least one recommended slot that day ("exposed"), counting as :mod:`jobs.monitor.attribution`
+does (per impression, on the impression's day):
 
-- ``ctr``: attributed clicks / recommended impressions of each group; the interval is the
-  normal approximation of a difference of two proportions (Wald),
-  ``d ± z · sqrt(p_t(1−p_t)/n_t + p_c(1−p_c)/n_c)`` with ``n`` the impressions;
-- ``conversion``: attributed purchases / recommended impressions, the same way;
+- ``ctr``: impressions with an attributed click / recommended impressions of each group;
+- ``conversion``: impressions followed by an attributed purchase / recommended
+  impressions;
 - ``revenue_per_user``: all purchase revenue of an exposed user that day (zeros
   included), mean of treatment minus mean of control, with Welch's interval
   (unequal variances, Welch–Satterthwaite degrees of freedom): revenue is heavy-tailed
   and the groups differ in size by design.
 
-Impressions of one user are not independent, so the proportion intervals are somewhat
-narrow when users see many slots; the per-user revenue interval has no such issue. One
-row per day and metric: ``treatment``, ``control``, their ``n``, ``difference``,
-``ci_low``/``ci_high``, ``relative_lift`` (difference / control) and the ``method``.
-A run replaces its day's rows (``replaceWhere``), so reruns are idempotent.
+**Why the proportions are per user.** The user, not the impression, is the randomised
+unit, and one user's impressions are correlated (a user who clicks, clicks a lot), so an
+interval that treats impressions as independent is too narrow. Each group's rate is the
+ratio estimator ``R = Σ x_u / Σ n_u`` over its users (x clicks or conversions, n
+impressions), with the delta-method variance over users
+``Var(R) = m / (m − 1) · Σ (x_u − R n_u)² / (Σ n_u)²`` (m users); the interval of the
+difference is ``d ± z · sqrt(Var_t + Var_c)``. That variance is 0 when every impression
+of a group clicked or none did (p = 0 or 1), which would give a zero-width interval from
+a handful of users, so each group's variance is floored at the impression-level binomial
+variance of the Agresti–Caffo adjusted rate ``p̃ = (X + 1) / (N + 2)``,
+``p̃ (1 − p̃) / (N + 2)``: never narrower than the independent-impressions view, never
+collapsed. A group with fewer than two users has no variance over users: the row keeps
+the rates and difference but its interval is NULL and ``method`` says why.
+
+One row per day and metric: ``treatment``, ``control``, their ``n`` (impressions for the
+proportions, users for revenue), ``difference``, ``ci_low``/``ci_high``,
+``relative_lift`` (difference / control) and the ``method`` (with the reason when the
+interval is NULL). A run replaces its day's rows (``replaceWhere``), so reruns are
+idempotent.
 """
 
 from __future__ import annotations
@@ -49,24 +63,61 @@ class Interval:
     difference: float | None
     low: float | None
     high: float | None
+    # Why low/high are NULL (written into ``method``), None when they are not.
+    reason: str | None = None
 
 
-EMPTY = Interval(None, None, None)
+EMPTY = Interval(None, None, None, "a group has no exposed users")
 
 
-def difference_of_proportions(
-    x_t: int, n_t: int, x_c: int, n_c: int, confidence: float = CONFIDENCE
-) -> Interval:
-    """Wald interval of ``x_t/n_t − x_c/n_c`` (normal approximation)."""
+@dataclass(frozen=True)
+class Ratio:
+    """One group's per-user sums for a ratio ``Σx / Σn``: users, totals and the second
+    moments the delta method needs (``Σx², Σn², Σxn`` over users)."""
+
+    users: int
+    x: float
+    n: float
+    xx: float
+    nn: float
+    xn: float
+
+
+def _z(confidence: float) -> float:
     from scipy.stats import norm
 
-    if n_t <= 0 or n_c <= 0:
-        return EMPTY
-    p_t, p_c = x_t / n_t, x_c / n_c
-    se = math.sqrt(p_t * (1 - p_t) / n_t + p_c * (1 - p_c) / n_c)
-    z = float(norm.ppf(0.5 + confidence / 2))
-    d = p_t - p_c
-    return Interval(d, d - z * se, d + z * se)
+    return float(norm.ppf(0.5 + confidence / 2))
+
+
+def ratio_variance(g: Ratio) -> float:
+    """Delta-method variance over users of ``g.x / g.n``, floored as the module says.
+
+    Needs ``g.users >= 2`` and ``g.n > 0``. The residual sum of squares is expanded from
+    the sums, which rounding can push a hair below zero: clamped, so no sqrt of a
+    negative ever follows.
+    """
+    r = g.x / g.n
+    rss = max(g.xx - 2 * r * g.xn + r * r * g.nn, 0.0)
+    delta = g.users / (g.users - 1) * rss / (g.n * g.n)
+    p = min(max((g.x + 1) / (g.n + 2), 0.0), 1.0)
+    return max(delta, p * (1 - p) / (g.n + 2))
+
+
+def difference_of_ratios(t: Ratio, c: Ratio, confidence: float = CONFIDENCE) -> Interval:
+    """``x_t/n_t − x_c/n_c`` with the per-user delta-method interval (module docstring).
+
+    A group without impressions gives no difference; a group of one user gives the
+    difference without an interval (no variance over users can be estimated from one).
+    """
+    for name, g in (("treatment", t), ("control", c)):
+        if g.n <= 0 or g.users <= 0:
+            return Interval(None, None, None, f"{name} has no exposed users")
+    d = t.x / t.n - c.x / c.n
+    for name, g in (("treatment", t), ("control", c)):
+        if g.users < 2:
+            return Interval(d, None, None, f"{name} has {g.users} user, needs 2")
+    half = _z(confidence) * math.sqrt(ratio_variance(t) + ratio_variance(c))
+    return Interval(d, d - half, d + half)
 
 
 def welch_interval(
@@ -81,9 +132,11 @@ def welch_interval(
     """Welch's interval of ``mean_t − mean_c`` (sample variances, unequal allowed)."""
     from scipy.stats import t
 
+    if not n_t or not n_c:
+        return EMPTY
     if n_t < 2 or n_c < 2:
-        return Interval(mean_t - mean_c, None, None) if n_t and n_c else EMPTY
-    a, b = var_t / n_t, var_c / n_c
+        return Interval(mean_t - mean_c, None, None, "a group has 1 user, needs 2")
+    a, b = max(var_t, 0.0) / n_t, max(var_c, 0.0) / n_c
     d = mean_t - mean_c
     if a + b == 0:  # every user of both groups spent the same: no uncertainty left
         return Interval(d, d, d)
@@ -104,7 +157,9 @@ def moments(total: float, total_sq: float, n: int) -> tuple[float, float]:
 
 def lift_rows(groups: dict[str, dict[str, float]], day: date) -> list[dict[str, Any]]:
     """The ``lift`` rows of one day from per-group sums (``users, impressions, clicks,
-    purchases, revenue, revenue_sq``); a missing group counts as empty."""
+    purchases, revenue, revenue_sq`` and the second moments ``clicks_sq,
+    purchases_sq, impressions_sq, clicks_impressions, purchases_impressions``); a
+    missing group counts as empty."""
     t = groups.get("treatment", {})
     c = groups.get("control", {})
 
@@ -114,12 +169,31 @@ def lift_rows(groups: dict[str, dict[str, float]], day: date) -> list[dict[str, 
     def rate(x: float, n: float) -> float | None:
         return x / n if n else None
 
+    def ratio(side: dict[str, float], num: str) -> Ratio:
+        return Ratio(
+            users=int(g(side, "users")),
+            x=g(side, num),
+            n=g(side, "impressions"),
+            xx=g(side, f"{num}_sq"),
+            nn=g(side, "impressions_sq"),
+            xn=g(side, f"{num}_impressions"),
+        )
+
     rows = []
     for metric, num in (("ctr", "clicks"), ("conversion", "purchases")):
         n_t, n_c = int(g(t, "impressions")), int(g(c, "impressions"))
-        iv = difference_of_proportions(int(g(t, num)), n_t, int(g(c, num)), n_c)
+        iv = difference_of_ratios(ratio(t, num), ratio(c, num))
         rows.append(
-            _row(day, metric, rate(g(t, num), n_t), rate(g(c, num), n_c), n_t, n_c, iv, "normal")
+            _row(
+                day,
+                metric,
+                rate(g(t, num), n_t),
+                rate(g(c, num), n_c),
+                n_t,
+                n_c,
+                iv,
+                "delta-ratio-per-user",
+            )
         )
     n_t, n_c = int(g(t, "users")), int(g(c, "users"))
     mean_t, var_t = moments(g(t, "revenue"), g(t, "revenue_sq"), n_t)
@@ -164,22 +238,25 @@ def _row(
         "ci_low": iv.low,
         "ci_high": iv.high,
         "relative_lift": relative,
-        "method": method,
+        "method": method if iv.reason is None else f"{method} (no interval: {iv.reason})",
     }
 
 
 def exposed_users(attributed: DataFrame) -> DataFrame:
-    """Per user who saw a recommended slot: recommended impressions, attributed clicks and
-    purchases, and all purchase revenue (``user_id, impressions, clicks, purchases,
-    revenue``)."""
+    """Per user who saw a recommended slot: recommended impressions, those of them with an
+    attributed click and with an attributed purchase (once per impression), and all
+    purchase revenue (``user_id, impressions, clicks, purchases, revenue``)."""
     from pyspark.sql import functions as F
 
     from jobs.monitor.attribution import ORGANIC
 
     rec = F.col("rec_source") != ORGANIC
 
-    def count(kind: str) -> Any:
-        return F.sum(F.when(rec & (F.col("event_type") == kind), 1).otherwise(0)).cast("bigint")
+    def units(kind: str) -> Any:
+        # Distinct impressions answered: two clicks on one slot are one clicked slot.
+        return F.count_distinct(F.when(rec & (F.col("event_type") == kind), F.col("slot_id"))).cast(
+            "bigint"
+        )
 
     revenue = F.when(
         F.col("event_type") == "purchase",
@@ -188,9 +265,9 @@ def exposed_users(attributed: DataFrame) -> DataFrame:
     return (
         attributed.groupBy("user_id")
         .agg(
-            count("impression").alias("impressions"),
-            count("click").alias("clicks"),
-            count("purchase").alias("purchases"),
+            units("impression").alias("impressions"),
+            units("click").alias("clicks"),
+            units("purchase").alias("purchases"),
             F.sum(revenue).cast("double").alias("revenue"),
         )
         .where("impressions > 0")
@@ -231,6 +308,17 @@ def group_sums(users: DataFrame) -> dict[str, dict[str, float]]:
             F.sum("purchases").alias("purchases"),
             F.sum("revenue").alias("revenue"),
             F.sum(F.col("revenue") * F.col("revenue")).alias("revenue_sq"),
+            # Second moments over users for the delta method (as doubles: no overflow).
+            *[
+                F.sum(F.col(a).cast("double") * F.col(b).cast("double")).alias(name)
+                for name, a, b in (
+                    ("clicks_sq", "clicks", "clicks"),
+                    ("purchases_sq", "purchases", "purchases"),
+                    ("impressions_sq", "impressions", "impressions"),
+                    ("clicks_impressions", "clicks", "impressions"),
+                    ("purchases_impressions", "purchases", "impressions"),
+                )
+            ],
         )
         .collect()
     )
@@ -245,7 +333,7 @@ def compute_lift(spark: SparkSession, settings: Settings, day: date) -> list[dic
 
     attributed = attribute(
         events_for(spark, settings, day, day), settings.attribution_window_hours
-    ).where(F.to_date("ts") == F.lit(day))
+    ).where(F.col("slot_day") == F.lit(day))
     sums = group_sums(with_group(exposed_users(attributed), settings))
     rows = lift_rows(sums, day)
     _write(spark, settings, day, rows)

@@ -298,6 +298,64 @@ def erase_landing(settings: Settings, user_ids: list[str], rewrite: bool = True)
     return removed
 
 
+# -- 2c. answer-log files ------------------------------------------------------------------------
+
+
+def _answer_files(settings: Settings) -> list[Path]:
+    from jobs.answer_log import answers_dir
+
+    root = answers_dir(settings)
+    return sorted(root.rglob("*.jsonl")) if root.exists() else []
+
+
+def _answer_line_is_theirs(line: bytes, subjects: set[str]) -> bool:
+    """An answer line naming one of the subject hashes (also when it does not parse)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        # A torn or damaged line: the hashes are plain hex, so a byte search is exact enough.
+        return any(s.encode() in line for s in subjects)
+    if isinstance(record, dict) and isinstance(record.get("subject"), str):
+        return record["subject"] in subjects
+    return any(s.encode() in line for s in subjects)
+
+
+def erase_answer_files(settings: Settings, subjects: set[str], rewrite: bool = True) -> int:
+    """Lines of the subjects in the service's answer-log files; blanked where they stand.
+
+    Unlike a landing file, an answer file may be the one a running service appends to
+    (its descriptor stays open) and ``rec_answers`` remembers each loaded line by its byte
+    place: a rename would send the service's next lines to an unlinked file, and a shorter
+    file would shift every later line away from the place the loader resumes at. So each
+    line of theirs is overwritten in place by spaces of the same length (its newline
+    kept): the file keeps its name, its size and every other line's bytes and offset, and
+    the loader skips blank lines. Each line is written and synced before the next; a
+    crash between lines leaves some unblanked, which verification reports (the request
+    stays pending and the next run finishes it).
+    """
+    if not subjects:
+        return 0
+    removed = 0
+    for path in _answer_files(settings):
+        data = path.read_bytes()
+        if not any(s.encode() in data for s in subjects):
+            continue  # no hash anywhere: no line can be theirs (cheap, most files)
+        places, pos = [], 0
+        for line in data.splitlines(keepends=True):
+            body = line.rstrip(b"\n")
+            if body.strip() and _answer_line_is_theirs(body, subjects):
+                places.append((pos, len(body)))
+            pos += len(line)
+        if places and rewrite:
+            with path.open("r+b", buffering=0) as f:
+                for offset, length in places:
+                    f.seek(offset)
+                    f.write(b" " * length)
+                os.fsync(f.fileno())
+        removed += len(places)
+    return removed
+
+
 # -- 3. Feast --------------------------------------------------------------------------------------
 
 
@@ -543,6 +601,10 @@ def verify(spark: SparkSession, settings: Settings, user_ids: list[str]) -> dict
     landing = erase_landing(settings, user_ids, rewrite=False)
     if landing:
         remaining["landing"] = [f"{landing} lines in landing event files"]
+    hasher = subject_hasher(settings)
+    answers = erase_answer_files(settings, {hasher(u) for u in user_ids}, rewrite=False)
+    if answers:
+        remaining["answer log"] = [f"{answers} lines in answer-log files"]
     online = feast_online_remaining(settings, user_ids)
     if online:
         remaining["feast online"] = [f"{online} rows"]
@@ -586,6 +648,13 @@ def erase(
     # bring the people back into bronze from landing after the lake lost them.
     with report.phase("landing"):
         report.add("landing", "event files (lines)", erase_landing(settings, user_ids))
+        # Before the lake too: the answer loader would otherwise re-read the lines (it also
+        # skips denied subjects, but the files themselves must not keep the hashes).
+        report.add(
+            "landing",
+            "answer-log files (lines)",
+            erase_answer_files(settings, set(report.subjects.values())),
+        )
     with report.phase("lake"):
         erase_lake(spark, settings, user_ids, report)
     with report.phase("feast"):

@@ -177,8 +177,9 @@ def _drop_days(
     setting: str,
     now: datetime,
     dry_run: bool,
+    column: str = "_dt",
 ) -> Swept:
-    """DELETE the table's ``_dt`` partitions older than ``days`` (whole partitions only)."""
+    """DELETE the table's day partitions (``column``) older than ``days`` (whole ones only)."""
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
@@ -190,10 +191,10 @@ def _drop_days(
     if not DeltaTable.isDeltaTable(spark, location):
         return out
     cutoff = (_utc(now) - timedelta(days=days)).date()
-    # _dt is the partition column: the predicate drops whole files (no rewrite).
-    old = F.col("_dt") < F.lit(cutoff.isoformat()).cast("date")
-    found = spark.read.format("delta").load(location).where(old).groupBy("_dt").count().collect()
-    out.removed = sorted(f"_dt={r['_dt']:%Y-%m-%d}" for r in found)
+    # The day is the partition column: the predicate drops whole files (no rewrite).
+    old = F.col(column) < F.lit(cutoff.isoformat()).cast("date")
+    found = spark.read.format("delta").load(location).where(old).groupBy(column).count().collect()
+    out.removed = sorted(f"{column}={r[column]:%Y-%m-%d}" for r in found)
     out.detail["rows"] = sum(int(r["count"]) for r in found)
     if found and not dry_run:
         DeltaTable.forPath(spark, location).delete(old)
@@ -226,6 +227,45 @@ def quarantine(
         now,
         dry_run,
     )
+
+
+# -- the service's answer log ------------------------------------------------------------------
+
+
+def answers(settings: Settings, now: datetime, spark_for: SparkFor, dry_run: bool = False) -> Swept:
+    """Answer-log day folders and ``rec_answers`` days older than ``retention_answers_days``.
+
+    Each line names a person by subject hash and lists what they were shown: personal
+    data with a use (lift, answer audits) that fades in weeks. The files go whole by their
+    ``dt=`` folder, loaded or not (past the limit an unloaded answer is of no use either);
+    the table loses whole ``dt`` partitions.
+    """
+    from jobs.answer_log import answers_dir
+
+    days = settings.retention_answers_days
+    out = _drop_days(
+        spark_for,
+        settings,
+        "rec_answers",
+        days,
+        "RECFLOW_RETENTION_ANSWERS_DAYS",
+        now,
+        dry_run,
+        column="dt",
+    )
+    out.store = "answers"
+    root = answers_dir(settings)
+    if not days or not root.exists():
+        return out
+    cutoff = (_utc(now) - timedelta(days=days)).date()
+    for folder in sorted(root.glob("dt=*")):
+        day = _folder_day(folder.name)
+        if day is None or day >= cutoff or not folder.is_dir():
+            continue
+        out.removed.append(folder.relative_to(root.parent).as_posix())
+        if not dry_run:
+            shutil.rmtree(folder)
+    return out
 
 
 # -- Great Expectations ------------------------------------------------------------------------
@@ -468,6 +508,7 @@ def enforce(
         landing(settings, now, spark_for, dry_run),
         bronze(settings, now, spark_for, dry_run),
         quarantine(settings, now, spark_for, dry_run),
+        answers(settings, now, spark_for, dry_run),
         quality(settings, now, dry_run),
         feast_snapshots(settings, now, dry_run),
         staging(settings, now, store, dry_run),

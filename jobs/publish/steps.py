@@ -331,7 +331,8 @@ def upload_step(
     with _Uploader(
         store, settings.publish_workers, settings.publish_cache_seconds, stats, bar
     ) as up:
-        for key, data in _user_objects(prefix, publish_id, meta, staged, popular):
+        control = control_flags(settings, meta, staged)
+        for key, data in _user_objects(prefix, publish_id, meta, staged, popular, control):
             md5 = layout.md5_hex(data)
             digests.add(key, md5)
             stats["bytes"] += len(data)
@@ -374,14 +375,58 @@ def _popular_body(meta: dict[str, Any], staged: Any) -> dict[str, Any]:
     return body
 
 
+def control_flags(settings: Settings, meta: dict[str, Any], staged: Any) -> np.ndarray:
+    """Each staged user's control flag, in stage order.
+
+    A stage from before the control group has no flags. Reading that as "everyone is
+    treatment" while ``control_share`` > 0 would serve control users personal lists (the
+    service would call them control, the CDN treatment) and bias the lift, so the flags
+    are recomputed here from the staged model version's users, keyed the way the stage
+    is (HMAC of the user id), with the same function the service uses. A staged key that
+    no user of that version produces (the HMAC secret changed since staging) is refused
+    with an error naming the remedy, never guessed.
+    """
+    keys = _hex_keys(staged["keys"])
+    if "control" in staged:
+        return np.asarray(staged["control"], dtype=bool)
+    if settings.control_share <= 0:
+        return np.zeros(len(keys), dtype=bool)  # no control group: everyone is treatment
+    from jobs.model.control import control_mask
+    from jobs.model.registry import load_version
+
+    version = meta["model"]["version"]
+    user_ids = [str(u) for u in load_version(settings, version).user_ids]
+    secret = settings.hmac_secret()
+    flag_of = dict(
+        zip(
+            (layout.user_key(secret, u) for u in user_ids),
+            control_mask(user_ids, settings).tolist(),
+            strict=True,
+        )
+    )
+    unknown = sum(k not in flag_of for k in keys)
+    if unknown:
+        raise PublishError(
+            f"publish {meta.get('publish_id')}: its stage has no control flags and {unknown} "
+            f"staged users match no user of model version {version} (RECFLOW_PUBLISH_SECRET "
+            "changed?): stage the publish again before uploading it with "
+            "RECFLOW_CONTROL_SHARE > 0"
+        )
+    return np.array([flag_of[k] for k in keys], dtype=bool)
+
+
 def _user_objects(
-    prefix: str, publish_id: str, meta: dict[str, Any], staged: Any, popular: dict[str, Any]
+    prefix: str,
+    publish_id: str,
+    meta: dict[str, Any],
+    staged: Any,
+    popular: dict[str, Any],
+    control: np.ndarray,
 ) -> Iterator[tuple[str, bytes]]:
-    """(object key, gzip JSON) of every user, in key order (one shard after the other)."""
+    """(object key, gzip JSON) of every user, in key order (one shard after the other);
+    ``control`` from :func:`control_flags`."""
     keys = _hex_keys(staged["keys"])
     item_ids, idx, scores = staged["item_ids"], staged["idx"], staged["scores"]
-    # A stage from before the control group existed has no flags: everyone is treatment.
-    control = staged["control"] if "control" in staged else np.zeros(len(keys), dtype=bool)
     for row in sorted(range(len(keys)), key=keys.__getitem__):
         keep = idx[row] >= 0
         if control[row]:  # served popularity, so personalization's lift can be measured

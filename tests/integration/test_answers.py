@@ -12,6 +12,7 @@ import pytest
 from jobs import tables
 from jobs.answer_log import AnswerLog, answers_dir
 from jobs.config import Settings, load_settings
+from jobs.linelog_load import marker_path
 from jobs.monitor.answers import TABLE, answers_step, load_answers
 
 pytestmark = pytest.mark.spark
@@ -81,6 +82,7 @@ def test_a_reload_from_the_start_adds_nothing(spark: Any, local: Settings) -> No
     log.close()
     assert load_answers(spark, local)["inserted"] == 2
     original = answers.loaded_offsets
+    marker_path(answers_dir(local), TABLE).unlink()  # the loader's own marker lost too
     try:
         answers.loaded_offsets = lambda *_: {}  # type: ignore[assignment]
         replay = load_answers(spark, local)
@@ -88,3 +90,26 @@ def test_a_reload_from_the_start_adds_nothing(spark: Any, local: Settings) -> No
         answers.loaded_offsets = original
     assert replay["new_lines"] == 1 and replay["inserted"] == 0
     assert len(_rows(spark, local)) == 2
+
+
+def test_rowless_lines_at_a_files_end_are_read_once(spark: Any, local: Settings) -> None:
+    """A bad line and an answer without items give no row, so the table's offsets stop
+    before them: the loader's marker keeps them from being re-read and re-counted."""
+    log = AnswerLog(answers_dir(local))
+    log.record("r1", "a" * 32, "7", "als", "treatment", ["i1"], DAY)
+    log.record("r2", "b" * 32, "7", "popular", "treatment", [], DAY)  # no row
+    log.close()
+    (path,) = answers_dir(local).glob("dt=*/*.jsonl")
+    with path.open("ab") as f:
+        f.write(b"not json\n")
+    first = load_answers(spark, local)
+    assert (first["inserted"], first["new_lines"], first["bad_lines"]) == (1, 2, 1)
+    again = load_answers(spark, local)  # before the marker: (0, 1, 1) on every load
+    assert (again["inserted"], again["new_lines"], again["bad_lines"]) == (0, 0, 0)
+    # The file grows after them: only the new line is read.
+    log = AnswerLog(answers_dir(local))
+    log._name = path.name  # the same process's file (its name is per process and start)
+    log.record("r3", "c" * 32, "7", "als", "control", ["i2"], DAY)
+    log.close()
+    third = load_answers(spark, local)
+    assert (third["inserted"], third["new_lines"], third["bad_lines"]) == (1, 1, 0)

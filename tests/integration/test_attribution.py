@@ -95,8 +95,9 @@ def generated_events(seed: int = 7) -> list[dict]:
     return events
 
 
-def oracle_slots(events: list[dict]) -> dict[str, tuple]:
-    """(model version, source, bucket) of every counted event, by the module's rule."""
+def oracle_attribution(events: list[dict]) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """By the module's rule: (model version, source, bucket) of every counted event, and
+    its unit (the impression it answers, or itself when it answers none; id and day)."""
 
     def newest(candidates: list[dict], at: dict) -> dict | None:
         inside = [
@@ -109,44 +110,57 @@ def oracle_slots(events: list[dict]) -> dict[str, tuple]:
         return max(inside, key=lambda c: (c["ts"], c["event_id"]), default=None)
 
     slot: dict[str, tuple] = {}
+    unit: dict[str, tuple] = {}
     impressions = [e for e in events if e["event_type"] == "impression"]
     for e in impressions:
         if e["rec_source"]:
             slot[e["event_id"]] = (e["model_version"], e["rec_source"], bucket(e["position"]))
         else:
             slot[e["event_id"]] = (None, "organic", bucket(e["position"]))
+        unit[e["event_id"]] = (e["event_id"], e["ts"].date())
     clicks = [e for e in events if e["event_type"] == "click"]
     for e in clicks:
         hit = newest(impressions, e)
         slot[e["event_id"]] = (
             slot[hit["event_id"]] if hit else (None, "organic", bucket(e["position"]))
         )
+        unit[e["event_id"]] = unit[hit["event_id"]] if hit else (e["event_id"], e["ts"].date())
     for e in events:
         if e["event_type"] in ("add_to_cart", "purchase"):
             hit = newest(clicks, e)
             slot[e["event_id"]] = (
                 slot[hit["event_id"]] if hit else (None, "organic", bucket(e["position"]))
             )
-    return slot
+            unit[e["event_id"]] = unit[hit["event_id"]] if hit else (e["event_id"], e["ts"].date())
+    return slot, unit
+
+
+def oracle_slots(events: list[dict]) -> dict[str, tuple]:
+    return oracle_attribution(events)[0]
 
 
 def oracle(events: list[dict], day: date) -> dict[tuple, dict[str, float]]:
-    """The rule of the module docstring, counted one event at a time."""
-    slot = oracle_slots(events)
-    names = {"impression": "impressions", "click": "clicks", "add_to_cart": "add_to_carts"}
-    out: dict[tuple, dict[str, float]] = defaultdict(
-        lambda: dict.fromkeys(("impressions", "clicks", "add_to_carts", "purchases", "revenue"), 0)
-    )
+    """The rule of the module docstring: distinct units per kind, on the unit's day."""
+    slot, unit = oracle_attribution(events)
+    names = {
+        "impression": "impressions",
+        "click": "clicks",
+        "add_to_cart": "add_to_carts",
+        "purchase": "purchases",
+    }
+    seen: dict[tuple, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    revenue: dict[tuple, float] = defaultdict(float)
     for e in events:
-        if e["event_id"] not in slot or e["ts"].date() != day:
+        if e["event_id"] not in slot or unit[e["event_id"]][1] != day:
             continue
-        row = out[slot[e["event_id"]]]
+        key = slot[e["event_id"]]
+        seen[key][names[e["event_type"]]].add(unit[e["event_id"]][0])
         if e["event_type"] == "purchase":
-            row["purchases"] += 1
-            row["revenue"] += (e["price"] or 0.0) * (e["quantity"] or 1)
-        else:
-            row[names[e["event_type"]]] += 1
-    return dict(out)
+            revenue[key] += (e["price"] or 0.0) * (e["quantity"] or 1)
+    return {
+        key: {**{n: len(units.get(n, ())) for n in names.values()}, "revenue": revenue[key]}
+        for key, units in seen.items()
+    }
 
 
 def write_events(spark, settings: Settings, events: list[dict]) -> None:
@@ -169,18 +183,21 @@ def write_events(spark, settings: Settings, events: list[dict]) -> None:
 
 
 def table_rows(spark, settings: Settings, day: date) -> dict[tuple, dict[str, float]]:
+    """The day's rows by slot, summed over ``ab_group`` (each group's rows are checked)."""
     df = tables.read_or_create(spark, settings, "rec_performance").where(f"day = DATE'{day}'")
-    out = {}
+    out: dict[tuple, dict[str, float]] = {}
+    seen = set()
     for r in df.collect():
         key = (r["model_version"], r["rec_source"], r["position_bucket"])
-        assert key not in out, f"two rows for {key}"
-        out[key] = {
-            "impressions": r["impressions"],
-            "clicks": r["clicks"],
-            "add_to_carts": r["add_to_carts"],
-            "purchases": r["purchases"],
-            "revenue": r["revenue"],
-        }
+        assert (key, r["ab_group"]) not in seen, f"two rows for {key} {r['ab_group']}"
+        assert r["ab_group"] in ("treatment", "control")
+        seen.add((key, r["ab_group"]))
+        row = out.setdefault(
+            key, dict.fromkeys(("impressions", "clicks", "add_to_carts", "purchases"), 0)
+        )
+        for name in ("impressions", "clicks", "add_to_carts", "purchases"):
+            row[name] += r[name]
+        row["revenue"] = row.get("revenue", 0.0) + r["revenue"]
         if r["impressions"]:
             assert r["ctr"] == pytest.approx(r["clicks"] / r["impressions"])
             assert r["conversion"] == pytest.approx(r["purchases"] / r["impressions"])
@@ -279,6 +296,105 @@ def test_the_rule_on_hand_built_cases(spark, lake) -> None:
     assert_same(got, oracle(events, DAY))
 
 
+def test_responses_count_once_per_impression_on_the_impressions_day(spark, lake) -> None:
+    """The reviewer's double counts (each assertion failed before the per-impression rule):
+    two clicks on one impression, two purchases after one click, a click after midnight on
+    yesterday's impression."""
+    t0 = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    h = timedelta(hours=1)
+
+    def ev(eid: str, kind: str, ts: datetime, item: str, **kw: object) -> dict:
+        return {
+            "position": None,
+            "price": None,
+            "quantity": None,
+            "publish_id": None,
+            "rec_source": None,
+            "model_version": None,
+            **kw,
+            "event_id": eid,
+            "ts": ts,
+            "user_id": "ann",
+            "item_id": item,
+            "event_type": kind,
+        }
+
+    events = [
+        ev("a1", "impression", t0, "a", rec_source="cdn", model_version="3", position=1),
+        ev("a2", "click", t0 + h, "a"),
+        ev("a3", "click", t0 + 2 * h, "a"),
+        ev("b1", "impression", t0, "b", rec_source="service", model_version="4", position=5),
+        ev("b2", "click", t0 + h, "b"),
+        ev("b3", "purchase", t0 + 2 * h, "b", price=5.0, quantity=1),
+        ev("b4", "purchase", t0 + 3 * h, "b", price=7.0, quantity=2),
+        # Shown at 23:30 on the 2nd, clicked at 00:30 on the 3rd: counts for the 2nd.
+        ev("c1", "impression", t0 - 8.5 * h, "c", rec_source="cdn", model_version="3", position=12),
+        ev("c2", "click", t0 - 7.5 * h, "c"),
+    ]
+    write_events(spark, lake, events)
+    compute_performance(spark, lake, date(2026, 11, 2), DAY)
+    got = table_rows(spark, lake, DAY)
+    assert got[("3", "cdn", "1-3")]["clicks"] == 1  # two clicks, one clicked impression
+    service = got[("4", "service", "4-10")]
+    assert (service["purchases"], service["revenue"]) == (1, 19.0)  # revenue sums both
+    assert ("3", "cdn", "11+") not in got  # the after-midnight click is not the 3rd's
+    yesterday = table_rows(spark, lake, date(2026, 11, 2))
+    assert yesterday[("3", "cdn", "11+")] == {
+        "impressions": 1,
+        "clicks": 1,
+        "add_to_carts": 0,
+        "purchases": 0,
+        "revenue": 0.0,
+    }
+    assert_same(got, oracle(events, DAY))
+    for rows in (got, yesterday):  # every recommended rate is a proportion
+        for key, r in rows.items():
+            assert r["clicks"] <= r["impressions"] and r["purchases"] <= r["impressions"], key
+
+    # lift of that day runs to rows (it crashed with "math domain error" before).
+    from jobs.monitor.lift import lift_step
+
+    result = lift_step(lake, DAY, spark=spark)
+    assert set(result["metrics"]) == {"ctr", "conversion", "revenue_per_user"}
+
+
+def test_rows_are_split_by_the_users_keyed_group(spark, tmp_path: Path) -> None:
+    """rec_performance carries ab_group from the same keyed bucket the publish and the
+    service use, so a model version's CTR can leave control traffic out."""
+    from jobs.model.control import in_control
+
+    lake = load_settings(data_root=tmp_path / "var", spark_shuffle_partitions=2, control_share=0.5)
+    users = [f"user-{i}" for i in range(40)]
+    ctl = next(u for u in users if in_control(u, lake))
+    trt = next(u for u in users if not in_control(u, lake))
+    t0 = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    events = []
+    for n, (user, clicks) in enumerate(((ctl, True), (trt, False))):
+        for kind in ("impression", "click") if clicks else ("impression",):
+            events.append(
+                {
+                    "event_id": f"e{len(events)}",
+                    "ts": t0 + timedelta(minutes=len(events)),
+                    "user_id": user,
+                    "item_id": f"i{n}",
+                    "event_type": kind,
+                    "position": 1 if kind == "impression" else None,
+                    "price": None,
+                    "quantity": None,
+                    "rec_source": "cdn" if kind == "impression" else None,
+                    "publish_id": None,
+                    "model_version": "3" if kind == "impression" else None,
+                }
+            )
+    write_events(spark, lake, events)
+    performance_step(lake, DAY, spark=spark)
+    got = {
+        r["ab_group"]: (r["impressions"], r["clicks"])
+        for r in tables.read_or_create(spark, lake, "rec_performance").collect()
+    }
+    assert got == {"control": (1, 1), "treatment": (1, 0)}  # treatment-only CTR: 0
+
+
 def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path) -> None:
     """lift's sums per group against plain Python: exposed users, recommended impressions,
     attributed clicks and purchases, revenue per user (mean and the Welch interval)."""
@@ -291,22 +407,23 @@ def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path)
     events = generated_events(seed=11)
     write_events(spark, lake, events)
     result = lift_step(lake, DAY.isoformat(), spark=spark)
-    slot = oracle_slots(events)
-    per_user: dict[str, dict[str, float]] = defaultdict(
-        lambda: {"impressions": 0, "clicks": 0, "purchases": 0, "revenue": 0.0}
-    )
+    slot, unit = oracle_attribution(events)
+    per_user: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+    money: dict[str, float] = defaultdict(float)
     for e in events:
-        if e["ts"].date() != DAY or e["event_id"] not in slot:
+        if e["event_id"] not in slot or unit[e["event_id"]][1] != DAY:
             continue
         u = per_user[e["user_id"]]
         recommended = slot[e["event_id"]][1] != "organic"
-        if e["event_type"] == "impression" and recommended:
-            u["impressions"] += 1
-        elif e["event_type"] == "click" and recommended:
-            u["clicks"] += 1
-        elif e["event_type"] == "purchase":
-            u["purchases"] += recommended
-            u["revenue"] += (e["price"] or 0.0) * (e["quantity"] or 1)
+        kind = {"impression": "impressions", "click": "clicks", "purchase": "purchases"}
+        if e["event_type"] in kind and recommended:
+            u[kind[e["event_type"]]].add(unit[e["event_id"]][0])
+        if e["event_type"] == "purchase":
+            money[e["user_id"]] += (e["price"] or 0.0) * (e["quantity"] or 1)
+    per_user = {
+        k: {**{n: len(v[n]) for n in ("impressions", "clicks", "purchases")}, "revenue": money[k]}
+        for k, v in per_user.items()
+    }
     exposed = {k: v for k, v in per_user.items() if v["impressions"]}
     groups = {
         g: [v for k, v in exposed.items() if in_control(k, lake) == (g == "control")]
@@ -326,6 +443,18 @@ def test_lift_counts_each_group_like_an_independent_count(spark, tmp_path: Path)
         assert row["treatment"] == pytest.approx(sum(u[num] for u in groups["treatment"]) / n_t)
         assert row["control"] == pytest.approx(sum(u[num] for u in groups["control"]) / n_c)
         assert row["ci_low"] < row["difference"] < row["ci_high"]
+        # The per-user delta-method half width, computed here from the users themselves.
+        var = {}
+        for g in ("treatment", "control"):
+            us = groups[g]
+            n = sum(u["impressions"] for u in us)
+            r = sum(u[num] for u in us) / n
+            rss = sum((u[num] - r * u["impressions"]) ** 2 for u in us)
+            x = sum(u[num] for u in us)
+            p = (x + 1) / (n + 2)
+            var[g] = max(len(us) / (len(us) - 1) * rss / n**2, p * (1 - p) / (n + 2))
+        half = 1.959963984540054 * (var["treatment"] + var["control"]) ** 0.5
+        assert row["ci_high"] - row["difference"] == pytest.approx(half)
     rev = rows["revenue_per_user"]
     t = [u["revenue"] for u in groups["treatment"]]
     c = [u["revenue"] for u in groups["control"]]

@@ -305,9 +305,14 @@ def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: P
     assert {r[0] for r in answers_left.select("subject").distinct().collect()} == {
         hasher(users[-1])
     }
-    # The files still hold the erased line: a later load skips it (the deny list).
+    # The answer files lost the erased line too (blanked in place): a later load finds
+    # nothing of them, and nothing else is re-read or counted bad.
+    assert removed["landing"]["answer-log files (lines)"] == 1
+    answer_bytes = b"".join(p.read_bytes() for p in settings.answers_dir.rglob("*.jsonl"))
+    assert hasher(gone[0]).encode() not in answer_bytes
+    assert hasher(users[-1]).encode() in answer_bytes
     reload = load_answers(spark, settings)
-    assert (reload["inserted"], reload["denied_lines"]) == (0, 1)
+    assert (reload["inserted"], reload["denied_lines"], reload["bad_lines"]) == (0, 0, 0)
     assert tables.read_or_create(spark, settings, "rec_answers").count() == 3
     # Landing keeps every other line byte for byte, including the other person's broken one.
     assert removed["landing"]["event files (lines)"] >= gone_events + 1

@@ -585,3 +585,47 @@ def test_control_users_get_the_popular_list_and_everyone_else_their_own(tmp_path
             assert body["group"] == "treatment" and body["source"] == "als"
             idx, _ = model.recommend_rows(np.array([row]), 10, None)
             assert [i["item_id"] for i in body["items"]] == model.ids(idx)[0]
+
+
+def _strip_control_flags(settings: Settings, publish_id: str) -> None:
+    """Make the stage look like one from before the control group (no ``control`` array)."""
+    import hashlib
+
+    root = settings.publish_dir / layout.staging_root("", publish_id)
+    with np.load(root / "scores.npz", allow_pickle=False) as staged:
+        arrays = {k: staged[k] for k in staged.files if k != "control"}
+    np.savez(root / "scores.npz", **arrays)
+    meta = json.loads((root / "meta.json").read_text())
+    meta["scores_sha256"] = hashlib.sha256((root / "scores.npz").read_bytes()).hexdigest()
+    (root / "meta.json").write_text(json.dumps(meta))
+
+
+def test_a_stage_without_control_flags_gets_them_at_upload(tmp_path: Path) -> None:
+    """A stage from before the control group, uploaded with control_share > 0: control users
+    still get the popular list (before the fix everyone was treatment), and a stage whose
+    keys no longer match the model's users is refused with a clear error."""
+    settings = load_settings(data_root=tmp_path / "var", publish_k=10, control_share=0.3)
+    model = clustered_model()
+    register_champion(settings, model, tmp_path / "work")
+    scored = score_step(T0, in_stock={}, settings=settings)
+    _strip_control_flags(settings, scored["publish_id"])
+    upload_step(scored["publish_id"], settings=settings)
+    mask = control_mask([str(u) for u in model.user_ids], settings)
+    assert 0 < mask.sum() < len(mask)
+    store = LocalStore(settings.publish_dir)
+    secret = settings.publish_secret.get_secret_value()
+    for user, control in zip(model.user_ids, mask, strict=True):
+        key = layout.user_object_key("", scored["publish_id"], layout.user_key(secret, str(user)))
+        body = json.loads(gzip.decompress(store.get(key)))
+        assert body["group"] == ("control" if control else "treatment"), user
+
+    other = load_settings(
+        data_root=tmp_path / "var",
+        publish_k=10,
+        control_share=0.3,
+        publish_secret="another-secret-0123456789abcdef",
+    )
+    again = score_step(T0 + timedelta(hours=1), in_stock={}, settings=settings)
+    _strip_control_flags(settings, again["publish_id"])
+    with pytest.raises(PublishError, match="stage the publish again"):
+        upload_step(again["publish_id"], settings=other)

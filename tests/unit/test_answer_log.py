@@ -186,3 +186,64 @@ def test_a_control_user_gets_popularity_even_when_known(model: RecModel) -> None
     calls: list[str] = []
     folded = answers.recommend(online, stranger, calls.append, None, "r3", group="control")
     assert folded.source == "popular" and calls == []  # no fold-in, no feature lookup
+
+
+def test_erasure_blanks_the_subjects_answer_lines_in_place(tmp_path: Path) -> None:
+    """The answer files must not keep an erased subject's hash: each of their lines (a
+    torn one too) becomes spaces of the same length, every other byte and offset stays,
+    so the running writer and the loader's offsets are unaffected."""
+    from jobs.linelog_load import complete_lines
+    from jobs.privacy.erasure import erase_answer_files
+
+    s = load_settings(data_root=tmp_path / "var")
+    gone, kept = "a" * 32, "b" * 32
+    log = AnswerLog.open(s)
+    log.record("r1", kept, "1", "als", "treatment", ["i1"], ts=T)
+    log.record("r2", gone, "1", "als", "treatment", ["i2", "i3"], ts=T)
+    log.record("r3", kept, "1", "als", "control", ["i4"], ts=T)
+    (path,) = answers_dir(s).glob("dt=*/*.jsonl")
+    with path.open("ab") as f:  # a torn line of theirs at the end (a crash mid-write)
+        f.write(b'{"ts":"2026-11-29T06:00:00Z","request_id":"r4","subject":"' + gone.encode())
+    before = path.read_bytes()
+    assert erase_answer_files(s, {gone}, rewrite=False) == 2
+    assert path.read_bytes() == before  # a count only
+    assert erase_answer_files(s, {gone}) == 2
+    after = path.read_bytes()
+    assert len(after) == len(before) and gone.encode() not in after
+    old, new = before.split(b"\n"), after.split(b"\n")
+    assert [o == n for o, n in zip(old, new, strict=True)] == [True, False, True, False]
+    assert new[1].strip() == b"" and new[3].strip() == b""
+    # The writer still appends to the same file, after the blanked bytes.
+    log.record("r5", kept, "1", "als", "treatment", ["i5"], ts=T)
+    log.close()
+    lines, _ = complete_lines(path, 0)
+    assert [parse_line(raw) is not None for _, _, raw in lines if raw.strip()] == [True] * 3
+    assert erase_answer_files(s, {gone}, rewrite=False) == 0  # verification finds none
+
+
+def test_a_failed_partial_write_does_not_glue_the_next_line(tmp_path: Path) -> None:
+    """A real short write: the file size limit (RLIMIT_FSIZE) stops a line part-way, as a
+    full disk does. The next record must start a line of its own, so it is loaded."""
+    import resource
+    import signal
+
+    log = AnswerLog(tmp_path / "answers")
+    log.record("r1", "a" * 32, "7", "als", "treatment", ["i1"], ts=T)
+    (path,) = (tmp_path / "answers").glob("dt=*/*.jsonl")
+    size = path.stat().st_size
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size + 40, hard))
+        assert not log.record("r2", "b" * 32, "7", "als", "treatment", ["i2"], ts=T)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert path.stat().st_size == size + 40 and log.dropped == 1  # a torn fragment
+    assert log.record("r3", "c" * 32, "7", "als", "control", ["i3"], ts=T)
+    log.close()
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b""
+    parsed = [parse_line(line) for line in lines[:-1]]
+    assert [p is not None for p in parsed] == [True, False, True]  # before: r3 glued, lost
+    assert parsed[2][0]["request_id"] == "r3"
