@@ -332,6 +332,11 @@ def performance_metrics(
     Summed over model versions and position buckets before dividing, so a source's CTR is
     clicks over impressions of all its slots (not a mean of bucket ratios). Conversion is
     purchases per impression, the same denominator for every source.
+
+    Treatment users only: the control group is served popularity under the same
+    ``rec_source``, so counting it would dilute the CTR the alerts watch by the control
+    share (its comparison is the ``lift`` table's job). Rows from before the group column
+    (NULL) count, as they did.
     """
     from pyspark.sql import functions as F
 
@@ -339,6 +344,8 @@ def performance_metrics(
     if frame is None:
         out.skipped[REC_PERFORMANCE] = "table not there yet (attribution not run)"
         return
+    if "ab_group" in frame.columns:
+        frame = frame.where(F.col("ab_group").isNull() | (F.col("ab_group") == "treatment"))
     today = datetime.fromtimestamp(now, UTC).date()
     day = frame.where(F.col("day") < F.lit(today)).agg(F.max("day")).first()[0]
     if day is None:

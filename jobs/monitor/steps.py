@@ -36,7 +36,8 @@ def drift_step(
 
 def feedback_days(end: datetime, window_hours: float) -> list[str]:
     """The days whose attribution can still change at ``end``: the day ``end`` falls in
-    and every day a click or purchase inside the attribution window can reach back to.
+    and every day a purchase can reach back to (an impression's click may come a window
+    after it and the purchase another window after the click: two windows).
 
     A daily run at 00:00 computes the day that just ended (and re-reads the one before,
     whose late purchases landed since); a run on gold mid-day also computes today so far.
@@ -46,7 +47,7 @@ def feedback_days(end: datetime, window_hours: float) -> list[str]:
 
     end = end.astimezone(UTC) if end.tzinfo else end.replace(tzinfo=UTC)
     last = (end - timedelta(microseconds=1)).date()
-    first = (end - timedelta(hours=window_hours)).date() - timedelta(days=1)
+    first = (end - timedelta(hours=2 * window_hours)).date() - timedelta(days=1)
     return [str(first + timedelta(days=n)) for n in range((last - first).days + 1)]
 
 

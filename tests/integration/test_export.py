@@ -29,7 +29,7 @@ NOW = datetime(2026, 11, 4, 12, 0, tzinfo=UTC).timestamp()
 REC_PERFORMANCE_DDL = (
     "day DATE, model_version STRING, rec_source STRING, position_bucket STRING, "
     "impressions BIGINT, clicks BIGINT, add_to_carts BIGINT, purchases BIGINT, "
-    "revenue DOUBLE, ctr DOUBLE, conversion DOUBLE"
+    "revenue DOUBLE, ctr DOUBLE, conversion DOUBLE, ab_group STRING"
 )
 DRIFT_DDL = (
     "run_id STRING, computed_at TIMESTAMP, metric STRING, statistic STRING, value DOUBLE, "
@@ -100,14 +100,17 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Settings:
         tables.TABLES["ingest_audit"].ddl,
     )
     perf = [
-        # (day, version, source, bucket, impressions, clicks, purchases, revenue)
-        (date(2026, 11, 2), "1", "cdn", "1-3", 999, 999, 999, 1.0),  # an older day
-        (date(2026, 11, 3), "1", "cdn", "1-3", 100, 10, 2, 20.0),
-        (date(2026, 11, 3), "2", "cdn", "4-10", 300, 20, 2, 30.0),
-        (date(2026, 11, 3), "2", "service", "1-3", 50, 5, 0, 0.0),
-        (date(2026, 11, 3), None, "organic", "1-3", 1000, 20, 3, 45.0),
+        # (day, version, source, bucket, impressions, clicks, purchases, revenue, group)
+        (date(2026, 11, 2), "1", "cdn", "1-3", 999, 999, 999, 1.0, "treatment"),  # older day
+        # A row from before the group column (NULL) counts as it did.
+        (date(2026, 11, 3), "1", "cdn", "1-3", 100, 10, 2, 20.0, None),
+        (date(2026, 11, 3), "2", "cdn", "4-10", 300, 20, 2, 30.0, "treatment"),
+        (date(2026, 11, 3), "2", "service", "1-3", 50, 5, 0, 0.0, "treatment"),
+        (date(2026, 11, 3), None, "organic", "1-3", 1000, 20, 3, 45.0, "treatment"),
+        # The control group is served popularity under the same source: never exported.
+        (date(2026, 11, 3), "2", "cdn", "1-3", 5000, 1, 0, 0.0, "control"),
         # Today at NOW, still being attributed: not a complete day, never exported.
-        (date(2026, 11, 4), "2", "cdn", "1-3", 10, 0, 0, 0.0),
+        (date(2026, 11, 4), "2", "cdn", "1-3", 10, 0, 0, 0.0, "treatment"),
     ]
     _append(
         spark,
@@ -125,8 +128,9 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Settings:
                 "revenue": r,
                 "ctr": c / n,
                 "conversion": p / n,
+                "ab_group": g,
             }
-            for d, v, s, b, n, c, p, r in perf
+            for d, v, s, b, n, c, p, r, g in perf
         ],
         REC_PERFORMANCE_DDL,
     )
