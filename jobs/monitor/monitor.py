@@ -397,10 +397,19 @@ def read_drift(spark: SparkSession, settings: Settings, run_id: str | None = Non
     return frame.toPandas()
 
 
-def newest_alert(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
-    """The newest drift run with an alert row: run id, computed_at (epoch s), metrics.
+def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
+    """The newest drift run overall (alert or not), summarised for the training trigger.
 
-    What the training trigger reads (``jobs.train.trigger``); small: only alert rows.
+    The newest run, not the newest with an alert: an alert a later run no longer shows is
+    resolved, and training on it would answer a question nobody asks any more. Keys:
+    ``run_id``, ``computed_at`` (epoch s, ordering only), ``window_end`` (epoch s: the
+    moment the run's data ends, what the trigger compares training starts with, since a
+    training that started after it read every event the run judged), ``model_version``
+    (the champion the run read), ``alert`` (bool), ``metrics`` (its alert rows),
+    ``reason``, and ``episode_start``: the ``window_end`` of the first alert run of the
+    unbroken streak of alert runs for that model version that ends with this run (None
+    when this run does not alert), so the trigger can train once per drift episode.
+    Small: one row per run reaches the driver.
     """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -408,19 +417,54 @@ def newest_alert(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     location = tables.path(settings, "drift")
     if not DeltaTable.isDeltaTable(spark, location):
         return None  # no drift run yet
-    alerts = spark.read.format("delta").load(location).where(F.col("level") == "alert")
-    newest = alerts.groupBy("run_id").agg(F.max("computed_at").alias("at"))
-    top = newest.orderBy(F.col("at").desc(), F.col("run_id").desc()).first()
-    if top is None:
+    frame = spark.read.format("delta").load(location)
+    runs = (
+        frame.groupBy("run_id")
+        .agg(
+            F.max("computed_at").alias("at"),
+            F.max("window_end").alias("window_end"),
+            F.max("model_version").alias("model_version"),
+            F.max(F.when(F.col("level") == "alert", 1).otherwise(0)).alias("alert"),
+        )
+        .orderBy(F.col("at").desc(), F.col("run_id").desc())
+        .collect()
+    )
+    if not runs:
         return None
-    rows = alerts.where(F.col("run_id") == top["run_id"]).collect()
-    metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows)
+    top = runs[0]
+    alert = bool(top["alert"])
+    metrics: list[str] = []
+    episode_start = None
+    if alert:
+        rows = frame.where((F.col("run_id") == top["run_id"]) & (F.col("level") == "alert"))
+        metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows.collect())
+        # Walk back through this champion's runs while they alert: the streak's first.
+        for run in runs:
+            if run["model_version"] != top["model_version"]:
+                continue
+            if not run["alert"]:
+                break
+            episode_start = _epoch(run["window_end"])
+    reason = (
+        f"drift run {top['run_id']} (champion v{top['model_version']}) alerts on "
+        f"{', '.join(metrics)}"
+        if alert
+        else f"newest drift run {top['run_id']} (champion v{top['model_version']}) has no alert"
+    )
     return {
         "run_id": top["run_id"],
-        "computed_at": top["at"].replace(tzinfo=UTC).timestamp(),
+        "computed_at": _epoch(top["at"]),
+        "window_end": _epoch(top["window_end"]),
+        "model_version": top["model_version"],
+        "alert": alert,
         "metrics": metrics,
-        "reason": f"drift run {top['run_id']} alerts on {', '.join(metrics)}",
+        "episode_start": episode_start,
+        "reason": reason,
     }
+
+
+def _epoch(naive_utc: datetime) -> float:
+    return naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 # -- the report ----------------------------------------------------------------------------
