@@ -591,8 +591,10 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     }
 
 
-def _epoch(naive_utc: datetime) -> float:
-    return naive_utc.replace(tzinfo=UTC).timestamp()
+def _epoch(naive_utc: datetime | None) -> float | None:
+    """Epoch seconds of a naive UTC timestamp (None stays None: rows written before
+    ``window_end`` was filled in)."""
+    return None if naive_utc is None else naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 # -- the report ----------------------------------------------------------------------------

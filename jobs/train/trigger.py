@@ -209,8 +209,8 @@ def _drift_trains(facts: Facts) -> str | None:
             f"not the current champion v{facts.champion_version}"
         )
     episode = drift.get("episode_start")
-    if episode is None:
-        episode = drift.get("window_end")
+    if episode is None:  # a run without a window end: when it was computed, the latest
+        episode = drift.get("window_end") or drift.get("computed_at")
     answered = facts.last_attempt_at is not None and episode is not None
     if answered and facts.last_attempt_at >= float(episode):
         return (
