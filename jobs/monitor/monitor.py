@@ -6,19 +6,25 @@ current window) and silver ``items`` (categories). Writes: the ``monitor/drift``
 table (one row per metric x statistic; a rerun of a ``run_id`` replaces its rows in one
 ``replaceWhere`` commit) and ``<data_root>/reports/drift/<run_id>.html``.
 
-Windows. The current window is the ``monitor_window_days`` before the run's logical date,
-a fixed interval (a rerun of a run reads the same one). The reference is the last
-``monitor_reference_days`` of the silver events the champion's training read: silver
-time-travelled to ``recflow.silver_events_version`` (a tag of the training run), or,
-when the tag is missing or that version is vacuumed, the events ingested before the
-training run started. The windows differ in length, so activity and popularity are
-counted per day (events per user-day, per item-day), which compares like with like.
+Windows, whole UTC days only (activity and popularity are counted per user-day and
+item-day, and a window cut mid-day halves its edge days' counts, which reads as drift on
+unchanged data). The current window is the ``monitor_window_days`` before the run's
+logical date floored to 00:00 UTC: a fixed interval (a rerun reads the same one), and a
+mid-day run (triggered by gold) measures the last complete day(s). The reference is the
+last ``monitor_reference_days`` whole days of the silver events the champion's training
+read: silver time-travelled to ``recflow.silver_events_version`` (a tag of the training
+run), or, when the tag is missing, that version is vacuumed, or an erasure committed
+since (time travel would bring erased people back), the events ingested before the
+training run started. Its partial last day (the day the training started) and the
+partial first day of a lake that begins inside it are dropped.
 
 Metrics: ``user_activity`` and ``item_popularity`` (PSI and KS), ``event_type_mix`` and
 ``category_mix`` (categorical PSI), ``score_top1`` (the champion's top-1 score, from the
 same ``RecModel.recommend_rows`` that publishing and serving rank with, for a hashed
 sample of each window's known users; PSI and KS) and ``unknown_user_share`` (the share of
-events by users the model does not know, against the reference share).
+events by users the model does not know, against the share, in the reference's last
+``monitor_window_days``, of events by users first seen in that span: newcomers then
+against newcomers now).
 """
 
 from __future__ import annotations
@@ -69,6 +75,9 @@ class Window:
     categories: dict[str, float]
     n_events: int
     described: str
+    # Reference only: share of the events of its last monitor_window_days made by users
+    # first seen in that span (the "unknown user" share of its day; see new_user_share).
+    new_user_share: float | None = None
 
 
 @dataclass
@@ -107,8 +116,7 @@ def run_drift(
         )
     if logical_date.tzinfo is None:
         raise ValueError("logical_date needs a time zone")
-    end = logical_date.astimezone(UTC)
-    start = end - timedelta(days=settings.monitor_window_days)
+    start, end = current_bounds(logical_date, settings.monitor_window_days)
     champion = alias_version(client, settings.model_name, CHAMPION)
     if champion is None:
         return _nothing(run_id, "no champion yet: nothing to compare against")
@@ -117,7 +125,7 @@ def run_drift(
     if current.n_events == 0:
         return _nothing(run_id, f"no silver events in {current.described}", version)
     reference = _reference_window(spark, settings, client, champion.run_id)
-    if reference.n_events == 0:
+    if reference.n_events == 0 or reference.new_user_share is None:
         return _nothing(run_id, f"no reference events ({reference.described})", version)
     model = load_version(settings, version)
     results, samples = _metrics(settings, model, reference, current)
@@ -149,6 +157,87 @@ def _nothing(run_id: str, reason: str, version: str | None = None) -> DriftRun:
 # -- windows -------------------------------------------------------------------------------
 
 
+DAY = timedelta(days=1)
+
+
+def floor_day(moment: datetime) -> datetime:
+    """00:00 UTC of the moment's UTC day."""
+    return moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def current_bounds(logical_date: datetime, days: int) -> tuple[datetime, datetime]:
+    """The ``days`` whole UTC days before ``logical_date``'s day.
+
+    Whole days because activity and popularity are counted per user-day and item-day: a
+    window cut at 12:00 splits every day in two halves with half the counts each, which
+    reads as drift on unchanged data. A mid-day run (one the gold Asset triggers)
+    measures the last complete day(s).
+    """
+    end = floor_day(logical_date)
+    return end - days * DAY, end
+
+
+def reference_bounds(
+    first: datetime, last: datetime, read_at: datetime | None, days: int
+) -> tuple[datetime, datetime] | None:
+    """The last ``days`` whole UTC days of events spanning ``[first, last]`` read at
+    ``read_at`` (None when nothing whole is left).
+
+    The day of ``read_at`` is partial (the training read it mid-day), and so is the first
+    day of a lake that begins inside the span (its first event is past 00:00); both are
+    dropped, so reference and current count the same kind of user-days.
+    """
+    end = floor_day(last) + DAY
+    if read_at is not None:
+        end = min(end, floor_day(read_at))
+    start = end - days * DAY
+    if first > start:
+        start = floor_day(first) if floor_day(first) == first else floor_day(first) + DAY
+    return (start, end) if start < end else None
+
+
+def erased_since(history: list[dict[str, Any]], version: int) -> int | None:
+    """The newest commit after ``version`` that removed rows (an erasure), else None.
+
+    ``jobs.privacy.erasure`` deletes with a MERGE (``whenMatchedDelete``: its metrics
+    count ``numTargetRowsDeleted``) and then purges deletion vectors (``REORG``); a plain
+    DELETE counts too. Time travel to a version before such a commit would read erased
+    people's events again, so the reference must not.
+    """
+    newest = None
+    for commit in history:
+        if commit["version"] <= version:
+            continue
+        metrics = commit.get("operationMetrics") or {}
+        operation = str(commit.get("operation") or "")
+        removed = (
+            operation == "DELETE"
+            or operation.startswith("REORG")
+            or int(metrics.get("numTargetRowsDeleted", 0) or 0) > 0
+            or int(metrics.get("numDeletedRows", 0) or 0) > 0
+        )
+        if removed and (newest is None or commit["version"] > newest):
+            newest = int(commit["version"])
+    return newest
+
+
+def new_user_share(span: pd.DataFrame, span_start: datetime) -> float | None:
+    """Share of a span's events made by users first seen in it (None for no events).
+
+    ``span``: one row per user active in the span, ``n`` (its events there) and
+    ``first_ts`` (its first event in all the data read, naive UTC). This is the
+    reference for the current share of users the model does not know: training windows
+    hold every user they saw, so their own unknown share is 0, and a shop that gains,
+    say, 30 % of each day's events from newcomers would alert every day. Users new in the
+    training window's last days are the newcomers of its time: like for like.
+    """
+    total = float(span["n"].sum())
+    if not total:
+        return None
+    new = span["first_ts"] >= _naive(span_start)
+    return float(span.loc[new, "n"].sum()) / total
+
+
 def _naive(moment: datetime) -> datetime:
     """The lake's timestamps are naive UTC (jobs.spark runs every process in UTC)."""
     return moment.astimezone(UTC).replace(tzinfo=None)
@@ -172,40 +261,76 @@ def _current_window(
 def _reference_window(
     spark: SparkSession, settings: Settings, client: MlflowClient, training_run: str | None
 ) -> Window:
-    """The last ``monitor_reference_days`` of the silver events the champion trained on."""
+    """The last ``monitor_reference_days`` whole days of the silver events the champion
+    trained on."""
     from pyspark.sql import functions as F
 
     location = tables.path(settings, "events")
     run = client.get_run(training_run) if training_run else None
     tag = run.data.tags.get(TAG_SILVER_VERSION) if run else None
+    started = datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run else None
     events: DataFrame | None = None
-    described, last = "", None
+    described, span_ts = "", None
     if tag not in (None, "", "-1"):
         try:
+            erased = _erased_since(spark, location, int(tag))
+            if erased is not None:
+                raise LookupError(f"erasure commit v{erased} is newer")
             events = spark.read.format("delta").option("versionAsOf", int(tag)).load(location)
-            last = events.agg(F.max("ts")).first()[0]  # a vacuumed version fails here
+            span_ts = events.agg(F.min("ts"), F.max("ts")).first()  # vacuumed: fails here
             described = f"silver events v{tag}"
-        except Exception as exc:  # noqa: BLE001 - vacuumed or missing version: fall back below
-            log.warning("silver events v%s unreadable (%s); using ingestion time", tag, exc)
+        except Exception as exc:  # noqa: BLE001 - vacuumed, missing or erased: fall back below
+            log.warning("silver events v%s not used (%s); using ingestion time", tag, exc)
             events = None
     if events is None:
-        # No tag (a model registered by hand) or a vacuumed version: what had been
-        # ingested when the training run started is what it could have read.
-        started = datetime.fromtimestamp(run.info.start_time / 1000, UTC) if run else None
+        # No tag (a model registered by hand), a vacuumed version or one older than an
+        # erasure: what had been ingested when the training run started is what it could
+        # have read (minus the erased rows, which are gone from the current version).
         events = tables.read_or_create(spark, settings, "events")
         if started is not None:
             events = events.where(F.col("_ingested_at") <= F.lit(_naive(started)))
             described = f"silver events ingested by {started:%Y-%m-%d %H:%M} UTC"
         else:
             described = "all silver events (no training run)"
-        last = events.agg(F.max("ts")).first()[0]
-    if last is None:
-        return _aggregate(spark, settings, events, None, None, described)
-    end = last.replace(tzinfo=UTC) + timedelta(microseconds=1)
-    start = end - timedelta(days=settings.monitor_reference_days)
-    events = events.where(F.col("ts") >= F.lit(_naive(start)))
-    described += f", last {settings.monitor_reference_days} d up to {last:%Y-%m-%d %H:%M} UTC"
-    return _aggregate(spark, settings, events, start, end, described)
+        span_ts = events.agg(F.min("ts"), F.max("ts")).first()
+    first, last = span_ts
+    bounds = None
+    if last is not None:
+        bounds = reference_bounds(
+            first.replace(tzinfo=UTC),
+            last.replace(tzinfo=UTC),
+            started,
+            settings.monitor_reference_days,
+        )
+    if bounds is None:
+        described += ", no whole day"
+        return _aggregate(spark, settings, events.limit(0), None, None, described)
+    start, end = bounds
+    span_start = max(start, end - settings.monitor_window_days * DAY)
+    firsts = events.groupBy("user_id").agg(F.min("ts").alias("first_ts"))
+    span = (
+        events.where(
+            (F.col("ts") >= F.lit(_naive(span_start))) & (F.col("ts") < F.lit(_naive(end)))
+        )
+        .groupBy("user_id")
+        .agg(F.count("*").alias("n"))
+        .join(firsts, "user_id")
+        .toPandas()
+    )
+    window = events.where(
+        (F.col("ts") >= F.lit(_naive(start))) & (F.col("ts") < F.lit(_naive(end)))
+    )
+    described += f", whole days [{start:%Y-%m-%d}, {end:%Y-%m-%d}) UTC"
+    out = _aggregate(spark, settings, window, start, end, described)
+    out.new_user_share = new_user_share(span, span_start)
+    return out
+
+
+def _erased_since(spark: SparkSession, location: str, version: int) -> int | None:
+    from delta.tables import DeltaTable
+
+    history = DeltaTable.forPath(spark, location).history().collect()
+    return erased_since([r.asDict() for r in history], version)
 
 
 def _aggregate(
@@ -291,7 +416,10 @@ def _metrics(
         # Nobody the model knows in one window: no score distribution to compare; the
         # unknown-user share below is what moves then.
         log.warning("score_top1 skipped: no known users in one of the windows")
-    ref_share, cur_share = unknown_share(model, reference), unknown_share(model, current)
+    # Like for like: newcomers' share then (the reference's users are all known to the
+    # model, so its unknown share would be ~0) against unknown users' share now.
+    assert reference.new_user_share is not None
+    ref_share, cur_share = reference.new_user_share, unknown_share(model, current)
     samples["unknown_user_share"] = ({"unknown": ref_share}, {"unknown": cur_share})
     results.append(
         share_result(
@@ -397,10 +525,19 @@ def read_drift(spark: SparkSession, settings: Settings, run_id: str | None = Non
     return frame.toPandas()
 
 
-def newest_alert(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
-    """The newest drift run with an alert row: run id, computed_at (epoch s), metrics.
+def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
+    """The newest drift run overall (alert or not), summarised for the training trigger.
 
-    What the training trigger reads (``jobs.train.trigger``); small: only alert rows.
+    The newest run, not the newest with an alert: an alert a later run no longer shows is
+    resolved, and training on it would answer a question nobody asks any more. Keys:
+    ``run_id``, ``computed_at`` (epoch s, ordering only), ``window_end`` (epoch s: the
+    moment the run's data ends, what the trigger compares training starts with, since a
+    training that started after it read every event the run judged), ``model_version``
+    (the champion the run read), ``alert`` (bool), ``metrics`` (its alert rows),
+    ``reason``, and ``episode_start``: the ``window_end`` of the first alert run of the
+    unbroken streak of alert runs for that model version that ends with this run (None
+    when this run does not alert), so the trigger can train once per drift episode.
+    Small: one row per run reaches the driver.
     """
     from delta.tables import DeltaTable
     from pyspark.sql import functions as F
@@ -408,19 +545,56 @@ def newest_alert(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     location = tables.path(settings, "drift")
     if not DeltaTable.isDeltaTable(spark, location):
         return None  # no drift run yet
-    alerts = spark.read.format("delta").load(location).where(F.col("level") == "alert")
-    newest = alerts.groupBy("run_id").agg(F.max("computed_at").alias("at"))
-    top = newest.orderBy(F.col("at").desc(), F.col("run_id").desc()).first()
-    if top is None:
+    frame = spark.read.format("delta").load(location)
+    runs = (
+        frame.groupBy("run_id")
+        .agg(
+            F.max("computed_at").alias("at"),
+            F.max("window_end").alias("window_end"),
+            F.max("model_version").alias("model_version"),
+            F.max(F.when(F.col("level") == "alert", 1).otherwise(0)).alias("alert"),
+        )
+        .orderBy(F.col("at").desc(), F.col("run_id").desc())
+        .collect()
+    )
+    if not runs:
         return None
-    rows = alerts.where(F.col("run_id") == top["run_id"]).collect()
-    metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows)
+    top = runs[0]
+    alert = bool(top["alert"])
+    metrics: list[str] = []
+    episode_start = None
+    if alert:
+        rows = frame.where((F.col("run_id") == top["run_id"]) & (F.col("level") == "alert"))
+        metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows.collect())
+        # Walk back through this champion's runs while they alert: the streak's first.
+        for run in runs:
+            if run["model_version"] != top["model_version"]:
+                continue
+            if not run["alert"]:
+                break
+            episode_start = _epoch(run["window_end"])
+    reason = (
+        f"drift run {top['run_id']} (champion v{top['model_version']}) alerts on "
+        f"{', '.join(metrics)}"
+        if alert
+        else f"newest drift run {top['run_id']} (champion v{top['model_version']}) has no alert"
+    )
     return {
         "run_id": top["run_id"],
-        "computed_at": top["at"].replace(tzinfo=UTC).timestamp(),
+        "computed_at": _epoch(top["at"]),
+        "window_end": _epoch(top["window_end"]),
+        "model_version": top["model_version"],
+        "alert": alert,
         "metrics": metrics,
-        "reason": f"drift run {top['run_id']} alerts on {', '.join(metrics)}",
+        "episode_start": episode_start,
+        "reason": reason,
     }
+
+
+def _epoch(naive_utc: datetime | None) -> float | None:
+    """Epoch seconds of a naive UTC timestamp (None stays None: rows written before
+    ``window_end`` was filled in)."""
+    return None if naive_utc is None else naive_utc.replace(tzinfo=UTC).timestamp()
 
 
 # -- the report ----------------------------------------------------------------------------

@@ -15,11 +15,21 @@ gold update into a training run:
 - no training starts within ``min_train_interval_hours`` of the last one's start.
 
 Drift is read from the ``monitor/drift`` Delta table the monitor DAG writes (not a local
-file, which distributed workers would not share): the newest drift run with an alert row
-counts when it was computed after the newest training attempt started. A training that
-started after the alert answers it, so one alert trains once and nothing has to be
-cleared. A drift table that cannot be read is reported (log, the decision's reason) and
-does not count as drift.
+file, which distributed workers would not share). Only the NEWEST drift run counts, and
+it trains only when all of these hold:
+
+- it has alert rows (a newer run without alerts means the drift resolved);
+- it read the current champion (an alert about a replaced champion says nothing about
+  the new one);
+- a drift episode trains once: no training started at or after the ``window_end`` of the
+  first alert run of the current streak for this champion. Window ends, not finish
+  times, are compared: a training that started after the window's end read every event
+  the alert judged, so if the champion is still the same its challenger was rejected (or
+  awaits a reviewer), and training again on the same drift would loop. As for a stale
+  champion, only new data (the threshold) or a different champion trains again.
+
+A drift table that cannot be read is reported (log, the decision's reason) and does not
+count as drift.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from jobs import tables
@@ -70,19 +81,20 @@ class Facts:
     champion_version: str | None = None
     champion_since: float | None = None  # epoch seconds of its promotion
     last_attempt_at: float | None = None  # start of the newest training run, any outcome
-    # The newest drift run with an alert (run_id, computed_at epoch s, metrics, reason),
-    # whether or not a training has answered it since (decide_from tells).
+    # The newest drift run, alert or not (jobs.monitor.monitor.newest_drift: run_id,
+    # window_end, model_version, alert, episode_start, metrics, reason); decide_from
+    # tells whether it warrants a training.
     drift: dict[str, Any] | None = None
     drift_problem: str | None = None
 
 
 def read_drift(spark: SparkSession, settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
-    """The newest drift run with an alert (``jobs.monitor.monitor.newest_alert``), and a
-    problem when the drift table cannot be read (then no drift: reported, not raised)."""
-    from jobs.monitor.monitor import newest_alert
+    """The newest drift run (``jobs.monitor.monitor.newest_drift``), and a problem when
+    the drift table cannot be read (then no drift: reported, not raised)."""
+    from jobs.monitor.monitor import newest_drift
 
     try:
-        return newest_alert(spark, settings), None
+        return newest_drift(spark, settings), None
     except Exception as exc:  # noqa: BLE001 - see the module docstring: reported, no drift
         where = tables.path(settings, "drift")
         return None, f"drift table {where} unreadable ({type(exc).__name__}: {exc}); ignored"
@@ -169,8 +181,8 @@ def decide_from(facts: Facts, settings: Settings) -> Decision:
         facts.gold_version,
         trained_version=facts.trained_version,
         new_interactions=facts.new_interactions,
-        # Only an alert no training has answered yet is this decision's drift.
-        drift=facts.drift if _unanswered_drift(facts) else None,
+        # Only drift that warrants a training is this decision's drift.
+        drift=facts.drift if _drift_trains(facts) is None else None,
         drift_problem=facts.drift_problem,
         champion_version=facts.champion_version,
     )
@@ -184,14 +196,33 @@ def decide_from(facts: Facts, settings: Settings) -> Decision:
     return decision
 
 
-def _unanswered_drift(facts: Facts) -> bool:
-    """An alert computed after the newest training started (one that started after the
-    alert answers it: a drift alert trains once, with nothing to clear)."""
-    if not facts.drift:
-        return False
-    if facts.last_attempt_at is None:
-        return True
-    return float(facts.drift.get("computed_at", 0.0)) > facts.last_attempt_at
+def _drift_trains(facts: Facts) -> str | None:
+    """None when the newest drift run warrants a training, else why it does not."""
+    drift = facts.drift
+    if not drift:
+        return "no drift run"
+    if not drift.get("alert"):
+        return f"{drift.get('reason', 'newest drift run has no alert')}"
+    if drift.get("model_version") != facts.champion_version:
+        return (
+            f"drift run {drift.get('run_id')} alerts on champion v{drift.get('model_version')}, "
+            f"not the current champion v{facts.champion_version}"
+        )
+    episode = drift.get("episode_start")
+    if episode is None:  # a run without a window end: when it was computed, the latest
+        episode = drift.get("window_end") or drift.get("computed_at")
+    answered = facts.last_attempt_at is not None and episode is not None
+    if answered and facts.last_attempt_at >= float(episode):
+        return (
+            f"drift on champion v{facts.champion_version} since its window ending "
+            f"{_iso(float(episode))} was answered by a training that was not promoted; "
+            "waiting for new data or a different champion"
+        )
+    return None
+
+
+def _iso(epoch: float) -> str:
+    return f"{datetime.fromtimestamp(epoch, UTC):%Y-%m-%d %H:%M} UTC"
 
 
 def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
@@ -205,7 +236,8 @@ def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
         return True, facts.unreadable
     if facts.champion_version is None and facts.trained_version is None:
         return True, "no model yet"
-    if _unanswered_drift(facts):
+    held_back = _drift_trains(facts)
+    if held_back is None:
         assert facts.drift is not None
         return True, f"drift: {facts.drift.get('reason', '')}"
     n = facts.new_interactions or 0
@@ -214,6 +246,8 @@ def _rule(facts: Facts, d: Decision, settings: Settings) -> tuple[bool, str]:
         f"{n} new interactions since gold version {facts.trained_version} "
         f"({'≥' if by_data else '<'} threshold {settings.retrain_threshold})"
     )
+    if facts.drift and facts.drift.get("alert"):
+        data_reason += f"; {held_back}"  # say why an alerting drift run did not train
     if facts.champion_version is None:
         # Trained before but nothing promoted: retrain only when data warrants it.
         return by_data, f"no champion; {data_reason}"

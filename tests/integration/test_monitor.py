@@ -113,12 +113,15 @@ def lake(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     same, shifted = _day(rng, SAME_DAY), _day(rng, SHIFTED_DAY, shifted=True)
     _append_events(spark, settings, same, root)
     _append_events(spark, settings, shifted, root)
+    # The lake begins inside the reference span and its first event is past 00:00: that
+    # first day counts as partial and the reference drops it (whole days only).
+    assert week["ts"].min() > datetime.combine(FIRST, datetime.min.time())
     return {
         "settings": settings,
         "client": client,
         "version": version,
         "root": root,
-        "n_reference": len(week),
+        "n_reference": int((week["event_date"] > FIRST).sum()),
         "n_same": len(same),
         "n_shifted": len(shifted),
     }
@@ -144,6 +147,18 @@ def test_same_distribution_raises_no_alert(spark: Any, lake: dict[str, Any]) -> 
     assert rows["window_start"].iloc[0] == datetime(2026, 11, 8)
     unknown = rows[rows.metric == "unknown_user_share"].iloc[0]
     assert unknown.value == 0.0 and unknown.level == "ok"
+
+
+def test_a_mid_day_run_on_unchanged_data_does_not_alert(spark: Any, lake: dict[str, Any]) -> None:
+    """A run at 12:00 (as gold triggers it) measures the last whole day. The old window,
+    the 24 h before the run, split every user's day in two and alerted on user_activity."""
+    settings = lake["settings"]
+    noon = datetime.combine(SAME_DAY, datetime.min.time(), UTC) + timedelta(hours=12)
+    result = run_drift(spark, settings, lake["client"], "monitor/noon", noon)
+    assert result.recorded, result.reason
+    assert result.alerts == [], result.as_dict()
+    assert result.window_start == datetime(2026, 11, 7, tzinfo=UTC).isoformat()
+    assert result.window_end == datetime(2026, 11, 8, tzinfo=UTC).isoformat()
 
 
 @pytest.fixture(scope="module")
@@ -197,20 +212,28 @@ def test_no_champion_records_nothing_and_says_why(spark: Any, lake: dict[str, An
     assert len(read_drift(spark, settings)) == before
 
 
-def test_the_trigger_reads_the_newest_alert_and_reports_an_unreadable_table(
+def test_the_trigger_reads_the_newest_run_and_reports_an_unreadable_table(
     spark: Any, lake: dict[str, Any], shifted: Any, tmp_path: Path
 ) -> None:
     settings = lake["settings"]
     drift, problem = trigger_drift(spark, settings)
     assert problem is None and drift is not None
-    # Independently: the run of the newest alert row in the table.
+    # Independently: the run of the newest row in the table, alert or not.
     rows = read_drift(spark, settings)
-    alerts = rows[rows.level == "alert"]
-    assert drift["run_id"] == alerts.loc[alerts["computed_at"].idxmax(), "run_id"]
-    assert drift["computed_at"] == pytest.approx(
-        alerts["computed_at"].max().tz_localize("UTC").timestamp()
+    newest = rows.loc[rows["computed_at"].idxmax()]
+    assert drift["run_id"] == newest["run_id"]
+    assert drift["model_version"] == lake["version"]
+    runs = rows[rows.run_id == newest["run_id"]]
+    assert drift["alert"] == bool((runs.level == "alert").any())
+    assert drift["window_end"] == pytest.approx(
+        runs["window_end"].iloc[0].tz_localize("UTC").timestamp()
     )
+    # The shifted run alone, newest once rerun: its alerts, an episode it starts.
+    run_drift(spark, settings, lake["client"], "monitor/shift", _at(SHIFTED_DAY))
+    drift, _ = trigger_drift(spark, settings)
+    assert drift["run_id"] == "monitor/shift" and drift["alert"] is True
     assert {m.split("=")[0] for m in drift["metrics"]} >= SHIFT_ALERTS
+    assert drift["episode_start"] == _at(SHIFTED_DAY).timestamp()
     # A table whose log is garbage: reported, and no drift.
     broken = settings.model_copy(update={"lake_dir": str(tmp_path / "lake")})
     log_dir = Path(tables.path(broken, "drift")) / "_delta_log"
@@ -239,7 +262,7 @@ for name, day in (("shift", datetime(2026, 11, 10, tzinfo=UTC)),):
             .filter(AssetModel.name == "recflow_drift").count()
         )
     out[name] = {"tasks": {ti.task_id: str(ti.state) for ti in run.get_task_instances()},
-                 "events": events}
+                 "events": events, "state": str(run.state)}
 print("RESULT " + json.dumps(out))
 """
 
@@ -274,11 +297,17 @@ def test_the_monitor_dag_emits_the_drift_asset_on_alert(
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     assert lines, (done.stdout + done.stderr)[-4000:]
     out = json.loads(lines[-1].removeprefix("RESULT "))
-    assert out["shift"]["tasks"] == {
-        "compute_drift": "success",
-        "drift_alert": "success",
-        "announce_drift": "success",
-    }, (done.stdout + done.stderr)[-4000:]
+    tasks = out["shift"]["tasks"]
+    # The drift branch, and the run as a whole: feedback runs too (the lake has no answer
+    # log, so it has nothing to attribute, which is a success), export_metrics has no
+    # Pushgateway configured, and `checked` fails the run if any of them failed.
+    drift_tasks = ("compute_drift", "drift_alert", "announce_drift")
+    assert {t: tasks.get(t) for t in drift_tasks} == dict.fromkeys(drift_tasks, "success"), (
+        done.stdout + done.stderr
+    )[-4000:]
+    assert tasks.get("feedback") == "success", (done.stdout + done.stderr)[-4000:]
+    assert tasks.get("export_metrics") == "success" and tasks.get("checked") == "success", tasks
+    assert out["shift"]["state"] == "success", out
     assert out["shift"]["events"] == 1
     # One standalone report per DAG run, named after the run.
     assert len(list(settings.drift_reports_dir.glob("monitor_manual__*.html"))) == 1

@@ -149,22 +149,34 @@ def test_trigger_threshold_age_and_drift(spark: Any, ml: dict[str, Any], first: 
     quiet = _decide(spark, settings)
     assert quiet.train is False and quiet.new_interactions == 0
 
-    # The monitor DAG's drift table: an alert computed before this module's trainings
-    # started is answered; one computed now is not.
+    # The monitor DAG's drift table: an alert whose window ended before this module's
+    # trainings started is answered; a new episode ending now is not; a newer run without
+    # alerts resolves it; an alert about another model version is not about the champion.
     location = tables.ensure_table(spark, settings, "drift")
     now = datetime.now(UTC).replace(tzinfo=None)
+    champion = str(alias_version(setup(settings), settings.model_name, CHAMPION).version)
 
-    def alert(run: str, at: datetime) -> None:
-        row = (run, at, None, None, "category_mix", "psi", 0.31, None, 0.1, 0.2, "alert", 9, 9, "1")
+    def run(name: str, at: datetime, level: str = "alert", version: str = champion) -> None:
+        row = (name, at, at - timedelta(days=1), at, "category_mix", "psi", 0.31, None)
+        row += (0.1, 0.2, level, 9, 9, version)
         frame = spark.createDataFrame([row], tables.TABLES["drift"].ddl)
         frame.write.format("delta").mode("append").save(location)
 
-    alert("monitor/old", now - timedelta(days=1))
+    run("monitor/old", now - timedelta(days=1))
     answered = _decide(spark, settings)
-    alert("monitor/new", now)
     assert answered.train is False and answered.drift is None
+    # The same episode alerting again would not train (a training answered it): the drift
+    # resolves first, then recurs.
+    run("monitor/calm", now - timedelta(hours=1), level="ok")
+    run("monitor/new", now)
     drift = _decide(spark, settings)
-    assert drift.train is True and "monitor/new alerts on category_mix:psi=0.31" in drift.reason
+    assert drift.train is True and "monitor/new" in drift.reason
+    assert "alerts on category_mix:psi=0.31" in drift.reason
+    run("monitor/other", now + timedelta(seconds=1), version=f"{champion}0")
+    assert _decide(spark, settings).train is False
+    run("monitor/ok", now + timedelta(seconds=2), level="ok")
+    resolved = _decide(spark, settings)
+    assert resolved.train is False and resolved.drift is None
     spark.createDataFrame([], tables.TABLES["drift"].ddl).write.format("delta").mode(
         "overwrite"
     ).save(location)

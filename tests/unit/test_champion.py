@@ -83,20 +83,30 @@ def test_a_stale_champion_gets_one_retraining_then_waits_for_new_data() -> None:
     assert grown.train is True and "threshold" in grown.reason
 
 
-def _alert(computed_at: float, run_id: str = "monitor/d1") -> dict[str, Any]:
-    """The newest drift run with an alert, as jobs.monitor.monitor.newest_alert gives it."""
-    metrics = ["category_mix:psi=0.4"]
+def _drift(
+    window_end: float,
+    run_id: str = "monitor/d1",
+    alert: bool = True,
+    model_version: str = "3",
+    episode_start: float | None = None,
+) -> dict[str, Any]:
+    """The newest drift run, as jobs.monitor.monitor.newest_drift gives it."""
+    metrics = ["category_mix:psi=0.4"] if alert else []
     return {
         "run_id": run_id,
-        "computed_at": computed_at,
+        "computed_at": window_end + 600,
+        "window_end": window_end,
+        "model_version": model_version,
+        "alert": alert,
         "metrics": metrics,
-        "reason": f"drift run {run_id} alerts on {metrics[0]}",
+        "episode_start": (episode_start or window_end) if alert else None,
+        "reason": f"drift run {run_id} alerts on {metrics[0]}" if alert else "no alert",
     }
 
 
 def test_no_training_within_the_minimum_interval() -> None:
     settings = load_settings(min_train_interval_hours=2)
-    alert = _alert(computed_at=100 * DAY - 60)
+    alert = _drift(window_end=100 * DAY - 600)
     soon = decide_from(_facts(last_attempt_at=100 * DAY - 3600, drift=alert), settings)
     assert soon.train is False and "min interval 2 h" in soon.reason
     later = decide_from(_facts(last_attempt_at=100 * DAY - 3 * 3600, drift=alert), settings)
@@ -105,23 +115,59 @@ def test_no_training_within_the_minimum_interval() -> None:
 
 
 def test_a_drift_alert_trains_once() -> None:
-    """An alert counts until a training starts after it: no flag to clear, so workers that
-    share nothing but the lake agree on it."""
+    """An alert counts until a training starts after its window's end: no flag to clear,
+    so workers that share nothing but the lake agree on it."""
     settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
-    alert = _alert(computed_at=99 * DAY)
+    alert = _drift(window_end=99 * DAY)
     fresh = decide_from(_facts(last_attempt_at=98 * DAY, drift=alert), settings)
     assert fresh.train is True and fresh.reason.startswith("drift: drift run monitor/d1")
     # The training that alert caused started after it: the same alert no longer trains.
     answered = decide_from(_facts(last_attempt_at=99 * DAY + 60, drift=alert), settings)
     assert answered.train is False and answered.drift is None
-    assert "threshold" in answered.reason
-    # A newer alert (computed after that training started) trains again.
-    newer = _alert(computed_at=99 * DAY + 3600, run_id="monitor/d2")
-    again = decide_from(_facts(last_attempt_at=99 * DAY + 60, drift=newer), settings)
-    assert again.train is True and "monitor/d2" in again.reason
+    assert "threshold" in answered.reason and "not promoted" in answered.reason
     # Never trained before: any alert is unanswered.
     first = decide_from(_facts(last_attempt_at=None, drift=alert), settings)
     assert first.train is True and first.drift == alert
+
+
+def test_a_rejected_challenger_gets_no_second_drift_training() -> None:
+    """The same champion keeps alerting the next day (the gate rejected the challenger):
+    one retraining per episode, as for a stale champion; new data or a new champion
+    trains again. The old rule (an alert newer than the last start) looped daily."""
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    # Episode began with the run ending day 98; a training started day 98 + 1 h and
+    # was rejected (champion still v3); the run ending day 99 alerts again.
+    next_day = _drift(window_end=99 * DAY, run_id="monitor/d2", episode_start=98 * DAY)
+    again = decide_from(_facts(last_attempt_at=98 * DAY + 3600, drift=next_day), settings)
+    assert again.train is False and again.drift is None, again.reason
+    assert "waiting for new data or a different champion" in again.reason
+    grown = decide_from(
+        _facts(last_attempt_at=98 * DAY + 3600, drift=next_day, new_interactions=1000), settings
+    )
+    assert grown.train is True and "threshold" in grown.reason
+    # A new episode (the drift resolved in between, so episode_start is the new run's):
+    # trains again.
+    recurred = _drift(window_end=99 * DAY, run_id="monitor/d3")
+    assert decide_from(_facts(last_attempt_at=98 * DAY + 3600, drift=recurred), settings).train
+
+
+def test_resolved_drift_does_not_train() -> None:
+    """The newest run has no alert: an older alert is resolved and must not train (the old
+    trigger read the newest run WITH an alert, however old)."""
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    ok = _drift(window_end=99 * DAY, run_id="monitor/d2", alert=False)
+    decision = decide_from(_facts(last_attempt_at=90 * DAY, drift=ok), settings)
+    assert decision.train is False and decision.drift is None
+    assert "drift" not in decision.reason
+
+
+def test_an_alert_about_a_replaced_champion_does_not_train() -> None:
+    """The run read v2; v3 has been champion since: the alert says nothing about v3."""
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    old = _drift(window_end=99 * DAY, model_version="2")
+    decision = decide_from(_facts(last_attempt_at=90 * DAY, drift=old), settings)
+    assert decision.train is False and decision.drift is None
+    assert "not the current champion v3" in decision.reason
 
 
 def test_an_unreadable_drift_table_is_reported_and_is_not_drift() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,6 +22,12 @@ from jobs.monitor.drift import (
     psi_categorical,
     quantile_edges,
     share_result,
+)
+from jobs.monitor.monitor import (
+    current_bounds,
+    erased_since,
+    new_user_share,
+    reference_bounds,
 )
 
 EPS = 1e-4
@@ -166,3 +174,100 @@ def test_ks_properties(reference: list[float], current: list[float]) -> None:
     stat, p = ks(reference, current)
     assert 0.0 <= stat <= 1.0 and 0.0 <= p <= 1.0
     assert ks(reference, reference)[0] == 0.0
+
+
+# -- windows (jobs.monitor.monitor): whole UTC days ----------------------------------------
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def _stationary_events(days: int, seed: int = 0) -> pd.DataFrame:
+    """Each user's events at a fixed daily rate, spread uniformly over each day."""
+    rng = np.random.default_rng(seed)
+    rates = rng.gamma(0.8, 3, 2000)
+    frames = []
+    for d in range(days):
+        n = rng.poisson(rates)
+        users = np.repeat(np.arange(rates.size), n)
+        offsets = pd.to_timedelta(d + rng.random(users.size), unit="D")
+        frames.append(pd.DataFrame({"user_id": users, "ts": T0 + offsets}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _user_days(events: pd.DataFrame, start: datetime, end: datetime) -> np.ndarray:
+    inside = events[(events.ts >= start) & (events.ts < end)]
+    return inside.groupby([inside.user_id, inside.ts.dt.floor("D")]).size().to_numpy()
+
+
+def test_a_mid_day_run_on_unchanged_data_does_not_alert() -> None:
+    """Events at the same daily rate; training started at 12:00 on day 8, the run at 12:00
+    on day 10. Whole days on both sides: no alert. The old windows (the 24 h before the
+    run, the 7 days up to the newest trained-on event) halve the edge days' counts and
+    alert on user_activity."""
+    events = _stationary_events(11)
+    trained_at, run_at = T0 + timedelta(days=8, hours=12), T0 + timedelta(days=10, hours=12)
+    read = events[events.ts < trained_at]
+    bounds = reference_bounds(read.ts.min(), read.ts.max(), trained_at, 7)
+    assert bounds == (T0 + timedelta(days=1), T0 + timedelta(days=8))  # first day dropped
+    start, end = current_bounds(run_at, 1)
+    assert (start, end) == (T0 + timedelta(days=9), T0 + timedelta(days=10))
+    new = numeric_results(
+        "user_activity", _user_days(read, *bounds), _user_days(events, start, end)
+    )
+    assert {r.level for r in new} <= {"ok", "warn"}, new
+    last = read.ts.max()
+    old = numeric_results(
+        "user_activity",
+        _user_days(read, last - timedelta(days=7), last),
+        _user_days(events, run_at - timedelta(days=1), run_at),
+    )
+    assert "alert" in {r.level for r in old}  # what the fix is for
+
+
+def test_reference_bounds_edges() -> None:
+    day = timedelta(days=1)
+    # Training read through day 9 and started on day 10 at 00:30: all whole.
+    assert reference_bounds(T0, T0 + 10 * day - timedelta(seconds=1), T0 + 10 * day, 7) == (
+        T0 + 3 * day,
+        T0 + 10 * day,
+    )
+    # A lake starting at exactly 00:00 keeps its first day.
+    assert reference_bounds(T0, T0 + 3 * day, None, 7) == (T0, T0 + 4 * day)
+    # Half a day of data: no whole day.
+    assert reference_bounds(T0 + day / 4, T0 + day / 2, T0 + day / 2, 7) is None
+
+
+def _span(first_seen_day: list[int], n: list[int]) -> pd.DataFrame:
+    naive = T0.replace(tzinfo=None)
+    return pd.DataFrame(
+        {"n": n, "first_ts": [naive + timedelta(days=d, hours=1) for d in first_seen_day]}
+    )
+
+
+def test_a_steady_inflow_of_new_users_does_not_alert_and_a_jump_does() -> None:
+    """30 % of each day's events by first-time users: the reference's newcomer share of its
+    last day (users first seen that day) is 0.3, like the current share of users the model
+    does not know. Compared with the old reference (the training users' unknown share,
+    0) it alerted every day."""
+    span_start = T0 + timedelta(days=7)
+    span = _span([0, 3, 7, 7], [50, 20, 20, 10])  # 30 of 100 events by day-7 newcomers
+    reference = new_user_share(span, span_start)
+    assert reference == pytest.approx(0.3)
+    steady = share_result("unknown_user_share", reference, 0.3, alert_at=0.2)
+    assert steady.level == "ok"
+    assert share_result("unknown_user_share", reference, 0.6, alert_at=0.2).level == "alert"
+    assert share_result("unknown_user_share", 0.0, 0.3, alert_at=0.2).level == "alert"  # old
+    assert new_user_share(_span([], []), span_start) is None
+
+
+def test_an_erasure_commit_after_the_trained_version_is_found() -> None:
+    history = [
+        {"version": 5, "operation": "WRITE", "operationMetrics": {"numOutputRows": "9"}},
+        {"version": 6, "operation": "MERGE", "operationMetrics": {"numTargetRowsDeleted": "0"}},
+        {"version": 7, "operation": "MERGE", "operationMetrics": {"numTargetRowsDeleted": "3"}},
+        {"version": 8, "operation": "REORG", "operationMetrics": {}},
+        {"version": 9, "operation": "WRITE", "operationMetrics": None},
+    ]
+    assert erased_since(history, 5) == 8
+    assert erased_since(history, 8) is None
+    assert erased_since(history[:2], 4) is None
