@@ -536,7 +536,10 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     (the champion the run read), ``alert`` (bool), ``metrics`` (its alert rows),
     ``reason``, and ``episode_start``: the ``window_end`` of the first alert run of the
     unbroken streak of alert runs for that model version that ends with this run (None
-    when this run does not alert), so the trigger can train once per drift episode.
+    when this run does not alert), so the trigger can train once per drift episode;
+    ``episode_computed_at``: when that first run was computed (epoch s, wall clock), which
+    the trigger compares with training starts (also wall clock) — a window's end is data
+    time, and a backfill or a simulated shop judges days long past.
     Small: one row per run reaches the driver.
     """
     from delta.tables import DeltaTable
@@ -562,7 +565,7 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     top = runs[0]
     alert = bool(top["alert"])
     metrics: list[str] = []
-    episode_start = None
+    episode_start = episode_computed_at = None
     if alert:
         rows = frame.where((F.col("run_id") == top["run_id"]) & (F.col("level") == "alert"))
         metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows.collect())
@@ -573,6 +576,7 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
             if not run["alert"]:
                 break
             episode_start = _epoch(run["window_end"])
+            episode_computed_at = _epoch(run["at"])
     reason = (
         f"drift run {top['run_id']} (champion v{top['model_version']}) alerts on "
         f"{', '.join(metrics)}"
@@ -587,6 +591,7 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
         "alert": alert,
         "metrics": metrics,
         "episode_start": episode_start,
+        "episode_computed_at": episode_computed_at,
         "reason": reason,
     }
 

@@ -208,9 +208,12 @@ def _drift_trains(facts: Facts) -> str | None:
             f"drift run {drift.get('run_id')} alerts on champion v{drift.get('model_version')}, "
             f"not the current champion v{facts.champion_version}"
         )
-    episode = drift.get("episode_start")
-    if episode is None:  # a run without a window end: when it was computed, the latest
-        episode = drift.get("window_end") or drift.get("computed_at")
+    # Training starts are wall-clock times: compare them with when the episode's first
+    # alert run was computed, not with its window's end (data time: a backfill or a
+    # simulated shop judges days long past, which every training would seem to answer).
+    episode = drift.get("episode_computed_at")
+    if episode is None:  # a summary from before that key: the window's end, the latest
+        episode = drift.get("episode_start") or drift.get("window_end") or drift.get("computed_at")
     answered = facts.last_attempt_at is not None and episode is not None
     if answered and facts.last_attempt_at >= float(episode):
         return (

@@ -89,17 +89,21 @@ def _drift(
     alert: bool = True,
     model_version: str = "3",
     episode_start: float | None = None,
+    computed_after: float = 600,
 ) -> dict[str, Any]:
-    """The newest drift run, as jobs.monitor.monitor.newest_drift gives it."""
+    """The newest drift run, as jobs.monitor.monitor.newest_drift gives it; each run is
+    computed ``computed_after`` seconds (wall clock) after its window ends (data time)."""
     metrics = ["category_mix:psi=0.4"] if alert else []
+    episode = episode_start or window_end
     return {
         "run_id": run_id,
-        "computed_at": window_end + 600,
+        "computed_at": window_end + computed_after,
         "window_end": window_end,
         "model_version": model_version,
         "alert": alert,
         "metrics": metrics,
-        "episode_start": (episode_start or window_end) if alert else None,
+        "episode_start": episode if alert else None,
+        "episode_computed_at": episode + computed_after if alert else None,
         "reason": f"drift run {run_id} alerts on {metrics[0]}" if alert else "no alert",
     }
 
@@ -122,7 +126,7 @@ def test_a_drift_alert_trains_once() -> None:
     fresh = decide_from(_facts(last_attempt_at=98 * DAY, drift=alert), settings)
     assert fresh.train is True and fresh.reason.startswith("drift: drift run monitor/d1")
     # The training that alert caused started after it: the same alert no longer trains.
-    answered = decide_from(_facts(last_attempt_at=99 * DAY + 60, drift=alert), settings)
+    answered = decide_from(_facts(last_attempt_at=99 * DAY + 3600, drift=alert), settings)
     assert answered.train is False and answered.drift is None
     assert "threshold" in answered.reason and "not promoted" in answered.reason
     # Never trained before: any alert is unanswered.
@@ -317,3 +321,15 @@ def test_recflow_promote_of_a_worse_version_keeps_the_bar(
     back = CliRunner().invoke(app, ["rollback-model", "--reason", "worse", "--by", "ana"])
     assert back.exit_code == 0, back.output
     assert str(alias_version(client, name, BEST).version) == v1
+
+
+def test_a_backfilled_or_simulated_drift_is_judged_by_when_it_was_computed() -> None:
+    """The window judged may lie long in the past (a backfill, a simulated shop): a
+    training that started after that window's end but before the alert was computed did
+    not answer it. Comparing training starts with window ends would never train."""
+    settings = load_settings(min_train_interval_hours=0, retrain_threshold=1000)
+    past = _drift(window_end=10 * DAY, computed_after=89 * DAY)  # computed on day 99
+    before = decide_from(_facts(last_attempt_at=50 * DAY, drift=past), settings)
+    assert before.train is True, before.reason
+    after = decide_from(_facts(last_attempt_at=99 * DAY + 3600, drift=past), settings)
+    assert after.train is False, after.reason
