@@ -97,7 +97,7 @@ with DAG(
 
     @task
     def push_ingest_metrics() -> dict:
-        from jobs.monitor.export import ingest_push_step
+        from jobs.monitor.steps import ingest_push_step
 
         # Hourly freshness and quarantine for the alerts; never fails the run (see there).
         return ingest_push_step()

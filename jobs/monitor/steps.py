@@ -76,3 +76,11 @@ def export_step(settings: Settings | None = None) -> dict[str, Any]:
     from jobs.monitor.export import export_step as export
 
     return export(settings or get_settings())
+
+
+def ingest_push_step(settings: Settings | None = None) -> dict[str, Any]:
+    """The ingest DAG's last task: its freshness and quarantine figures to the Pushgateway
+    (see :func:`jobs.monitor.export.ingest_push_step`; never fails the ingest run)."""
+    from jobs.monitor.export import ingest_push_step as push
+
+    return push(settings or get_settings())

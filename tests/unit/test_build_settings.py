@@ -91,4 +91,4 @@ def test_the_ingest_dag_parses_with_another_setting_broken(tmp_path: Path) -> No
     script.write_text(code)
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-2:] == ["ingest", "6"]
+    assert done.stdout.split()[-2:] == ["ingest", "7"]  # six stages and the metrics push
