@@ -17,6 +17,7 @@ from jobs import tables
 from jobs.access_log import AccessLog, access_log_dir
 from jobs.cli import app
 from jobs.config import Settings, load_settings
+from jobs.linelog_load import marker_path
 from jobs.privacy.access import TABLE, load_access_log, read_access_log
 from jobs.subjects import subject_hasher
 
@@ -90,6 +91,7 @@ def test_a_reload_from_the_start_adds_nothing(spark: Any, local: Settings) -> No
     assert load_access_log(spark, local)["inserted"] == 1
     import jobs.privacy.access as access
 
+    marker_path(access_log_dir(local), TABLE).unlink()  # the loader's marker lost too
     original = access.loaded_offsets
     try:
         access.loaded_offsets = lambda *_: {}  # type: ignore[assignment]
