@@ -31,25 +31,39 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def environment(users: int, items: int) -> dict[str, str]:
+    """The settings of a timeline: only drift (or no model yet) trains, one run per day.
+
+    Shared with the end-to-end test (``tests/e2e/test_shift_recovery_dags.py``), which runs
+    the same timeline on a smaller shop.
+    """
+    return {
+        "RECFLOW_GEN_USERS": str(users),
+        "RECFLOW_GEN_ITEMS": str(items),
+        "RECFLOW_INGEST_SCHEDULE": "@daily",
+        # Only drift (or no model yet) trains: the threshold is out of reach.
+        "RECFLOW_RETRAIN_THRESHOLD": str(10**12),
+        "RECFLOW_MIN_TRAIN_INTERVAL_HOURS": "0",
+        "RECFLOW_QUALITY_ENABLED": "false",
+        # The gate decides on the time split; the extra stratified evaluation is not needed.
+        "RECFLOW_EVAL_STRATIFIED": "false",
+        "RECFLOW_SPARK_LOG_LEVEL": "ERROR",
+    }
+
+
 def _environment(root: Path, args: argparse.Namespace) -> None:
     """Settings for the run, set before anything reads them (DAG files read the schedule)."""
     os.environ.update(
         {
+            **environment(args.users, args.items),
             "RECFLOW_DATA_ROOT": str(root),
-            "RECFLOW_GEN_USERS": str(args.users),
-            "RECFLOW_GEN_ITEMS": str(args.items),
-            "RECFLOW_INGEST_SCHEDULE": "@daily",
-            # Only drift (or no model yet) trains: the threshold is out of reach.
-            "RECFLOW_RETRAIN_THRESHOLD": str(10**12),
-            "RECFLOW_MIN_TRAIN_INTERVAL_HOURS": "0",
-            "RECFLOW_QUALITY_ENABLED": "false",
-            "RECFLOW_SPARK_LOG_LEVEL": "ERROR",
             "AIRFLOW_HOME": str(root / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -86,6 +100,115 @@ def _day_ctr(settings: Any, day: str) -> tuple[float | None, int]:
     return rows["c"] / rows["i"], int(rows["i"])
 
 
+def _champion(settings: Any) -> str | None:
+    from jobs.model.registry import CHAMPION, alias_version, setup
+
+    version = alias_version(setup(settings), settings.model_name, CHAMPION)
+    return None if version is None else str(version.version)
+
+
+def _live(settings: Any) -> str | None:
+    """The model version ``recs/latest.json`` points at (what the shop's users are shown)."""
+    from jobs.publish.steps import current
+
+    pointer = current(settings)
+    return None if pointer is None else str(pointer["model"]["version"])
+
+
+def _must(run: Any, what: str) -> Any:
+    """A DAG run that has to succeed, or SystemExit (a row after it would be a lie)."""
+    if str(run.state) != "success":
+        raise SystemExit(f"{what} failed: {_states(run)}")
+    return run
+
+
+def _ingest(dags: dict[str, Any], day: str) -> None:
+    import pendulum
+
+    _must(dags["ingest"].test(logical_date=pendulum.parse(day).add(days=1)), f"ingest {day}")
+
+
+def warm_up(
+    settings: Any, dags: dict[str, Any], days: int, say: Callable[[str], None] = print
+) -> None:
+    """``days`` plain days generated, ingested, trained on and published (the first champion)."""
+    from jobs.sources.shop import generate
+
+    started = time.perf_counter()
+    for day in generate(settings, days=days, force=True).days:
+        _ingest(dags, day)
+    _must(dags["train"].test(), "warm-up training")
+    if _champion(settings) is None:
+        raise SystemExit("the warm-up training promoted no champion")
+    _must(dags["publish"].test(), "warm-up publish")
+    say(
+        f"warm-up: {days} days, champion v{_champion(settings)} published "
+        f"({time.perf_counter() - started:.0f} s); data root {settings.data_root}"
+    )
+
+
+def react(
+    settings: Any,
+    dags: dict[str, Any],
+    days: int,
+    drift: int | None,
+    say: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """``days`` reacting days after what the landing folder holds; one row per day.
+
+    Each day: the reacting shop generates it from the live publish (``drift`` is the day
+    number tastes shift on, counted from the shop's first day), ``ingest`` loads it,
+    ``monitor`` runs for it, ``train`` runs (its trigger decides) and ``publish`` follows
+    a new champion. Needs a live publish (:func:`warm_up`, or any earlier flow).
+    """
+    import pendulum
+
+    from jobs.sources.shop import generate
+
+    rows: list[dict[str, Any]] = []
+    say(f"{'day':>3} {'date':<10} {'CTR cdn':>8} {'impr.':>7} {'drift alerts':<40} train")
+    for _ in range(days):
+        t0 = time.perf_counter()
+        report = generate(settings, days=1, append=True, react=True, drift_day=drift)
+        day = report.days[-1]
+        index = (pendulum.parse(day) - pendulum.parse(settings.gen_start)).days
+        _ingest(dags, day)
+        end = pendulum.parse(day).add(days=1)
+        monitor = _must(dags["monitor"].test(logical_date=end), f"monitor {day}")
+        drifted = monitor.get_task_instance("compute_drift").xcom_pull(task_ids="compute_drift")
+        alerts = sorted((drifted or {}).get("alerts") or [])
+        before = _champion(settings)
+        train = _must(dags["train"].test(), f"train after {day}")
+        trained = _states(train).get("train_model") == "success"
+        after = _champion(settings)
+        if after != before:
+            _must(dags["publish"].test(), f"publish of v{after}")
+        ctr, impressions = _day_ctr(settings, day)
+        row = {
+            "day": index,
+            "date": day,
+            "drift_day": drift,
+            "ctr_cdn": ctr,
+            "impressions_cdn": impressions,
+            "drift_alerts": alerts,
+            "trained": trained,
+            "champion_before": before,
+            "champion_after": after,
+            "published": _live(settings),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        outcome = "-"
+        if trained:
+            outcome = f"v{before} → v{after} (published)" if after != before else f"kept v{before}"
+        shown = "n/a" if ctr is None else f"{ctr:.4f}"
+        say(
+            f"{index:>3} {day:<10} {shown:>8} {impressions:>7} {', '.join(alerts)[:40]:<40} "
+            f"{outcome}"
+        )
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--warmup", type=int, default=7)
@@ -100,85 +223,20 @@ def main() -> int:
     _environment(root, args)
     warnings.filterwarnings("ignore")
 
-    import pendulum
-
     from jobs.config import get_settings
-    from jobs.model.registry import CHAMPION, alias_version, setup
-    from jobs.sources.shop import generate
 
     get_settings.cache_clear()
-    settings = get_settings()
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], check=True, capture_output=True)
-    dags = _dags()
-    client = setup(settings)
-
-    def champion() -> str | None:
-        version = alias_version(client, settings.model_name, CHAMPION)
-        return None if version is None else str(version.version)
-
-    def ingest(day: str) -> None:
-        run = dags["ingest"].test(logical_date=pendulum.parse(day).add(days=1))
-        if str(run.state) != "success":
-            raise SystemExit(f"ingest of {day} failed: {_states(run)}")
-
+    settings, dags = get_settings(), _dags()
     started = time.perf_counter()
-    warm = generate(settings, days=args.warmup, force=True)
-    for day in warm.days:
-        ingest(day)
-    dags["train"].test()
-    if champion() is None:
-        raise SystemExit("the warm-up training promoted no champion")
-    dags["publish"].test()
-    print(
-        f"warm-up: {args.warmup} days, champion v{champion()} published "
-        f"({time.perf_counter() - started:.0f} s); data root {root}",
-        flush=True,
-    )
 
-    rows: list[dict[str, Any]] = []
-    header = f"{'day':>3} {'date':<10} {'CTR cdn':>8} {'impr.':>7} {'drift alerts':<40} train"
-    print(header)
-    for n in range(args.days):
-        index = args.warmup + n
-        t0 = time.perf_counter()
-        report = generate(settings, days=1, append=True, react=True, drift_day=args.drift)
-        day = report.days[-1]
-        ingest(day)
-        end = pendulum.parse(day).add(days=1)
-        monitor = dags["monitor"].test(logical_date=end)
-        drift = monitor.get_task_instance("compute_drift").xcom_pull(task_ids="compute_drift")
-        alerts = sorted((drift or {}).get("alerts") or [])
-        before = champion()
-        train = dags["train"].test()
-        trained = _states(train).get("train_model") == "success"
-        after = champion()
-        if after != before:
-            dags["publish"].test()
-        ctr, impressions = _day_ctr(settings, day)
-        row = {
-            "day": index,
-            "date": day,
-            "drift_day": args.drift,
-            "ctr_cdn": ctr,
-            "impressions_cdn": impressions,
-            "drift_alerts": alerts,
-            "trained": trained,
-            "champion_before": before,
-            "champion_after": after,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
-        rows.append(row)
-        outcome = "-"
-        if trained:
-            outcome = f"v{before} → v{after} (published)" if after != before else f"kept v{before}"
-        shown = "n/a" if ctr is None else f"{ctr:.4f}"
-        print(
-            f"{index:>3} {day:<10} {shown:>8} {impressions:>7} {', '.join(alerts)[:40]:<40} "
-            f"{outcome}",
-            flush=True,
-        )
-    print(f"total {time.perf_counter() - started:.0f} s")
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    warm_up(settings, dags, args.warmup, say)
+    rows = react(settings, dags, args.days, args.drift, say)
+    say(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

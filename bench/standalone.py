@@ -2,9 +2,10 @@
 
 Generates a two-day shop in a throwaway data root, starts `airflow standalone` (SQLite,
 API server on a free 127.0.0.1 port) with recflow's DAGs unpaused and daily ingest
-intervals, and waits until ingest has caught up and the Assets have run features, train
-and publish. Prints each DAG run's state and every task's duration; exits non-zero if a
-run failed or the deadline passed. Stops the server by its process group afterwards.
+intervals, and waits until ingest has caught up and the Assets have run features, train,
+publish and monitor (scheduled on the gold Asset OR a daily cron). Prints each DAG run's
+state and every task's duration; exits non-zero if a run failed or the deadline passed.
+Stops the server by its process group afterwards.
 
 Run: .venv/bin/python bench/standalone.py [--days 2] [--deadline-minutes 40]
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-DAGS = ("ingest", "features", "train", "publish")
+DAGS = ("ingest", "features", "train", "publish", "monitor")
 
 
 def _free_port() -> int:

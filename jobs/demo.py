@@ -6,7 +6,10 @@ Spark with Delta, a Delta round trip with time travel), then run the Airflow DAG
 seven runs instead of 168) and print the audit counts; then, as the gold Asset would,
 the ``features`` DAG (Feast apply + materialize) and the ``train`` DAG (metrics, the
 registered version, its aliases); then, as the champion Asset would, the ``publish`` DAG,
-and fetch one user's JSON over HTTP from the CDN stand-in.
+and fetch one user's JSON over HTTP from the CDN stand-in. Last, the loop closed: one more
+day of the shop in which users are shown the live lists and react to them, its ingest,
+and the ``monitor`` DAG (drift against the champion's training window, and the CTR of
+the recommended slots against the organic ones).
 """
 
 from __future__ import annotations
@@ -92,6 +95,10 @@ def main() -> int:
     _step("6. publish: the Airflow DAG `publish`, then a user's JSON from `recflow cdn`")
     if not _publish_with_airflow(settings):
         print("\npublishing failed; see above.")
+        return 1
+    _step("7. the loop: a day of users shown those lists, then the Airflow DAG `monitor`")
+    if not _loop_with_airflow(settings):
+        print("\nthe monitoring day failed; see above.")
         return 1
     print(
         "\ndemo finished. Next: `make up` serves the champion's Bento on "
@@ -280,6 +287,60 @@ def _publish_with_airflow(settings: Settings) -> bool:
         f"(http://{settings.cdn_host}:{settings.cdn_port}/recs/latest.json); "
         f"a user's object: .venv/bin/recflow recs {user}"
     )
+    return True
+
+
+def _loop_with_airflow(settings: Settings) -> bool:
+    """One reacting day through ingest and monitor: what a newcomer's next day looks like."""
+    import pendulum
+    from pyspark.sql import functions as F
+
+    from jobs import tables
+    from jobs.monitor.monitor import read_drift, report_path
+    from jobs.publish.steps import current
+    from jobs.sources.shop import generate
+    from jobs.spark import get_spark
+
+    if current(settings) is None:
+        print("nothing published: no lists to show the shop's users")
+        return True
+    report = generate(settings, days=1, append=True, react=True, progress=True)
+    day = report.days[-1]
+    events = sum(report.events_by_type.values())
+    print(f"{day}: {events:,} events; the recommended slots show the live publish's lists")
+    if not _ingest_with_airflow(settings, [day]):
+        return False
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = Path(__file__).resolve().parents[1] / "dags"
+    run = (
+        DagBag(dag_folder=str(dags))
+        .dags["monitor"]
+        .test(logical_date=pendulum.parse(day).add(days=1))
+    )
+    states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
+    print(f"monitor run: {run.state}  tasks: {states}", flush=True)
+    if str(run.state) != "success":
+        return False
+    spark = get_spark(settings)
+    drift = read_drift(spark, settings, run.run_id)
+    for row in drift.sort_values(["metric", "statistic"]).itertuples():
+        value = "n/a" if row.value != row.value else f"{row.value:.3f}"  # NaN: not computable
+        print(f"  drift {row.metric:<20} {row.statistic:<5} {value:>7}  {row.level}")
+    by_source = (
+        tables.read_or_create(spark, settings, "rec_performance")
+        .where(F.col("day") == day)
+        .groupBy("rec_source")
+        .agg(F.sum("impressions").alias("shown"), F.sum("clicks").alias("clicked"))
+        .orderBy("rec_source")
+        .collect()
+    )
+    for row in by_source:
+        ctr = row["clicked"] / row["shown"] if row["shown"] else float("nan")
+        print(f"  {row['rec_source']:<8} {row['shown']:>7,} shown, CTR {ctr:.2%}")
+    print(f"drift report: file://{report_path(settings, run.run_id)}")
     return True
 
 

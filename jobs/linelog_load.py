@@ -97,20 +97,37 @@ def write_marker(root: Path, table: str, reached: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
+def _with_place(fields: pa.Schema) -> pa.Schema:
+    """A log's row fields plus where each row's line sits (what a rerun merges on)."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            *fields,
+            ("dt", pa.date32()),
+            ("_source_file", pa.string()),
+            ("_offset", pa.int64()),
+            ("_end", pa.int64()),
+            ("_loaded_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
+
+
 def load_lines(
     spark: SparkSession,
     settings: Settings,
     table: str,
     root: Path,
     parse: Callable[[bytes], Iterable[dict[str, Any]] | None],
-    schema: pa.Schema,
+    fields: pa.Schema,
     key: tuple[str, ...] = (),
     offsets: Callable[[SparkSession, str, list[date]], dict[str, int]] = loaded_offsets,
 ) -> dict[str, Any]:
     """Append the new complete lines of the log under ``root`` to ``table``.
 
-    ``parse`` turns one line into the rows it stands for (None: not a valid record);
-    each row gets ``dt``, ``_source_file``, ``_offset``, ``_end`` and ``_loaded_at``. The
+    ``parse`` turns one line into the rows it stands for (None: not a valid record), of
+    the types in ``fields``; each row gets ``dt``, ``_source_file``, ``_offset``, ``_end``
+    and ``_loaded_at`` (:func:`_with_place`). The
     MERGE key is the line's place plus ``key`` (for logs with several rows per line).
     """
     import pyarrow as pa
@@ -153,7 +170,7 @@ def load_lines(
     # Through parquet, not createDataFrame: a day of a busy service is many rows.
     with tempfile.TemporaryDirectory(prefix=f"{table}-load-") as tmp:
         staged = Path(tmp) / "rows.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), staged)
+        pq.write_table(pa.Table.from_pylist(rows, schema=_with_place(fields)), staged)
         source = spark.read.parquet(str(staged))
         day_list = ", ".join(f"DATE'{d.isoformat()}'" for d in days)
         on = " AND ".join(f"t.{c} = s.{c}" for c in ("dt", "_source_file", "_offset", *key))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -120,3 +124,113 @@ def predict_without_recflow(
     assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
     return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _first_error(output: str) -> str:
+    """The first task error of a run (Airflow logs a lot; the cause is what matters)."""
+    at = output.find("Traceback")
+    return output[max(0, at - 500) : at + 4000] if at >= 0 else output[-3000:]
+
+
+def run_airflow_driver(code: str, workdir: Path, timeout: float, **env: str) -> dict[str, Any]:
+    """Run ``code`` as a script under its own Airflow home; returns its ``RESULT {json}``.
+
+    Airflow reads AIRFLOW_HOME once per process, so a test that runs DAGs does it in a
+    subprocess with a fresh SQLite metadata DB. The script gets the DAG folder as argv[1]
+    and prints one ``RESULT {json}`` line; ``_error`` in the answer is the first task
+    error of its output, for assertion messages. ``env`` adds to or overrides the
+    defaults (a data root under ``workdir``, a small local Spark).
+    """
+    full = {
+        **os.environ,
+        "AIRFLOW_HOME": str(workdir / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
+        "RECFLOW_DATA_ROOT": str(workdir / "var"),
+        "RECFLOW_SPARK_MASTER": "local[2]",
+        "RECFLOW_SPARK_SHUFFLE_PARTITIONS": "2",
+        **env,
+    }
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run([str(airflow), "db", "migrate"], env=full, check=True, capture_output=True)
+    # A file, not ``python -c``: pyspark.sql.connect (imported by Great Expectations)
+    # takes a __main__ without __file__ for a doctest run and calls sys.exit(0).
+    driver = workdir / "driver.py"
+    driver.write_text(code)
+    done = subprocess.run(
+        [sys.executable, str(driver), str(ROOT / "dags")],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    output = done.stdout + done.stderr
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, _first_error(output)
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    result["_error"] = _first_error(output)
+    return result
+
+
+def bento_env(root: Path) -> dict[str, str]:
+    """The environment of a Bento built and served on ``root`` (no RECFLOW_ from the caller)."""
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("RECFLOW_", "BENTOML_"))}
+    return {
+        **keep,
+        "RECFLOW_DATA_ROOT": str(root),
+        "BENTOML_HOME": str(root / "bentoml"),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
+
+
+def serve_bento(
+    base: Path, root: Path, ready_timeout: float = 120.0
+) -> tuple[subprocess.Popen, str, dict[str, Any], Path]:
+    """Build the champion's Bento (``jobs.serve.bento_build``) and serve it on 127.0.0.1.
+
+    Returns the process, its URL once ``/readyz`` answers 200, the build's report and the
+    server's log. A server that dies or is not ready in time is stopped and fails the test
+    with its log's tail; the caller stops it (:func:`stop_process`) when done.
+    """
+    import httpx
+    import pytest
+
+    env = bento_env(root)
+    built = subprocess.run(
+        [sys.executable, "-m", "jobs.serve.bento_build"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    build = json.loads(built.stdout.strip().splitlines()[-1])
+    port = free_port()
+    log_path = base / "serve.log"
+    bentoml = str(Path(sys.executable).parent / "bentoml")
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [bentoml, "serve", build["bento_tag"], "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            cwd=base,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc, timeout=30)
+            pytest.fail(log_path.read_text()[-3000:])
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return proc, url, build, log_path
+        except httpx.TransportError:
+            pass  # not listening yet: the loop's deadline decides
+        time.sleep(0.3)

@@ -28,6 +28,7 @@ from jobs.model.control import CONTROL, TREATMENT
 from jobs.subjects import deny_list_path, read_deny_list
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 TABLE = "rec_answers"
@@ -79,10 +80,26 @@ def parse_line(line: bytes) -> list[dict[str, Any]] | None:
     return rows
 
 
-def load_answers(spark: SparkSession, settings: Settings) -> dict[str, Any]:
-    """Append the answer log's new complete lines to ``rec_answers``; returns counts."""
+def row_fields() -> pa.Schema:
+    """The Arrow types of :func:`parse_line`'s rows (the loader adds the line's place)."""
     import pyarrow as pa
 
+    return pa.schema(
+        [
+            ("ts", pa.timestamp("us", tz="UTC")),
+            ("request_id", pa.string()),
+            ("subject", pa.string()),
+            ("model_version", pa.string()),
+            ("source", pa.string()),
+            ("ab_group", pa.string()),
+            ("item_id", pa.string()),
+            ("rank", pa.int32()),
+        ]
+    )
+
+
+def load_answers(spark: SparkSession, settings: Settings) -> dict[str, Any]:
+    """Append the answer log's new complete lines to ``rec_answers``; returns counts."""
     denied = read_deny_list(deny_list_path(settings))
     skipped = 0
 
@@ -94,30 +111,13 @@ def load_answers(spark: SparkSession, settings: Settings) -> dict[str, Any]:
             return []
         return parsed
 
-    schema = pa.schema(
-        [
-            ("ts", pa.timestamp("us", tz="UTC")),
-            ("request_id", pa.string()),
-            ("subject", pa.string()),
-            ("model_version", pa.string()),
-            ("source", pa.string()),
-            ("ab_group", pa.string()),
-            ("item_id", pa.string()),
-            ("rank", pa.int32()),
-            ("dt", pa.date32()),
-            ("_source_file", pa.string()),
-            ("_offset", pa.int64()),
-            ("_end", pa.int64()),
-            ("_loaded_at", pa.timestamp("us", tz="UTC")),
-        ]
-    )
     result = load_lines(
         spark,
         settings,
         TABLE,
         answers_dir(settings),
         rows,
-        schema,
+        row_fields(),
         key=("rank",),
         offsets=loaded_offsets,
     )

@@ -58,7 +58,7 @@ def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
     """Append the access log's new complete lines to ``data_access``; returns counts."""
     import pyarrow as pa
 
-    schema = pa.schema(
+    fields = pa.schema(
         [
             ("ts", pa.timestamp("us", tz="UTC")),
             ("actor", pa.string()),
@@ -66,16 +66,11 @@ def load_access_log(spark: SparkSession, settings: Settings) -> dict[str, Any]:
             ("subject", pa.string()),
             ("outcome", pa.string()),
             ("request_id", pa.string()),
-            ("dt", pa.date32()),
-            ("_source_file", pa.string()),
-            ("_offset", pa.int64()),
-            ("_end", pa.int64()),
-            ("_loaded_at", pa.timestamp("us", tz="UTC")),
         ]
     )
     # offsets= looked up here, at call time: a test replays a load by replacing it.
     return load_lines(
-        spark, settings, TABLE, access_log_dir(settings), _rows, schema, offsets=loaded_offsets
+        spark, settings, TABLE, access_log_dir(settings), _rows, fields, offsets=loaded_offsets
     )
 
 

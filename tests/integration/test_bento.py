@@ -11,9 +11,6 @@ recent items) in ``/readyz``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from support import clustered_model, free_port, register_champion, stop_process
+from support import clustered_model, register_champion, serve_bento, stop_process
 
 from jobs import subjects
 from jobs.access_log import access_log_dir
@@ -32,19 +29,6 @@ from jobs.model.artifact import RecModel
 from jobs.publish.steps import publish_all, recs_for
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 120.0
-
-
-def _env(root: Path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("RECFLOW_", "BENTOML_"))}
-    return {
-        **keep,
-        "RECFLOW_DATA_ROOT": str(root),
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -55,50 +39,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     model = clustered_model()
     version = register_champion(settings, model, base / "work")
     publish_all(settings, in_stock=None)  # the published lists the service must agree with
-    env = _env(root)
-
-    built = subprocess.run(
-        [sys.executable, "-m", "jobs.serve.bento_build"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    build = json.loads(built.stdout.strip().splitlines()[-1])
-
-    port = free_port()
-    log_path = base / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "bentoml"),
-                "serve",
-                build["bento_tag"],
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            cwd=base,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url, build, log_path = serve_bento(base, root)
     try:
         client = httpx.Client(base_url=url, timeout=10)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-            try:
-                if client.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
         yield {
             "settings": settings,
             "model": model,

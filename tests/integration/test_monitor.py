@@ -9,10 +9,6 @@ on one category and five of its items, a third of them by users the model never 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from support import clustered_model, register_champion
+from support import clustered_model, register_champion, run_airflow_driver
 
 from jobs import tables
 from jobs.config import Settings, load_settings
@@ -30,7 +26,6 @@ from jobs.train.trigger import read_drift as trigger_drift
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration]
 
-ROOT = Path(__file__).resolve().parents[2]
 N_USERS, N_ITEMS, N_CATEGORIES = 300, 200, 6
 FIRST = date(2026, 11, 1)
 SAME_DAY, SHIFTED_DAY = date(2026, 11, 8), date(2026, 11, 9)
@@ -271,41 +266,17 @@ def test_the_monitor_dag_emits_the_drift_asset_on_alert(
     lake: dict[str, Any], tmp_path: Path
 ) -> None:
     settings: Settings = lake["settings"]
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING",
-        "RECFLOW_DATA_ROOT": str(settings.data_root),
-        "RECFLOW_SPARK_MASTER": "local[2]",
-        "RECFLOW_SPARK_SHUFFLE_PARTITIONS": "2",
-    }
-    airflow = Path(sys.executable).parent / "airflow"
-    subprocess.run([str(airflow), "db", "migrate"], env=env, check=True, capture_output=True)
-    # A file, not ``python -c`` (see tests/e2e/conftest.py).
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    done = subprocess.run(
-        [sys.executable, str(driver), str(ROOT / "dags")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+    out = run_airflow_driver(
+        DRIVER, tmp_path, timeout=600, RECFLOW_DATA_ROOT=str(settings.data_root)
     )
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-    assert lines, (done.stdout + done.stderr)[-4000:]
-    out = json.loads(lines[-1].removeprefix("RESULT "))
     tasks = out["shift"]["tasks"]
     # The drift branch, and the run as a whole: feedback runs too (the lake has no answer
     # log, so it has nothing to attribute, which is a success), export_metrics has no
     # Pushgateway configured, and `checked` fails the run if any of them failed.
     drift_tasks = ("compute_drift", "drift_alert", "announce_drift")
-    assert {t: tasks.get(t) for t in drift_tasks} == dict.fromkeys(drift_tasks, "success"), (
-        done.stdout + done.stderr
-    )[-4000:]
-    assert tasks.get("feedback") == "success", (done.stdout + done.stderr)[-4000:]
+    drifted = {t: tasks.get(t) for t in drift_tasks}
+    assert drifted == dict.fromkeys(drift_tasks, "success"), out["_error"]
+    assert tasks.get("feedback") == "success", out["_error"]
     assert tasks.get("export_metrics") == "success" and tasks.get("checked") == "success", tasks
     assert out["shift"]["state"] == "success", out
     assert out["shift"]["events"] == 1

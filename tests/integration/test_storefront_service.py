@@ -5,16 +5,11 @@ answers' request ids and model version carried by the events of those slots."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
-from support import free_port, register_champion, stop_process
+from support import free_port, register_champion, serve_bento, stop_process
 
 from jobs.config import load_settings
 from jobs.publish.steps import publish_all, recs_for
@@ -23,64 +18,7 @@ from jobs.sources.storefront import StorefrontError, reference_model
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-READY_TIMEOUT = 120.0
 KNOWN = 150  # of 250 users: the other 100 have no published list
-
-
-def _env(root: Path) -> dict[str, str]:
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("RECFLOW_", "BENTOML_"))}
-    return {
-        **keep,
-        "RECFLOW_DATA_ROOT": str(root),
-        "BENTOML_HOME": str(root / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-
-
-def _serve(base: Path, root: Path) -> tuple[subprocess.Popen, str]:
-    """Build the champion's Bento and serve it; returns the process and its URL when ready."""
-    env = _env(root)
-    built = subprocess.run(
-        [sys.executable, "-m", "jobs.serve.bento_build"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    tag = json.loads(built.stdout.strip().splitlines()[-1])["bento_tag"]
-    port = free_port()
-    log_path = base / "serve.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "bentoml"),
-                "serve",
-                tag,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            env=env,
-            cwd=base,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + READY_TIMEOUT
-    while True:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop_process(proc, timeout=30)
-            pytest.fail(log_path.read_text()[-3000:])
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
 
 
 def test_users_without_a_list_are_shown_the_services_answer(tmp_path: Path) -> None:
@@ -94,7 +32,7 @@ def test_users_without_a_list_are_shown_the_services_answer(tmp_path: Path) -> N
     pid = publish_all(settings, generated_at=datetime(2026, 11, 1, tzinfo=UTC), in_stock=stock)[
         "publish_id"
     ]
-    proc, url = _serve(tmp_path, root)
+    proc, url, _, _ = serve_bento(tmp_path, root)
     try:
         reacting = load_settings(data_root=root, gen_users=250, gen_items=100, gen_service_url=url)
         report = generate(reacting, days=1, react=True)

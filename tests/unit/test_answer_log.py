@@ -17,7 +17,7 @@ from support import clustered_model
 from jobs.answer_log import FIELDS, AnswerLog, answers_dir
 from jobs.config import load_settings
 from jobs.model.artifact import RecModel
-from jobs.monitor.answers import parse_line
+from jobs.monitor.answers import parse_line, row_fields
 from jobs.serve import answers, schemas
 
 T = datetime(2026, 11, 29, 6, 0, 0, 123456, tzinfo=UTC)
@@ -138,21 +138,7 @@ def test_any_line_is_rows_that_fit_or_none(patch: dict, removed: set[str]) -> No
     if rows is None:
         return
     assert set(body) == set(FIELDS)
-    table = pa.Table.from_pylist(
-        rows,
-        schema=pa.schema(
-            [
-                ("ts", pa.timestamp("us", tz="UTC")),
-                ("request_id", pa.string()),
-                ("subject", pa.string()),
-                ("model_version", pa.string()),
-                ("source", pa.string()),
-                ("ab_group", pa.string()),
-                ("item_id", pa.string()),
-                ("rank", pa.int32()),
-            ]
-        ),
-    )
+    table = pa.Table.from_pylist(rows, schema=row_fields())
     assert table.num_rows == len(body["items"])
     assert set(table.column("ab_group").to_pylist()) <= {"treatment", "control"}
 
