@@ -83,7 +83,7 @@ def _states(run: Any) -> dict[str, str]:
 
 
 def _day_ctr(settings: Any, day: str) -> tuple[float | None, int]:
-    """CTR of the published lists' slots on ``day`` (all model versions and positions)."""
+    """CTR of the published lists' slots on ``day`` (treatment group, all positions)."""
     from pyspark.sql import functions as F
 
     from jobs import tables
@@ -92,12 +92,20 @@ def _day_ctr(settings: Any, day: str) -> tuple[float | None, int]:
     rows = (
         tables.read_or_create(get_spark(settings), settings, "rec_performance")
         .where((F.col("day") == day) & (F.col("rec_source") == "cdn"))
+        # The treatment group's, as the exported gauge (the control group is shown popular).
+        .where(F.col("ab_group").isNull() | (F.col("ab_group") == "treatment"))
         .agg(F.sum("impressions").alias("i"), F.sum("clicks").alias("c"))
         .first()
     )
     if not rows or not rows["i"]:
         return None, 0
     return rows["c"] / rows["i"], int(rows["i"])
+
+
+def _days_written(settings: Any) -> int:
+    from jobs.sources.shop import STATE_FILE
+
+    return int(json.loads((Path(settings.landing_dir) / STATE_FILE).read_text())["days_written"])
 
 
 def _champion(settings: Any) -> str | None:
@@ -171,7 +179,7 @@ def react(
         t0 = time.perf_counter()
         report = generate(settings, days=1, append=True, react=True, drift_day=drift)
         day = report.days[-1]
-        index = (pendulum.parse(day) - pendulum.parse(settings.gen_start)).days
+        index = _days_written(settings) - 1  # the generator's own day number (0 = first)
         _ingest(dags, day)
         end = pendulum.parse(day).add(days=1)
         monitor = _must(dags["monitor"].test(logical_date=end), f"monitor {day}")

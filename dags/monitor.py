@@ -1,16 +1,17 @@
 """Monitor DAG: drift of the lake against the champion's training window, daily and on gold.
 
 Runs when gold changes (the ingest DAG's Asset) or daily at 00:00 UTC, whichever comes
-first. `compute_drift` writes one row per metric x statistic to the `monitor/drift`
-Delta table and an HTML report (a rerun replaces the run's rows); `drift_alert`
-short-circuits unless a metric is at alert level; `announce_drift` then emits the drift
-Asset the train DAG is scheduled on, and the training trigger reads the table to decide.
-Beside it, `feedback` loads the service's answer log and recomputes what users did with
-the recommendations (`monitor/rec_performance`) and the control group's lift
-(`monitor/lift`) for the days the attribution window still reaches. `export_metrics`
-runs last, whatever the two branches did, and pushes the batch gauges (drift values, CTR
-by source, freshness) to the Pushgateway when one is configured. Each task is one call
-into `jobs.monitor` (or none).
+first. `feedback` loads the service's answer log and recomputes what users did with the
+recommendations (`monitor/rec_performance`) and the control group's lift (`monitor/lift`)
+for the days the attribution window still reaches. `compute_drift` follows it, whatever
+it did (the inputs' drift does not need it; the champion's CTR against its trailing days
+reads its table), writes one row per metric x statistic to the `monitor/drift` Delta
+table and an HTML report (a rerun replaces the run's rows); `drift_alert` short-circuits
+unless a metric is at alert level; `announce_drift` then emits the drift Asset the train
+DAG is scheduled on, and the training trigger reads the table to decide.
+`export_metrics` runs last, whatever the others did, and pushes the batch gauges (drift
+values, CTR by source, freshness) to the Pushgateway when one is configured. Each task is
+one call into `jobs.monitor` (or none).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ with DAG(
     },
     tags=["recflow", "monitor"],
 ) as dag:
-
-    @task
+    # all_done: a failed feedback costs the CTR row (its table is stale), not the drift of
+    # the inputs.
+    @task(trigger_rule="all_done")
     def compute_drift(run_id=None, dag_run=None) -> dict:
         from jobs.monitor.steps import drift_step
 
@@ -78,9 +80,11 @@ with DAG(
 
         return export_step()
 
+    attributed = feedback()
     drifted = compute_drift()
+    attributed >> drifted
     drift_alert(drifted) >> announce_drift(drifted)
-    branches = [drifted, feedback()]
+    branches = [drifted, attributed]
     exported = export_metrics()
     branches >> exported
     [*branches, exported] >> EmptyOperator(task_id="checked")

@@ -574,6 +574,17 @@ class Settings(BaseSettings):
         " champion of at least this (absolute, e.g. 0.05 -> 0.25) is an alert; half is a"
         " warning.",
     )
+    drift_ctr_drop_alert: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.25,
+        description="Drift: a relative drop of the champion's recommendation CTR against its"
+        " own trailing RECFLOW_MONITOR_REFERENCE_DAYS of at least this (0.25: a quarter of"
+        " the clicks lost) is an alert when significant; half is a warning.",
+    )
+    drift_ctr_alpha: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.01,
+        description="Drift: the CTR drop must be significant at this level (one-sided"
+        " two-proportion z-test) to count.",
+    )
     drift_score_sample: PositiveInt = Field(
         2_000,
         description="Drift: users sampled per window for the champion's top-1 score distribution.",

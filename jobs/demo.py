@@ -325,13 +325,15 @@ def _loop_with_airflow(settings: Settings) -> bool:
     if str(run.state) != "success":
         return False
     spark = get_spark(settings)
-    drift = read_drift(spark, settings, run.run_id)
+    drift_run = f"monitor/{run.run_id}"  # as dags/monitor.py names its drift runs
+    drift = read_drift(spark, settings, drift_run)
     for row in drift.sort_values(["metric", "statistic"]).itertuples():
         value = "n/a" if row.value != row.value else f"{row.value:.3f}"  # NaN: not computable
         print(f"  drift {row.metric:<20} {row.statistic:<5} {value:>7}  {row.level}")
     by_source = (
         tables.read_or_create(spark, settings, "rec_performance")
         .where(F.col("day") == day)
+        .where(F.col("ab_group").isNull() | (F.col("ab_group") == "treatment"))
         .groupBy("rec_source")
         .agg(F.sum("impressions").alias("shown"), F.sum("clicks").alias("clicked"))
         .orderBy("rec_source")
@@ -340,7 +342,7 @@ def _loop_with_airflow(settings: Settings) -> bool:
     for row in by_source:
         ctr = row["clicked"] / row["shown"] if row["shown"] else float("nan")
         print(f"  {row['rec_source']:<8} {row['shown']:>7,} shown, CTR {ctr:.2%}")
-    print(f"drift report: file://{report_path(settings, run.run_id)}")
+    print(f"drift report: file://{report_path(settings, drift_run)}")
     return True
 
 

@@ -97,6 +97,33 @@ def write_marker(root: Path, table: str, reached: dict[str, int]) -> None:
     os.replace(tmp, path)
 
 
+def usable_rows(
+    parse: Callable[[bytes], Iterable[dict[str, Any]] | None], raw: bytes
+) -> list[dict[str, Any]] | None:
+    """``parse``'s rows of one line, or None when the line cannot be stored.
+
+    A line the parser's own checks let through can still not be written: a time zone that
+    moves year 1 out of range (``OverflowError``), or a lone surrogate, which JSON's
+    ``\\ud800`` escapes allow but Arrow cannot encode. One such line would otherwise stop
+    the load on every run (the offset never moves past it); it counts as a bad line.
+    """
+    try:
+        rows = parse(raw)
+        if rows is None:
+            return None
+        rows = list(rows)
+    except (ValueError, OverflowError):
+        return None  # see the docstring: a bad line, not a stuck loader
+    for row in rows:
+        for value in row.values():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    return None
+    return rows
+
+
 def _with_place(fields: pa.Schema) -> pa.Schema:
     """A log's row fields plus where each row's line sits (what a rerun merges on)."""
     import pyarrow as pa
@@ -155,7 +182,7 @@ def load_lines(
         for offset, end, raw in lines:
             if not raw.strip():
                 continue  # a line erasure blanked in place (or an empty one): nothing to load
-            parsed = parse(raw)
+            parsed = usable_rows(parse, raw)
             if parsed is None:
                 result["bad_lines"] += 1
                 continue

@@ -17,9 +17,11 @@ would read them back from the files.
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from jobs import tables
 from jobs.answer_log import FIELDS, answers_dir
 from jobs.config import Settings
 from jobs.contracts import MAX_ID_LENGTH
@@ -30,6 +32,8 @@ from jobs.subjects import deny_list_path, read_deny_list
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 TABLE = "rec_answers"
 _TEXT = ("request_id", "subject", "source", "group")
@@ -121,6 +125,17 @@ def load_answers(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         key=("rank",),
         offsets=loaded_offsets,
     )
+    # An erasure that ran while this load was between reading the deny list and its MERGE
+    # found none of these rows (not loaded yet) and is done: delete them now, or they
+    # would outlive the request. The deny list only grows, so what it added is the set.
+    added = set(read_deny_list(deny_list_path(settings))) - set(denied)
+    if added and result.get("inserted"):
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        location = tables.path(settings, TABLE)
+        DeltaTable.forPath(spark, location).delete(F.col("subject").isin(sorted(added)))
+        log.info("deleted the rows of %d people erased during this load", len(added))
     return {**result, "denied_lines": skipped}
 
 

@@ -24,7 +24,12 @@ same ``RecModel.recommend_rows`` that publishing and serving rank with, for a ha
 sample of each window's known users; PSI and KS) and ``unknown_user_share`` (the share of
 events by users the model does not know, against the share, in the reference's last
 ``monitor_window_days``, of events by users first seen in that span: newcomers then
-against newcomers now).
+against newcomers now). And one outcome: ``rec_ctr`` (statistic ``drop``), the CTR of the
+champion's recommendations (cdn and service slots, treatment group) in the current window
+against the same champion's own trailing ``monitor_reference_days`` before it, read from
+``monitor/rec_performance`` (so the DAG's ``feedback`` task runs first). Its training
+window cannot be the baseline here: the champion was not live then. A champion with no
+live days yet has no baseline, and the row is left out.
 """
 
 from __future__ import annotations
@@ -43,9 +48,12 @@ import numpy as np
 
 from jobs import tables
 from jobs.config import Settings
+from jobs.contracts import REC_SOURCES
 from jobs.monitor.drift import (
     DriftResult,
+    EmptySampleError,
     categorical_result,
+    ctr_drop_result,
     numeric_results,
     share_result,
 )
@@ -129,6 +137,11 @@ def run_drift(
         return _nothing(run_id, f"no reference events ({reference.described})", version)
     model = load_version(settings, version)
     results, samples = _metrics(settings, model, reference, current)
+    outcome = _ctr_drop(spark, settings, version, start, end)
+    if outcome is not None:
+        result, shares = outcome
+        results.append(result)
+        samples["rec_ctr"] = shares
     computed_at = datetime.now(UTC)
     rows = [_row(r, run_id, computed_at, start, end, version) for r in results]
     _write(spark, settings, run_id, rows)
@@ -420,7 +433,10 @@ def _metrics(
     # model, so its unknown share would be ~0) against unknown users' share now.
     assert reference.new_user_share is not None
     ref_share, cur_share = reference.new_user_share, unknown_share(model, current)
-    samples["unknown_user_share"] = ({"unknown": ref_share}, {"unknown": cur_share})
+    samples["unknown_user_share"] = (
+        {"unknown": ref_share, "known": 1 - ref_share},
+        {"unknown": cur_share, "known": 1 - cur_share},
+    )
     results.append(
         share_result(
             "unknown_user_share",
@@ -432,6 +448,49 @@ def _metrics(
         )
     )
     return results, samples
+
+
+def _ctr_drop(
+    spark: SparkSession, settings: Settings, version: str, start: datetime, end: datetime
+) -> tuple[DriftResult, tuple[dict[str, float], dict[str, float]]] | None:
+    """The champion's recommendation CTR in [start, end) against its trailing days.
+
+    None (and a log line) when there is nothing to compare: no attribution table yet, no
+    recommended impressions in the window, or none of this champion's before it.
+    """
+    from pyspark.sql import functions as F
+
+    baseline = start - timedelta(days=settings.monitor_reference_days)
+    rows = (
+        tables.read_or_create(spark, settings, "rec_performance")
+        .where(
+            (F.col("model_version") == version)
+            & F.col("rec_source").isin(list(REC_SOURCES))
+            & (F.col("ab_group").isNull() | (F.col("ab_group") == "treatment"))
+            & (F.col("day") >= F.lit(baseline.date()))
+            & (F.col("day") < F.lit(end.date()))
+        )
+        .groupBy((F.col("day") >= F.lit(start.date())).alias("current"))
+        .agg(F.sum("clicks").alias("c"), F.sum("impressions").alias("n"))
+        .collect()
+    )
+    sums = {bool(r["current"]): (int(r["c"] or 0), int(r["n"] or 0)) for r in rows}
+    try:
+        result = ctr_drop_result(
+            "rec_ctr",
+            sums.get(False, (0, 0)),
+            sums.get(True, (0, 0)),
+            settings.drift_ctr_drop_alert,
+            settings.drift_ctr_alpha,
+        )
+    except EmptySampleError as e:
+        # Expected for a champion's first live day and before any attribution: the row is
+        # left out rather than recorded as "no drift".
+        log.info("rec_ctr skipped: %s", e)
+        return None
+    ref, cur = sums[False], sums[True]
+    shares = tuple({"clicked": c / n, "not clicked": 1 - c / n} for c, n in (ref, cur))
+    return result, shares  # type: ignore[return-value]
 
 
 def _psi_only(thresholds: dict[str, float]) -> dict[str, float]:
@@ -557,7 +616,9 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
             F.max("model_version").alias("model_version"),
             F.max(F.when(F.col("level") == "alert", 1).otherwise(0)).alias("alert"),
         )
-        .orderBy(F.col("at").desc(), F.col("run_id").desc())
+        # Newest data first: a backfill (or a rerun) of an old window, computed today, is
+        # not the lake's present state.
+        .orderBy(F.col("window_end").desc(), F.col("at").desc(), F.col("run_id").desc())
         .collect()
     )
     if not runs:
@@ -569,14 +630,8 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     if alert:
         rows = frame.where((F.col("run_id") == top["run_id"]) & (F.col("level") == "alert"))
         metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows.collect())
-        # Walk back through this champion's runs while they alert: the streak's first.
-        for run in runs:
-            if run["model_version"] != top["model_version"]:
-                continue
-            if not run["alert"]:
-                break
-            episode_start = _epoch(run["window_end"])
-            episode_computed_at = _epoch(run["at"])
+        first = episode_first(runs)
+        episode_start, episode_computed_at = _epoch(first["window_end"]), _epoch(first["at"])
     reason = (
         f"drift run {top['run_id']} (champion v{top['model_version']}) alerts on "
         f"{', '.join(metrics)}"
@@ -594,6 +649,22 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
         "episode_computed_at": episode_computed_at,
         "reason": reason,
     }
+
+
+def episode_first(runs: list[Any]) -> Any:
+    """The first run of the drift episode the newest run (``runs[0]``, which alerts) is in.
+
+    ``runs`` are newest first, each with ``model_version`` and ``alert``. Walks back while
+    the runs alert on the same champion: a run without alert ends the episode (the drift
+    resolved), and so does a run of another champion (after a rollback to this one, its
+    new alerts are a new episode, not the old one a training may already have answered).
+    """
+    first = runs[0]
+    for run in runs:
+        if run["model_version"] != runs[0]["model_version"] or not run["alert"]:
+            break
+        first = run
+    return first
 
 
 def _epoch(naive_utc: datetime | None) -> float | None:

@@ -21,12 +21,14 @@ it trains only when all of these hold:
 - it has alert rows (a newer run without alerts means the drift resolved);
 - it read the current champion (an alert about a replaced champion says nothing about
   the new one);
-- a drift episode trains once: no training started at or after the ``window_end`` of the
-  first alert run of the current streak for this champion. Window ends, not finish
-  times, are compared: a training that started after the window's end read every event
-  the alert judged, so if the champion is still the same its challenger was rejected (or
-  awaits a reviewer), and training again on the same drift would loop. As for a stale
-  champion, only new data (the threshold) or a different champion trains again.
+- a drift episode trains once: no training that FINISHED (promoted or rejected by the
+  gate) started after the first alert run of the current streak for this champion was
+  computed. Both are wall-clock times (a window's end is data time, and a backfill or a
+  simulated shop judges days long past). If the champion is still the same after such a
+  training, its challenger was rejected (or awaits a reviewer), and training again on the
+  same drift would loop; as for a stale champion, only new data (the threshold) or a
+  different champion trains again. A training that crashed answers nothing: the drift
+  retrains once the minimum interval has passed.
 
 A drift table that cannot be read is reported (log, the decision's reason) and does not
 count as drift.
@@ -81,6 +83,7 @@ class Facts:
     champion_version: str | None = None
     champion_since: float | None = None  # epoch seconds of its promotion
     last_attempt_at: float | None = None  # start of the newest training run, any outcome
+    last_finished_at: float | None = None  # start of the newest one that finished
     # The newest drift run, alert or not (jobs.monitor.monitor.newest_drift: run_id,
     # window_end, model_version, alert, episode_start, metrics, reason); decide_from
     # tells whether it warrants a training.
@@ -106,9 +109,12 @@ def last_trained_version(client: MlflowClient, settings: Settings) -> int | None
     return int(runs[0].data.tags[TAG_GOLD_VERSION]) if runs else None
 
 
-def last_attempt_at(client: MlflowClient, settings: Settings) -> float | None:
-    """Start (epoch seconds) of the newest training run, finished, failed or running."""
-    runs = _training_runs(client, settings, None)
+def last_attempt_at(
+    client: MlflowClient, settings: Settings, finished: bool = False
+) -> float | None:
+    """Start (epoch seconds) of the newest training run: finished, failed or running, or
+    (``finished``) the newest that finished, whatever the gate decided."""
+    runs = _training_runs(client, settings, "attributes.status = 'FINISHED'" if finished else None)
     return runs[0].info.start_time / 1000.0 if runs else None
 
 
@@ -148,6 +154,7 @@ def registry_facts(
         facts.champion_since = champion_since(champion, announced, facts.now)
     facts.trained_version = last_trained_version(client, settings)
     facts.last_attempt_at = last_attempt_at(client, settings)
+    facts.last_finished_at = last_attempt_at(client, settings, finished=True)
     return facts
 
 
@@ -214,10 +221,11 @@ def _drift_trains(facts: Facts) -> str | None:
     episode = drift.get("episode_computed_at")
     if episode is None:  # a summary from before that key: the window's end, the latest
         episode = drift.get("episode_start") or drift.get("window_end") or drift.get("computed_at")
-    answered = facts.last_attempt_at is not None and episode is not None
-    if answered and facts.last_attempt_at >= float(episode):
+    # Only a finished training answers: one that crashed decided nothing.
+    answered = facts.last_finished_at is not None and episode is not None
+    if answered and facts.last_finished_at >= float(episode):
         return (
-            f"drift on champion v{facts.champion_version} since its window ending "
+            f"drift on champion v{facts.champion_version} first alerted at "
             f"{_iso(float(episode))} was answered by a training that was not promoted; "
             "waiting for new data or a different champion"
         )

@@ -3,18 +3,34 @@
 ingest (a generated week with malformed and duplicated lines, daily intervals) → features
 (Feast apply + materialize) → train (trains and promotes, then skips when nothing new
 arrived) → publish (every user's JSON, ``latest.json`` flipped, the Bento built) →
-privacy (two people erased everywhere and verified). Each
-DAG runs with ``dag.test()`` as its Asset would start it. One lake for all four: each
-stage reads what the previous one wrote, as in production, and the lake is built once.
+privacy (two people erased everywhere and verified) → the loop closed: days of the
+reacting shop shown the live lists, each through ingest → monitor → train → publish
+(``bench/shift_recovery.py``'s ``react``): quiet days raise no drift alert and train
+nothing; a taste shift is detected, retrained through the gate, published, and the
+next day's CTR recovers. Each DAG runs with ``dag.test()`` as its Asset would start it.
+One lake for all: each stage reads what the previous one wrote, as in production, and the
+lake is built once (which is why the loop is here and not a test of its own: its first
+champion and publish would cost the same again).
 """
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from support import free_port
+
+from jobs.monitor import servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
-DRIVER = """
+# The week is days 0–6; days 7–9 react without drift, tastes shift on day 10.
+QUIET, SHIFT = 3, 10
+
+DRIVER = (
+    f"""
+QUIET, SHIFT = {QUIET}, {SHIFT}
+"""
+    + """
 import json, sys
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
@@ -34,10 +50,21 @@ dags = DagBag(dag_folder=sys.argv[1]).dags
 def tasks(run):
     return {ti.task_id: str(ti.state) for ti in run.get_task_instances()}
 
-out = {"days": report.days, "ingest": []}
-for day in report.days:  # a daily data interval ends at the logical date given to dag.test
+import os
+out = {"days": report.days, "ingest": [], "push": []}
+# The first two runs push their figures: to a Pushgateway that is down, then to one that
+# is up (the others push nothing: the URL is unset).
+gateways = [os.environ.pop("DOWN_URL"), os.environ.pop("UP_URL", "")]
+for i, day in enumerate(report.days):  # a daily interval ends at the logical date given
+    if i < 2 and gateways[i]:
+        os.environ["RECFLOW_PUSHGATEWAY_URL"] = gateways[i]
+    else:
+        os.environ.pop("RECFLOW_PUSHGATEWAY_URL", None)
+    get_settings.cache_clear()  # settings are read once per process; this one changes them
     run = dags["ingest"].test(logical_date=pendulum.parse(day).add(days=1))
     out["ingest"].append(str(run.state))
+    out["push"].append(tasks(run).get("push_ingest_metrics"))
+settings = get_settings()
 spark = get_spark(settings)
 audit = tables.read_or_create(spark, settings, "ingest_audit").collect()
 quarantine = tables.read_or_create(spark, settings, "quarantine").where("source = 'events'")
@@ -110,13 +137,48 @@ out["privacy"] = {
     "requests": sorted((r.status, r.user_id) for r in requests),
     "models": models_remaining(settings, gone),
 }
+
+# The loop closed: the reacting shop, shown the live lists, through ingest → monitor →
+# train (only drift trains: the threshold is out of reach) → publish, as the benchmark
+# bench/shift_recovery.py runs it. Quiet days, then tastes shift.
+from pathlib import Path
+sys.path.insert(0, str(Path(sys.argv[1]).parent / "bench"))
+from shift_recovery import react
+out["loop"] = react(settings, dags, QUIET + 2, SHIFT, say=lambda line: print(line, flush=True))
+if out["loop"][-1]["trained"]:  # detected the day after the shift: one more day to measure
+    out["loop"] += react(settings, dags, 1, SHIFT, say=lambda line: print(line, flush=True))
 print("RESULT " + json.dumps(out))
 """
+)
 
 
-def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
-    result = run_driver(
+def test_ingest_features_train_publish_by_airflow(run_driver, tmp_path) -> None:
+    from jobs.config import load_settings
+
+    gateway = None
+    if servers.shutil.which("prometheus-pushgateway"):  # `make monitoring-deps` (CI: always)
+        gateway = servers.start_pushgateway(load_settings(), tmp_path / "gw")
+    try:
+        result = _run(run_driver, gateway.url if gateway else "")
+        pushed = httpx.get(f"{gateway.url}/metrics", timeout=10).text if gateway else ""
+    finally:
+        if gateway:
+            gateway.stop()
+    _assert_the_pipeline(result)
+    # Down: the run and its push task still succeed (the push is logged as not done); up:
+    # the ingest group's gauges are on the Pushgateway.
+    assert result["push"][:2] == ["success", "success"], result["_error"]
+    if gateway:
+        assert 'recflow_ingest_last_success_timestamp_seconds{group="ingest"' in pushed
+        assert 'recflow_ingest_quarantine_ratio{group="ingest"' in pushed
+    _assert_the_loop(result)
+
+
+def _run(run_driver, up_url: str) -> dict:
+    return run_driver(
         DRIVER,
+        DOWN_URL=f"http://127.0.0.1:{free_port()}",
+        UP_URL=up_url,
         RECFLOW_INGEST_SCHEDULE="@daily",
         RECFLOW_GEN_USERS="1500",
         RECFLOW_GEN_ITEMS="150",
@@ -127,7 +189,13 @@ def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
         RECFLOW_ALS_ITERATIONS="8",
         RECFLOW_EVAL_STRATIFIED="false",
         RECFLOW_PUBLISH_K="5",
+        # The loop: only drift (or no model) trains, and nothing waits between trainings.
+        RECFLOW_RETRAIN_THRESHOLD=str(10**12),
+        RECFLOW_MIN_TRAIN_INTERVAL_HOURS="0",
     )
+
+
+def _assert_the_pipeline(result: dict) -> None:
     # ingest: every day a successful run; every batch balances; nothing lost or doubled
     assert result["ingest"] == ["success"] * 7, result["_error"]
     days = result["days"]
@@ -185,3 +253,27 @@ def test_ingest_features_train_publish_by_airflow(run_driver) -> None:
     assert privacy["sources"] == ["popular", "popular"]
     assert privacy["silver"] == 0 and privacy["models"] == []
     assert privacy["requests"] == [["done", None], ["done", None]]
+
+
+def _assert_the_loop(result: dict) -> None:
+    """Quiet days raise nothing; a taste shift is detected on its day or the next, a drift
+    training is promoted and published, and the next day's lists are clicked more."""
+    rows = result["loop"]
+    by_day = {row["day"]: row for row in rows}
+    assert sorted(by_day)[: QUIET + 2] == list(range(SHIFT - QUIET, SHIFT + 2)), rows
+    first = by_day[SHIFT - QUIET]["champion_before"]
+    quiet = [by_day[d] for d in range(SHIFT - QUIET, SHIFT)]
+    assert all(not r["drift_alerts"] for r in quiet), [r["drift_alerts"] for r in quiet]
+    assert not any(r["trained"] for r in quiet), quiet
+    assert all(r["champion_after"] == first == r["published"] for r in quiet), quiet
+    assert all(r["impressions_cdn"] > 0 for r in quiet), quiet
+
+    detected = [r for r in rows if r["day"] >= SHIFT and r["drift_alerts"]]
+    assert detected and detected[0]["day"] in (SHIFT, SHIFT + 1), rows
+    answer = detected[0]
+    assert answer["trained"] and answer["champion_before"] == first, answer
+    assert answer["champion_after"] not in (None, first), "the gate kept the pre-shift model"
+    assert answer["published"] == answer["champion_after"], answer
+    after = by_day[answer["day"] + 1]
+    assert after["published"] == answer["champion_after"] and not after["trained"], after
+    assert after["ctr_cdn"] > by_day[SHIFT]["ctr_cdn"], rows

@@ -113,3 +113,26 @@ def test_rowless_lines_at_a_files_end_are_read_once(spark: Any, local: Settings)
     log.close()
     third = load_answers(spark, local)
     assert (third["inserted"], third["new_lines"], third["bad_lines"]) == (1, 1, 0)
+
+
+def test_a_person_erased_during_a_load_is_not_left_behind(
+    spark: Any, local: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The erasure lands between the load's read of the deny list and its MERGE: it
+    deleted nothing (nothing was loaded yet) and is done, so the load must drop them."""
+    from jobs import subjects
+    from jobs.monitor import answers
+
+    log = AnswerLog(answers_dir(local))
+    log.record("r1", "a" * 32, "7", "als", "treatment", ["i1", "i2"], DAY)
+    log.record("r2", "b" * 32, "7", "als", "treatment", ["i3"], DAY)
+    log.close()
+    real = answers.loaded_offsets
+
+    def erasure_lands_now(*args: Any) -> dict[str, int]:
+        subjects.add_to_deny_list(subjects.deny_list_path(local), ["a" * 32])
+        return real(*args)
+
+    monkeypatch.setattr(answers, "loaded_offsets", erasure_lands_now)
+    load_answers(spark, local)
+    assert {r["subject"] for r in _rows(spark, local)} == {"b" * 32}

@@ -183,6 +183,50 @@ def test_a_shifted_day_alerts_on_the_right_metrics(
     assert page.count("data:image/png;base64,") == 6 and "<td>alert</td>" in page
 
 
+def test_a_drop_of_the_champions_ctr_alerts(spark: Any, lake: dict[str, Any]) -> None:
+    """The inputs of SAME_DAY are unchanged, but its recommendations are clicked 40 % as
+    often as on the champion's week before: only the outcome shows it. Rows of another
+    model version, of the control group and of organic slots must not count."""
+    settings = lake["settings"]
+    version = lake["version"]
+    base = datetime(2026, 10, 1, 12)
+
+    def row(day: date, source: str, impressions: int, clicks: int, **kw: Any) -> tuple:
+        values = {"model_version": version, "ab_group": "treatment", **kw}
+        return (
+            day, values["model_version"], source, "1-3", impressions, clicks, 0, 0, 0.0,
+            clicks / impressions, 0.0, base, values["ab_group"],
+        )  # fmt: skip
+
+    rows = [row(SAME_DAY - timedelta(days=d), "cdn", 1000, 100) for d in range(1, 8)]
+    rows += [
+        row(SAME_DAY, "cdn", 800, 32),
+        row(SAME_DAY, "service", 200, 8),  # 40 of 1,000 in all: 4 % against 10 %
+        row(SAME_DAY, "cdn", 500, 100, ab_group="control"),
+        row(SAME_DAY, "cdn", 500, 100, model_version="old"),
+        row(SAME_DAY, "organic", 5000, 500),
+        row(SAME_DAY - timedelta(days=8), "cdn", 1000, 900),  # before the trailing week
+    ]
+    location = tables.ensure_table(spark, settings, "rec_performance")
+    spark.createDataFrame(rows, tables.TABLES["rec_performance"].ddl).write.format("delta").mode(
+        "append"
+    ).save(location)
+    try:
+        result = run_drift(spark, settings, lake["client"], "monitor/ctr", _at(SAME_DAY))
+        assert result.alerts == ["rec_ctr:drop"], result.as_dict()
+        drop = read_drift(spark, settings, "monitor/ctr").set_index(["metric", "statistic"])
+        drop = drop.loc[("rec_ctr", "drop")]
+        assert drop.value == pytest.approx(1 - 0.04 / 0.10)
+        assert (drop.n_reference, drop.n_current) == (7000, 1000)
+        assert drop.p_value < 1e-9 and drop.level == "alert"
+        page = report_path(settings, "monitor/ctr").read_text()
+        assert "rec_ctr" in page and page.count("data:image/png;base64,") == 7
+    finally:
+        from delta.tables import DeltaTable
+
+        DeltaTable.forPath(spark, location).delete()  # the module's other runs have no CTR
+
+
 def test_a_rerun_replaces_its_rows(spark: Any, lake: dict[str, Any], shifted: Any) -> None:
     settings, client = lake["settings"], lake["client"]
     first = read_drift(spark, settings, "monitor/shift")
@@ -213,9 +257,10 @@ def test_the_trigger_reads_the_newest_run_and_reports_an_unreadable_table(
     settings = lake["settings"]
     drift, problem = trigger_drift(spark, settings)
     assert problem is None and drift is not None
-    # Independently: the run of the newest row in the table, alert or not.
+    # Independently: the run of the newest window in the table (the latest computed among
+    # runs of that window), alert or not.
     rows = read_drift(spark, settings)
-    newest = rows.loc[rows["computed_at"].idxmax()]
+    newest = rows.sort_values(["window_end", "computed_at"]).iloc[-1]
     assert drift["run_id"] == newest["run_id"]
     assert drift["model_version"] == lake["version"]
     runs = rows[rows.run_id == newest["run_id"]]
@@ -229,6 +274,9 @@ def test_the_trigger_reads_the_newest_run_and_reports_an_unreadable_table(
     assert drift["run_id"] == "monitor/shift" and drift["alert"] is True
     assert {m.split("=")[0] for m in drift["metrics"]} >= SHIFT_ALERTS
     assert drift["episode_start"] == _at(SHIFTED_DAY).timestamp()
+    # A backfill of an older window, computed after it, is not the lake's present state.
+    run_drift(spark, settings, lake["client"], "monitor/backfill", _at(SAME_DAY))
+    assert trigger_drift(spark, settings)[0]["run_id"] == "monitor/shift"
     # A table whose log is garbage: reported, and no drift.
     broken = settings.model_copy(update={"lake_dir": str(tmp_path / "lake")})
     log_dir = Path(tables.path(broken, "drift")) / "_delta_log"

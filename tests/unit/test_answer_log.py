@@ -16,8 +16,10 @@ from support import clustered_model
 
 from jobs.answer_log import FIELDS, AnswerLog, answers_dir
 from jobs.config import load_settings
+from jobs.linelog_load import usable_rows
 from jobs.model.artifact import RecModel
 from jobs.monitor.answers import parse_line, row_fields
+from jobs.privacy.access import parse_line as access_parse
 from jobs.serve import answers, schemas
 
 T = datetime(2026, 11, 29, 6, 0, 0, 123456, tzinfo=UTC)
@@ -233,3 +235,33 @@ def test_a_failed_partial_write_does_not_glue_the_next_line(tmp_path: Path) -> N
     parsed = [parse_line(line) for line in lines[:-1]]
     assert [p is not None for p in parsed] == [True, False, True]  # before: r3 glued, lost
     assert parsed[2][0]["request_id"] == "r3"
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"ts": "0001-01-01T00:30:00+01:00"},  # year 0 in UTC: astimezone overflows
+        {"request_id": "\ud800"},  # a lone surrogate, valid JSON, not encodable
+        {"items": [{"item_id": "i\udfff", "rank": 1}]},
+    ],
+)
+def test_a_line_that_cannot_be_stored_is_a_bad_line_not_a_stuck_loader(patch: dict) -> None:
+    line = json.dumps({**GOOD, **patch}).encode()
+    assert usable_rows(parse_line, line) is None
+    assert usable_rows(parse_line, json.dumps(GOOD).encode())  # the loader's guard lets it by
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, categories=None), max_size=6))
+def test_any_string_field_yields_storable_rows_or_none(text: str) -> None:
+    """Every text field, any code point (surrogates included): rows Arrow can store, or
+    None; never an exception out of the loader's parse."""
+    for field in ("request_id", "subject", "source", "model_version"):
+        rows = usable_rows(parse_line, json.dumps({**GOOD, field: text}).encode())
+        if rows is not None:
+            pa.Table.from_pylist(rows, schema=row_fields())
+    access = json.dumps(
+        {"ts": "0001-01-01T00:00:00+01:00", "actor": text or "a", "action": "read",
+         "subject": "s", "outcome": "ok"}
+    ).encode()  # fmt: skip
+    assert usable_rows(lambda b: [r] if (r := access_parse(b)) else None, access) is None

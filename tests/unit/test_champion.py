@@ -67,7 +67,9 @@ def test_a_reviewers_rollback_in_the_ui_is_not_too_old(registry: tuple[Settings,
 
 
 def _facts(**kw: Any) -> Facts:
+    """Facts of a registry whose newest training finished, unless told otherwise."""
     base = {"gold_version": 9, "now": 100 * DAY, "trained_version": 8, "new_interactions": 10}
+    kw.setdefault("last_finished_at", kw.get("last_attempt_at"))
     return Facts(**{**base, "champion_version": "3", "champion_since": 80 * DAY, **kw})
 
 
@@ -153,6 +155,21 @@ def test_a_rejected_challenger_gets_no_second_drift_training() -> None:
     # trains again.
     recurred = _drift(window_end=99 * DAY, run_id="monitor/d3")
     assert decide_from(_facts(last_attempt_at=98 * DAY + 3600, drift=recurred), settings).train
+
+
+def test_a_crashed_training_does_not_answer_the_drift() -> None:
+    """The drift's training died (out of memory, a lost executor): nothing was decided, so
+    the alert still trains once the minimum interval has passed; a finished one answers."""
+    settings = load_settings(min_train_interval_hours=2, retrain_threshold=1000)
+    alert = _drift(window_end=99 * DAY)
+    crashed = {"last_attempt_at": 99 * DAY + 3600, "last_finished_at": 98 * DAY}
+    assert decide_from(_facts(**crashed, drift=alert), settings).train is True
+    soon = decide_from(
+        _facts(**{**crashed, "last_attempt_at": 100 * DAY - 600}, drift=alert), settings
+    )
+    assert soon.train is False and "min interval" in soon.reason
+    finished = _facts(last_attempt_at=99 * DAY + 3600, drift=alert)
+    assert decide_from(finished, settings).train is False
 
 
 def test_resolved_drift_does_not_train() -> None:

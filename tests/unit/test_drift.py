@@ -15,6 +15,7 @@ from jobs.monitor.drift import (
     EmptySampleError,
     NonFiniteError,
     categorical_result,
+    ctr_drop_result,
     ks,
     level_of,
     numeric_results,
@@ -25,6 +26,7 @@ from jobs.monitor.drift import (
 )
 from jobs.monitor.monitor import (
     current_bounds,
+    episode_first,
     erased_since,
     new_user_share,
     reference_bounds,
@@ -100,6 +102,20 @@ def test_levels_and_thresholds() -> None:
     # Significant but tiny (D below the effect size): a warning, never an alert.
     small = numeric_results("m", rng.normal(size=50_000), rng.normal(0.05, 1, size=50_000))
     assert small[1].level == "warn" and small[1].value < 0.1
+
+
+def test_a_psi_alert_needs_a_significant_ks() -> None:
+    """Twenty values in every other decile: PSI far above 0.2, yet no evidence of a change."""
+    reference = np.arange(1000.0)
+    current = np.concatenate([np.arange(b * 100, b * 100 + 80, 20.0) for b in range(0, 10, 2)])
+    psi_row, ks_row = numeric_results("m", reference, current)
+    assert psi_row.value > 1.0 and ks_row.p_value is not None and ks_row.p_value > 0.5
+    assert (psi_row.level, ks_row.level) == ("warn", "ok")
+    # The same pattern in 2,000 values is significant: the PSI alert stands.
+    many = np.repeat(current, 100)
+    psi_many, ks_many = numeric_results("m", reference, many)
+    assert ks_many.p_value is not None and ks_many.p_value < 0.01
+    assert psi_many.level == "alert"
 
 
 def test_share_result_judges_the_rise() -> None:
@@ -271,3 +287,66 @@ def test_an_erasure_commit_after_the_trained_version_is_found() -> None:
     assert erased_since(history, 5) == 8
     assert erased_since(history, 8) is None
     assert erased_since(history[:2], 4) is None
+
+
+def test_ctr_drop_by_hand() -> None:
+    # 10 % → 5 % on 1,000 impressions each: pooled 0.075, se = sqrt(0.075·0.925·0.002)
+    # = 0.011779, z = 0.05 / 0.011779 = 4.2448, one-sided p = 1.09e-5.
+    r = ctr_drop_result("rec_ctr", (100, 1000), (50, 1000), alert_at=0.25, alpha=0.01)
+    assert r.stat == "drop" and r.value == pytest.approx(0.5)
+    assert r.p_value == pytest.approx(1.094e-5, rel=0.01) and r.level == "alert"
+    assert (r.warn_at, r.alert_at, r.n_reference, r.n_current) == (0.125, 0.25, 1000, 1000)
+    # The same halving on 100 impressions: z = 0.05 / 0.03725 = 1.342, p = 0.0898.
+    small = ctr_drop_result("rec_ctr", (10, 100), (5, 100), alert_at=0.25, alpha=0.01)
+    assert small.p_value == pytest.approx(0.0898, rel=0.01) and small.level == "ok"
+    # A significant 15 % drop is a warning; a rise is never one.
+    assert ctr_drop_result("c", (1000, 10000), (850, 10000), 0.25, 0.01).level == "warn"
+    rise = ctr_drop_result("c", (100, 1000), (150, 1000), 0.25, 0.01)
+    assert rise.value == pytest.approx(-0.5) and rise.level == "ok" and rise.p_value > 0.99
+
+
+@pytest.mark.parametrize(
+    ("reference", "current", "error"),
+    [
+        ((10, 100), (0, 0), EmptySampleError),
+        ((0, 0), (1, 10), EmptySampleError),
+        ((0, 100), (1, 10), EmptySampleError),  # no reference click: no rate to drop from
+        ((10, 100), (11, 10), ValueError),
+        ((-1, 100), (1, 10), ValueError),
+    ],
+)
+def test_ctr_drop_refuses_what_is_not_a_rate(reference, current, error) -> None:
+    with pytest.raises(error, match="rec_ctr"):
+        ctr_drop_result("rec_ctr", reference, current, alert_at=0.25, alpha=0.01)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 10**7), st.integers(1, 10**7), st.floats(0, 1), st.floats(0, 1),
+    st.floats(0.01, 1), st.floats(1e-6, 0.5),
+)  # fmt: skip
+def test_ctr_drop_properties(n_ref, n_cur, a, b, alert_at, alpha) -> None:
+    c_ref, c_cur = max(1, round(a * n_ref)), round(b * n_cur)
+    if c_ref > n_ref:
+        return
+    r = ctr_drop_result("c", (c_ref, n_ref), (c_cur, n_cur), alert_at, alpha)
+    assert r.value <= 1.0 and 0.0 <= r.p_value <= 1.0
+    if r.level != "ok":
+        assert r.p_value < alpha and r.value >= alert_at / 2
+    if r.level == "alert":
+        assert r.value >= alert_at
+
+
+def test_an_episode_starts_after_a_quiet_run_or_another_champion() -> None:
+    def run(name: str, version: str, alert: bool) -> dict:
+        return {"name": name, "model_version": version, "alert": alert}
+
+    streak = [run("d5", "3", True), run("d4", "3", True), run("d3", "3", False)]
+    assert episode_first(streak)["name"] == "d4"
+    # v3 alerted (d1), v4 was champion (d2, quiet), v3 is back and alerts (d3): a new
+    # episode from d3, not one from d1 that a training before the rollback answered.
+    rollback = [run("d3", "3", True), run("d2", "4", False), run("d1", "3", True)]
+    assert episode_first(rollback)["name"] == "d3"
+    alerting_other = [run("d3", "3", True), run("d2", "4", True), run("d1", "3", True)]
+    assert episode_first(alerting_other)["name"] == "d3"
+    assert episode_first([run("d1", "3", True)])["name"] == "d1"
