@@ -112,8 +112,10 @@ def usable_rows(
         if rows is None:
             return None
         rows = list(rows)
-    except (ValueError, OverflowError):
-        return None  # see the docstring: a bad line, not a stuck loader
+    except (ValueError, OverflowError, RecursionError):
+        # See the docstring: a bad line, not a stuck loader (RecursionError: a line of
+        # 100,000 nested brackets is valid input to nothing but the JSON parser's stack).
+        return None
     for row in rows:
         for value in row.values():
             if isinstance(value, str):

@@ -126,16 +126,20 @@ def load_answers(spark: SparkSession, settings: Settings) -> dict[str, Any]:
         offsets=loaded_offsets,
     )
     # An erasure that ran while this load was between reading the deny list and its MERGE
-    # found none of these rows (not loaded yet) and is done: delete them now, or they
-    # would outlive the request. The deny list only grows, so what it added is the set.
-    added = set(read_deny_list(deny_list_path(settings))) - set(denied)
-    if added and result.get("inserted"):
+    # found none of these rows (not loaded yet) and is done; a load that died right after
+    # its MERGE left such rows too, and the next one resumes past their lines. So after
+    # every load, the rows of anyone on the (re-read) deny list go: a scan of one column,
+    # and a DELETE only when one is found.
+    denied_now = sorted(read_deny_list(deny_list_path(settings)))
+    if denied_now and result["files"]:
         from delta.tables import DeltaTable
         from pyspark.sql import functions as F
 
         location = tables.path(settings, TABLE)
-        DeltaTable.forPath(spark, location).delete(F.col("subject").isin(sorted(added)))
-        log.info("deleted the rows of %d people erased during this load", len(added))
+        held = F.col("subject").isin(denied_now)
+        if spark.read.format("delta").load(location).where(held).limit(1).count():
+            DeltaTable.forPath(spark, location).delete(held)
+            log.info("deleted the answer rows of people erased while they were loaded")
     return {**result, "denied_lines": skipped}
 
 

@@ -251,6 +251,9 @@ def new_user_share(span: pd.DataFrame, span_start: datetime) -> float | None:
     return float(span.loc[new, "n"].sum()) / total
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 def _naive(moment: datetime) -> datetime:
     """The lake's timestamps are naive UTC (jobs.spark runs every process in UTC)."""
     return moment.astimezone(UTC).replace(tzinfo=None)
@@ -470,26 +473,34 @@ def _ctr_drop(
             & (F.col("day") >= F.lit(baseline.date()))
             & (F.col("day") < F.lit(end.date()))
         )
-        .groupBy((F.col("day") >= F.lit(start.date())).alias("current"))
-        .agg(F.sum("clicks").alias("c"), F.sum("impressions").alias("n"))
+        .groupBy("day")
+        .agg(
+            F.sum("clicks").alias("c"),
+            F.sum("impressions").alias("n"),
+            F.max("computed_at").alias("computed_at"),
+        )
         .collect()
     )
-    sums = {bool(r["current"]): (int(r["c"] or 0), int(r["n"] or 0)) for r in rows}
+    reference = [(int(r["c"]), int(r["n"])) for r in rows if r["day"] < start.date()]
+    current = [r for r in rows if r["day"] >= start.date()]
+    # Attribution computed before the window closed (an earlier run of the day, or a
+    # feedback task that failed this time) would judge a day by its first hours.
+    stale = [r["day"] for r in current if (r["computed_at"] or _EPOCH) < _naive(end)]
+    if stale:
+        log.info("rec_ctr skipped: attribution of %s computed before the window ended", stale)
+        return None
+    now = (sum(int(r["c"]) for r in current), sum(int(r["n"]) for r in current))
     try:
         result = ctr_drop_result(
-            "rec_ctr",
-            sums.get(False, (0, 0)),
-            sums.get(True, (0, 0)),
-            settings.drift_ctr_drop_alert,
-            settings.drift_ctr_alpha,
+            "rec_ctr", reference, now, settings.drift_ctr_drop_alert, settings.drift_ctr_alpha
         )
     except EmptySampleError as e:
         # Expected for a champion's first live day and before any attribution: the row is
         # left out rather than recorded as "no drift".
         log.info("rec_ctr skipped: %s", e)
         return None
-    ref, cur = sums[False], sums[True]
-    shares = tuple({"clicked": c / n, "not clicked": 1 - c / n} for c, n in (ref, cur))
+    ref = (sum(c for c, _ in reference), sum(n for _, n in reference))
+    shares = tuple({"clicked": c / n, "not clicked": 1 - c / n} for c, n in (ref, now))
     return result, shares  # type: ignore[return-value]
 
 

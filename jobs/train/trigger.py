@@ -28,7 +28,8 @@ it trains only when all of these hold:
   training, its challenger was rejected (or awaits a reviewer), and training again on the
   same drift would loop; as for a stale champion, only new data (the threshold) or a
   different champion trains again. A training that crashed answers nothing: the drift
-  retrains once the minimum interval has passed.
+  retrains once the minimum interval has passed, up to ``DRIFT_ATTEMPTS`` starts per
+  episode (a training that always crashes needs a person, not an hourly retry).
 
 A drift table that cannot be read is reported (log, the decision's reason) and does not
 count as drift.
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
+
+# Trainings started for one drift episode before it is left to a person (none finished).
+DRIFT_ATTEMPTS = 3
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Facts:
     champion_since: float | None = None  # epoch seconds of its promotion
     last_attempt_at: float | None = None  # start of the newest training run, any outcome
     last_finished_at: float | None = None  # start of the newest one that finished
+    drift_attempts: int = 0  # trainings started since the drift episode's first alert
     # The newest drift run, alert or not (jobs.monitor.monitor.newest_drift: run_id,
     # window_end, model_version, alert, episode_start, metrics, reason); decide_from
     # tells whether it warrants a training.
@@ -118,7 +123,17 @@ def last_attempt_at(
     return runs[0].info.start_time / 1000.0 if runs else None
 
 
-def _training_runs(client: MlflowClient, settings: Settings, extra: str | None) -> list[Any]:
+def attempts_since(client: MlflowClient, settings: Settings, since: float) -> int:
+    """Training runs started at or after ``since`` (epoch s), whatever became of them."""
+    runs = _training_runs(
+        client, settings, f"attributes.start_time >= {int(since * 1000)}", limit=DRIFT_ATTEMPTS
+    )
+    return len(runs)
+
+
+def _training_runs(
+    client: MlflowClient, settings: Settings, extra: str | None, limit: int = 1
+) -> list[Any]:
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
         return []
@@ -127,7 +142,7 @@ def _training_runs(client: MlflowClient, settings: Settings, extra: str | None) 
         [experiment.experiment_id],
         filter_string=where,
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=limit,
     )
 
 
@@ -168,6 +183,9 @@ def decide(
     facts.drift, facts.drift_problem = read_drift(spark, settings)
     if facts.drift_problem:
         log.warning("%s", facts.drift_problem)
+    episode = (facts.drift or {}).get("episode_computed_at")
+    if episode is not None:
+        facts.drift_attempts = attempts_since(client, settings, float(episode))
     if facts.trained_version is not None:
         try:
             facts.new_interactions = n_events_at(spark, settings, current) - n_events_at(
@@ -228,6 +246,11 @@ def _drift_trains(facts: Facts) -> str | None:
             f"drift on champion v{facts.champion_version} first alerted at "
             f"{_iso(float(episode))} was answered by a training that was not promoted; "
             "waiting for new data or a different champion"
+        )
+    if facts.drift_attempts >= DRIFT_ATTEMPTS:
+        return (
+            f"{facts.drift_attempts} trainings started for the drift on champion "
+            f"v{facts.champion_version} and none finished: see the train DAG's logs"
         )
     return None
 

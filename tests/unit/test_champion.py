@@ -170,6 +170,9 @@ def test_a_crashed_training_does_not_answer_the_drift() -> None:
     assert soon.train is False and "min interval" in soon.reason
     finished = _facts(last_attempt_at=99 * DAY + 3600, drift=alert)
     assert decide_from(finished, settings).train is False
+    # Three starts for the episode and none finished: a person's turn, not an hourly retry.
+    stuck = decide_from(_facts(**crashed, drift=alert, drift_attempts=3), settings)
+    assert stuck.train is False and "3 trainings started" in stuck.reason
 
 
 def test_resolved_drift_does_not_train() -> None:

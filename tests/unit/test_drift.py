@@ -292,27 +292,43 @@ def test_an_erasure_commit_after_the_trained_version_is_found() -> None:
 def test_ctr_drop_by_hand() -> None:
     # 10 % → 5 % on 1,000 impressions each: pooled 0.075, se = sqrt(0.075·0.925·0.002)
     # = 0.011779, z = 0.05 / 0.011779 = 4.2448, one-sided p = 1.09e-5.
-    r = ctr_drop_result("rec_ctr", (100, 1000), (50, 1000), alert_at=0.25, alpha=0.01)
+    r = ctr_drop_result("rec_ctr", [(100, 1000)], (50, 1000), alert_at=0.25, alpha=0.01)
     assert r.stat == "drop" and r.value == pytest.approx(0.5)
     assert r.p_value == pytest.approx(1.094e-5, rel=0.01) and r.level == "alert"
     assert (r.warn_at, r.alert_at, r.n_reference, r.n_current) == (0.125, 0.25, 1000, 1000)
+    # Baseline days are pooled: 60 + 40 of 1,000 is the same 10 %.
+    pooled = ctr_drop_result("rec_ctr", [(60, 500), (40, 500)], (50, 1000), 0.25, 0.01)
+    assert (pooled.value, pooled.p_value) == (pytest.approx(0.5), pytest.approx(r.p_value))
     # The same halving on 100 impressions: z = 0.05 / 0.03725 = 1.342, p = 0.0898.
-    small = ctr_drop_result("rec_ctr", (10, 100), (5, 100), alert_at=0.25, alpha=0.01)
+    small = ctr_drop_result("rec_ctr", [(10, 100)], (5, 100), alert_at=0.25, alpha=0.01)
     assert small.p_value == pytest.approx(0.0898, rel=0.01) and small.level == "ok"
     # A significant 15 % drop is a warning; a rise is never one.
-    assert ctr_drop_result("c", (1000, 10000), (850, 10000), 0.25, 0.01).level == "warn"
-    rise = ctr_drop_result("c", (100, 1000), (150, 1000), 0.25, 0.01)
+    assert ctr_drop_result("c", [(1000, 10000)], (850, 10000), 0.25, 0.01).level == "warn"
+    rise = ctr_drop_result("c", [(100, 1000)], (150, 1000), 0.25, 0.01)
     assert rise.value == pytest.approx(-0.5) and rise.level == "ok" and rise.p_value > 0.99
+
+
+def test_a_ctr_drop_must_be_below_every_baseline_day() -> None:
+    """Significant against the pooled week, but one baseline day was as low: daily CTRs
+    vary more than a binomial says, so that is a bad day, not a lost model."""
+    week = [(120, 1000)] * 6 + [(60, 1000)]
+    day = (70, 1000)  # 7 % against 11.1 % pooled: p < 1e-4, a 37 % drop
+    result = ctr_drop_result("c", week, day, 0.25, 0.01)
+    assert result.value > 0.25 and result.p_value < 1e-4 and result.level == "ok"
+    assert ctr_drop_result("c", week, (50, 1000), 0.25, 0.01).level == "alert"
+    # Days without impressions are no baseline day.
+    assert ctr_drop_result("c", [(120, 1000), (0, 0)], (50, 1000), 0.25, 0.01).level == "alert"
 
 
 @pytest.mark.parametrize(
     ("reference", "current", "error"),
     [
-        ((10, 100), (0, 0), EmptySampleError),
-        ((0, 0), (1, 10), EmptySampleError),
-        ((0, 100), (1, 10), EmptySampleError),  # no reference click: no rate to drop from
-        ((10, 100), (11, 10), ValueError),
-        ((-1, 100), (1, 10), ValueError),
+        ([(10, 100)], (0, 0), EmptySampleError),
+        ([(0, 0)], (1, 10), EmptySampleError),
+        ([], (1, 10), EmptySampleError),
+        ([(0, 100)], (1, 10), EmptySampleError),  # no reference click: no rate to drop from
+        ([(10, 100)], (11, 10), ValueError),
+        ([(-1, 100)], (1, 10), ValueError),
     ],
 )
 def test_ctr_drop_refuses_what_is_not_a_rate(reference, current, error) -> None:
@@ -322,17 +338,19 @@ def test_ctr_drop_refuses_what_is_not_a_rate(reference, current, error) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    st.integers(1, 10**7), st.integers(1, 10**7), st.floats(0, 1), st.floats(0, 1),
-    st.floats(0.01, 1), st.floats(1e-6, 0.5),
+    st.lists(st.tuples(st.integers(1, 10**6), st.floats(0, 1)), min_size=1, max_size=8),
+    st.integers(1, 10**7), st.floats(0, 1), st.floats(0.01, 1), st.floats(1e-6, 0.5),
 )  # fmt: skip
-def test_ctr_drop_properties(n_ref, n_cur, a, b, alert_at, alpha) -> None:
-    c_ref, c_cur = max(1, round(a * n_ref)), round(b * n_cur)
-    if c_ref > n_ref:
+def test_ctr_drop_properties(days, n_cur, b, alert_at, alpha) -> None:
+    reference = [(round(a * n), n) for n, a in days]
+    if sum(c for c, _ in reference) == 0:
         return
-    r = ctr_drop_result("c", (c_ref, n_ref), (c_cur, n_cur), alert_at, alpha)
+    c_cur = round(b * n_cur)
+    r = ctr_drop_result("c", reference, (c_cur, n_cur), alert_at, alpha)
     assert r.value <= 1.0 and 0.0 <= r.p_value <= 1.0
     if r.level != "ok":
         assert r.p_value < alpha and r.value >= alert_at / 2
+        assert c_cur / n_cur < min(c / n for c, n in reference)
     if r.level == "alert":
         assert r.value >= alert_at
 
