@@ -477,7 +477,7 @@ def _ctr_drop(
         .agg(
             F.sum("clicks").alias("c"),
             F.sum("impressions").alias("n"),
-            F.max("computed_at").alias("computed_at"),
+            F.min("computed_at").alias("computed_at"),  # days are replaced whole
         )
         .collect()
     )
