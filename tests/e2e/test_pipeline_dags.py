@@ -23,7 +23,8 @@ from jobs.monitor import servers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.spark]
 
-# The week is days 0–6; days 7–9 react without drift, tastes shift on day 10.
+# The week is days 0–6; days 7–9 react without drift, tastes shift on day 10; days 11
+# and 12 show the recovery.
 QUIET, SHIFT = 3, 10
 
 DRIVER = (
@@ -144,9 +145,11 @@ out["privacy"] = {
 from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1]).parent / "bench"))
 from shift_recovery import react
-out["loop"] = react(settings, dags, QUIET + 2, SHIFT, say=lambda line: print(line, flush=True))
-if out["loop"][-1]["trained"]:  # detected the day after the shift: one more day to measure
-    out["loop"] += react(settings, dags, 1, SHIFT, say=lambda line: print(line, flush=True))
+say = lambda line: print(line, flush=True)
+out["loop"] = react(settings, dags, QUIET + 3, SHIFT, say=say)
+if out["loop"][-3]["trained"] is False and out["loop"][-2]["trained"]:
+    # Detected the day after the shift: one more day to measure the recovery.
+    out["loop"] += react(settings, dags, 1, SHIFT, say=say)
 print("RESULT " + json.dumps(out))
 """
 )
@@ -257,10 +260,16 @@ def _assert_the_pipeline(result: dict) -> None:
 
 def _assert_the_loop(result: dict) -> None:
     """Quiet days raise nothing; a taste shift is detected on its day or the next, a drift
-    training is promoted and published, and the next day's lists are clicked more."""
+    training is promoted and published the same day, and within the two days after it
+    the lists are clicked more than on the shift day.
+
+    A new champion trained one day after the shift still has mostly old days in its own
+    reference window, so the monitor may alert again the next day and retrain once more
+    (a new champion is a new episode); each such model must be published too.
+    """
     rows = result["loop"]
     by_day = {row["day"]: row for row in rows}
-    assert sorted(by_day)[: QUIET + 2] == list(range(SHIFT - QUIET, SHIFT + 2)), rows
+    assert sorted(by_day)[: QUIET + 3] == list(range(SHIFT - QUIET, SHIFT + 3)), rows
     first = by_day[SHIFT - QUIET]["champion_before"]
     quiet = [by_day[d] for d in range(SHIFT - QUIET, SHIFT)]
     assert all(not r["drift_alerts"] for r in quiet), [r["drift_alerts"] for r in quiet]
@@ -273,7 +282,8 @@ def _assert_the_loop(result: dict) -> None:
     answer = detected[0]
     assert answer["trained"] and answer["champion_before"] == first, answer
     assert answer["champion_after"] not in (None, first), "the gate kept the pre-shift model"
-    assert answer["published"] == answer["champion_after"], answer
-    after = by_day[answer["day"] + 1]
-    assert after["published"] == answer["champion_after"] and not after["trained"], after
-    assert after["ctr_cdn"] > by_day[SHIFT]["ctr_cdn"], rows
+    # Whatever trained in the loop was published the day it was promoted.
+    assert all(r["published"] == r["champion_after"] for r in rows), rows
+    later = [by_day[answer["day"] + n] for n in (1, 2) if answer["day"] + n in by_day]
+    assert len(later) == 2, rows
+    assert max(r["ctr_cdn"] for r in later) > by_day[SHIFT]["ctr_cdn"], rows
