@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up test test-fast lint format lock doctor clean monitoring-deps
+.PHONY: venv demo up airflow test test-fast lint format lock doctor clean monitoring-deps
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: venv
 # After `make demo`: the champion's Bento on :3000 next to the CDN stand-in on :8765.
 up: venv
 	$(BIN)/recflow up
+
+# After `make demo`: Airflow's scheduler, API server and UI on the demo's data root, one
+# daily ingest interval per generated day, every task its own process; prints URL and login.
+airflow: venv
+	$(BIN)/recflow airflow
 
 # Everything: unit, integration (Spark, servers) and end-to-end DAG runs.
 test: venv

@@ -3,9 +3,9 @@
 Each task is one call into `jobs.ingest.steps` and passes small dicts via XCom; the
 lake is the only place data moves through. The last task pushes the run's freshness and
 quarantine figures to the Pushgateway (`jobs.monitor.export`, its own group). The
-schedule and first interval are the only settings read when the file is parsed
-(`RECFLOW_INGEST_SCHEDULE`, `RECFLOW_INGEST_START`); everything else is read when a task
-runs. Emits the silver and gold Assets that the `features` and `train` DAGs follow.
+schedule, first interval and optional end are the only settings read when the file is
+parsed (`RECFLOW_INGEST_SCHEDULE`, `_START`, `_END`); everything else is read when a
+task runs. Emits the silver and gold Assets that the `features` and `train` DAGs follow.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ with DAG(
     doc_md=__doc__,
     schedule=CronDataIntervalTimetable(_schedule.ingest_schedule, timezone="UTC"),
     start_date=pendulum.parse(_schedule.ingest_start),
+    end_date=pendulum.parse(_schedule.ingest_end) if _schedule.ingest_end else None,
     catchup=True,
     max_active_runs=1,
     default_args={

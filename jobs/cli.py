@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -608,6 +609,77 @@ def cdn(
         pass
     finally:
         server.server_close()
+
+
+@app.command()
+def airflow(
+    port: Annotated[
+        int | None, typer.Option(help="API server and UI port (default RECFLOW_AIRFLOW_PORT).")
+    ] = None,
+) -> None:
+    """Start Airflow's scheduler, API server and UI on this data root; Ctrl-C stops them.
+
+    Ingest gets one daily interval per day of the generated shop (run `make demo` or
+    `recflow generate` first), recflow's DAGs are unpaused, and every task runs as its own
+    process, as in a deployment. Prints the URL and the login Airflow generates.
+    """
+    import signal
+    import sys
+
+    from jobs import airflow_local
+
+    settings = _settings()
+    port = port or settings.airflow_port
+    if not airflow_local.port_free(port):
+        typer.secho(f"port {port} is busy: --port or RECFLOW_AIRFLOW_PORT", fg="red", err=True)
+        raise typer.Exit(1)
+    env = airflow_local.environment(settings, port)
+    home = Path(env["AIRFLOW_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    dates = airflow_local.shop_dates(settings)
+    log_path = home / "standalone.log"
+    typer.echo(
+        f"ingest: {env['RECFLOW_INGEST_SCHEDULE']} from {env['RECFLOW_INGEST_START']}"
+        + (f" to {env['RECFLOW_INGEST_END']}" if env.get("RECFLOW_INGEST_END") else "")
+        + f" (the generated shop: {dates.days} days); log: {log_path}"
+    )
+    binary = Path(sys.executable).parent / "airflow"
+    with log_path.open("a") as log:
+        proc = subprocess.Popen(
+            [str(binary), "standalone"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its scheduler, processor and API server: one group
+        )
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        if not airflow_local.wait_until_up(port, timeout=300):
+            typer.secho(f"Airflow did not come up; see {log_path}", fg="red", err=True)
+            raise typer.Exit(1)
+        found = None
+        for _ in range(30):
+            found = airflow_local.login(home)
+            if found:
+                break
+            time.sleep(1)
+        typer.echo(f"Airflow UI: http://127.0.0.1:{port}")
+        if found:
+            typer.echo(f"  login: {found[0]} / {found[1]}")
+            unpaused = airflow_local.AirflowApi(port, *found).unpause()
+            if unpaused:
+                typer.echo(f"  unpaused: {', '.join(sorted(unpaused))}")
+        typer.echo("  Ctrl-C stops the scheduler, the API server and every task they started.")
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        airflow_local.stop_group(proc, home)
 
 
 @app.command()

@@ -137,11 +137,26 @@ class Settings(BaseSettings):
         default_factory=list,
         description="More Maven coordinates, e.g. org.apache.hadoop:hadoop-aws:3.5.0 for s3a://.",
     )
+    # Tiny reads and writes (an audit row, a table's version, the trigger's two sums, the
+    # newest drift run) without a JVM, through delta-rs on the same tables (jobs.lake_light).
+    light_delta: bool = Field(
+        True,
+        description="Read and write tiny lake facts with delta-rs instead of Spark where the"
+        " lake is a local folder (a task then starts no JVM); off: Spark everywhere.",
+    )
 
     # -- ingest (bronze → silver → gold) -------------------------------------------
     ingest_schedule: str = Field("@hourly", description="Airflow schedule of the ingest DAG.")
     ingest_start: str = Field(
         "2026-11-01T00:00:00+00:00", description="First data interval of the ingest DAG."
+    )
+    airflow_port: Annotated[int, Field(ge=1, le=65535)] = Field(
+        8080, description="Port of the API server and UI `recflow airflow` starts (127.0.0.1)."
+    )
+    ingest_end: str | None = Field(
+        None,
+        description="Last instant the ingest DAG schedules (its end_date); none: no end."
+        " `recflow airflow` sets it to the end of the generated shop.",
     )
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -645,11 +660,13 @@ class Settings(BaseSettings):
             raise ValueError("at least one event type needs a positive weight")
         return {t: float(value.get(t, 0.0)) for t in EVENT_TYPES}
 
-    @field_validator("ingest_start", "min_event_ts", "gen_start")
+    @field_validator("ingest_start", "ingest_end", "min_event_ts", "gen_start")
     @classmethod
-    def _check_instant(cls, value: str) -> str:
+    def _check_instant(cls, value: str | None) -> str | None:
         from datetime import datetime
 
+        if value is None:
+            return None
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
@@ -856,7 +873,7 @@ def load_settings(**overrides: object) -> Settings:
 
 
 class IngestSchedule(BaseSettings):
-    """The two settings the ingest DAG's schedule needs when Airflow parses the file.
+    """The settings the ingest DAG's schedule needs when Airflow parses the file.
 
     Parsing reads these and nothing else, so an invalid value of any other setting fails
     the task that uses it (with a readable error) instead of hiding the DAG.
@@ -866,8 +883,9 @@ class IngestSchedule(BaseSettings):
 
     ingest_schedule: str = Settings.model_fields["ingest_schedule"].default
     ingest_start: str = Settings.model_fields["ingest_start"].default
+    ingest_end: str | None = None
 
-    _check_start = field_validator("ingest_start")(Settings._check_instant.__func__)
+    _check_start = field_validator("ingest_start", "ingest_end")(Settings._check_instant.__func__)
     _check_schedule = field_validator("ingest_schedule")(Settings._check_ingest_schedule.__func__)
 
 

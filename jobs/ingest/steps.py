@@ -271,10 +271,9 @@ def audit_step(
     second one. Without it (``recflow ingest``) each call is a run of its own.
     """
     settings = settings or get_settings()
-    spark = _spark(settings)
     interval = tables.Interval.parse(start, end)
     row = audit_row(interval, bronze, silver, gold, run_id or uuid.uuid4().hex)
-    _write_audit(spark, settings, row)
+    _write_audit(settings, row)
     if row["status"] == "unbalanced":
         raise UnbalancedBatchError(f"batch {interval.batch_id} does not balance: {row}")
     return {k: v for k, v in row.items() if not isinstance(v, datetime)}
@@ -324,11 +323,20 @@ def audit_row(
     }
 
 
-def _write_audit(spark: Any, settings: Settings, row: dict[str, Any]) -> None:
+def _write_audit(settings: Settings, row: dict[str, Any]) -> None:
     """Upsert the row by (run_id, batch_id): one row per run and batch, however often the
-    task is retried."""
+    task is retried.
+
+    Through delta-rs when it can (a task that only records the audit then starts no JVM:
+    ``jobs.lake_light``), otherwise through Spark, which also creates or evolves the table.
+    """
+    from jobs.lake_light import merge_rows
+
+    if merge_rows(settings, "ingest_audit", [row], ("run_id", "batch_id")) is not None:
+        return
     from delta.tables import DeltaTable
 
+    spark = _spark(settings)
     location = tables.ensure_table(spark, settings, "ingest_audit")
     frame = spark.createDataFrame([row], tables.TABLES["ingest_audit"].ddl)
     (

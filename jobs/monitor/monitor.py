@@ -595,7 +595,22 @@ def read_drift(spark: SparkSession, settings: Settings, run_id: str | None = Non
     return frame.toPandas()
 
 
-def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | None:
+# One row per drift run, newest data first: a backfill (or a rerun) of an old window,
+# computed today, is not the lake's present state. NULLS LAST spelled out: Spark and
+# DataFusion (delta-rs) disagree on where NULLs go by default.
+_DRIFT_RUNS_SQL = (
+    "SELECT run_id, max(computed_at) AS at, max(window_end) AS window_end, "
+    "max(model_version) AS model_version, "
+    "max(CASE WHEN level = 'alert' THEN 1 ELSE 0 END) AS alert "
+    "FROM {drift} GROUP BY run_id "
+    "ORDER BY window_end DESC NULLS LAST, at DESC NULLS LAST, run_id DESC NULLS LAST"
+)
+_DRIFT_ALERTS_SQL = (
+    "SELECT metric, statistic, value FROM {drift} WHERE run_id = {run_id} AND level = 'alert'"
+)
+
+
+def newest_drift(spark: SparkSession | None, settings: Settings) -> dict[str, Any] | None:
     """The newest drift run overall (alert or not), summarised for the training trigger.
 
     The newest run, not the newest with an alert: an alert a later run no longer shows is
@@ -610,28 +625,13 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     ``episode_computed_at``: when that first run was computed (epoch s, wall clock), which
     the trigger compares with training starts (also wall clock) — a window's end is data
     time, and a backfill or a simulated shop judges days long past.
-    Small: one row per run reaches the driver.
+    Small: one row per run reaches the caller. Without ``spark`` the table is read
+    through delta-rs (``jobs.lake_light``: no JVM), with the same SQL.
     """
-    from delta.tables import DeltaTable
-    from pyspark.sql import functions as F
-
-    location = tables.path(settings, "drift")
-    if not DeltaTable.isDeltaTable(spark, location):
+    query = _drift_query(spark, settings)
+    if query is None:
         return None  # no drift run yet
-    frame = spark.read.format("delta").load(location)
-    runs = (
-        frame.groupBy("run_id")
-        .agg(
-            F.max("computed_at").alias("at"),
-            F.max("window_end").alias("window_end"),
-            F.max("model_version").alias("model_version"),
-            F.max(F.when(F.col("level") == "alert", 1).otherwise(0)).alias("alert"),
-        )
-        # Newest data first: a backfill (or a rerun) of an old window, computed today, is
-        # not the lake's present state.
-        .orderBy(F.col("window_end").desc(), F.col("at").desc(), F.col("run_id").desc())
-        .collect()
-    )
+    runs = query(_DRIFT_RUNS_SQL, {})
     if not runs:
         return None
     top = runs[0]
@@ -639,8 +639,8 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
     metrics: list[str] = []
     episode_start = episode_computed_at = None
     if alert:
-        rows = frame.where((F.col("run_id") == top["run_id"]) & (F.col("level") == "alert"))
-        metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows.collect())
+        rows = query(_DRIFT_ALERTS_SQL, {"run_id": top["run_id"]})
+        metrics = sorted(f"{r['metric']}:{r['statistic']}={r['value']:.3g}" for r in rows)
         first = episode_first(runs)
         episode_start, episode_computed_at = _epoch(first["window_end"]), _epoch(first["at"])
     reason = (
@@ -660,6 +660,31 @@ def newest_drift(spark: SparkSession, settings: Settings) -> dict[str, Any] | No
         "episode_computed_at": episode_computed_at,
         "reason": reason,
     }
+
+
+def _drift_query(spark: SparkSession | None, settings: Settings) -> Any:
+    """A function running one of the drift SQL texts over the drift table (string
+    parameters quoted), through Spark or delta-rs; None when there is no table yet."""
+
+    def quoted(params: dict[str, str]) -> dict[str, str]:
+        return {k: "'" + str(v).replace("'", "''") + "'" for k, v in params.items()}
+
+    if spark is None:
+        from jobs import lake_light
+
+        table = lake_light.open_table(settings, "drift")
+        if table is None:
+            return None
+        return lambda sql, params: lake_light.rows(
+            sql.format(drift="drift", **quoted(params)), drift=table
+        )
+    from delta.tables import DeltaTable
+
+    location = tables.path(settings, "drift")
+    if not DeltaTable.isDeltaTable(spark, location):
+        return None
+    source = "delta.`" + location.replace("`", "``") + "`"
+    return lambda sql, params: spark.sql(sql.format(drift=source, **quoted(params))).collect()
 
 
 def episode_first(runs: list[Any]) -> Any:

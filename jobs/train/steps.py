@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 
 def trigger_step(settings: Settings | None = None) -> dict[str, Any]:
     """The trigger's decision, as a dict (logged; the DAG short-circuits on ``train``)."""
+    from jobs import lake_light
     from jobs.model.registry import setup
-    from jobs.spark import get_spark
     from jobs.train.trigger import decide
 
     settings = settings or get_settings()
-    decision = decide(get_spark(settings), settings, setup(settings))
+    spark = None
+    if not lake_light.available(settings):
+        from jobs.spark import get_spark
+
+        spark = get_spark(settings)
+    decision = decide(spark, settings, setup(settings))
     log.info("training trigger: %s (train=%s)", decision.reason, decision.train)
     return decision.as_dict()
 

@@ -96,7 +96,9 @@ class Facts:
     drift_problem: str | None = None
 
 
-def read_drift(spark: SparkSession, settings: Settings) -> tuple[dict[str, Any] | None, str | None]:
+def read_drift(
+    spark: SparkSession | None, settings: Settings
+) -> tuple[dict[str, Any] | None, str | None]:
     """The newest drift run (``jobs.monitor.monitor.newest_drift``), and a problem when
     the drift table cannot be read (then no drift: reported, not raised)."""
     from jobs.monitor.monitor import newest_drift
@@ -146,7 +148,17 @@ def _training_runs(
     )
 
 
-def n_events_at(spark: SparkSession, settings: Settings, version: int) -> int:
+def n_events_at(spark: SparkSession | None, settings: Settings, version: int) -> int:
+    """Sum of ``n_events`` in gold ``interactions`` at ``version`` (time travel); through
+    delta-rs without ``spark``."""
+    if spark is None:
+        from jobs import lake_light
+
+        table = lake_light.open_table(settings, "interactions", version=version)
+        if table is None:
+            raise FileNotFoundError(tables.path(settings, "interactions"))
+        sql = "SELECT coalesce(sum(n_events), 0) AS n FROM interactions"
+        return int(lake_light.rows(sql, interactions=table)[0]["n"])
     from pyspark.sql import functions as F
 
     frame = (
@@ -174,9 +186,17 @@ def registry_facts(
 
 
 def decide(
-    spark: SparkSession, settings: Settings, client: MlflowClient, now: float | None = None
+    spark: SparkSession | None, settings: Settings, client: MlflowClient, now: float | None = None
 ) -> Decision:
-    current = tables.version(spark, settings, "interactions")
+    """Train or not, and why. Without ``spark`` the lake is read through delta-rs
+    (``jobs.lake_light``): the decision then starts no JVM, which under the real scheduler
+    is most of what a skipping ``should_train`` task costs."""
+    if spark is None:
+        from jobs import lake_light
+
+        current = lake_light.version(settings, "interactions")
+    else:
+        current = tables.version(spark, settings, "interactions")
     if current < 0:
         return Decision(False, "no gold interactions yet", current)
     facts = registry_facts(client, settings, current, now)

@@ -8,6 +8,7 @@ trigger test alone adds a few hours of a synthetic shop (after its "nothing new"
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,12 @@ def first(spark: Any, ml: dict[str, Any]) -> Any:
 
 
 def _decide(spark: Any, settings: Settings) -> Any:
-    return decide(spark, settings, setup(settings))
+    """The trigger's decision through Spark, checked against the one it takes through
+    delta-rs (no JVM: what ``should_train`` uses on a local lake) on the same facts."""
+    client, now = setup(settings), time.time()
+    heavy = decide(spark, settings, client, now)
+    assert decide(None, settings, client, now).as_dict() == heavy.as_dict()
+    return heavy
 
 
 def test_no_model_means_train(spark: Any, ml: dict[str, Any]) -> None:
