@@ -226,11 +226,21 @@ class AirflowApi:
     def recflow_dags(self) -> list[dict]:
         return self.get("/api/v2/dags?tags=recflow&limit=100")["dags"]
 
+    def set_paused(self, dag_id: str, paused: bool) -> None:
+        self._call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": paused})
+
     def unpause(self) -> list[str]:
         """Unpause every recflow DAG that is paused; returns their ids."""
         done = []
         for dag in self.recflow_dags():
             if dag["is_paused"]:
-                self._call("PATCH", f"/api/v2/dags/{dag['dag_id']}", {"is_paused": False})
+                self.set_paused(dag["dag_id"], False)
                 done.append(dag["dag_id"])
         return done
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 now (for benchmarks and tests that start standalone)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -112,3 +112,22 @@ def _arrow_ready(record: Mapping[str, Any], schema: Any) -> dict[str, Any]:
             value = list(value.items())
         out[field.name] = value
     return out
+
+
+def applied_mark(table: DeltaTable, source: str) -> int | None:
+    """The version of ``source`` the newest marked commit of ``table`` applied (the
+    ``userMetadata`` stamp of ``jobs.tables.commit_marks``), None when no commit has one.
+
+    Same reading as ``jobs.tables.applied_mark``; which commits lack marks (OPTIMIZE,
+    VACUUM, DELETE) does not matter, the whole history is searched.
+    """
+    import json
+
+    for commit in table.history():  # newest first
+        try:
+            marks = json.loads(commit.get("userMetadata") or "")
+        except ValueError:
+            continue
+        if isinstance(marks, dict) and source in marks:
+            return int(marks[source])
+    return None

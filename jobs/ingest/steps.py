@@ -81,28 +81,21 @@ class RecentBatch:
     files: set[str]
 
 
-def recent_batches(spark: Any, settings: Settings, before: tables.Interval) -> list[RecentBatch]:
+def recent_batches(
+    spark: Any | None, settings: Settings, before: tables.Interval
+) -> list[RecentBatch]:
     """Intervals bronze holds that ended within ``late_data_hours`` before ``before``.
 
     Read from bronze (not the audit), so an interval whose run died after bronze, before
     its audit row, is among them too.
     """
-    from pyspark.sql import functions as F
-
     from jobs.ingest.bronze import source_path
 
     since = before.start - timedelta(hours=settings.late_data_hours)
-    rows = (
-        tables.read_or_create(spark, settings, "bronze_events")
-        .where(
-            (F.col("_dt") >= F.lit(f"{since:%Y-%m-%d}").cast("date"))
-            & (F.col("_interval_start") >= F.lit(since.replace(tzinfo=None)))
-            & (F.col("_interval_end") <= F.lit(before.start.replace(tzinfo=None)))
-        )
-        .select("_batch_id", "_interval_start", "_interval_end", "_fingerprint", "_source_file")
-        .distinct()
-        .collect()
-    )
+    if spark is None:
+        rows = _recent_rows_light(settings, since, before)
+    else:
+        rows = _recent_rows(spark, settings, since, before)
     batches: dict[str, RecentBatch] = {}
     for r in rows:
         interval = tables.Interval(
@@ -115,8 +108,60 @@ def recent_batches(spark: Any, settings: Settings, before: tables.Interval) -> l
     return sorted(batches.values(), key=lambda b: (b.interval.start, b.interval.end))
 
 
-def _finished(spark: Any, settings: Settings, batch_ids: list[str]) -> set[tuple[str, str]]:
-    """(batch, fingerprint) pairs that have an ``ok`` audit row."""
+_RECENT_COLUMNS = ("_batch_id", "_interval_start", "_interval_end", "_fingerprint", "_source_file")
+
+
+def _recent_rows(
+    spark: Any, settings: Settings, since: datetime, before: tables.Interval
+) -> list[Any]:
+    from pyspark.sql import functions as F
+
+    return (
+        tables.read_or_create(spark, settings, "bronze_events")
+        .where(
+            (F.col("_dt") >= F.lit(f"{since:%Y-%m-%d}").cast("date"))
+            & (F.col("_interval_start") >= F.lit(since.replace(tzinfo=None)))
+            & (F.col("_interval_end") <= F.lit(before.start.replace(tzinfo=None)))
+        )
+        .select(*_RECENT_COLUMNS)
+        .distinct()
+        .collect()
+    )
+
+
+def _recent_rows_light(
+    settings: Settings, since: datetime, before: tables.Interval
+) -> list[dict[str, Any]]:
+    """``_recent_rows`` through delta-rs: the same filter (the day partition first)."""
+    from jobs import lake_light
+
+    bronze = lake_light.open_table(settings, "bronze_events")
+    if bronze is None:
+        return []  # no bronze yet: no batch to reload
+    sql = (
+        f"SELECT DISTINCT {', '.join(_RECENT_COLUMNS)} FROM b "
+        f"WHERE _dt >= DATE '{since:%Y-%m-%d}' "
+        f"AND _interval_start >= TIMESTAMP '{since.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z' "
+        f"AND _interval_end <= TIMESTAMP '{before.start.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z'"
+    )
+    return lake_light.rows(sql, b=bronze)
+
+
+def _finished(spark: Any | None, settings: Settings, batch_ids: list[str]) -> set[tuple[str, str]]:
+    """(batch, fingerprint) pairs that have an ``ok`` audit row (through delta-rs without
+    ``spark``)."""
+    if spark is None:
+        from jobs import lake_light
+
+        audit = lake_light.open_table(settings, "ingest_audit")
+        if audit is None or not batch_ids:
+            return set()
+        ids = ", ".join("'" + b.replace("'", "''") + "'" for b in batch_ids)
+        sql = (
+            "SELECT DISTINCT batch_id, fingerprint FROM a "
+            f"WHERE status = 'ok' AND batch_id IN ({ids})"
+        )
+        return {(r["batch_id"], r["fingerprint"]) for r in lake_light.rows(sql, a=audit)}
     from pyspark.sql import functions as F
 
     rows = (
@@ -143,12 +188,15 @@ def late_step(
     audit rows). Each reloaded interval gets its own audit row (a retry with the same
     ``run_id`` replaces it); gold picks its new silver rows up with the next gold step.
     """
+    from jobs import lake_light
     from jobs.ingest.bronze import interval_files
 
     settings = settings or get_settings()
     if not settings.late_data_hours:
         return {"checked": 0, "reloaded": [], "failed": []}
-    spark = _spark(settings)
+    # The check itself reads two small slices: through delta-rs where it can, so a run
+    # with nothing late starts no JVM (the reloads below start Spark when needed).
+    spark = None if lake_light.available(settings) else _spark(settings)
     recent = recent_batches(spark, settings, tables.Interval.parse(start, end))
     if not recent:
         return {"checked": 0, "reloaded": [], "failed": []}
@@ -179,14 +227,47 @@ def late_step(
 
 
 def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
-    """Load new catalog files into bronze and upsert them into silver items."""
+    """Load new catalog files into bronze and upsert them into silver items.
+
+    Most runs find no new catalog file: that is checked without a JVM first (delta-rs),
+    and only a new file, or bronze items silver has not applied, starts Spark.
+    """
     from jobs.ingest.bronze import load_catalog
     from jobs.ingest.silver import upsert_items
 
     settings = settings or get_settings()
+    unchanged = _catalog_unchanged(settings)
+    if unchanged is not None:
+        return unchanged
     spark = _spark(settings)
     files = load_catalog(spark, settings)
     return {"files": len(files), **upsert_items(spark, settings)}
+
+
+def _catalog_unchanged(settings: Settings) -> dict[str, Any] | None:
+    """``catalog_step``'s answer when there is nothing to do, read through delta-rs; None
+    when there may be (a landing catalog file bronze lacks by path and content, bronze
+    items silver has not applied) or the light path cannot tell (``jobs.lake_light``)."""
+    import hashlib
+
+    from jobs import lake_light
+    from jobs.ingest.bronze import source_path
+
+    if not lake_light.available(settings):
+        return None
+    bronze = lake_light.open_table(settings, "bronze_items")
+    items = lake_light.open_table(settings, "items")
+    if bronze is None or items is None:
+        return None
+    rows = lake_light.rows("SELECT DISTINCT _source_file, _fingerprint FROM b", b=bronze)
+    known = {(source_path(r["_source_file"]), r["_fingerprint"]) for r in rows}
+    for file in sorted(settings.catalog_dir.glob("dt=*/*.jsonl")):
+        if (str(file.absolute()), hashlib.sha256(file.read_bytes()).hexdigest()) not in known:
+            return None
+    current = int(bronze.version())
+    if lake_light.applied_mark(items, "bronze_items") != current:
+        return None
+    return {"files": 0, "applied": 0, "quarantined": 0, "bronze_items_version": current}
 
 
 def silver_step(

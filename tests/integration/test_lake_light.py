@@ -116,3 +116,51 @@ def test_a_process_that_read_through_delta_rs_exits_cleanly(spark: Any, tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "1"
+
+
+def test_the_late_data_and_catalog_checks_read_the_same_through_both_paths(
+    spark: Any, tmp_path: Path
+) -> None:
+    """``reload_late`` and ``upsert_catalog`` decide from delta-rs reads when nothing is to
+    be done (no JVM); what they read must be what Spark reads, and anything new must
+    send them to Spark."""
+    from jobs.ingest.steps import _catalog_unchanged, _finished, catalog_step, recent_batches
+    from jobs.sources.shop import generate
+
+    settings = Settings(
+        data_root=tmp_path / "var",
+        gen_users=120,
+        gen_items=30,
+        gen_days=1,
+        late_data_hours=24,
+        quality_enabled=False,  # the gates are not what this test is about
+    )
+    generate(settings, days=1)
+    from jobs.ingest.steps import run_interval
+
+    run_interval("2026-11-01T00:00:00+00:00", "2026-11-01T06:00:00+00:00", settings=settings)
+
+    later = tables.Interval.parse("2026-11-01T06:00:00+00:00", "2026-11-01T07:00:00+00:00")
+    light, heavy = recent_batches(None, settings, later), recent_batches(spark, settings, later)
+    assert len(light) == 1 and light[0].files
+    # Outside the late window (and before the first interval) neither finds anything.
+    long_after = tables.Interval.parse("2026-11-03T00:00:00+00:00", "2026-11-03T01:00:00+00:00")
+    assert recent_batches(None, settings, long_after) == recent_batches(spark, settings, long_after)
+    assert not recent_batches(None, settings, long_after)
+    assert [(b.interval, b.fingerprints, b.files) for b in light] == [
+        (b.interval, b.fingerprints, b.files) for b in heavy
+    ]
+    ids = [b.interval.batch_id for b in light] + ["no-such-batch", "it's quoted"]
+    assert _finished(None, settings, ids) == _finished(spark, settings, ids)
+    assert len(_finished(None, settings, ids)) == 1
+
+    # The catalog: unchanged says so without Spark, with what Spark's step would say.
+    unchanged = _catalog_unchanged(settings)
+    assert unchanged is not None and unchanged == catalog_step(settings=settings)
+    # A catalog file whose content changed is news: the light check hands over to Spark.
+    catalog = sorted(settings.catalog_dir.glob("dt=*/*.jsonl"))[0]
+    catalog.write_bytes(catalog.read_bytes() + catalog.read_bytes().splitlines(True)[0])
+    assert _catalog_unchanged(settings) is None
+    applied = catalog_step(settings=settings)
+    assert applied["files"] == 1
+    assert _catalog_unchanged(settings) == {**applied, "files": 0, "applied": 0, "quarantined": 0}
