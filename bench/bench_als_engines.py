@@ -9,11 +9,16 @@ engine (issue 17), both through the one seam, :func:`jobs.train.als.fit`.
 
 each on a per-user stratified 75/25 split (seed 42): fit wall time (Spark's first fit
 after a warm-up fit, so JVM start is not counted) and NDCG@10 with popularity beside it.
-3. with ``--train-model``: one whole ``train_model`` run per engine on MovieLens ingested
+3. with ``--recipes``: the five recipes every search tries first (defaults and grid), on
+   MovieLens, Spark against the engine and against implicit's stock
+   ``AlternatingLeastSquares`` with one constant regulariser (``reg`` x the mean pairs
+   per user: the naive mapping the engine's count penalty replaces);
+4. with ``--train-model``: one whole ``train_model`` run per engine on MovieLens ingested
    through the lake (search ``--trials`` fits a protocol, test, stratified, final fit,
    MLflow logging), the figure CI pays for every training.
 
-Run: PYTHONPATH=. .venv/bin/python bench/bench_als_engines.py [--train-model] [--trials 4]
+Run: PYTHONPATH=. .venv/bin/python bench/bench_als_engines.py [--recipes] [--train-model]
+     [--trials 4] [--skip-sizes]
 """
 
 from __future__ import annotations
@@ -98,6 +103,38 @@ def side_by_side(spark: Any, settings: Settings, enc: Encoded, params: als.ALSPa
     print(f"  speed-up (spark / implicit): {seconds['spark'] / seconds['implicit']:.1f}x")
 
 
+def recipes(spark: Any, settings: Settings, enc: Encoded) -> None:
+    from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
+
+    from jobs.train import als_implicit
+    from jobs.train.weighting import apply
+
+    train, test = stratified_split(enc.frame, 0.75, 42)
+    holdout = Holdout.of(train, test, enc.n_users)
+    k, n = settings.eval_k, enc.n_items
+    print(f"  recipe | spark | implicit engine | stock implicit, constant reg (NDCG@{k})")
+    for params in als.candidates(settings):
+        row = []
+        for name in ENGINES:
+            engine = replace(als.Engine.from_settings(settings), setting=name)
+            u, v = als.fit(spark, train, enc.n_users, n, params, settings.seed, engine)
+            row.append(evaluate_per_user(holdout, u, v, None, k, n)[0][f"ndcg_at_{k}"])
+        weighted = apply(train, params.weighting, params.half_life_days, enc.n_users)
+        matrix = als_implicit.confidences(weighted, enc.n_users, n, params.alpha)
+        with threadpool_limits(limits=1, user_api="blas"):
+            stock = AlternatingLeastSquares(
+                factors=params.rank,
+                regularization=params.reg * len(weighted) / weighted["u"].nunique(),
+                iterations=params.iterations,
+                random_state=settings.seed,
+            )
+            stock.fit(matrix, show_progress=False)
+        u, v = np.asarray(stock.user_factors), np.asarray(stock.item_factors)
+        row.append(evaluate_per_user(holdout, u, v, None, k, n)[0][f"ndcg_at_{k}"])
+        print(f"  {params.label()} | {row[0]:.4f} | {row[1]:.4f} | {row[2]:.4f}")
+
+
 def train_model_runs(spark: Any, path: Path, tmp: Path, trials: int) -> None:
     from jobs.ingest.steps import run_interval
     from jobs.sources.movielens import import_movielens
@@ -138,6 +175,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=5_000)
     parser.add_argument("--per-user", type=int, default=17)
     parser.add_argument("--train-model", action="store_true")
+    parser.add_argument("--recipes", action="store_true")
+    parser.add_argument("--skip-sizes", action="store_true")
     parser.add_argument("--trials", type=int, default=4)
     args = parser.parse_args()
 
@@ -158,11 +197,15 @@ def main() -> None:
             settings.seed,
             replace(als.Engine.from_settings(settings), setting="spark"),
         )
-        print(f"MovieLens 100K (default recipe, seed {settings.seed}):")
-        side_by_side(spark, settings, warm, params)
-        big = generated(args.users, args.items, args.per_user)
-        print(f"\ngenerated: {len(big.frame):,} pairs")
-        side_by_side(spark, settings, big, als.ALSParams(32, 0.1, 1.0, 10, "none", 0.0))
+        if not args.skip_sizes:
+            print(f"MovieLens 100K (default recipe, seed {settings.seed}):")
+            side_by_side(spark, settings, warm, params)
+            big = generated(args.users, args.items, args.per_user)
+            print(f"\ngenerated: {len(big.frame):,} pairs")
+            side_by_side(spark, settings, big, als.ALSParams(32, 0.1, 1.0, 10, "none", 0.0))
+        if args.recipes:
+            print("\nMovieLens 100K, stratified 75/25 (seed 42), the search's first recipes:")
+            recipes(spark, settings, warm)
         if args.train_model:
             print(
                 "\nMovieLens 100K through the lake, one train_model per engine"
