@@ -223,7 +223,10 @@ class Settings(BaseSettings):
     # Which ALS solver fits (issue 17): Spark's, which scales out, or `implicit`'s CPU
     # conjugate gradient on this machine (jobs.train.als_implicit), ~20x faster where the
     # data fits. Both solve the same ALS-WR problem (a test holds their NDCG together);
-    # `auto` takes implicit up to both limits below and Spark beyond either.
+    # `auto` takes implicit up to both limits below and Spark beyond either. Training
+    # already collects gold's pairs to the driver as a pandas frame (~40 bytes a pair), so
+    # 50 M pairs (~2.4 GB more for implicit, ~1 min a fit at the measured rate) is still
+    # one machine's work; beyond it Spark's solve scales out.
     als_engine: Literal["auto", "spark", "implicit"] = Field(
         "auto", description="ALS engine: auto (by data size), spark or implicit."
     )

@@ -75,6 +75,27 @@ def with_count_penalty(matrix: sp.csr_matrix, rank: int) -> sp.csr_matrix:
     return out.astype(np.float32)
 
 
+def solve_rows(
+    penalised: sp.csr_matrix,
+    rows: np.ndarray,
+    other: np.ndarray,
+    reg: float,
+    threads: int = 0,
+    cg_steps: int = CG_STEPS,
+) -> None:
+    """One half-sweep in place: each row of ``rows`` from ``other``'s factors.
+
+    ``penalised`` comes from :func:`with_count_penalty`; the virtual columns' factors
+    ``sqrt(reg) * I`` are stacked under ``other`` here, and implicit's own constant is 0.
+    """
+    from implicit.cpu import _als
+
+    rank = rows.shape[1]
+    ridge = (np.sqrt(reg) * np.eye(rank)).astype(np.float32)
+    stacked = np.ascontiguousarray(np.vstack([other, ridge]), dtype=np.float32)
+    _als.least_squares_cg(penalised, rows, stacked, 0.0, num_threads=threads, cg_steps=cg_steps)
+
+
 def fit(
     frame: pd.DataFrame,
     n_users: int,
@@ -87,27 +108,19 @@ def fit(
     threads: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """ALS-WR on weighted ``u, i, weight``; users or items absent keep zero vectors."""
-    from implicit.cpu import _als
     from threadpoolctl import threadpool_limits
 
     cui = confidences(frame, n_users, n_items, alpha)
     ciu = cui.T.tocsr()
     by_user, by_item = with_count_penalty(cui, rank), with_count_penalty(ciu, rank)
-    ridge = (np.sqrt(reg) * np.eye(rank)).astype(np.float32)
     rng = np.random.default_rng(seed)
     # Small positive values, implicit's own initial scale.
     users = rng.random((n_users, rank), dtype=np.float32) * np.float32(0.01)
     items = rng.random((n_items, rank), dtype=np.float32) * np.float32(0.01)
     with threadpool_limits(limits=1, user_api="blas"):
         for _ in range(iterations):
-            other = np.ascontiguousarray(np.vstack([items, ridge]))
-            _als.least_squares_cg(
-                by_user, users, other, 0.0, num_threads=threads, cg_steps=CG_STEPS
-            )
-            other = np.ascontiguousarray(np.vstack([users, ridge]))
-            _als.least_squares_cg(
-                by_item, items, other, 0.0, num_threads=threads, cg_steps=CG_STEPS
-            )
+            solve_rows(by_user, users, items, reg, threads)
+            solve_rows(by_item, items, users, reg, threads)
     # Spark has no factors for rows without pairs (they score nothing): zero, not noise.
     users[np.diff(cui.indptr) == 0] = 0.0
     items[np.diff(ciu.indptr) == 0] = 0.0
