@@ -143,7 +143,9 @@ def train_model_runs(spark: Any, path: Path, tmp: Path, trials: int) -> None:
     base = load_settings(data_root=tmp / "lake", search_trials=trials)
     report = import_movielens(path, base)
     first = datetime.fromisoformat(report.first_ts).replace(minute=0, second=0, microsecond=0)
-    last = datetime.fromisoformat(report.last_ts) + timedelta(hours=1)
+    # Ingest intervals run on whole hours: up to the hour after the last rating.
+    last = datetime.fromisoformat(report.last_ts).replace(minute=0, second=0, microsecond=0)
+    last += timedelta(hours=1)
     run_interval(first.isoformat(), last.isoformat(), settings=base)
     seconds = {}
     for name in ENGINES:
