@@ -1,9 +1,14 @@
-"""Spark ALS on implicit feedback: the hyperparameters, the search space, the solve.
+"""ALS on implicit feedback: the hyperparameters, the search space, the engine, the solve.
 
 The interactions arrive as a small pandas frame of dense codes (``u, i, weight``): at the
 sizes a single driver evaluates (millions of pairs) that is cheaper than keeping every
 step in Spark, and ranking and metrics then run in numpy exactly as when publishing.
-Spark does what it is good at: the ALS solve, which scales out.
+The solve runs on one of two engines behind one seam, :func:`fit` (issue 17): Spark's
+ALS, which scales out, or ``implicit``'s CPU solver (:mod:`jobs.train.als_implicit`),
+many times faster on one machine; both solve the same ALS-WR problem, and
+:class:`Engine` picks one from the settings and the size of the fit. The engine is not
+part of a recipe: an incumbent refitted for the gate runs on the engine the current
+settings pick, like the challenger, so the gate compares recipes, not solvers.
 
 The hyperparameters include how interactions become confidences
 (:mod:`jobs.train.weighting`: a scheme and a recency half-life), applied inside
@@ -16,7 +21,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -113,7 +118,92 @@ def suggest(trial: Any, settings: Settings) -> ALSParams:
     )
 
 
+EngineName = Literal["spark", "implicit"]
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Which ALS solver fits: a fixed one, or ``auto`` by the size of each fit."""
+
+    setting: Literal["auto", "spark", "implicit"]
+    max_pairs: int
+    max_memory_bytes: int
+    threads: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        return cls(
+            settings.als_engine,
+            settings.als_engine_max_pairs,
+            settings.als_engine_max_memory_mb * 2**20,
+            settings.als_implicit_threads,
+        )
+
+    def pick(self, pairs: int, n_users: int, n_items: int, rank: int) -> EngineName:
+        """``implicit`` while the fit fits one machine's limits, else ``spark``."""
+        if self.setting != "auto":
+            return self.setting
+        fits = pairs <= self.max_pairs
+        return (
+            "implicit"
+            if fits and implicit_bytes(pairs, n_users, n_items, rank) <= self.max_memory_bytes
+            else "spark"
+        )
+
+
+def implicit_bytes(pairs: int, n_users: int, n_items: int, rank: int) -> int:
+    """What the implicit engine holds: four CSR matrices (the confidences both ways and
+    their copies widened by the count penalty, 8 bytes an entry) and the factors twice
+    (float32, plus the stacked copy each half-sweep reads)."""
+    rows = n_users + n_items
+    return 8 * (2 * pairs + 2 * (pairs + rank * rows)) + 8 * rank * rows
+
+
 def fit(
+    spark: SparkSession | None,
+    frame: pd.DataFrame,
+    n_users: int,
+    n_items: int,
+    params: ALSParams,
+    seed: int,
+    engine: Engine | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """ALS (implicit feedback) on ``u, i, weight``; float32 factors indexed by code.
+
+    Users or items absent from ``frame`` keep zero vectors (they score nothing). The
+    engine is ``engine`` or, without one, the process's settings (``RECFLOW_ALS_ENGINE``);
+    the implicit engine needs no Spark session (``spark`` may be None).
+    """
+    from jobs.train.weighting import apply
+
+    if engine is None:
+        from jobs.config import get_settings
+
+        engine = Engine.from_settings(get_settings())
+    frame = apply(frame, params.weighting, params.half_life_days, n_users)
+    if engine.pick(len(frame), n_users, n_items, params.rank) == "implicit":
+        from jobs.train import als_implicit
+
+        return als_implicit.fit(
+            frame,
+            n_users,
+            n_items,
+            params.rank,
+            params.reg,
+            params.alpha,
+            params.iterations,
+            seed,
+            engine.threads,
+        )
+    if spark is None:
+        raise ValueError(
+            "the Spark ALS engine needs a SparkSession (RECFLOW_ALS_ENGINE=spark, or auto"
+            " above RECFLOW_ALS_ENGINE_MAX_PAIRS / RECFLOW_ALS_ENGINE_MAX_MEMORY_MB)"
+        )
+    return _fit_spark(spark, frame, n_users, n_items, params, seed)
+
+
+def _fit_spark(
     spark: SparkSession,
     frame: pd.DataFrame,
     n_users: int,
@@ -121,15 +211,9 @@ def fit(
     params: ALSParams,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Spark ALS (implicit) on ``u, i, weight``; float32 factors indexed by code.
-
-    Users or items absent from ``frame`` keep zero vectors (they score nothing).
-    """
+    """Spark's ALS on the weighted frame (it scales ``reg`` by row counts: ALS-WR)."""
     from pyspark.ml.recommendation import ALS
 
-    from jobs.train.weighting import apply
-
-    frame = apply(frame, params.weighting, params.half_life_days, n_users)
     with tempfile.TemporaryDirectory(prefix="recflow-als-") as tmp:
         # Through parquet: createDataFrame from a large pandas frame is slow and warns.
         path = Path(tmp) / "train.parquet"

@@ -190,6 +190,14 @@ def train_model(
         found = search(spark, settings, prepared.enc, prepared.train, prepared.valid, progress)
         best = _best(found, k)
         mlflow.log_params({f"als_{name}": value for name, value in best.as_dict().items()})
+        # Which solver fitted the registered model (the final fit, on all pairs), and the
+        # setting that chose it: a reviewer sees both beside the recipe.
+        mlflow.log_params(
+            {
+                "als_engine": engine_of(settings, prepared.enc.frame, prepared.enc, best),
+                "als_engine_setting": settings.als_engine,
+            }
+        )
         test = evaluate_on_test(spark, settings, prepared, best, incumbents)
         # Which versions were compared (run tags): what a resumed gate compares with.
         mlflow.set_tags({f"recflow.gate.{i.role}_version": i.version for i in test.incumbents})
@@ -289,7 +297,14 @@ def fit_challenger(
     fault injected into the new model (a test's shuffled factors) never reaches the
     models it is compared with.
     """
-    return als.fit(spark, frame, enc.n_users, enc.n_items, params, settings.seed)
+    engine = als.Engine.from_settings(settings)
+    return als.fit(spark, frame, enc.n_users, enc.n_items, params, settings.seed, engine)
+
+
+def engine_of(settings: Settings, frame: pd.DataFrame, enc: Encoded, params: als.ALSParams) -> str:
+    """The ALS engine that fits ``params`` on ``frame`` under ``settings`` (what is logged)."""
+    engine = als.Engine.from_settings(settings)
+    return engine.pick(len(frame), enc.n_users, enc.n_items, params.rank)
 
 
 def search(
@@ -347,7 +362,9 @@ def search(
             u, v = fit_challenger(spark, settings, fit_frame, enc, params)
             metrics = _prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "validation_")
             metrics["fit_seconds"] = time.perf_counter() - started
-            mlflow.log_params(params.as_dict())
+            mlflow.log_params(
+                {**params.as_dict(), "engine": engine_of(settings, fit_frame, enc, params)}
+            )
             mlflow.log_metrics(metrics)
         found.append({"params": params, **metrics})
         if bar is not None:
@@ -426,7 +443,10 @@ def compare(
         record(f"ease_{prefix}", *evaluate_ease(train, holdout, enc.n_users, n_items, lam, k))
     scored = []
     for role, version, recipe in recipes:
-        ru, rv = als.fit(spark, train, enc.n_users, n_items, recipe, settings.seed)
+        # The engine the current settings pick, as for the challenger: the engine is not
+        # part of a recipe (both solve the same problem), so the gate compares recipes.
+        engine = als.Engine.from_settings(settings)
+        ru, rv = als.fit(spark, train, enc.n_users, n_items, recipe, settings.seed, engine)
         found, per_user = evaluate_per_user(holdout, ru, rv, None, k, n_items)
         record(f"{role}_{prefix}", found, per_user)
         diff = paired_relative_ci(als_users, per_user, samples, level, seed)
@@ -553,7 +573,12 @@ def fit_final(
         item_factors=v,
         popularity=popularity_of(enc.frame, enc.n_items),
         seen=seen_of(enc.frame, enc.n_users),
-        params={**best.as_dict(), "k": settings.eval_k, **prepared.data},
+        params={
+            **best.as_dict(),
+            "engine": engine_of(settings, enc.frame, enc, best),
+            "k": settings.eval_k,
+            **prepared.data,
+        },
         public_popularity=public,
         public_budget=budget,
     )

@@ -119,6 +119,11 @@ def test_als_beats_popularity_and_becomes_champion(ml: dict[str, Any], first: An
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
     protocols = sorted(r.data.tags["recflow.protocol"] for r in nested)
+    # MovieLens fits one machine: under the default `auto` every fit ran on implicit's
+    # engine, and the run and each trial say so (issue 17).
+    assert run.data.params["als_engine"] == "implicit"
+    assert run.data.params["als_engine_setting"] == "auto"
+    assert {r.data.params["engine"] for r in nested} == {"implicit"}
     assert len(als.candidates(settings)) == 2
     assert protocols == ["stratified", "stratified", "time", "time"]
 
@@ -140,6 +145,7 @@ def test_registered_pyfunc_serves_without_spark(
     from jobs.model.registry import load_version
 
     model = load_version(settings, first.version)
+    assert model.params["engine"] == "implicit"  # which solver fitted the served factors
     # The public list is differentially private: on MovieLens' 943 users the default
     # budget releases only a few items, so it may be shorter than k (tests/unit/test_dp_popular.py).
     public, _ = model.popular_rows(np.array([-1]), 3)
