@@ -17,6 +17,21 @@ or the source (``--serve recflow:v3`` / ``--serve bento.service:RecflowService``
         --cdn-url http://127.0.0.1:8765
     python bench/bench_serve.py --url http://127.0.0.1:3000 --rate 500 --seconds 30
 
+Open loop (``--rate``) is the mode for tail latency: request ``i`` is due at
+``start + i / rate`` whatever the answers do, and its latency counts from that due time,
+so a stall of the service (or of this client) shows as the latency of every request due
+during it instead of being hidden by a client that waits (coordinated omission);
+``--concurrency`` caps the open sockets, and a request waiting for one is still timed
+from its due time. Each path also reports the service's full garbage collections during
+the measured part (count and seconds, from ``recflow_gc_pause_seconds`` on its
+``/metrics``) and the longest one of this client, whose heap is frozen before loading
+(``--no-client-gc-freeze`` to leave it). A baseline is served from another checkout with
+``--service-dir`` (e.g. a worktree of main) and settings are varied with
+``--service-env``:
+
+    python bench/bench_serve.py --serve bento.service:RecflowService --rate 500 \
+        --concurrency 64 --service-dir /tmp/main-worktree
+
 Client and server share the machine: the client's CPU is part of the figures.
 """
 
