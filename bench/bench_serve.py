@@ -17,6 +17,21 @@ or the source (``--serve recflow:v3`` / ``--serve bento.service:RecflowService``
         --cdn-url http://127.0.0.1:8765
     python bench/bench_serve.py --url http://127.0.0.1:3000 --rate 500 --seconds 30
 
+Open loop (``--rate``) is the mode for tail latency: request ``i`` is due at
+``start + i / rate`` whatever the answers do, and its latency counts from that due time,
+so a stall of the service (or of this client) shows as the latency of every request due
+during it instead of being hidden by a client that waits (coordinated omission);
+``--concurrency`` caps the open sockets, and a request waiting for one is still timed
+from its due time. Each path also reports the service's full garbage collections during
+the measured part (count and seconds, from ``recflow_gc_pause_seconds`` on its
+``/metrics``) and the longest one of this client, whose heap is frozen before loading
+(``--no-client-gc-freeze`` to leave it). A baseline is served from another checkout with
+``--service-dir`` (e.g. a worktree of main) and settings are varied with
+``--service-env``:
+
+    python bench/bench_serve.py --serve bento.service:RecflowService --rate 500 \
+        --concurrency 64 --service-dir /tmp/main-worktree
+
 Client and server share the machine: the client's CPU is part of the figures.
 """
 
@@ -42,6 +57,7 @@ import numpy as np
 from jobs.config import Settings, get_settings
 from jobs.model.artifact import RecModel
 from jobs.serve.bento_build import serve_env, use_bentoml_home
+from jobs.serve.pauses import GcPauseMeter, freeze_heap
 from jobs.subjects import user_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +81,11 @@ class Result:
     p95_ms: float = 0.0
     p99_ms: float = 0.0
     max_ms: float = 0.0
+    # Full (generation-2) garbage collections during the measured part: count and total
+    # seconds in the service (from its /metrics), longest one in this client.
+    server_gc2: int = 0
+    server_gc2_s: float = 0.0
+    client_gc2_max_ms: float = 0.0
     error_samples: list[str] = field(default_factory=list)
 
 
@@ -131,6 +152,23 @@ def cdn_urls(base: str, publish_dir: Path, limit: int) -> list[str]:
     return [f"{base.rstrip('/')}/{o.relative_to(publish_dir).as_posix()}" for o in objects]
 
 
+def server_gc2(base: str) -> tuple[int, float]:
+    """The service's full collections so far (count, seconds) from its ``/metrics``;
+    (0, 0.0) when it does not export ``recflow_gc_pause_seconds`` (older code)."""
+    import urllib.request
+
+    count, total = 0, 0.0
+    with urllib.request.urlopen(f"{base.rstrip('/')}/metrics", timeout=5) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith("recflow_gc_pause_seconds_") and 'generation="2"' in line:
+                name, value = line.rsplit(" ", 1)
+                if name.startswith("recflow_gc_pause_seconds_count"):
+                    count += int(float(value))
+                elif name.startswith("recflow_gc_pause_seconds_sum"):
+                    total += float(value)
+    return count, total
+
+
 # -- the load -------------------------------------------------------------------------------
 
 
@@ -155,6 +193,10 @@ async def run_path(
 
     result = Result(path, seconds, concurrency, rate=rate)
     latencies: list[float] = []
+    client_gc2: list[float] = []
+    # The client's own full collections would count as service latency (they stop its
+    # event loop too): timed here, and made rare by freezing the client's heap in main().
+    meter = GcPauseMeter(lambda gen, s: client_gc2.append(s) if gen == 2 else None).install()
     expected = EXPECTED_SOURCE.get(path)
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     timeout = aiohttp.ClientTimeout(total=10)
@@ -208,6 +250,8 @@ async def run_path(
                 task.add_done_callback(tasks.discard)
                 i += 1
             await asyncio.gather(*tasks)
+    meter.uninstall()
+    result.client_gc2_max_ms = round(max(client_gc2, default=0.0) * 1000, 2)
     result.requests = len(latencies)
     result.rps = round(result.requests / seconds, 1)
     if latencies:
@@ -229,17 +273,22 @@ def free_port() -> int:
 
 
 def start_service(
-    target: str, settings: Settings, model_tag: str | None, workers: int | None
+    target: str,
+    settings: Settings,
+    model_tag: str | None,
+    workers: int | None,
+    extra_env: dict[str, str] | None = None,
+    source: Path = ROOT,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """``bentoml serve`` on a free loopback port; returns (process, base URL) once ready."""
     import urllib.request
 
     port = free_port()
-    env = serve_env(settings)
+    env = {**serve_env(settings), "PYTHONPATH": str(source), **(extra_env or {})}
     if workers:
         env["BENTOML_CONFIG_OPTIONS"] = f"services.recflow.workers={workers}"
     cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", target]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(source)]
     if model_tag:  # a built Bento keeps the model it was built with
         cmd += ["--arg", f"model_tag={model_tag}"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -274,13 +323,14 @@ def print_table(results: list[Result], k: int) -> None:
     print(f"\nk={k}; latency in ms; rps = measured requests / seconds")
     print(
         f"{'path':<10}{'conc':>6}{'rate':>7}{'reqs':>9}{'rps':>9}{'p50':>8}{'p95':>8}{'p99':>8}"
-        f"{'max':>9}{'errors':>8}{'wrong':>7}"
+        f"{'max':>9}{'errors':>8}{'wrong':>7}{'srv_gc2':>9}{'srv_gc2_s':>10}{'cli_gc2':>9}"
     )
     for r in results:
         rate = "-" if r.rate is None else f"{r.rate:g}"
         print(
             f"{r.path:<10}{r.concurrency:>6}{rate:>7}{r.requests:>9}{r.rps:>9.1f}{r.p50_ms:>8.2f}"
             f"{r.p95_ms:>8.2f}{r.p99_ms:>8.2f}{r.max_ms:>9.2f}{r.errors:>8}{r.wrong_source:>7}"
+            f"{r.server_gc2:>9}{r.server_gc2_s:>10.3f}{r.client_gc2_max_ms:>9.2f}"
         )
         for sample in r.error_samples:
             print(f"    error: {sample}")
@@ -294,7 +344,10 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
     url = args.url
     try:
         if paths and url is None:
-            proc, url = start_service(args.serve, settings, args.model_tag, args.workers)
+            extra = dict(item.split("=", 1) for item in args.service_env)
+            proc, url = start_service(
+                args.serve, settings, args.model_tag, args.workers, extra, args.service_dir
+            )
             print(f"started `bentoml serve {args.serve}` at {url} (pid {proc.pid})")
         if paths:
             model = load_model(settings, args.model_npz, args.model_tag)
@@ -304,6 +357,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
                 bodies = payloads(
                     model, path, args.k, 5000, seed=args.seed + n, secret=settings.hmac_secret()
                 )
+                if args.client_gc_freeze:
+                    freeze_heap()  # the model, the bodies, aiohttp: not the collector's work
+                gc_before = server_gc2(url)
                 results.append(
                     await run_path(
                         f"{url.rstrip('/')}/recommend",
@@ -316,6 +372,9 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
                         args.rate,
                     )
                 )
+                gc_after = server_gc2(url)
+                results[-1].server_gc2 = gc_after[0] - gc_before[0]
+                results[-1].server_gc2_s = round(gc_after[1] - gc_before[1], 3)
                 print_table(results[-1:], args.k)
     finally:
         if proc is not None:
@@ -346,6 +405,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight (max)")
     parser.add_argument(
         "--rate", type=float, help="open loop: requests per second (default: closed loop)"
+    )
+    parser.add_argument(
+        "--no-client-gc-freeze",
+        dest="client_gc_freeze",
+        action="store_false",
+        help="leave the client's heap to the collector (its pauses then count as latency)",
+    )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the started service, e.g. RECFLOW_SERVE_GC_FREEZE=false",
+    )
+    parser.add_argument(
+        "--service-dir",
+        type=Path,
+        default=ROOT,
+        help="checkout to serve from (e.g. a worktree of the code before a change)",
     )
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)

@@ -407,6 +407,15 @@ class Settings(BaseSettings):
         200, description="Most recent_item_ids a request may carry."
     )
 
+    # -- the online service's tail (issue 17; jobs/serve/pauses.py) ----------------------
+    # A full garbage collection of the loaded service stopped the event loop for
+    # 250-300 ms; freezing the start-up heap keeps the collector off those objects.
+    serve_gc_freeze: bool = Field(
+        True,
+        description="Freeze the service's heap once it is loaded (gc.freeze) so the cyclic"
+        " collector never walks the model, the modules and the server again.",
+    )
+
     # -- privacy: erasure, consent, retention --------------------------------------------
     privacy_dir: Path | None = Field(
         None,

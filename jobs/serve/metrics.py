@@ -67,6 +67,16 @@ MODEL_INFO = bentoml.metrics.Gauge(
     multiprocess_mode="max",
 )
 
+# Collector pauses stop the event loop (jobs/serve/pauses.py): a full collection of the
+# service's heap took 250-300 ms before the heap was frozen at start-up.
+GC_PAUSE_SECONDS = bentoml.metrics.Histogram(
+    name="recflow_gc_pause_seconds",
+    documentation="Time the event loop stood still in Python's cyclic garbage collector,"
+    " by generation (2 = a full collection).",
+    labelnames=["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+
 ENDPOINTS: tuple[str, ...] = ("recommend", "similar")
 ERROR_KINDS: tuple[str, ...] = ("invalid", "not_found", "internal")
 LOOKUPS: tuple[str, ...] = ("open", "recent_items", "stock")
@@ -88,6 +98,8 @@ def started(model_name: str, model_version: str, run_id: str, model_tag: str) ->
             ERRORS.labels(endpoint=endpoint, kind=kind)
     for lookup in LOOKUPS:
         FEATURE_LOOKUP_FAILURES.labels(lookup=lookup)
+    for generation in ("0", "1", "2"):
+        GC_PAUSE_SECONDS.labels(generation=generation)
 
 
 def error_kind(status: int) -> str | None:
@@ -117,3 +129,8 @@ def lookup_failed(lookup: str) -> None:
 def feature_store_available(available: bool) -> None:
     """Record whether the online store is usable (``FeatureSource.on_availability``)."""
     FEATURE_STORE_AVAILABLE.set(1 if available else 0)
+
+
+def gc_pause(generation: int, seconds: float) -> None:
+    """Record one garbage collection (``pauses.GcPauseMeter``'s observer)."""
+    GC_PAUSE_SECONDS.labels(generation=str(generation)).observe(seconds)

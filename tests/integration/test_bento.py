@@ -117,6 +117,26 @@ def test_health_and_readiness_with_feast_absent(world: dict[str, Any]) -> None:
     assert samples['recflow_feature_lookup_failures_total{lookup="open"}'] >= 1
 
 
+def test_the_loaded_heap_is_frozen_and_collections_are_timed(world: dict[str, Any]) -> None:
+    """RECFLOW_SERVE_GC_FREEZE (default on): the start-up heap is out of the collector's
+    reach once serving, and every collection is measured (the tail's first suspect)."""
+    client: httpx.Client = world["client"]
+    details = client.get("/readyz").json()
+    # The model, the modules, BentoML's app: a service process holds well over 10^5.
+    assert details["gc"]["frozen"] > 100_000
+    for _ in range(50):  # requests allocate: young collections follow
+        assert _recommend(world, {"user_id": "new", "k": 5}).status_code == 200
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("recflow_gc_pause_seconds_count")
+    }
+    assert set(samples) == {
+        f'recflow_gc_pause_seconds_count{{generation="{g}"}}' for g in ("0", "1", "2")
+    }
+    assert samples['recflow_gc_pause_seconds_count{generation="0"}'] >= 1
+
+
 # -- the three paths ---------------------------------------------------------------------------
 
 
