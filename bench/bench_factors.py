@@ -8,10 +8,11 @@ the holdout (binary relevance, seen items excluded) is computed for both.
 
 Speed and memory, on one set of factors of production shape (``--users``, ``--items``,
 ``--rank``; random normal, since only the shape matters for time): bytes of the scoring
-operand, the median latency of one user (the service's call, ``RecModel.recommend_rows``
-with one row), of a block of 256 users, and whole-catalog scoring of every user by the
-threaded scorer (``score_all``, as bench/bench_publish.py times it), float32 first, each
-form measured in the same process, ratios against float32.
+operand and of everything the service holds of the item side, the median latency of
+one user (the service's call, ``RecModel.recommend_rows`` with one row), of a block of
+256 users, and whole-catalog scoring of every user by the threaded scorer
+(``score_all``, as bench/bench_publish.py times it), float32 first, each form measured
+in the same process, ratios against float32.
 
 Run: flock /tmp/recflow-bench.lock .venv/bin/python bench/bench_factors.py
      [--users 50000] [--items 10000] [--rank 64] [--k 50] [--repeat 200]
@@ -36,6 +37,7 @@ from jobs.model.artifact import RecModel
 from jobs.model.quantize import FACTOR_DTYPES
 from jobs.model.ranking import Seen
 from jobs.publish.scoring import score_all
+from jobs.serve.answers import OnlineModel
 
 ML100K = Path(
     os.environ.get("RECFLOW_TEST_ML100K")
@@ -213,8 +215,8 @@ def speed(args: argparse.Namespace) -> None:
         f" {os.cpu_count()} cores; medians of {args.repeat} calls"
     )
     print(
-        f"  {'dtype':7s} {'operand MB':>10s} {'1 user ms':>10s} {'256 users ms':>13s}"
-        f" {'all users s':>12s} {'users/s':>9s}"
+        f"  {'dtype':7s} {'operand MB':>10s} {'service MB':>10s} {'1 user ms':>10s}"
+        f" {'256 users ms':>13s} {'all users s':>12s} {'users/s':>9s}"
     )
     first: dict[str, float] = {}
     block = np.arange(256)
@@ -224,6 +226,13 @@ def speed(args: argparse.Namespace) -> None:
         operand = model.item_factors_t
         load_ms = (time.perf_counter() - t0) * 1000
         size = operand.nbytes
+        # What the service holds of the item side: the model's float32 factors (fold-in,
+        # save), the scoring operand, and OnlineModel's unit vectors and their transpose
+        # (/similar, float32 whatever factor_dtype is).
+        online = OnlineModel.of(model)
+        held = (
+            model.item_factors.nbytes + size + online.unit_items.nbytes + online.unit_items_t.nbytes
+        )
         one = _median_ms(lambda m=model: m.recommend_rows(np.array([17]), args.k), args.repeat)
         many = _median_ms(
             lambda m=model: m.recommend_rows(block, args.k), max(args.repeat // 10, 5)
@@ -231,16 +240,18 @@ def speed(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         score_all(model, args.k, block=256, workers=2)
         whole = time.perf_counter() - t0
-        figures = {"size": size, "one": one, "many": many, "whole": whole}
+        figures = {"size": size, "held": held, "one": one, "many": many, "whole": whole}
         first = first or figures
         print(
-            f"  {dtype:7s} {size / 1e6:10.2f} {one:10.3f} {many:13.2f} {whole:12.2f}"
+            f"  {dtype:7s} {size / 1e6:10.2f} {held / 1e6:10.2f} {one:10.3f} {many:13.2f}"
+            f" {whole:12.2f}"
             f" {args.users / whole:9,.0f}   (quantize {load_ms:.0f} ms)"
         )
         if dtype != "float32":
             print(
                 "          ratio to float32: operand"
-                f" {size / first['size']:.3f}, 1 user {one / first['one']:.2f},"
+                f" {size / first['size']:.3f}, service item side {held / first['held']:.3f},"
+                f" 1 user {one / first['one']:.2f},"
                 f" 256 users {many / first['many']:.2f}, all users {whole / first['whole']:.2f}"
             )
 
