@@ -97,7 +97,7 @@ class RecModel:
     def item_factors_t(self) -> np.ndarray | QuantizedItems:
         """Item factors as the (rank, items) operand top_k wants, in ``factor_dtype``.
 
-        Quantized, the float32 copy is never made: rows that are not finite are zeroed
+        Quantized, no transposed float32 copy is kept: rows that are not finite are zeroed
         first (``item_ok`` keeps them out of every list, and quantize refuses NaN).
         """
         if self.factor_dtype == "float32":
