@@ -105,7 +105,7 @@ class RecflowService:
     def __init__(self) -> None:
         stored = self.model_ref
         meta = stored.info.metadata
-        model = RecModel.load(stored.path_of("model.npz"))
+        model = RecModel.load(stored.path_of("model.npz"), factor_dtype=SETTINGS.factor_dtype)
         self.online = answers.OnlineModel.of(
             model,
             name=str(meta.get("registered_name", stored.tag.name)),

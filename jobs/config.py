@@ -416,6 +416,16 @@ class Settings(BaseSettings):
         " collector never walks the model, the modules and the server again.",
     )
 
+    # -- factor precision (issue 17): the item factors publishing and the service score --
+    # The artifact stays float32; this is applied when a model is loaded to score
+    # (jobs/model/quantize.py). float32 stays the default: see BENCHMARKS.md, "Quantized
+    # item factors" (issue 17), for the lists, memory and latency.
+    factor_dtype: Literal["float32", "float16", "int8"] = Field(
+        "float32",
+        description="Precision of the item factors when scoring: float32, float16 or int8"
+        " (with a per-item scale); the published and served lists use the same one.",
+    )
+
     # -- privacy: erasure, consent, retention --------------------------------------------
     privacy_dir: Path | None = Field(
         None,

@@ -189,18 +189,22 @@ def bento_env(root: Path) -> dict[str, str]:
 
 
 def serve_bento(
-    base: Path, root: Path, ready_timeout: float = 120.0
+    base: Path,
+    root: Path,
+    ready_timeout: float = 120.0,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str, dict[str, Any], Path]:
     """Build the champion's Bento (``jobs.serve.bento_build``) and serve it on 127.0.0.1.
 
     Returns the process, its URL once ``/readyz`` answers 200, the build's report and the
     server's log. A server that dies or is not ready in time is stopped and fails the test
     with its log's tail; the caller stops it (:func:`stop_process`) when done.
+    ``extra_env`` adds settings (``RECFLOW_…``) to the build's and the server's environment.
     """
     import httpx
     import pytest
 
-    env = bento_env(root)
+    env = {**bento_env(root), **(extra_env or {})}
     built = subprocess.run(
         [sys.executable, "-m", "jobs.serve.bento_build"],
         env=env,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jobs.model import dp
+from jobs.model.quantize import FACTOR_DTYPES, FactorDtype, QuantizedItems, quantize
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 SCHEMA_VERSION = 1
@@ -61,8 +62,14 @@ class RecModel:
     # None draws one from ``seen`` with the default budget.
     public_popularity: np.ndarray | None = None
     public_budget: dict[str, Any] = field(default_factory=dict)  # what was spent, as published
+    # Precision of the scoring operand (module docstring); float32 scores the factors as is.
+    factor_dtype: FactorDtype = "float32"
 
     def __post_init__(self) -> None:
+        if self.factor_dtype not in FACTOR_DTYPES:
+            raise ValueError(
+                f"factor_dtype {self.factor_dtype!r}: expected one of {', '.join(FACTOR_DTYPES)}"
+            )
         self.user_factors = np.ascontiguousarray(self.user_factors, dtype=np.float32)
         self.item_factors = np.ascontiguousarray(self.item_factors, dtype=np.float32)
         self.popularity = np.asarray(self.popularity, dtype=np.float32)
@@ -87,9 +94,19 @@ class RecModel:
         return {str(v): j for j, v in enumerate(self.item_ids)}
 
     @cached_property
-    def item_factors_t(self) -> np.ndarray:
-        """Item factors as a contiguous (rank, items) array, the operand top_k wants."""
-        return np.ascontiguousarray(self.item_factors.T)
+    def item_factors_t(self) -> np.ndarray | QuantizedItems:
+        """Item factors as the (rank, items) operand top_k wants, in ``factor_dtype``.
+
+        Quantized, no transposed float32 copy is kept: rows that are not finite are zeroed
+        first (``item_ok`` keeps them out of every list, and quantize refuses NaN).
+        """
+        if self.factor_dtype == "float32":
+            return np.ascontiguousarray(self.item_factors.T)
+        finite = np.isfinite(self.item_factors).all(axis=1)
+        factors = (
+            self.item_factors if finite.all() else np.where(finite[:, None], self.item_factors, 0)
+        )
+        return quantize(factors, self.factor_dtype)
 
     @cached_property
     def user_ok(self) -> np.ndarray:
@@ -209,7 +226,8 @@ class RecModel:
         return path
 
     @classmethod
-    def load(cls, path: Path | str) -> RecModel:
+    def load(cls, path: Path | str, factor_dtype: FactorDtype = "float32") -> RecModel:
+        """The model at ``path``, scored in ``factor_dtype`` (the file is float32 anyway)."""
         with np.load(path, allow_pickle=False) as data:
             version = int(data["schema_version"])
             if version != SCHEMA_VERSION:
@@ -225,6 +243,7 @@ class RecModel:
                 popularity=data["popularity"],
                 seen=Seen(data["seen_indptr"], data["seen_indices"]),
                 params=json.loads(str(data["params"])),
+                factor_dtype=factor_dtype,
             )
         if not stored:
             log.warning(

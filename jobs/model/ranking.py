@@ -6,6 +6,10 @@ the top K of each row come from ``argpartition`` (linear) and only those K are s
 Items a user already interacted with and items not allowed (out of stock) never appear.
 Ties break by item index so the order is deterministic.
 
+The item operand may also be :class:`jobs.model.quantize.QuantizedItems` (float16 or int8
+with a per-item scale, ``RECFLOW_FACTOR_DTYPE``): its chunks are widened to float32 and go
+through the same sgemm, so quantized scoring keeps every property below.
+
 Non-finite factors (NaN, ±inf) never crash the ranker and never reach a list: an item
 whose factor row is not finite is treated as not allowed, and a user vector that is not
 finite gets no items (``NO_ITEM`` slots); :meth:`jobs.model.artifact.RecModel.recommend_rows`
@@ -20,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from jobs.model.quantize import QuantizedItems
 
 NO_ITEM = -1
 
@@ -54,13 +60,13 @@ class Seen:
 
 def top_k(
     user_vectors: np.ndarray,
-    item_factors: np.ndarray,
+    item_factors: np.ndarray | None,
     k: int,
     seen: Seen | None = None,
     rows: np.ndarray | None = None,
     allowed: np.ndarray | None = None,
     block: int = 1024,
-    items_t: np.ndarray | None = None,
+    items_t: np.ndarray | QuantizedItems | None = None,
     item_ok: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items for each user vector: (item indices, scores), best first.
@@ -71,15 +77,23 @@ def top_k(
     ``NO_ITEM`` and ``-inf``. The result is exactly the first ``k`` of all eligible items
     sorted by (score descending, item index ascending), whatever the block size, so a
     user scored alone online gets the list the batch scored for them in a block.
+    ``items_t`` may be quantized (then ``item_factors`` is not read and may be None).
     """
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
     # bit for bit the same alone or in any block. Pass ``items_t``
     # (RecModel.item_factors_t) so a single-user call does not copy the item matrix.
     if items_t is None:
+        if item_factors is None:
+            raise ValueError("top_k needs item_factors or items_t")
         items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
     if item_ok is None:
-        item_ok = np.isfinite(items_t).all(axis=0)
+        # Quantized values are finite by construction (quantize refuses NaN).
+        item_ok = (
+            np.ones(items_t.shape[1], dtype=bool)
+            if isinstance(items_t, QuantizedItems)
+            else np.isfinite(items_t).all(axis=0)
+        )
     # A NaN in one vector poisons its whole row or column of scores: mask them instead.
     user_ok = np.isfinite(users).all(axis=1)
     n, m = users.shape[0], items_t.shape[1]
@@ -114,8 +128,18 @@ def top_k(
     return out_idx, out_score
 
 
-def _product(users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
+def _product(users: np.ndarray, items_t: np.ndarray | QuantizedItems) -> np.ndarray:
     """Scores of a block of user vectors against every item."""
+    if isinstance(items_t, QuantizedItems):
+        scores = np.empty((len(users), items_t.shape[1]), dtype=np.float32)
+        for lo, hi, chunk in items_t.chunks():
+            scores[:, lo:hi] = _gemm(users, chunk)
+        return scores
+    return _gemm(users, items_t)
+
+
+def _gemm(users: np.ndarray, items_t: np.ndarray) -> np.ndarray:
+    """``users @ items_t`` in float32, by the same BLAS kernel for one row as for many."""
     if len(users) == 1:
         # numpy sends a one-row product to gemv, which rounds differently from the
         # gemm a block goes through; two rows keep a lone user's bits identical.

@@ -179,7 +179,7 @@ def load_version(settings: Settings, version: str | int) -> RecModel:
         found = sorted(Path(local).rglob("model.npz"))
         if not found:
             raise FileNotFoundError(f"no model.npz in version {version} of {settings.model_name}")
-        return RecModel.load(found[0])
+        return RecModel.load(found[0], factor_dtype=settings.factor_dtype)
 
 
 # -- aliases ------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ function the online service calls for a single user, so a user's published list 
 service's answer are the same list. On one machine, blocks of users are scored by a
 small thread pool: the matrix product runs in BLAS and the selection in numpy, both
 release the GIL, so the cores stay busy. Past one machine, :func:`score_spark` runs the
-same function inside ``mapInPandas`` with the item side broadcast.
+same function inside ``mapInPandas`` with the item side broadcast. Both score against
+``RecModel.item_factors_t``, so a model loaded with a quantized ``factor_dtype`` is
+published with the precision the service answers with.
 """
 
 from __future__ import annotations
@@ -86,14 +88,25 @@ def score_spark(
     users = spark.createDataFrame(
         frame, "user_id string, vector array<float>, seen array<int>"
     ).repartition(partitions)
-    items = spark.sparkContext.broadcast((model.item_factors, model.item_ids.astype(str), allowed))
+    # The scoring operand in the model's factor_dtype (quantized: a quarter or half the
+    # bytes to broadcast), with the rows that were finite before quantizing.
+    items = spark.sparkContext.broadcast(
+        (
+            model.item_factors_t,
+            np.isfinite(model.item_factors).all(axis=1),
+            model.item_ids.astype(str),
+            allowed,
+        )
+    )
 
     def rank(batches):  # type: ignore[no-untyped-def]
-        factors, item_ids, mask = items.value
+        items_t, finite, item_ids, mask = items.value
         for batch in batches:
             vectors = np.stack(batch["vector"].to_numpy()).astype(np.float32)
             seen = Seen.from_lists(list(batch["seen"]))
-            idx, best = top_k(vectors, factors, k, seen=seen, allowed=mask)
+            idx, best = top_k(
+                vectors, None, k, seen=seen, allowed=mask, items_t=items_t, item_ok=finite
+            )
             keep = idx >= 0
             yield pd.DataFrame(
                 {

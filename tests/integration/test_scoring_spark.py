@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,3 +26,16 @@ def test_spark_partitions_rank_like_the_blocked_scorer(spark: Any) -> None:
         assert list(row.item_ids) == expected[row.user_id]
         assert not {f"item-{i}" for i in range(0, 400, 5)} & set(row.item_ids)
         assert np.all(np.diff(row.scores) <= 0)
+
+
+def test_spark_partitions_score_the_quantized_operand(spark: Any) -> None:
+    # RECFLOW_FACTOR_DTYPE=int8: the broadcast is the int8 operand, and each partition's
+    # lists and scores are the blocked scorer's, bit for bit.
+    model = replace(clustered_model(n_users=90, n_items=300), factor_dtype="int8")
+    idx, scores = score_all(model, 12, block=32, workers=2)
+    rows = score_spark(spark, model, 12, partitions=3).collect()
+    assert len(rows) == len(model.user_ids)
+    for row in rows:
+        u = model.user_index[row.user_id]
+        assert list(row.item_ids) == model.ids(idx[u : u + 1])[0]
+        np.testing.assert_array_equal(np.asarray(row.scores, np.float32), scores[u])
