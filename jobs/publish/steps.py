@@ -648,6 +648,12 @@ def flip_step(
     }
 
 
+def user_object_of(store: ObjectStore, prefix: str, publish_id: str, key: str) -> str:
+    """The object key of the user with HMAC ``key`` in a (complete) publish."""
+    users = layout.users_root(prefix, publish_id, read_manifest(store, prefix, publish_id))
+    return f"{users}{key[:2]}/{key}.json"
+
+
 def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict[str, Any]]:
     """Every publish prefix in the store, oldest first, with its state."""
     store = store or open_store(settings)
