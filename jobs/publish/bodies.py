@@ -5,11 +5,17 @@ writes nothing: the uploader PUTs what this returns.
 
 Building is CPU work (JSON, gzip, MD5: ~0.1 ms an object) while uploading waits on the
 network or the disk, so the blocks are built in a process pool (``RECFLOW_PUBLISH_ENCODE_
-WORKERS``) while the calling thread's upload pool PUTs the previous ones. The pool's
-processes start from the forkserver, never by forking the caller: a publish may run
-beside a Spark JVM gateway and MLflow threads, and a fork of a threaded process can
-inherit a held lock. Each process gets the per-publish constants once (item ids, the
-user-body popular list, model metadata) and then only its block's rows.
+WORKERS``) while the calling thread's upload pool PUTs the previous ones. Each process
+gets the per-publish constants once (item ids, the user-body popular list, model
+metadata) and then only its block's rows.
+
+The processes are forked. The forkserver and spawn start methods were measured first:
+each of their processes imports the caller's ``__main__`` again (for an Airflow task, a
+test run or a script importing MLflow, seconds each — 67 s for two processes on this
+loaded 2-core machine), more than the encoding they save. Forking a process that has
+other threads (MLflow's, a Spark gateway's) is safe here because the child runs only
+this module's pure function — numpy indexing, orjson, zlib, hashlib — and takes no lock
+another thread could have held at the fork (no logging, no I/O, no BLAS call).
 """
 
 from __future__ import annotations
@@ -68,14 +74,37 @@ def encode_block(block: Block, constants: Constants | None = None) -> list[tuple
     out = []
     control_body = layout.encode({**c.popular, "group": CONTROL}, c.level)
     fallback = layout.encode({**c.popular, "group": TREATMENT}, c.level)
+    # Whole-block numpy work first (a per-row lookup, mask and rounding cost ~40 us an
+    # object); empty slots (-1) are cut per row below.
+    keep = block.idx >= 0
+    counts = keep.sum(axis=1)
+    # The scorer fills a row from rank 1 and pads the end with -1; a row with a hole
+    # elsewhere (a score that overflowed to +inf is dropped where it sorted) is compacted.
+    holes = np.flatnonzero(np.cumprod(keep, axis=1).sum(axis=1) != counts)
+    idx, raw = block.idx, block.scores
+    if len(holes):
+        idx, raw = idx.copy(), raw.copy()
+        for row in holes:
+            n = counts[row]
+            idx[row, :n], raw[row, :n] = idx[row][keep[row]], raw[row][keep[row]]
+    counts = counts.tolist()
+    items = c.item_ids[np.where(idx >= 0, idx, 0)].tolist()
+    scores = round_scores(raw)
+    skeleton = layout.user_body(c.meta, "als", [], [])
     for row, key in enumerate(block.keys):
-        keep = block.idx[row] >= 0
+        n = counts[row]
         if block.control[row]:  # served popularity, so personalization's lift can be measured
             data = control_body
-        elif keep.any():
-            items = c.item_ids[block.idx[row][keep]].tolist()
-            body = layout.user_body(c.meta, "als", items, round_scores(block.scores[row][keep]))
-            body["group"] = TREATMENT
+        elif n:
+            ranked = zip(items[row][:n], scores[row][:n], strict=True)
+            body = {
+                **skeleton,
+                "items": [
+                    {"item_id": item, "rank": rank, "score": score}
+                    for rank, (item, score) in enumerate(ranked, start=1)
+                ],
+                "group": TREATMENT,
+            }
             data = layout.encode(body, c.level)
         else:  # nothing left to personalise (all seen or out of stock)
             data = fallback
@@ -119,7 +148,7 @@ def encoded(
 
 
 def pool_for(constants: Constants, workers: int) -> Executor:
-    context = multiprocessing.get_context("forkserver")
+    context = multiprocessing.get_context("fork")
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_init, initargs=(constants,)
     )

@@ -71,3 +71,17 @@ def test_encoding_is_deterministic_whatever_the_level() -> None:
     assert layout.decode(layout.encode(body)) == body
     assert gzip.decompress(layout.encode(body, 9)) == gzip.decompress(layout.encode(body, 1))
     assert layout.encode(body)[:2] == b"\x1f\x8b"
+
+
+def test_empty_slots_anywhere_in_a_row_are_left_out() -> None:
+    keys, staged, control = _stage(10)
+    staged["idx"][0] = [4, -1, 9, 2, -1]  # a hole mid-row, as an overflowed score leaves
+    staged["idx"][1] = [6, 7, -1, -1, -1]  # padding at the end, the usual case
+    built = bodies.encode_block(next(bodies.blocks(keys, staged, control)), _constants())
+    by_key = {k.rsplit("/", 1)[-1][:-5]: json.loads(gzip.decompress(d)) for k, d, _ in built}
+    first = by_key[keys[0]]["items"]
+    assert [i["item_id"] for i in first] == ["i4", "i9", "i2"]
+    assert [i["rank"] for i in first] == [1, 2, 3]
+    scores = staged["scores"][0]
+    assert [i["score"] for i in first] == [round(float(scores[j]), 6) for j in (0, 2, 3)]
+    assert [i["item_id"] for i in by_key[keys[1]]["items"]] == ["i6", "i7"]
