@@ -360,7 +360,24 @@ class Settings(BaseSettings):
         3, description="Publishes kept; older ones are deleted (never the live one)."
     )
     publish_cache_seconds: PositiveInt = Field(
-        60, description="Cache lifetime of recs/latest.json (versioned objects are immutable)."
+        60,
+        description="Cache lifetime of recs/latest.json and of the slots' user objects"
+        " (objects under recs/v/<publish_id>/ are immutable).",
+    )
+
+    # -- publishing at scale (issue 17): slots, skipped PUTs, parallel encoding ----------
+    publish_slots: Annotated[int, Field(ge=2, le=16)] = Field(
+        2,
+        description="Folders the users' objects rotate through; a publish writes into one"
+        " that is not live and skips objects whose bytes that folder already holds.",
+    )
+    publish_encode_workers: Annotated[int, Field(ge=0, le=64)] = Field(
+        2,
+        description="Processes building the users' gzip JSON (0: in the uploading process;"
+        " publishes under 4,000 users always build in-process).",
+    )
+    publish_gzip_level: Annotated[int, Field(ge=1, le=9)] = Field(
+        3, description="gzip level of published objects (6: ~1.6x the time, ~2 % fewer bytes)."
     )
     s3_endpoint_url: SecretUri | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto); default AWS."

@@ -1,12 +1,13 @@
 """Erasing users from published lists: every retained publish, its stage and the CDN.
 
-A person's list lives at ``recs/v/<publish_id>/u/<kk>/<key>.json`` in every publish kept
-(``RECFLOW_PUBLISH_KEEP``), and their scores in each publish's private stage (keyed by
-the same HMAC key), from which an upload can be re-run. Erasure deletes the object from
-every publish, rewrites each stage without the key (so a re-run upload cannot bring the
-object back), updates the manifest's shard digests and counts (so ``verify`` and a
-rollback still accept the publish) and asks CloudFront to drop the cached paths. The
-popular list is an aggregate and stays as it is.
+A person's list lives at ``recs/s/<slot>/u/<kk>/<key>.json`` in every slot (one per
+recent publish, :mod:`jobs.publish.layout`), at ``recs/v/<publish_id>/u/…`` in publishes
+made before slots, and their scores in each publish's private stage (keyed by the same
+HMAC key), from which an upload can be re-run. Erasure deletes the object from every
+slot and every publish, rewrites each stage without the key (so a re-run upload cannot
+bring the object back), updates the manifest's shard digests and counts of each publish
+whose users are where it says (so ``verify`` and a rollback still accept it) and asks
+CloudFront to drop the cached paths. The popular list is an aggregate and stays as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from jobs.publish.steps import (
     _stage,
     publishes,
     read_manifest,
+    slot_owner,
 )
 from jobs.publish.storage import ObjectStore
 
@@ -60,21 +63,35 @@ def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]
     prefix = settings.publish_prefix
     wanted = set(keys)
     shards = {k[:2] for k in keys}
-    for publish in publishes(settings, store):
-        publish_id = publish["publish_id"]
-        root = layout.publish_root(prefix, publish_id)
-        object_keys = [layout.user_object_key(prefix, publish_id, k) for k in keys]
+    found = publishes(settings, store)
+    for slot in slots_in_use(settings, found):
+        object_keys = [layout.slot_user_key(prefix, slot, k) for k in keys]
         present = [k for k in object_keys if store.md5(k) is not None]
-        removed = store.delete(present) if present else 0
-        out.objects_deleted += removed
+        out.objects_deleted += store.delete(present) if present else 0
         out.paths.extend(f"/{k}" for k in object_keys)
+    for publish in found:
+        publish_id = publish["publish_id"]
+        if publish["slot"] is None:  # a publish from before slots: its own users
+            object_keys = [layout.user_object_key(prefix, publish_id, k) for k in keys]
+            present = [k for k in object_keys if store.md5(k) is not None]
+            out.objects_deleted += store.delete(present) if present else 0
+            out.paths.extend(f"/{k}" for k in object_keys)
+        elif slot_owner(store, prefix, publish["slot"]) != publish_id:
+            continue  # its slot holds a newer publish: it cannot be verified or rolled back to
         if publish["complete"]:
             out.paths.append(f"/{layout.manifest_key(prefix, publish_id)}")
-            if _fix_manifest(settings, store, publish_id, root, shards):
+            if _fix_manifest(settings, store, publish_id, shards):
                 out.manifests_rewritten += 1
     for publish_id in staged_ids(settings, store):
         out.stage_rows_removed += _erase_from_stage(settings, store, publish_id, wanted)
     return out
+
+
+def slots_in_use(settings: Settings, found: list[dict[str, Any]]) -> list[int]:
+    """Every slot that may hold lists: the configured ones and any a listed publish names
+    (``RECFLOW_PUBLISH_SLOTS`` may have been lowered since)."""
+    named = {p["slot"] for p in found if p["slot"] is not None}
+    return sorted(set(range(settings.publish_slots)) | named)
 
 
 def staged_ids(settings: Settings, store: ObjectStore) -> list[str]:
@@ -126,14 +143,15 @@ def _drop_unreadable(store: ObjectStore, root: str, why: str) -> int:
 
 
 def _fix_manifest(
-    settings: Settings, store: ObjectStore, publish_id: str, root: str, shards: set[str]
+    settings: Settings, store: ObjectStore, publish_id: str, shards: set[str]
 ) -> bool:
     """Bring the digests of ``shards`` and the counts in line with the bucket; True if changed."""
     prefix = settings.publish_prefix
     manifest = read_manifest(store, prefix, publish_id)
+    users = layout.users_root(prefix, publish_id, manifest)
     digests = layout.ShardDigest()
     for shard in sorted(shards):
-        for key, md5 in store.list(f"{root}u/{shard}/"):
+        for key, md5 in store.list(f"{users}{shard}/"):
             digests.add(key, md5)
     recomputed = digests.as_dict()
     before = {shard: manifest["shards"].get(shard) for shard in shards}
@@ -195,7 +213,12 @@ def still_published(settings: Settings, store: ObjectStore, keys: list[str]) -> 
     found: list[str] = []
     prefix = settings.publish_prefix
     wanted = set(keys)
-    for publish in publishes(settings, store):
+    listed = publishes(settings, store)
+    for slot in slots_in_use(settings, listed):
+        n = sum(store.md5(layout.slot_user_key(prefix, slot, k)) is not None for k in keys)
+        if n:
+            found.append(f"slot {slot}: {n} objects")
+    for publish in listed:
         publish_id = publish["publish_id"]
         n = sum(store.md5(layout.user_object_key(prefix, publish_id, k)) is not None for k in keys)
         if n:

@@ -10,13 +10,16 @@ re-run:
    result in the object store under ``<prefix>_staging/<publish_id>/`` — private, outside
    ``recs/`` and so never served by the CDN, and holding HMAC keys rather than user ids —
    so the next task may run on another worker (XCom carries only the id);
-2. ``upload_step`` turns the staged lists into gzip JSON objects under the publish's own
-   immutable prefix, skipping objects already there with the same MD5 (a re-run after a
-   failure uploads only what is missing), then writes the manifest;
-3. ``verify_step`` lists the prefix and checks every shard's object count and checksum
-   against the manifest;
-4. ``flip_step`` rewrites ``recs/latest.json`` — the only mutable object — after which
-   clients see the new publish; nothing before this step is visible to them;
+2. ``upload_step`` turns the staged lists into gzip JSON objects in a slot that is not
+   live (:mod:`jobs.publish.layout`), PUTting only objects whose bytes differ from what the
+   slot holds (an unchanged list, or a re-run after a failure, costs no PUT) and deleting
+   the slot's users this publish lacks; then ``popular.json`` and the manifest under the
+   publish's own immutable prefix;
+3. ``verify_step`` checks that the slot still belongs to the publish, lists it and checks
+   every shard's object count and checksum against the manifest;
+4. ``flip_step`` rewrites ``recs/latest.json`` — the pointer to the publish and its slot —
+   after which clients see the new publish; nothing before this step is visible to them
+   (they read the other slot);
 5. ``prune_step`` deletes publishes beyond the newest ``RECFLOW_PUBLISH_KEEP`` (never the
    live one), ``invalidate_step`` asks CloudFront to drop its copy of ``latest.json``.
 """
@@ -38,14 +41,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jobs.config import Settings, get_settings, secret_value
-from jobs.model.control import CONTROL, TREATMENT
 from jobs.model.ranking import round_scores
 from jobs.model.registry import TAG_GOLD_VERSION
-from jobs.publish import layout
+from jobs.publish import bodies, layout
 from jobs.publish.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Mapping
 
     from pyspark.sql import SparkSession
 
@@ -311,39 +313,65 @@ def upload_step(
     progress: bool = False,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Upload every user's object, ``popular.json`` and the manifest (last).
+    """Upload every user's object into a slot that is not live, ``popular.json`` and the
+    manifest (last).
 
-    Objects already in the store with the same MD5 are skipped, so a retry after a
-    failure uploads only what is missing; the manifest, written last, marks the publish
-    complete.
+    The slot is claimed first (its ``_publish.json`` names this publish), then every
+    object whose bytes differ from what the slot holds is PUT — an unchanged list, or a
+    retry after a failure, costs no PUT — and the users the slot held for an older
+    publish and this one has not are deleted. None of it is visible before the flip:
+    readers are on the live slot. The manifest, written last, marks the publish complete.
     """
     settings = settings or get_settings()
     store = store or open_store(settings)
     meta, staged = _load_stage(settings, store, publish_id)
     prefix = settings.publish_prefix
     t0 = time.perf_counter()
-    existing = dict(store.list(layout.publish_root(prefix, publish_id)))
+    slot = _claim_slot(settings, store, publish_id)
+    users = layout.users_root(prefix, publish_id, {"slot": slot})
+    existing = dict(store.list(users))
     popular = _popular_body(meta, staged)
+    keys = _hex_keys(staged["keys"])
+    n_users = len(keys)
     digests = layout.ShardDigest()
     stats = {"uploaded": 0, "skipped": 0, "bytes": 0}
-    n_users = len(staged["keys"])
+    constants = bodies.Constants(
+        prefix=prefix,
+        slot=slot,
+        meta={k: meta[k] for k in ("publish_id", "generated_at", "model")},
+        item_ids=staged["item_ids"],
+        popular={k: v for k, v in popular.items() if k not in layout.PER_PUBLISH},
+        level=settings.publish_gzip_level,
+    )
+    # A pool costs ~1 s to start: worth it only past a couple of blocks.
+    workers = settings.publish_encode_workers if n_users >= 2 * bodies.BLOCK else 0
     bar = _bar(progress, n_users, f"uploading to {store.description}", "object")
     with _Uploader(
         store, settings.publish_workers, settings.publish_cache_seconds, stats, bar
     ) as up:
         control = control_flags(settings, meta, staged)
-        for key, data in _user_objects(prefix, publish_id, meta, staged, popular, control):
-            md5 = layout.md5_hex(data)
-            digests.add(key, md5)
-            stats["bytes"] += len(data)
-            if existing.get(key) == md5:
-                stats["skipped"] += 1
-                if bar:
-                    bar.update(1)
-            else:
-                up.put(key, data)
-        up.put(layout.popular_key(prefix, publish_id), layout.encode(popular), count=False)
-    manifest = _manifest(prefix, publish_id, meta, n_users, stats["bytes"], digests, popular)
+        parts = bodies.blocks(keys, staged, control)
+        for block in bodies.encoded(constants, parts, workers):
+            for key, data, md5 in block:
+                digests.add(key, md5)
+                stats["bytes"] += len(data)
+                if existing.pop(key, None) == md5:
+                    stats["skipped"] += 1
+                    if bar:
+                        bar.update(1)
+                else:
+                    up.put(key, data)
+        up.put(
+            layout.popular_key(prefix, publish_id),
+            layout.encode(popular, settings.publish_gzip_level),
+            count=False,
+        )
+    # Users of the slot's previous publish that this one does not have (erased, or no
+    # longer in the model): gone before the flip, so the manifest covers the whole slot.
+    deleted = store.delete([key for key in existing if key.startswith(users)])
+    manifest = _manifest(
+        prefix, publish_id, meta, n_users, stats["bytes"], digests, popular, slot, settings
+    )
     mkey = layout.manifest_key(prefix, publish_id)
     store.put(
         mkey, layout.encode(manifest), layout.headers_for(mkey, settings.publish_cache_seconds)
@@ -351,14 +379,60 @@ def upload_step(
     seconds = time.perf_counter() - t0
     return {
         "publish_id": publish_id,
+        "slot": slot,
         "objects": n_users + 2,
         "uploaded": stats["uploaded"],
         "skipped": stats["skipped"],
+        "deleted": deleted,
         "user_bytes": stats["bytes"],
         "mean_bytes_per_user": manifest["counts"]["mean_bytes_per_user"],
         "seconds": round(seconds, 3),
-        "objects_per_second": round(stats["uploaded"] / max(seconds, 1e-9)),
+        # Every user object dealt with (PUT or found unchanged) per second.
+        "objects_per_second": round(n_users / max(seconds, 1e-9)),
+        "puts_per_second": round(stats["uploaded"] / max(seconds, 1e-9)),
     }
+
+
+def slot_owner(store: ObjectStore, prefix: str, slot: int) -> str | None:
+    """The publish a slot holds (or is being written for), None for an unused slot."""
+    data = store.get(layout.slot_owner_key(prefix, slot))
+    if data is None:
+        return None
+    try:
+        owner = layout.decode(data).get("publish_id")
+    except (ValueError, AttributeError):
+        return None  # unreadable: treated as unused (the slot is rewritten whole anyway)
+    return owner if layout.is_publish_id(owner) else None
+
+
+def _claim_slot(settings: Settings, store: ObjectStore, publish_id: str) -> int:
+    """The slot this publish writes into, claimed: never the live one.
+
+    A re-run keeps its slot (the manifest's, or the one whose marker already names it);
+    a new publish takes an unused slot, else the one holding the oldest publish. A re-run
+    whose slot another publish has taken since and made live is refused: writing there
+    would change what readers see before any flip.
+    """
+    prefix = settings.publish_prefix
+    live = current(settings, store) or {}
+    live_slot = live.get("slot")
+    owners = {s: slot_owner(store, prefix, s) for s in range(settings.publish_slots)}
+    data = store.get(layout.manifest_key(prefix, publish_id))
+    mine = layout.decode(data).get("slot") if data is not None else None
+    if mine is None:
+        mine = next((s for s, owner in owners.items() if owner == publish_id), None)
+    if mine is None:
+        free = [s for s in owners if s != live_slot]
+        mine = min(free, key=lambda s: (owners[s] is not None, owners[s] or ""))
+    elif mine == live_slot and live.get("publish_id") != publish_id:
+        raise PublishError(
+            f"publish {publish_id}'s slot {mine} now holds the live publish "
+            f"{live.get('publish_id')}: score and publish again instead of re-uploading"
+        )
+    key = layout.slot_owner_key(prefix, mine)
+    owner = {"publish_id": publish_id, "slot": mine}
+    store.put(key, layout.encode(owner), layout.headers_for(key, settings.publish_cache_seconds))
+    return int(mine)
 
 
 def _popular_body(meta: dict[str, Any], staged: Any) -> dict[str, Any]:
@@ -415,31 +489,6 @@ def control_flags(settings: Settings, meta: dict[str, Any], staged: Any) -> np.n
     return np.array([flag_of[k] for k in keys], dtype=bool)
 
 
-def _user_objects(
-    prefix: str,
-    publish_id: str,
-    meta: dict[str, Any],
-    staged: Any,
-    popular: dict[str, Any],
-    control: np.ndarray,
-) -> Iterator[tuple[str, bytes]]:
-    """(object key, gzip JSON) of every user, in key order (one shard after the other);
-    ``control`` from :func:`control_flags`."""
-    keys = _hex_keys(staged["keys"])
-    item_ids, idx, scores = staged["item_ids"], staged["idx"], staged["scores"]
-    for row in sorted(range(len(keys)), key=keys.__getitem__):
-        keep = idx[row] >= 0
-        if control[row]:  # served popularity, so personalization's lift can be measured
-            body = {**popular, "group": CONTROL}
-        elif keep.any():
-            items = item_ids[idx[row][keep]].tolist()
-            body = layout.recs_body(meta, "als", items, round_scores(scores[row][keep]))
-            body["group"] = TREATMENT
-        else:  # nothing left to personalise (all seen or out of stock)
-            body = {**popular, "group": TREATMENT}
-        yield layout.user_object_key(prefix, publish_id, keys[row]), layout.encode(body)
-
-
 def _manifest(
     prefix: str,
     publish_id: str,
@@ -448,10 +497,16 @@ def _manifest(
     user_bytes: int,
     digests: layout.ShardDigest,
     popular: dict[str, Any],
+    slot: int,
+    settings: Settings,
 ) -> dict[str, Any]:
     return {
         "schema_version": layout.SCHEMA_VERSION,
         **meta,
+        # Where the users' objects are (their bodies carry no publish id: the manifest and
+        # the slot's _publish.json tie them to this publish).
+        "slot": slot,
+        "users": layout.users_root(prefix, publish_id, {"slot": slot}),
         "counts": {
             "user_objects": n_users,
             "objects": n_users + 1,
@@ -462,34 +517,50 @@ def _manifest(
         "shards": digests.as_dict(),
         "popular": {
             "key": layout.popular_key(prefix, publish_id),
-            "md5": layout.md5_hex(layout.encode(popular)),
+            "md5": layout.md5_hex(layout.encode(popular, settings.publish_gzip_level)),
         },
     }
 
 
 class _Uploader:
-    """A bounded thread pool of PUTs: at most a few batches in flight, errors re-raised."""
+    """A bounded thread pool of PUTs: at most a few batches in flight, errors re-raised.
+
+    PUTs go to the pool in batches of ``BATCH`` (one future each): a future per object
+    cost about as much as the local store's write itself (issue 17's profile).
+    """
+
+    BATCH = 32
 
     def __init__(
         self, store: ObjectStore, workers: int, cache: int, stats: dict[str, int], bar: Any
     ) -> None:
         self.store, self.cache, self.stats, self.bar = store, cache, stats, bar
         self.pool = ThreadPoolExecutor(max_workers=workers)
-        self.pending: deque[Future[None]] = deque()
-        self.limit = workers * 8
+        self.pending: deque[tuple[Future[None], int]] = deque()
+        self.batch: list[tuple[str, bytes, dict[str, str]]] = []
+        self.limit = workers * 4
 
     def put(self, key: str, data: bytes, count: bool = True) -> None:
-        headers = layout.headers_for(key, self.cache)
-        self.pending.append(self.pool.submit(self.store.put, key, data, headers))
+        self.batch.append((key, data, layout.headers_for(key, self.cache)))
         if count:
             self.stats["uploaded"] += 1
-        while len(self.pending) > self.limit:
-            self._settle(self.pending.popleft())
+        if len(self.batch) >= self.BATCH:
+            self._submit()
 
-    def _settle(self, future: Future[None]) -> None:
+    def _submit(self) -> None:
+        batch, self.batch = self.batch, []
+        self.pending.append((self.pool.submit(self._put_all, batch), len(batch)))
+        while len(self.pending) > self.limit:
+            self._settle(*self.pending.popleft())
+
+    def _put_all(self, batch: list[tuple[str, bytes, dict[str, str]]]) -> None:
+        for key, data, headers in batch:
+            self.store.put(key, data, headers)
+
+    def _settle(self, future: Future[None], n: int) -> None:
         future.result()
         if self.bar:
-            self.bar.update(1)
+            self.bar.update(n)
 
     def __enter__(self) -> _Uploader:
         return self
@@ -497,10 +568,12 @@ class _Uploader:
     def __exit__(self, exc_type: object, *_: object) -> None:
         try:
             if exc_type is None:
+                if self.batch:
+                    self._submit()
                 while self.pending:
-                    self._settle(self.pending.popleft())
+                    self._settle(*self.pending.popleft())
         finally:
-            for future in self.pending:
+            for future, _ in self.pending:
                 future.cancel()
             self.pool.shutdown(wait=True)
             if self.bar:
@@ -525,9 +598,15 @@ def verify_step(
     store = store or open_store(settings)
     prefix = settings.publish_prefix
     manifest = read_manifest(store, prefix, publish_id)
+    slot = manifest.get("slot")
+    if slot is not None and slot_owner(store, prefix, slot) != publish_id:
+        raise PublishError(
+            f"publish {publish_id} does not match its manifest: its slot {slot} now holds "
+            f"publish {slot_owner(store, prefix, slot)} (a newer publish reused it)"
+        )
     digests = layout.ShardDigest()
     n = 0
-    for key, md5 in store.list(f"{layout.publish_root(prefix, publish_id)}u/"):
+    for key, md5 in store.list(layout.users_root(prefix, publish_id, manifest)):
         digests.add(key, md5)
         n += 1
     found, expected = digests.as_dict(), manifest["shards"]
@@ -561,12 +640,16 @@ def flip_step(
     store = store or open_store(settings)
     prefix = settings.publish_prefix
     manifest = read_manifest(store, prefix, publish_id)
+    slot = manifest.get("slot")
+    if slot is not None and slot_owner(store, prefix, slot) != publish_id:
+        raise PublishError(f"publish {publish_id}'s slot {slot} now holds another publish")
     before = current(settings, store)
     pointer = {
         "schema_version": layout.SCHEMA_VERSION,
         "publish_id": publish_id,
         "root": layout.publish_root(prefix, publish_id),
-        "users": f"{layout.publish_root(prefix, publish_id)}u/{{kk}}/{{key}}.json",
+        "users": f"{layout.users_root(prefix, publish_id, manifest)}{{kk}}/{{key}}.json",
+        "slot": manifest.get("slot"),
         "popular": manifest["popular"]["key"],
         "manifest": layout.manifest_key(prefix, publish_id),
         "model": manifest["model"],
@@ -581,6 +664,12 @@ def flip_step(
         "previous": previous,
         "model_version": manifest["model"]["version"],
     }
+
+
+def user_object_of(store: ObjectStore, prefix: str, publish_id: str, key: str) -> str:
+    """The object key of the user with HMAC ``key`` in a (complete) publish."""
+    users = layout.users_root(prefix, publish_id, read_manifest(store, prefix, publish_id))
+    return f"{users}{key[:2]}/{key}.json"
 
 
 def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict[str, Any]]:
@@ -608,6 +697,7 @@ def publishes(settings: Settings, store: ObjectStore | None = None) -> list[dict
                 "complete": manifest is not None,
                 "model_version": manifest["model"]["version"] if manifest else None,
                 "users": manifest["counts"]["user_objects"] if manifest else None,
+                "slot": manifest.get("slot") if manifest else None,
             }
         )
     return out

@@ -91,6 +91,11 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.description = str(self.root)
+        # Folders a PUT already checked and created: a publish writes thousands of objects
+        # into 256 folders, and resolving each object's folder again (a syscall per path
+        # component) cost more than writing it. Only put() uses this, for the store's life
+        # (one step); every other operation resolves afresh.
+        self._checked: set[Path] = set()
 
     def _path(self, key: str, prefix: bool = False) -> Path:
         """Where ``key`` lives: never outside the store, never through a symlinked folder."""
@@ -103,15 +108,33 @@ class LocalStore:
             raise UnsafeKeyError(f"key {key!r} leads out of the store")
         return path
 
+    def _put_path(self, key: str) -> Path:
+        """:meth:`_path` for a PUT, its folder created; folders checked once per store."""
+        parent = key.rpartition("/")[0]
+        cached = self.root / parent
+        if parent and cached in self._checked:
+            check_key(key)
+            return cached / key.rpartition("/")[2]
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if parent:
+            self._checked.add(cached)
+        return path
+
     @staticmethod
     def _is_object(path: Path) -> bool:
         return path.is_file() and not path.is_symlink()
 
     def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self._put_path(key)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(data)}.tmp")
-        tmp.write_bytes(data)
+        try:
+            tmp.write_bytes(data)
+        except FileNotFoundError:
+            # A delete emptied and removed the cached folder since: check and create it again.
+            self._checked.discard(path.parent)
+            path = self._put_path(key)
+            tmp.write_bytes(data)
         tmp.replace(path)
 
     def get(self, key: str) -> bytes | None:

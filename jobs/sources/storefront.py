@@ -386,8 +386,9 @@ class PublishedStorefront:
     """The live publish as the site shows it: ``latest.json`` → the user's object.
 
     ``latest.json`` is read again for every day, so a publish between two generated days
-    is what the second one shows. Objects are immutable per publish, so each is fetched
-    once and kept for later days of the same publish.
+    is what the second one shows. Objects do not change while a publish is live, so each
+    is fetched once and kept for later days of the same publish; a new publish empties
+    the cache (its users' objects sit at keys an earlier publish used: issue 17's slots).
     """
 
     def __init__(
@@ -407,8 +408,9 @@ class PublishedStorefront:
         self.where = settings.gen_recs_url or str(settings.publish_dir)
         self.world, self.slots = world, slots
         self.shop = item_index(world)
-        # Per object key; None: no such object (publishes are immutable, so kept too).
+        # Per object key, for the publish ``cached_for``; None: no such object.
         self.cache: dict[str, tuple[list[int], Attribution] | None] = {}
+        self.cached_for: str | None = None
         self.last: dict[str, object] = {}
 
     def _live(self) -> _Pointer:
@@ -459,15 +461,18 @@ class PublishedStorefront:
         return out
 
     def _read(self, key: str) -> tuple[list[int], Attribution] | None:
-        """One published list object, decoded; None when there is no such object."""
+        """One published list object, decoded; None when there is no such object.
+
+        A user's object carries no publish id (so an unchanged list keeps its bytes from
+        one publish to the next): the live publish's, from ``latest.json``, stands in.
+        """
         data = self.fetch(key)
         if data is None:
             return None
         what = f"{key} at {self.where}"
         body = _decode_object(data, what)
-        attribution = Attribution(
-            "cdn", _text(body, "publish_id", what, required=False), _model_version(body, what)
-        )
+        publish_id = _text(body, "publish_id", what, required=False) or self.cached_for
+        attribution = Attribution("cdn", publish_id, _model_version(body, what))
         return self._list(body, what), attribution
 
     def _read_user(self, key: str) -> tuple[list[int], Attribution] | None:
@@ -524,6 +529,8 @@ class PublishedStorefront:
 
     def show(self, users: np.ndarray) -> Shown:
         live = self._live()
+        if live.publish_id != self.cached_for:
+            self.cache, self.cached_for = {}, live.publish_id
         popular = self._object(live.popular)
         if popular is None:
             raise StorefrontError(f"live publish {live.publish_id} has no {live.popular}")

@@ -27,7 +27,7 @@ from jobs.privacy import erasure
 from jobs.privacy.steps import erase_step, request_step
 from jobs.publish import layout
 from jobs.publish.erasure import erase_from_publishes, invalidate, still_published, user_keys
-from jobs.publish.steps import publish_all, rollback, verify_step
+from jobs.publish.steps import publish_all, rollback, user_object_of, verify_step
 from jobs.publish.storage import open_store
 from jobs.subjects import deny_list_path, read_deny_list, subject_hasher
 
@@ -110,12 +110,12 @@ def test_published_lists_are_erased_from_every_publish_on_s3(
     store = open_store(settings)
     keys = user_keys(settings, GONE)
     popular_before = {p: store.md5(layout.popular_key("shop1/", p)) for p in (older, newer)}
-    kept = layout.user_object_key("shop1/", older, layout.user_key(S3_SECRET, "user-4"))
+    kept = user_object_of(store, "shop1/", older, layout.user_key(S3_SECRET, "user-4"))
     kept_md5 = store.md5(kept)
 
     # An earlier run died after deleting one object of the older publish, before fixing
     # its manifest; and a score step died after removing a stage's metadata.
-    store.delete([layout.user_object_key("shop1/", older, keys[GONE[0]])])
+    store.delete([user_object_of(store, "shop1/", older, keys[GONE[0]])])
     store.delete([f"{layout.staging_root('shop1/', newer)}meta.json"])
 
     result = erase_from_publishes(settings, store, list(keys.values()))
@@ -140,7 +140,7 @@ def test_published_lists_are_erased_from_every_publish_on_s3(
     ]["Paths"]["Items"]
     for pid in (older, newer):
         for key in keys.values():
-            assert f"/{layout.user_object_key('shop1/', pid, key)}" in paths
+            assert f"/{user_object_of(store, 'shop1/', pid, key)}" in paths
         assert f"/{layout.manifest_key('shop1/', pid)}" in paths
     # Erasing again finds nothing and changes nothing.
     again = erase_from_publishes(settings, store, list(keys.values()))

@@ -31,6 +31,7 @@ from jobs.publish.steps import (
     rollback,
     score_step,
     upload_step,
+    user_object_of,
     verify_step,
 )
 from jobs.publish.storage import LocalStore, ObjectStore, S3Store
@@ -64,10 +65,19 @@ def _publish(world: dict[str, Any], hours: int, **kw: Any) -> dict[str, Any]:
 
 
 def _objects(store_root: Path, publish_id: str) -> dict[str, dict[str, Any]]:
+    """The publish's own objects and its users' (in the slot its manifest names)."""
     base = store_root / "recs" / "v" / publish_id
+    manifest = layout.decode((base / "_manifest.json").read_bytes())
+    users = store_root / layout.users_root("", publish_id, manifest)
     return {
-        str(p.relative_to(store_root)): layout.decode(p.read_bytes()) for p in base.rglob("*.json")
+        str(p.relative_to(store_root)): layout.decode(p.read_bytes())
+        for folder in (base, users)
+        for p in folder.rglob("*.json")
     }
+
+
+def _user_object(settings: Settings, publish_id: str, key: str) -> str:
+    return user_object_of(LocalStore(settings.publish_dir), "", publish_id, key)
 
 
 def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> None:
@@ -84,11 +94,10 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
         kk, name = key.split("/")[-2:]
         assert len(name) == layout.KEY_HEX + 5 and name[:2] == kk
         # A control user's object is popular.json's body (with its privacy budget).
+        # Nothing per publish (issue 17): an unchanged list keeps its bytes.
         assert set(body) - {"privacy"} == {
             "schema_version",
-            "publish_id",
             "model",
-            "generated_at",
             "source",
             "items",
             "group",
@@ -101,7 +110,7 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
         scores = [i["score"] for i in body["items"]]
         assert scores == sorted(scores, reverse=True)
     for u in model.user_ids:  # the raw id is nowhere: not in keys, not in bodies
-        key = layout.user_object_key("", pid, layout.user_key(secret, str(u)))
+        key = _user_object(settings, pid, layout.user_key(secret, str(u)))
         assert key in users and str(u) not in key
         assert str(u) not in json.dumps(users[key])
     manifest = objects[layout.manifest_key("", pid)]
@@ -192,10 +201,77 @@ def test_a_failure_midway_leaves_latest_and_the_previous_publish_intact(
     assert verify_step(pid, settings=settings)["user_objects"] == len(world["model"].user_ids)
 
 
+class CountingStore:
+    """A real store that records every PUT's key."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.puts = inner, []
+        self.description = inner.description
+
+    def put(self, key: str, data: bytes, headers: dict[str, str]) -> None:
+        self.puts.append(key)
+        self.inner.put(key, data, headers)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_unchanged_lists_are_not_put_again_and_changed_ones_are(world: dict[str, Any]) -> None:
+    """Two slots: the third publish writes into the first's slot. The oracle is the slot's
+    bytes before and after, compared object by object, not the uploader's own counts."""
+    settings, model = world["settings"], world["model"]
+    first = world["first"]["publish_id"]
+    slot = world["first"]["upload"]["slot"]
+    folder = settings.publish_dir / layout.slot_root("", slot)
+    before = {p: p.read_bytes() for p in (folder / "u").rglob("*.json")}
+    second = _publish(world, 1)
+    assert second["upload"]["slot"] != slot and second["upload"]["skipped"] == 0
+    # One more item out of stock: the lists that held it change, the others do not.
+    world["stock"] = {**world["stock"], "item-1": False}
+    store = CountingStore(LocalStore(settings.publish_dir))
+    third = _publish(world, 2, store=store)
+    assert third["upload"]["slot"] == slot
+    after = {p: p.read_bytes() for p in (folder / "u").rglob("*.json")}
+    assert set(after) == set(before)  # same users, same keys
+    changed = {str(p.relative_to(settings.publish_dir)) for p in after if after[p] != before[p]}
+    put_users = {k for k in store.puts if "/u/" in k}
+    assert put_users == changed
+    assert 0 < len(changed) < len(model.user_ids)
+    assert third["upload"]["skipped"] == len(model.user_ids) - len(changed)
+    assert third["upload"]["uploaded"] == len(changed)
+    verify_step(third["publish_id"], settings=settings)
+    # Readers of the live publish get the new lists; the first publish's slot is gone.
+    assert current(settings)["slot"] == slot
+    for user in model.user_ids[:20]:
+        _, body = recs_for(settings, str(user))
+        assert "item-1" not in {i["item_id"] for i in body["items"]}
+    assert rollback(settings, second["publish_id"])["previous"] == third["publish_id"]
+    assert first not in {p["publish_id"] for p in publishes(settings)}  # keep=2: pruned
+
+
+def test_a_slot_is_never_written_while_live(world: dict[str, Any]) -> None:
+    """Re-uploading an older publish whose slot the live one has taken is refused, and
+    rolling back to it too: either would change what readers see without a flip."""
+    settings = world["settings"] = world["settings"].model_copy(update={"publish_keep": 3})
+    first = world["first"]["publish_id"]
+    _publish(world, 1)
+    third = _publish(world, 2)  # two slots: back in the first's slot, live
+    live_bytes = {p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")}
+    with pytest.raises(PublishError, match="now holds the live publish"):
+        upload_step(first, settings=settings)
+    with pytest.raises(PublishError, match="now holds"):
+        rollback(settings, first)
+    assert current(settings)["publish_id"] == third["publish_id"]
+    assert {
+        p: p.read_bytes() for p in (settings.publish_dir / "recs").rglob("*.json")
+    } == live_bytes
+
+
 def test_verification_catches_a_missing_or_altered_object(world: dict[str, Any]) -> None:
     settings = world["settings"]
     pid = current(settings)["publish_id"]
-    victim = next((settings.publish_dir / "recs" / "v" / pid / "u").rglob("*.json"))
+    manifest = layout.decode((settings.publish_dir / layout.manifest_key("", pid)).read_bytes())
+    victim = next((settings.publish_dir / layout.users_root("", pid, manifest)).rglob("*.json"))
     original = victim.read_bytes()
     try:
         victim.write_bytes(gzip.compress(b'{"items": []}'))
@@ -210,7 +286,8 @@ def test_verification_catches_a_missing_or_altered_object(world: dict[str, Any])
 
 
 def test_retention_and_rollback(world: dict[str, Any]) -> None:
-    settings = world["settings"]
+    # Three slots: every kept publish (and an uploaded, unflipped one) keeps its objects.
+    settings = world["settings"] = world["settings"].model_copy(update={"publish_slots": 3})
     first = current(settings)["publish_id"]  # hour 0, live
     hour1 = score_step(T0 + timedelta(hours=1), in_stock=world["stock"], settings=settings)
     upload_step(hour1["publish_id"], settings=settings)  # complete, never flipped
@@ -243,19 +320,20 @@ def test_cdn_serves_objects_like_the_cdn(world: dict[str, Any]) -> None:
     server, base = serve_in_background(settings)
     try:
         live = current(settings)
-        key = layout.user_object_key(
-            "", live["publish_id"], layout.user_key("recflow-dev-secret", "user-3")
+        key = _user_object(
+            settings, live["publish_id"], layout.user_key("recflow-dev-secret", "user-3")
         )
         with urllib.request.urlopen(
             urllib.request.Request(f"{base}/{key}", headers={"Accept-Encoding": "gzip"})
         ) as r:
             assert r.headers["Content-Encoding"] == "gzip"
             assert r.headers["Content-Type"] == "application/json"
-            assert r.headers["Cache-Control"] == layout.IMMUTABLE
+            # A slot's object changes between publishes: short lifetime, then revalidation.
+            assert r.headers["Cache-Control"] == "public, max-age=60, must-revalidate"
             assert r.headers["Access-Control-Allow-Origin"] == "*"
             etag = r.headers["ETag"]
             body = json.loads(gzip.decompress(r.read()))
-        assert body["items"] and body["publish_id"] == live["publish_id"]
+        assert body["items"] and "publish_id" not in body
         with urllib.request.urlopen(f"{base}/recs/latest.json") as r:  # no gzip accepted
             assert "Content-Encoding" not in r.headers
             assert "max-age=60" in r.headers["Cache-Control"]
@@ -330,8 +408,8 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
         "/shop1/recs/latest.json"
     ]
     keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
-    assert len(keys) == len(world["model"].user_ids) + 3
-    key = layout.user_object_key("shop1/", pid, layout.user_key(S3_SECRET, "user-7"))
+    assert len(keys) == len(world["model"].user_ids) + 4  # + the slot's _publish.json
+    key = user_object_of(S3Store(settings), "shop1/", pid, layout.user_key(S3_SECRET, "user-7"))
 
     # The bucket is private (a CDN reads it through origin access): fetch presigned.
     def url(key: str) -> str:
@@ -340,7 +418,7 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     with urllib.request.urlopen(url(key)) as r:
         assert r.headers["Content-Encoding"] == "gzip"
         assert r.headers["Content-Type"] == "application/json"
-        assert r.headers["Cache-Control"] == layout.IMMUTABLE
+        assert r.headers["Cache-Control"] == "public, max-age=60, must-revalidate"
         body = json.loads(gzip.decompress(r.read()))
     assert body == recs_for(settings, "user-7")[1]
     model = world["model"]
@@ -615,7 +693,7 @@ def test_a_stage_without_control_flags_gets_them_at_upload(tmp_path: Path) -> No
     store = LocalStore(settings.publish_dir)
     secret = settings.publish_secret.get_secret_value()
     for user, control in zip(model.user_ids, mask, strict=True):
-        key = layout.user_object_key("", scored["publish_id"], layout.user_key(secret, str(user)))
+        key = _user_object(settings, scored["publish_id"], layout.user_key(secret, str(user)))
         body = json.loads(gzip.decompress(store.get(key)))
         assert body["group"] == ("control" if control else "treatment"), user
 
