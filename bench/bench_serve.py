@@ -139,16 +139,21 @@ def payloads(
 
 
 def cdn_urls(base: str, publish_dir: Path, limit: int) -> list[str]:
-    """URLs of per-user objects of the newest publish in the local bucket."""
-    versions = sorted(
-        (p for p in (publish_dir / "recs" / "v").glob("*") if p.is_dir()),
-        key=lambda p: p.stat().st_mtime,
-    )
-    if not versions:
-        raise SystemExit(f"no publish under {publish_dir}/recs/v: run the publish first")
-    objects = sorted((versions[-1] / "u").glob("*/*.json"))[:limit]
+    """URLs of per-user objects of the live publish in the local bucket.
+
+    Found through ``recs/latest.json``'s ``users`` template (its folder: a slot, or
+    ``recs/v/<publish_id>/u/`` for a publish made before slots), as a client would.
+    """
+    from jobs.publish.layout import decode
+
+    pointer = publish_dir / "recs" / "latest.json"
+    if not pointer.exists():
+        raise SystemExit(f"no {pointer}: run the publish first")
+    template = str(decode(pointer.read_bytes())["users"])
+    folder = publish_dir / template.split("{kk}")[0]
+    objects = sorted(folder.glob("*/*.json"))[:limit]
     if not objects:
-        raise SystemExit(f"no user objects under {versions[-1]}/u")
+        raise SystemExit(f"no user objects under {folder}")
     return [f"{base.rstrip('/')}/{o.relative_to(publish_dir).as_posix()}" for o in objects]
 
 
