@@ -1,8 +1,14 @@
 """Data-quality gates: Great Expectations suites for bronze, silver and gold.
 
 Each layer has one suite, built here in code so that review happens in git, and run
-through a checkpoint that stores the result and re-renders the Data Docs site under
-``<data_root>/gx/uncommitted/data_docs/local_site/``. Expectations carry a severity:
+through a checkpoint that stores the result. The Data Docs site under
+``<data_root>/gx/uncommitted/data_docs/local_site/`` is rendered once per ingest run, not
+per checkpoint (each render rebuilt the index from every stored result, seconds apiece):
+the steps validate with ``render=False`` and the gold step, the run's last gated step,
+calls :func:`render_docs`, which renders every stored result that has no page yet. A
+critical failure renders before it raises, so the failing result is always there for a
+person to open; a run that dies for another reason leaves its pages to the next run's
+render. Expectations carry a severity:
 a failed *critical* one raises :class:`QualityGateError` (the task fails and nothing
 downstream sees the batch), a failed *warning* is recorded in the result, the audit row
 and the Data Docs, and the batch goes on.
@@ -103,16 +109,59 @@ def _batch_definition(context: Any, asset_name: str) -> Any:
         return asset.add_batch_definition_whole_dataframe(asset_name)
 
 
-def run_suite(
-    settings: Settings, name: str, frame: DataFrame, expectations: list[Any]
-) -> dict[str, Any]:
-    """Validate ``frame`` against ``expectations`` as suite ``name``; update Data Docs.
+def _page(site: Path, key: Any) -> Path:
+    """Where the Data Docs page of validation result ``key`` is written (GX's layout:
+    ``validations/<suite>/<run name>/<run time>/<batch>.html``)."""
+    return site.joinpath("validations", *key.to_tuple()[:-1], f"{key.to_tuple()[-1]}.html")
 
+
+def render_docs(settings: Settings) -> int:
+    """Render the Data Docs pages of every stored validation result that has none yet,
+    their suites' pages and the index, in one build; returns how many results.
+
+    One build per run instead of one per checkpoint: GX rebuilds the index from every
+    stored result at each build, so its cost grows with the results retention keeps.
+    Nothing pending (a rerun that validated nothing), nothing rendered.
+    """
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+    )
+
+    context = _context(str(settings.data_root))
+    site = docs_index(settings).parent
+    pending = [
+        key
+        for key in context.validation_results_store.list_keys()
+        if not _page(site, key).is_file()
+    ]
+    if not pending:
+        return 0
+    suites = {key.expectation_suite_identifier.name for key in pending}
+    context.build_data_docs(
+        resource_identifiers=[
+            *pending,
+            *(ExpectationSuiteIdentifier(name=name) for name in sorted(suites)),
+        ]
+    )
+    return len(pending)
+
+
+def run_suite(
+    settings: Settings,
+    name: str,
+    frame: DataFrame,
+    expectations: list[Any],
+    render: bool = True,
+) -> dict[str, Any]:
+    """Validate ``frame`` against ``expectations`` as suite ``name`` and store the result.
+
+    Data Docs are rendered at once when ``render`` (a one-off check) or when a critical
+    expectation failed (the page explains the failure); the ingest steps pass
+    ``render=False`` and call :func:`render_docs` once at the end of the run.
     Returns ``{"success": bool, "failed": {expectation: severity}}``; raises
     :class:`QualityGateError` when any critical expectation failed.
     """
     import great_expectations as gx
-    from great_expectations.checkpoint import UpdateDataDocsAction
 
     context = _context(str(settings.data_root))
     suite = gx.ExpectationSuite(name=name, expectations=expectations)
@@ -124,7 +173,7 @@ def run_suite(
         gx.Checkpoint(
             name=name,
             validation_definitions=[validation],
-            actions=[UpdateDataDocsAction(name="data_docs")],
+            actions=[],
             # Counts and percentages, never sample values: an unexpected value can be a
             # user id, and results and Data Docs are kept for weeks outside every erasure.
             result_format={"result_format": "SUMMARY", "partial_unexpected_count": 0},
@@ -140,6 +189,8 @@ def run_suite(
                 severity = getattr(config, "severity", CRITICAL)
                 failed[label] = str(getattr(severity, "value", severity))
     critical = [label for label, severity in failed.items() if severity == CRITICAL]
+    if critical or render:
+        render_docs(settings)
     if critical:
         raise QualityGateError(name, critical, docs_index(settings))
     return {"success": run.success, "failed": failed}
@@ -278,7 +329,7 @@ GOLD_SUITES = ("interactions", "item_stats", "user_stats")
 
 
 def check_bronze(
-    spark: SparkSession, settings: Settings, interval: tables.Interval
+    spark: SparkSession, settings: Settings, interval: tables.Interval, render: bool = True
 ) -> dict[str, bool]:
     """Validate the interval's bronze batch (after landing)."""
     from pyspark.sql import functions as F
@@ -289,11 +340,16 @@ def check_bronze(
     )
     previous = _previous(spark, settings, interval, "read_lines")
     expectations = bronze_expectations(interval.batch_id, previous, settings.quality_row_ratio)
-    return {"bronze_events": run_suite(settings, "bronze_events", batch, expectations)["success"]}
+    result = run_suite(settings, "bronze_events", batch, expectations, render=render)
+    return {"bronze_events": result["success"]}
 
 
 def gate_silver(
-    spark: SparkSession, settings: Settings, frame: DataFrame, interval: tables.Interval
+    spark: SparkSession,
+    settings: Settings,
+    frame: DataFrame,
+    interval: tables.Interval,
+    render: bool = True,
 ) -> dict[str, bool]:
     """Validate one batch's silver candidates before they are merged."""
     freshness = timedelta(hours=settings.quality_freshness_hours)
@@ -303,20 +359,24 @@ def gate_silver(
     )
     previous = _previous(spark, settings, interval, "silver_inserted")
     expectations = silver_expectations(window, previous, settings.quality_row_ratio)
-    return {"silver_events": run_suite(settings, "silver_events", frame, expectations)["success"]}
+    result = run_suite(settings, "silver_events", frame, expectations, render=render)
+    return {"silver_events": result["success"]}
 
 
-def gate_changes(settings: Settings, inserted: DataFrame) -> dict[str, bool]:
+def gate_changes(settings: Settings, inserted: DataFrame, render: bool = True) -> dict[str, bool]:
     """Validate silver rows gold is about to apply (whoever wrote them)."""
-    result = run_suite(settings, "silver_changes", inserted, silver_expectations())
+    result = run_suite(settings, "silver_changes", inserted, silver_expectations(), render=render)
     return {"silver_changes": result["success"]}
 
 
-def check_gold(spark: SparkSession, settings: Settings) -> dict[str, bool]:
+def check_gold(spark: SparkSession, settings: Settings, render: bool = True) -> dict[str, bool]:
     """Validate the gold tables after an update."""
     out: dict[str, bool] = {}
     for table in GOLD_SUITES:
         frame = tables.read_or_create(spark, settings, table)
         name = f"gold_{table}"
-        out[name] = run_suite(settings, name, frame, gold_expectations(table))["success"]
+        result = run_suite(settings, name, frame, gold_expectations(table), render=False)
+        out[name] = result["success"]
+    if render:
+        render_docs(settings)
     return out

@@ -67,7 +67,8 @@ def bronze_step(
     if settings.quality_enabled:
         from jobs.ingest.quality import check_bronze
 
-        out["quality"] = check_bronze(spark, settings, interval)
+        # Data Docs wait for the gold step's one render of the run (see quality's docstring).
+        out["quality"] = check_bronze(spark, settings, interval, render=False)
     out["skip"] = not force and done
     return out
 
@@ -286,7 +287,7 @@ def silver_step(
         from jobs.ingest.quality import gate_silver
 
         def gate(frame: Any, batch: tables.Interval) -> dict[str, bool]:
-            return gate_silver(spark, settings, frame, batch)
+            return gate_silver(spark, settings, frame, batch, render=False)
 
     result = refine_events(spark, settings, interval, gate=gate)
     return {**asdict(result), "balanced": result.balanced, "skipped": False}
@@ -300,13 +301,20 @@ def gold_step(settings: Settings | None = None) -> dict[str, Any]:
     spark = _spark(settings)
     gate = None
     if settings.quality_enabled:
-        from jobs.ingest.quality import gate_changes as gate
+        from jobs.ingest.quality import gate_changes
+
+        def gate(settings: Settings, inserted: Any) -> dict[str, bool]:
+            return gate_changes(settings, inserted, render=False)
+
     result = update(spark, settings, gate=gate)
     out = asdict(result)
     if settings.quality_enabled:
-        from jobs.ingest.quality import check_gold
+        from jobs.ingest.quality import check_gold, render_docs
 
-        out["quality"] = {**result.quality, **check_gold(spark, settings)}
+        out["quality"] = {**result.quality, **check_gold(spark, settings, render=False)}
+        # The run's one Data Docs build: this run's bronze, silver and gold results (and
+        # any an earlier, interrupted run left unrendered).
+        out["data_docs_rendered"] = render_docs(settings)
     return out
 
 
@@ -322,7 +330,7 @@ def rebuild_gold_step(
     if settings.quality_enabled:
         from jobs.ingest.quality import check_gold
 
-        out["quality"] = check_gold(spark, settings)
+        out["quality"] = check_gold(spark, settings)  # renders the Data Docs once
     return out
 
 

@@ -170,3 +170,55 @@ def test_a_failing_expectation_blocks_gold(spark: Any, shop: tuple[Settings, dic
     assert all(after["quality"].values())
     hashes = {name: h for name, (_, h) in gold_state().items()}
     assert hashes == {name: h for name, (_, h) in before.items()}
+
+
+def test_data_docs_render_once_per_run_and_list_every_suite(
+    spark: Any, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The steps store results without rendering; the gold step renders them all at once,
+    and the index then links every suite's latest result (each with its page)."""
+    from jobs.ingest.steps import bronze_step, silver_step
+
+    settings = load_settings(
+        data_root=tmp_path_factory.mktemp("docs") / "var",
+        gen_users=60,
+        gen_items=20,
+        spark_shuffle_partitions=2,
+        spark_master="local[2]",
+    )
+    generate(settings, days=1)
+    context = quality._context(str(settings.data_root))
+    site = quality.docs_index(settings).parent
+
+    def pending() -> list[Any]:
+        return [
+            k
+            for k in context.validation_results_store.list_keys()
+            if not quality._page(site, k).is_file()
+        ]
+
+    bronze = bronze_step(START, END, settings=settings)
+    silver_step(START, END, skip=bronze["skip"], settings=settings)
+    # Stored, not yet rendered: no per-checkpoint build any more.
+    assert {k.expectation_suite_identifier.name for k in pending()} == {
+        "bronze_events",
+        "silver_events",
+    }
+    assert not quality.docs_index(settings).exists()
+
+    gold = gold_step(settings=settings)
+    suites = {"bronze_events", "silver_events", "silver_changes"} | {
+        f"gold_{t}" for t in quality.GOLD_SUITES
+    }
+    assert set(gold["quality"]) == suites - {"bronze_events", "silver_events"}
+    assert gold["data_docs_rendered"] == len(suites)
+    assert pending() == []
+    index = quality.docs_index(settings).read_text()
+    for key in context.validation_results_store.list_keys():
+        page = quality._page(site, key)
+        assert page.is_file() and str(page.relative_to(site)) in index, key
+    assert {
+        k.expectation_suite_identifier.name for k in context.validation_results_store.list_keys()
+    } == suites
+    # Nothing new, nothing rendered.
+    assert quality.render_docs(settings) == 0
