@@ -366,10 +366,12 @@ class Settings(BaseSettings):
     )
 
     # -- publishing at scale (issue 17): slots, skipped PUTs, parallel encoding ----------
-    publish_slots: Annotated[int, Field(ge=2, le=16)] = Field(
-        2,
+    publish_slots: Annotated[int, Field(ge=2, le=16)] | None = Field(
+        None,
         description="Folders the users' objects rotate through; a publish writes into one"
-        " that is not live and skips objects whose bytes that folder already holds.",
+        " that is not live and skips objects whose bytes that folder already holds."
+        " Default: RECFLOW_PUBLISH_KEEP (at least 2), so a rollback reaches every kept"
+        " publish.",
     )
     publish_encode_workers: Annotated[int, Field(ge=0, le=64)] = Field(
         2,
@@ -793,6 +795,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _derive_paths(self) -> Settings:
+        if self.publish_slots is None:
+            # A publish whose slot was reused can no longer be rolled back to: as many
+            # slots as kept publishes keeps every one of them reachable.
+            self.publish_slots = max(2, min(16, self.publish_keep))
         self.data_root = self.data_root.expanduser().absolute()
         if self.landing_dir is None:
             self.landing_dir = self.data_root / "landing"
