@@ -42,6 +42,9 @@ LIMITS = {
     "retention_staging_hours": 24,
     "retention_model_versions": 2,
     "publish_keep": 1,
+    # Seeding publishes A, B, C and rolls back to A: each needs a slot of its own (with
+    # the default of one slot per kept publish, C would have taken A's).
+    "publish_slots": 3,
 }
 
 
