@@ -113,7 +113,7 @@ def main() -> int:
         status = _run(api, dags, args, started)
         _report(api, dags, args)
     finally:
-        airflow_local.stop_group(server, home)
+        airflow_local.stop_group(server, env[airflow_local.LAUNCH_KEY])
         log.close()
     return status
 

@@ -132,7 +132,7 @@ class RecflowService:
         self.control_key = control.control_key(SETTINGS) if SETTINGS.control_share > 0 else b""
         self._refresher: asyncio.Task[None] | None = None
         # Every collection timed (recflow_gc_pause_seconds): the tail's usual suspect.
-        self.gc_meter = pauses.GcPauseMeter(service_metrics.gc_pause).install()
+        self.gc_meter = pauses.GcPauseMeter(service_metrics.gc_pause).install(flush_every=1.0)
         self.gc_frozen = 0
         service_metrics.started(
             self.online.name, self.online.version, self.online.run_id, self.model_tag

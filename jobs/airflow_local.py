@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,8 @@ from jobs.config import Settings
 from jobs.sources.shop import STATE_FILE
 
 DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
+# Every process of one launch carries this variable with the launch's own id.
+LAUNCH_KEY = "RECFLOW_AIRFLOW_LAUNCH"
 # Airflow's simple auth manager writes the generated passwords here, under AIRFLOW_HOME.
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -115,7 +118,13 @@ def environment(
     env.setdefault("RECFLOW_INGEST_SCHEDULE", "@daily")
     if "RECFLOW_INGEST_START" not in base:
         env["RECFLOW_INGEST_START"] = dates.start.isoformat()
-        env.setdefault("RECFLOW_INGEST_END", dates.end.isoformat())
+        # Airflow schedules every interval that starts at or before end_date: the last
+        # one to run starts before the shop's end, whatever the schedule's step.
+        last = dates.end - timedelta(seconds=1)
+        env.setdefault("RECFLOW_INGEST_END", last.isoformat())
+    # Names this launch's processes (all of them inherit it) for stop_group: matching on
+    # AIRFLOW_HOME alone would also hit a shell that exported it, or another launch.
+    env[LAUNCH_KEY] = uuid.uuid4().hex
     return env
 
 
@@ -156,11 +165,11 @@ def port_free(port: int) -> bool:
 
 
 def stop_group(
-    proc: subprocess.Popen[bytes], home: Path | None = None, timeout: float = 60.0
+    proc: subprocess.Popen[bytes], launch: str | None = None, timeout: float = 60.0
 ) -> None:
     """Stop standalone and everything it started: its process group (SIGTERM, then SIGKILL
-    after ``timeout`` seconds), and with ``home`` every task process of that AIRFLOW_HOME
-    still running (see :func:`groups_with_env`)."""
+    after ``timeout`` seconds), and with ``launch`` (the environment's ``LAUNCH_KEY``)
+    every task process of that launch still running (see :func:`groups_with_env`)."""
     if proc.poll() is None:
         try:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -173,8 +182,8 @@ def stop_group(
     # Task processes left behind in the group; none left is the usual case.
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    if home is not None:
-        for group in groups_with_env("AIRFLOW_HOME", str(home)):
+    if launch is not None:
+        for group in groups_with_env(LAUNCH_KEY, launch):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)  # gone already: nothing to stop
 
@@ -184,7 +193,7 @@ def groups_with_env(key: str, value: str) -> set[int]:
 
     Airflow starts each task in a process group of its own (and the task its Spark JVM
     there), so stopping standalone's group leaves running tasks behind; they all inherit
-    AIRFLOW_HOME, which names them.
+    the launch's ``LAUNCH_KEY``, which names them and nothing else.
     """
     wanted = f"{key}={value}".encode()
     groups = set()
@@ -244,3 +253,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+PID_FILE = "recflow-airflow.pid"
+
+
+def record_launch(home: Path, pid: int) -> None:
+    """Remember the running standalone, so a second launch on the same home refuses."""
+    (home / PID_FILE).write_text(f"{pid}\n")
+
+
+def running_launch(home: Path) -> int | None:
+    """The pid of a standalone still running on ``home`` (one SQLite DB, one scheduler)."""
+    try:
+        pid = int((home / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError):
+        return None
+    except PermissionError:
+        return pid  # alive, another user's: still not ours to share
+    return pid

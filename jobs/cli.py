@@ -636,6 +636,10 @@ def airflow(
     env = airflow_local.environment(settings, port)
     home = Path(env["AIRFLOW_HOME"])
     home.mkdir(parents=True, exist_ok=True)
+    running = airflow_local.running_launch(home)
+    if running:
+        typer.secho(f"Airflow already runs on this data root (pid {running})", fg="red", err=True)
+        raise typer.Exit(1)
     dates = airflow_local.shop_dates(settings)
     log_path = home / "standalone.log"
     typer.echo(
@@ -652,6 +656,7 @@ def airflow(
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its scheduler, processor and API server: one group
         )
+    airflow_local.record_launch(home, proc.pid)
 
     def stop(*_: object) -> None:
         raise KeyboardInterrupt
@@ -679,7 +684,8 @@ def airflow(
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        airflow_local.stop_group(proc, home)
+        airflow_local.stop_group(proc, env[airflow_local.LAUNCH_KEY])
+        (home / airflow_local.PID_FILE).unlink(missing_ok=True)
 
 
 @app.command()

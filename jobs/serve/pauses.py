@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -39,32 +41,67 @@ def freeze_heap() -> int:
 class GcPauseMeter:
     """Times each collection through ``gc.callbacks`` and reports it per generation.
 
-    ``observe(generation, seconds)`` is called after every collection; it runs inside the
-    collector, so it must be cheap and must not raise (a callback error would be printed
-    by the interpreter on every collection).
+    The callback runs inside the collector, which may start on any allocation, including
+    one made while prometheus_client holds its (non-reentrant) locks: recording the pause
+    there would take the same lock again and deadlock the thread (the multiprocess mode
+    BentoML uses guards every value with one process-wide lock). So the callback only
+    appends to a bounded deque (atomic, no lock); :meth:`flush` hands the pauses to
+    ``observe`` outside the collector, from a daemon thread (:meth:`install` with
+    ``flush_every``) or a caller.
     """
 
-    def __init__(self, observe: Callable[[int, float], None]) -> None:
+    def __init__(self, observe: Callable[[int, float], None], keep: int = 10_000) -> None:
         self.observe = observe
         self._started = 0.0
+        self._pending: deque[tuple[int, float]] = deque(maxlen=keep)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self.installed = False
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
             return
-        # A metric that cannot be recorded must not turn every collection into a printed
-        # traceback (the interpreter reports callback errors); the pause happened anyway.
-        with contextlib.suppress(Exception):
-            self.observe(int(info["generation"]), time.perf_counter() - self._started)
+        self._pending.append((int(info["generation"]), time.perf_counter() - self._started))
 
-    def install(self) -> GcPauseMeter:
+    def flush(self) -> int:
+        """Record the pauses collected so far; returns how many."""
+        done = 0
+        while True:
+            try:
+                generation, seconds = self._pending.popleft()
+            except IndexError:
+                return done
+            # A metric that cannot be recorded must not stop the flushing thread; the
+            # pause happened anyway and the next ones are still worth recording.
+            with contextlib.suppress(Exception):
+                self.observe(generation, seconds)
+            done += 1
+
+    def _flush_loop(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.flush()
+
+    def install(self, flush_every: float | None = None) -> GcPauseMeter:
+        """Start timing collections; with ``flush_every`` (seconds) also a daemon thread
+        that records them."""
         if not self.installed:
             gc.callbacks.append(self._callback)
             self.installed = True
+        if flush_every and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._flush_loop, args=(flush_every,), name="gc-pauses", daemon=True
+            )
+            self._thread.start()
         return self
 
     def uninstall(self) -> None:
         if self.installed:
             gc.callbacks.remove(self._callback)
             self.installed = False
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.flush()

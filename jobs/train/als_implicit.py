@@ -44,10 +44,18 @@ CG_STEPS = 3
 
 
 def confidences(frame: pd.DataFrame, n_users: int, n_items: int, alpha: float) -> sp.csr_matrix:
-    """The user x item matrix of confidences ``1 + alpha * weight`` (float32, CSR)."""
-    conf = 1.0 + alpha * frame["weight"].to_numpy(np.float64)
+    """The user x item matrix of confidences ``1 + alpha * weight`` (float32, CSR).
+
+    Only pairs of positive weight are stored: a stored entry is a preference of 1 and
+    counts towards its row's regulariser, while Spark's implicit ALS gives a weight of 0
+    preference 0 and does not count it. Weights of 0 do occur (a recency decay far past
+    its half-life underflows float32); weighting never makes them negative.
+    """
+    weight = frame["weight"].to_numpy(np.float64)
+    keep = weight > 0
+    conf = 1.0 + alpha * weight[keep]
     matrix = sp.csr_matrix(
-        (conf.astype(np.float32), (frame["u"].to_numpy(), frame["i"].to_numpy())),
+        (conf.astype(np.float32), (frame["u"].to_numpy()[keep], frame["i"].to_numpy()[keep])),
         shape=(n_users, n_items),
         dtype=np.float32,
     )

@@ -36,14 +36,18 @@ def test_ingest_covers_exactly_the_days_the_generator_wrote(tmp_path: Path) -> N
     env = airflow_local.environment(settings, 18080, base={"PATH": "/usr/bin"})
     assert env["RECFLOW_INGEST_SCHEDULE"] == "@daily"
     assert env["RECFLOW_INGEST_START"] == "2026-11-03T00:00:00+00:00"
-    assert env["RECFLOW_INGEST_END"] == "2026-11-12T00:00:00+00:00"
+    # The last interval starts on the shop's last day: none starts at its end.
+    assert env["RECFLOW_INGEST_END"] == "2026-11-11T23:59:59+00:00"
     # The DAG file reads exactly these at parse time, and accepts them.
     parsed = IngestSchedule(
         ingest_schedule=env["RECFLOW_INGEST_SCHEDULE"],
         ingest_start=env["RECFLOW_INGEST_START"],
         ingest_end=env["RECFLOW_INGEST_END"],
     )
-    assert parsed.ingest_end == "2026-11-12T00:00:00+00:00"
+    assert parsed.ingest_end == "2026-11-11T23:59:59+00:00"
+    # Each launch gets its own id, which names its processes for stop_group.
+    again = airflow_local.environment(settings, 18080, base={"PATH": "/usr/bin"})
+    assert again[airflow_local.LAUNCH_KEY] != env[airflow_local.LAUNCH_KEY]
 
 
 def test_the_server_stays_on_loopback_and_explicit_settings_win(tmp_path: Path) -> None:
@@ -87,23 +91,40 @@ def test_an_ingest_end_without_a_zone_is_refused() -> None:
         IngestSchedule(ingest_end="2026-11-12T00:00:00")
 
 
-def test_task_processes_in_groups_of_their_own_are_found_by_their_home(tmp_path: Path) -> None:
+def test_task_processes_in_groups_of_their_own_are_found_by_their_launch(
+    tmp_path: Path,
+) -> None:
     """Airflow runs each task in a process group of its own: stopping standalone's group
-    leaves them running, so they are found by the AIRFLOW_HOME they inherit."""
+    leaves them running, so they are found by the launch id they inherit, and a process
+    that merely shares the AIRFLOW_HOME (a shell that exported it) is not."""
     import os
     import subprocess
     import sys
 
     home = str(tmp_path / "airflow-scheduler")
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)"],
-        env={**os.environ, "AIRFLOW_HOME": home},
+    sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+    task = subprocess.Popen(
+        sleep,
+        env={**os.environ, "AIRFLOW_HOME": home, airflow_local.LAUNCH_KEY: "launch-1"},
         start_new_session=True,
     )
+    shell_env = {**os.environ, "AIRFLOW_HOME": home}
+    shell = subprocess.Popen(sleep, env=shell_env, start_new_session=True)
     try:
-        assert airflow_local.groups_with_env("AIRFLOW_HOME", home) == {child.pid}
-        assert not airflow_local.groups_with_env("AIRFLOW_HOME", home + "-other")
+        assert airflow_local.groups_with_env(airflow_local.LAUNCH_KEY, "launch-1") == {task.pid}
+        assert not airflow_local.groups_with_env(airflow_local.LAUNCH_KEY, "launch-2")
     finally:
-        child.kill()
-        child.wait()
-    assert not airflow_local.groups_with_env("AIRFLOW_HOME", home)
+        for child in (task, shell):
+            child.kill()
+            child.wait()
+    assert not airflow_local.groups_with_env(airflow_local.LAUNCH_KEY, "launch-1")
+
+
+def test_a_second_launch_on_the_same_home_is_refused(tmp_path: Path) -> None:
+    import os
+
+    assert airflow_local.running_launch(tmp_path) is None
+    airflow_local.record_launch(tmp_path, os.getpid())
+    assert airflow_local.running_launch(tmp_path) == os.getpid()
+    airflow_local.record_launch(tmp_path, 2**22 + 12345)  # beyond pid_max: not running
+    assert airflow_local.running_launch(tmp_path) is None

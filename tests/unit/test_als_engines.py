@@ -83,6 +83,22 @@ def test_rows_without_pairs_keep_zero_factors() -> None:
     assert np.abs(users[frame["u"].unique()]).sum(axis=1).min() > 0
 
 
+def test_pairs_of_zero_weight_are_no_preference_as_in_spark() -> None:
+    """A weight of 0 (a recency decay underflowing float32) is preference 0 in Spark's
+    implicit ALS and not counted in the regulariser: the same as no pair at all."""
+    frame = _frame(5, users=50, items=30)
+    zeros = pd.DataFrame({"u": [55, 55, 56], "i": [1, 2, 3], "weight": np.float32(0.0)})
+    zeros["last_ts"] = frame["last_ts"].iloc[0]
+    with_zeros = pd.concat([frame, zeros], ignore_index=True)
+    matrix = als_implicit.confidences(with_zeros, 60, 40, 1.0)
+    assert matrix[55].nnz == 0 and matrix.nnz == len(frame)
+    users, items = als_implicit.fit(with_zeros, 60, 40, 4, 0.3, 1.0, 3, seed=0)
+    plain_users, plain_items = als_implicit.fit(frame, 60, 40, 4, 0.3, 1.0, 3, seed=0)
+    assert not users[55].any() and not users[56].any()  # no positive pair: no factors
+    np.testing.assert_array_equal(users, plain_users)
+    np.testing.assert_array_equal(items, plain_items)
+
+
 def test_auto_picks_implicit_up_to_the_pairs_and_the_memory_limits() -> None:
     engine = als.Engine("auto", max_pairs=1_000, max_memory_bytes=10**9)
     assert engine.pick(1_000, 100, 100, 32) == "implicit"

@@ -86,3 +86,44 @@ def test_a_failing_observer_reports_nothing_per_collection(
     finally:
         gc.callbacks.pop()
     assert reported
+
+
+@pytest.mark.timeout(60)
+def test_a_collection_while_the_metrics_lock_is_held_does_not_deadlock() -> None:
+    """prometheus_client guards its values with non-reentrant locks; a collection that
+    starts while this thread holds one must not record there (it would wait for ever)."""
+    import threading
+
+    lock = threading.Lock()
+    seen: list[int] = []
+
+    def observe(generation: int, seconds: float) -> None:
+        with lock:
+            seen.append(generation)
+
+    meter = GcPauseMeter(observe).install()
+    try:
+        with lock:
+            gc.collect(2)  # recorded inside the callback, this would deadlock here
+        assert seen == []
+        assert meter.flush() >= 1
+        assert 2 in seen
+    finally:
+        meter.uninstall()
+
+
+def test_the_flushing_thread_records_pauses_on_its_own() -> None:
+    import time
+
+    seen: list[int] = []
+    meter = GcPauseMeter(lambda generation, seconds: seen.append(generation))
+    meter.install(flush_every=0.05)
+    try:
+        gc.collect(1)
+        deadline = time.monotonic() + 10
+        while 1 not in seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 1 in seen
+    finally:
+        meter.uninstall()
+    assert not any(t.name == "gc-pauses" for t in __import__("threading").enumerate())
