@@ -314,7 +314,15 @@ def gold_step(settings: Settings | None = None) -> dict[str, Any]:
         out["quality"] = {**result.quality, **check_gold(spark, settings, render=False)}
         # The run's one Data Docs build: this run's bronze, silver and gold results (and
         # any an earlier, interrupted run left unrendered).
-        out["data_docs_rendered"] = render_docs(settings)
+        try:
+            out["data_docs_rendered"] = render_docs(settings)
+        except Exception as exc:
+            # Gold is committed and every verdict is in the results and the audit; a
+            # broken render (a result file truncated by a killed run, a full disk) must not
+            # fail the run after the fact, nor every later one. Logged, and in the result.
+            log.exception("rendering Data Docs failed; the validation results are stored")
+            out["data_docs_rendered"] = 0
+            out["data_docs_error"] = f"{type(exc).__name__}: {exc}"
     return out
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -106,7 +106,8 @@ class RecModel:
         factors = (
             self.item_factors if finite.all() else np.where(finite[:, None], self.item_factors, 0)
         )
-        return quantize(factors, self.factor_dtype)
+        quantized = quantize(factors, self.factor_dtype)
+        return quantized if finite.all() else replace(quantized, ok=finite)
 
     @cached_property
     def user_ok(self) -> np.ndarray:

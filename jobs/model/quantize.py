@@ -43,6 +43,9 @@ class QuantizedItems:
     values: np.ndarray  # float16 or int8, C-contiguous (rank, items)
     scale: np.ndarray  # float32 (items,)
     chunk: int = CHUNK_ITEMS
+    # Items whose float32 row was finite (None: all were). Rows that were not are stored
+    # as zeros, which would score 0 and could win a list: ``top_k`` keeps them out.
+    ok: np.ndarray | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

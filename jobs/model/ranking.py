@@ -88,12 +88,12 @@ def top_k(
             raise ValueError("top_k needs item_factors or items_t")
         items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
     if item_ok is None:
-        # Quantized values are finite by construction (quantize refuses NaN).
-        item_ok = (
-            np.ones(items_t.shape[1], dtype=bool)
-            if isinstance(items_t, QuantizedItems)
-            else np.isfinite(items_t).all(axis=0)
-        )
+        # Quantized values are finite by construction (quantize refuses NaN); rows that
+        # were not finite before are zeros there, and the operand says which.
+        if isinstance(items_t, QuantizedItems):
+            item_ok = np.ones(items_t.shape[1], dtype=bool) if items_t.ok is None else items_t.ok
+        else:
+            item_ok = np.isfinite(items_t).all(axis=0)
     # A NaN in one vector poisons its whole row or column of scores: mask them instead.
     user_ok = np.isfinite(users).all(axis=1)
     n, m = users.shape[0], items_t.shape[1]

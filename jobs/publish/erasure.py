@@ -64,7 +64,7 @@ def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]
     wanted = set(keys)
     shards = {k[:2] for k in keys}
     found = publishes(settings, store)
-    for slot in slots_in_use(settings, found):
+    for slot in slots_in_use(settings, found, store):
         object_keys = [layout.slot_user_key(prefix, slot, k) for k in keys]
         present = [k for k in object_keys if store.md5(k) is not None]
         out.objects_deleted += store.delete(present) if present else 0
@@ -87,11 +87,25 @@ def erase_from_publishes(settings: Settings, store: ObjectStore, keys: list[str]
     return out
 
 
-def slots_in_use(settings: Settings, found: list[dict[str, Any]]) -> list[int]:
-    """Every slot that may hold lists: the configured ones and any a listed publish names
-    (``RECFLOW_PUBLISH_SLOTS`` may have been lowered since)."""
+# The most slots RECFLOW_PUBLISH_SLOTS allows (jobs.config): any of them may hold lists.
+MAX_SLOTS = 16
+
+
+def slots_in_use(
+    settings: Settings, found: list[dict[str, Any]], store: ObjectStore | None = None
+) -> list[int]:
+    """Every slot that may hold lists: the configured ones, any a listed publish names, and
+    (with ``store``) any that has an owner marker. ``RECFLOW_PUBLISH_SLOTS`` (or the keep
+    it defaults to) may have been lowered since a slot was last written, and the publish
+    that owned it pruned: its users' objects are still served and must be found by an
+    erasure (one small GET per possible slot)."""
     named = {p["slot"] for p in found if p["slot"] is not None}
-    return sorted(set(range(settings.publish_slots)) | named)
+    slots = set(range(settings.publish_slots)) | named
+    if store is not None:
+        prefix = settings.publish_prefix
+        # Any marker, even an unreadable one: a slot is searched whenever it may be used.
+        slots |= {n for n in range(MAX_SLOTS) if store.md5(layout.slot_owner_key(prefix, n))}
+    return sorted(slots)
 
 
 def staged_ids(settings: Settings, store: ObjectStore) -> list[str]:
@@ -214,7 +228,7 @@ def still_published(settings: Settings, store: ObjectStore, keys: list[str]) -> 
     prefix = settings.publish_prefix
     wanted = set(keys)
     listed = publishes(settings, store)
-    for slot in slots_in_use(settings, listed):
+    for slot in slots_in_use(settings, listed, store):
         n = sum(store.md5(layout.slot_user_key(prefix, slot, k)) is not None for k in keys)
         if n:
             found.append(f"slot {slot}: {n} objects")

@@ -179,6 +179,11 @@ def test_a_non_finite_item_row_is_never_recommended_when_quantized(
     assert model.factor_dtype == dtype
     idx, _ = model.recommend_rows(np.arange(30), 60)
     assert 7 not in idx and np.all((idx != NO_ITEM).sum(axis=1) >= 40)
+    # Nor through the operand alone, as the session-aware (fold-in) path ranks: a user
+    # vector whose scores are all negative would otherwise pick the zeroed row first.
+    negative = -np.abs(base.item_factors[~np.isnan(base.item_factors).any(axis=1)]).mean(axis=0)
+    idx, _ = top_k(negative[None, :].astype(np.float32), None, 60, items_t=model.item_factors_t)
+    assert 7 not in idx[0]
     # Saving a quantized-loaded model writes the float32 artifact unchanged.
     again = RecModel.load(model.save(tmp_path / "again.npz"))
     np.testing.assert_array_equal(again.item_factors, base.item_factors)
