@@ -13,6 +13,13 @@ an ``s3a://`` lake keeps Spark for everything (``available`` says which). The bi
 DataFusion (``QueryBuilder``): delta-rs's pyarrow-dataset path aborts the interpreter at
 exit with this pyarrow ("terminate called without an active exception", status 134), which
 a task runner would take for a crash.
+
+Two writers on one table: delta-rs commits with a rename that refuses to replace, Spark's
+log store on a local folder checks then renames, so a Spark commit racing a delta-rs one
+at the same version (maintenance's OPTIMIZE of ``ingest_audit`` during an ingest run's
+audit) could replace it — the same race two Spark JVMs already had. What is at stake is
+an audit row, and a batch without its ``ok`` row is reloaded by the next run's
+``reload_late`` (idempotent), which writes the row again.
 """
 
 from __future__ import annotations
