@@ -126,15 +126,26 @@ def test_the_loaded_heap_is_frozen_and_collections_are_timed(world: dict[str, An
     assert details["gc"]["frozen"] > 100_000
     for _ in range(50):  # requests allocate: young collections follow
         assert _recommend(world, {"user_id": "new", "k": 5}).status_code == 200
-    samples = {
-        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-        for line in client.get("/metrics").text.splitlines()
-        if line.startswith("recflow_gc_pause_seconds_count")
-    }
-    assert set(samples) == {
+
+    def samples() -> dict[str, float]:
+        return {
+            line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in client.get("/metrics").text.splitlines()
+            if line.startswith("recflow_gc_pause_seconds_count")
+        }
+
+    # Pauses are recorded off the collector by a thread flushing every second.
+    deadline = time.monotonic() + 10
+    while (
+        samples().get('recflow_gc_pause_seconds_count{generation="0"}', 0) < 1
+        and time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    found = samples()
+    assert set(found) == {
         f'recflow_gc_pause_seconds_count{{generation="{g}"}}' for g in ("0", "1", "2")
     }
-    assert samples['recflow_gc_pause_seconds_count{generation="0"}'] >= 1
+    assert found['recflow_gc_pause_seconds_count{generation="0"}'] >= 1
 
 
 # -- the three paths ---------------------------------------------------------------------------
