@@ -175,16 +175,7 @@ def quality(name: str, split: Split, k: int = 50) -> None:
 
 
 def _as(model: RecModel, dtype: str) -> RecModel:
-    return RecModel(
-        user_ids=model.user_ids,
-        item_ids=model.item_ids,
-        user_factors=model.user_factors,
-        item_factors=model.item_factors,
-        popularity=model.popularity,
-        seen=model.seen,
-        public_popularity=model.public_popularity,
-        factor_dtype=dtype,  # type: ignore[arg-type]
-    )
+    return model.with_factor_dtype(dtype)
 
 
 def _median_ms(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]

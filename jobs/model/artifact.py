@@ -85,6 +85,10 @@ class RecModel:
                 f"expected {self.popularity.shape}"
             )
 
+    def with_factor_dtype(self, dtype: str) -> RecModel:
+        """The same model scoring in ``dtype`` (a new object: the operand is cached)."""
+        return replace(self, factor_dtype=dtype)  # type: ignore[arg-type]
+
     @cached_property
     def user_index(self) -> dict[str, int]:
         return {str(u): i for i, u in enumerate(self.user_ids)}

@@ -22,18 +22,7 @@ QUANTIZED = ("float16", "int8")
 
 
 def _as(model: RecModel, dtype: str) -> RecModel:
-    return RecModel(
-        user_ids=model.user_ids,
-        item_ids=model.item_ids,
-        user_factors=model.user_factors,
-        item_factors=model.item_factors,
-        popularity=model.popularity,
-        seen=model.seen,
-        params=model.params,
-        public_popularity=model.public_popularity,
-        public_budget=model.public_budget,
-        factor_dtype=dtype,  # type: ignore[arg-type]
-    )
+    return model.with_factor_dtype(dtype)
 
 
 # -- quantize / dequantize --------------------------------------------------------------
