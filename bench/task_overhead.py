@@ -2,16 +2,19 @@
 
 Under the real scheduler each task is a fresh process; `dag.test()` hides that. This runs
 each small step the way a task runs it — a fresh Python process calling one
-`jobs.*.steps` function — on a copy of a data root (`make demo`'s `var/` by default), once
+`jobs.*.steps` function — on a lake of its own (a generated shop, one day ingested by
+Spark in a set-up process, so the landing paths bronze recorded are this lake's), once
 with `RECFLOW_LIGHT_DELTA=true` (delta-rs: no JVM) and once with `false` (Spark, as
 before), alternating, and prints the median wall time of each and the ratio. The steps:
 
-- `should_train`: the training decision (skips: a model exists, nothing new);
+- `should_train`: the training decision (no model here: it decides to train, reading the
+  same facts a skipping decision reads);
 - `record_audit`: one audit row (a retry of the same run id, so reruns add nothing);
 - `upsert_catalog`: no new catalog file;
-- `reload_late`: nothing late.
+- `reload_late`: nothing late (the next day's interval; the ingested day is within
+  `RECFLOW_LATE_DATA_HOURS`).
 
-Run: .venv/bin/python bench/task_overhead.py [--root var] [--repeat 3]
+Run: .venv/bin/python bench/task_overhead.py [--users 2000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,44 +55,48 @@ print(json.dumps({"inside": time.monotonic() - t0, "out": str(out)[:160]}))
 """
 
 
-def _last_interval(root: Path) -> tuple[str, str]:
-    """The day after the newest audited interval (what the next daily run would ingest)."""
-    import pyarrow as pa
-    from deltalake import DeltaTable, QueryBuilder
-
-    table = DeltaTable(str(root / "lake" / "audit" / "ingest_audit"))
-    sql = "SELECT max(interval_end) AS e FROM a"
-    end = pa.table(QueryBuilder().register("a", table).execute(sql).read_all())["e"][0].as_py()
-    return end.isoformat(), (end + timedelta(days=1)).isoformat()
+SETUP = """
+import sys
+from jobs.config import get_settings
+from jobs.ingest.steps import run_interval
+from jobs.sources.shop import generate
+settings = get_settings()
+generate(settings, days=1)
+run_interval(sys.argv[1], sys.argv[2], settings=settings)
+"""
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", default=str(ROOT / "var"), help="data root to copy")
+    parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    source = Path(args.root)
-    if not (source / "lake").exists():
-        raise SystemExit(f"no lake under {source}: run `make demo` first")
     work = Path(tempfile.mkdtemp(prefix="recflow-tasks-"))
     try:
         root = work / "var"
-        shutil.copytree(source, root, symlinks=True)
+        base = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "RECFLOW_DATA_ROOT": str(root),
+            "RECFLOW_GEN_USERS": str(args.users),
+            "PYTHONWARNINGS": "ignore",
+        }
+        day = "2026-11-01T00:00:00+00:00", "2026-11-02T00:00:00+00:00"
+        (work / "setup.py").write_text(SETUP)
+        t0 = time.monotonic()
+        subprocess.run(
+            [sys.executable, str(work / "setup.py"), *day], env=base, check=True, timeout=1800
+        )
+        print(f"set-up (one generated day ingested by Spark): {time.monotonic() - t0:.0f} s")
         driver = work / "driver.py"
         driver.write_text(DRIVER)
-        start, end = _last_interval(root)
+        start, end = day[1], "2026-11-03T00:00:00+00:00"
         steps = ["should_train", "record_audit", "upsert_catalog", "reload_late"]
         times: dict[tuple[str, str], list[float]] = {}
         for rep in range(args.repeat):
             for step in steps:
                 for mode in ("light", "spark"):
-                    env = {
-                        **os.environ,
-                        "PYTHONPATH": str(ROOT),
-                        "RECFLOW_DATA_ROOT": str(root),
-                        "RECFLOW_LIGHT_DELTA": "true" if mode == "light" else "false",
-                        "PYTHONWARNINGS": "ignore",
-                    }
+                    env = {**base, "RECFLOW_LIGHT_DELTA": str(mode == "light").lower()}
                     t0 = time.monotonic()
                     done = subprocess.run(
                         [sys.executable, str(driver), step, start, end],
