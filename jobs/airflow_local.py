@@ -32,7 +32,7 @@ from jobs.sources.shop import STATE_FILE
 
 DAGS_DIR = Path(__file__).resolve().parents[1] / "dags"
 # Every process of one launch carries this variable with the launch's own id.
-LAUNCH_KEY = "RECFLOW_AIRFLOW_LAUNCH"
+LAUNCH_KEY = "AIRFLOW_STANDALONE_LAUNCH"
 # Airflow's simple auth manager writes the generated passwords here, under AIRFLOW_HOME.
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 

@@ -35,6 +35,7 @@ NEW_HOURS = ("2026-11-01T10:00:00+00:00", "2026-11-01T12:00:00+00:00")
 @pytest.fixture(scope="module")
 def ml(spark: Any, ml100k: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     settings = load_settings(
+        als_engine="implicit",  # the single-node engine: what the assertions below name
         data_root=tmp_path_factory.mktemp("train") / "var",
         spark_master="local[2]",
         spark_shuffle_partitions=4,

@@ -111,7 +111,8 @@ def test_auto_picks_implicit_up_to_the_pairs_and_the_memory_limits() -> None:
 
 
 def test_engine_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    default = als.Engine.from_settings(load_settings())
+    assert als.Engine.from_settings(load_settings()).setting == "spark"  # the default
+    default = als.Engine.from_settings(load_settings(als_engine="auto"))
     assert default.setting == "auto" and default.max_pairs == 50_000_000
     # MovieLens 100K and the demo shop fit one machine by a wide margin.
     assert default.pick(100_000, 943, 1_682, 128) == "implicit"
