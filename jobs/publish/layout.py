@@ -176,7 +176,15 @@ GZIP_LEVEL = 3
 def encode(body: dict[str, Any], level: int = GZIP_LEVEL) -> bytes:
     """Compact JSON (orjson: ~6x faster than ``json``), gzip-compressed with a fixed header
     so equal bodies give equal bytes."""
-    return gzip_bytes(orjson.dumps(body), level)
+    try:
+        raw = orjson.dumps(body)
+    except TypeError:
+        # orjson refuses integers beyond 64 bits (and some types json takes); what
+        # publishing writes never holds them, other callers' bodies may (ASCII-escaped).
+        import json
+
+        raw = json.dumps(body, separators=(",", ":")).encode()
+    return gzip_bytes(raw, level)
 
 
 def gzip_bytes(raw: bytes, level: int = GZIP_LEVEL) -> bytes:
