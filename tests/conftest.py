@@ -18,7 +18,7 @@ ML100K = Path(
 )
 
 
-SLOW_MARKERS = ("spark", "integration", "e2e")
+SLOW_MARKERS = ("spark", "integration", "e2e", "long")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

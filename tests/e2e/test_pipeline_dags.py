@@ -9,15 +9,19 @@ reacting shop shown the live lists, each through ingest → monitor → train �
 nothing; a taste shift is detected, retrained through the gate, published, and the
 next day's CTR recovers. Each DAG runs with ``dag.test()`` as its Asset would start it.
 One lake for all: each stage reads what the previous one wrote, as in production, and the
-lake is built once (which is why the loop is here and not a test of its own: its first
-champion and publish would cost the same again).
+lake is built once, by the module's ``spine`` fixture; the loop (marked ``long``: about a
+quarter of an hour, run by ``make test-all``) continues on it rather than paying for a
+week, a first champion and a first publish again.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import httpx
 import pytest
-from support import free_port
+from support import free_port, run_airflow_driver
 
 from jobs.monitor import servers
 
@@ -139,14 +143,29 @@ out["privacy"] = {
     "models": models_remaining(settings, gone),
 }
 
-# The loop closed: the reacting shop, shown the live lists, through ingest → monitor →
-# train (only drift trains: the threshold is out of reach) → publish, as the benchmark
-# bench/shift_recovery.py runs it. Quiet days, then tastes shift.
+print("RESULT " + json.dumps(out))
+"""
+)
+
+# The loop closed, on the lake the spine left: the reacting shop, shown the live lists,
+# through ingest → monitor → train (only drift trains: the threshold is out of reach) →
+# publish, as the benchmark bench/shift_recovery.py runs it. Quiet days, then tastes shift.
+LOOP_DRIVER = (
+    f"""
+QUIET, SHIFT = {QUIET}, {SHIFT}
+"""
+    + """
+import json, sys
 from pathlib import Path
+from airflow.dag_processing.dagbag import DagBag
+from jobs.config import get_settings
+
+settings = get_settings()
+dags = DagBag(dag_folder=sys.argv[1]).dags
 sys.path.insert(0, str(Path(sys.argv[1]).parent / "bench"))
 from shift_recovery import react
 say = lambda line: print(line, flush=True)
-out["loop"] = react(settings, dags, QUIET + 3, SHIFT, say=say)
+out = {"loop": react(settings, dags, QUIET + 3, SHIFT, say=say)}
 if out["loop"][-3]["trained"] is False and out["loop"][-2]["trained"]:
     # Detected the day after the shift: one more day to measure the recovery.
     out["loop"] += react(settings, dags, 1, SHIFT, say=say)
@@ -155,47 +174,71 @@ print("RESULT " + json.dumps(out))
 )
 
 
-def test_ingest_features_train_publish_by_airflow(run_driver, tmp_path) -> None:
+# The shop and model settings both drivers run with (the loop continues the spine's lake).
+ENV = {
+    "RECFLOW_INGEST_SCHEDULE": "@daily",
+    "RECFLOW_GEN_USERS": "1500",
+    "RECFLOW_GEN_ITEMS": "150",
+    "RECFLOW_GEN_DAYS": "7",  # a week: enough history per user for CF to beat popularity
+    "RECFLOW_GATE_MIN_LIFT": "0.05",
+    "RECFLOW_ALS_GRID": "[]",
+    "RECFLOW_SEARCH_TRIALS": "1",  # the defaults only: the e2e tests the flow, not the search
+    "RECFLOW_ALS_ITERATIONS": "8",
+    "RECFLOW_EVAL_STRATIFIED": "false",
+    "RECFLOW_PUBLISH_K": "5",
+    # The loop: only drift (or no model) trains, and nothing waits between trainings.
+    "RECFLOW_RETRAIN_THRESHOLD": str(10**12),
+    "RECFLOW_MIN_TRAIN_INTERVAL_HOURS": "0",
+}
+# A guard against a wedged run, not a speed check: a loaded 2-core machine has taken 20 min
+# over the pipeline driver (alone it takes about 11).
+TIMEOUT = 2700
+
+
+@pytest.fixture(scope="module")
+def spine(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """The week through ingest, features, train, publish and privacy; the lake stays for
+    the loop. Returns the driver's answer, what the Pushgateway held and the work folder."""
     from jobs.config import load_settings
 
+    work = tmp_path_factory.mktemp("e2e")
     gateway = None
     if servers.shutil.which("prometheus-pushgateway"):  # `make monitoring-deps` (CI: always)
-        gateway = servers.start_pushgateway(load_settings(), tmp_path / "gw")
+        gateway = servers.start_pushgateway(load_settings(), work / "gw")
     try:
-        result = _run(run_driver, gateway.url if gateway else "")
+        result = run_airflow_driver(
+            DRIVER,
+            work,
+            timeout=TIMEOUT,
+            DOWN_URL=f"http://127.0.0.1:{free_port()}",
+            UP_URL=gateway.url if gateway else "",
+            **ENV,
+        )
         pushed = httpx.get(f"{gateway.url}/metrics", timeout=10).text if gateway else ""
     finally:
         if gateway:
             gateway.stop()
+    return result, pushed, work
+
+
+def test_ingest_features_train_publish_by_airflow(spine) -> None:
+    result, pushed, _ = spine
     _assert_the_pipeline(result)
     # Down: the run and its push task still succeed (the push is logged as not done); up:
     # the ingest group's gauges are on the Pushgateway.
     assert result["push"][:2] == ["success", "success"], result["_error"]
-    if gateway:
+    if pushed:
         assert 'recflow_ingest_last_success_timestamp_seconds{group="ingest"' in pushed
         assert 'recflow_ingest_quarantine_ratio{group="ingest"' in pushed
+
+
+@pytest.mark.long
+def test_the_loop_closes_by_airflow(spine) -> None:
+    """Days of the reacting shop on the spine's lake, each through ingest, monitor, train
+    and publish (about 15 minutes on two cores: `make test-all`)."""
+    _, _, work = spine
+    result = run_airflow_driver(LOOP_DRIVER, work, timeout=TIMEOUT, **ENV)
     _assert_the_loop(result)
-
-
-def _run(run_driver, up_url: str) -> dict:
-    return run_driver(
-        DRIVER,
-        DOWN_URL=f"http://127.0.0.1:{free_port()}",
-        UP_URL=up_url,
-        RECFLOW_INGEST_SCHEDULE="@daily",
-        RECFLOW_GEN_USERS="1500",
-        RECFLOW_GEN_ITEMS="150",
-        RECFLOW_GEN_DAYS="7",  # a week: enough history per user for CF to beat popularity
-        RECFLOW_GATE_MIN_LIFT="0.05",
-        RECFLOW_ALS_GRID="[]",
-        RECFLOW_SEARCH_TRIALS="1",  # the defaults only: the e2e tests the flow, not the search
-        RECFLOW_ALS_ITERATIONS="8",
-        RECFLOW_EVAL_STRATIFIED="false",
-        RECFLOW_PUBLISH_K="5",
-        # The loop: only drift (or no model) trains, and nothing waits between trainings.
-        RECFLOW_RETRAIN_THRESHOLD=str(10**12),
-        RECFLOW_MIN_TRAIN_INTERVAL_HOURS="0",
-    )
 
 
 def _assert_the_pipeline(result: dict) -> None:
