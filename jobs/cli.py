@@ -22,6 +22,10 @@ import_app = typer.Typer(
     help="Import public data sets onto recflow's contracts.", no_args_is_help=True
 )
 app.add_typer(import_app, name="import")
+stream_app = typer.Typer(
+    help="Kafka: topics, the landing consumer, a local broker.", no_args_is_help=True
+)
+app.add_typer(stream_app, name="stream")
 
 
 def _settings() -> Settings:
@@ -590,6 +594,62 @@ def access_log(
             f"{row['outcome']:<10} {row['request_id'] or ''}"
         )
     typer.echo(f"{len(rows):,} rows", err=True)
+
+
+@stream_app.command("topics")
+def stream_topics() -> None:
+    """Create the events and catalog topics (partitions, retention) where missing."""
+    from jobs.stream.client import ensure_topics, topic_specs
+
+    settings = _settings()
+    created = ensure_topics(settings)
+    for name, config in topic_specs(settings).items():
+        state = "created" if name in created else "exists"
+        typer.echo(f"{name:<24} {state:<8} partitions={settings.kafka_partitions} {config}")
+
+
+@stream_app.command("landing")
+def stream_landing(
+    idle_stop: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds without a message (default: run on)."),
+    ] = None,
+) -> None:
+    """Land the topics as files in the landing folder, exactly once; SIGTERM stops it
+    between batches."""
+    import signal
+
+    from jobs.stream.landing import consume
+
+    settings = _settings()
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        stats = consume(settings, lambda: bool(stopping), idle_stop=idle_stop)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(
+        f"{stats.messages:,} messages in {stats.batches} batches, {len(stats.files)} files"
+        + (f"; resumed past files already written: {stats.resumed}" if stats.resumed else "")
+    )
+
+
+@stream_app.command("broker")
+def stream_broker(
+    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 9092,
+) -> None:
+    """A local single-node Kafka (KRaft) under <data_root>/kafka; Ctrl-C stops it."""
+    from jobs.stream.broker import start_broker
+
+    settings = _settings()
+    broker = start_broker(settings, settings.data_root / "kafka", port)
+    typer.echo(f"Kafka at {broker.bootstrap}: export RECFLOW_KAFKA_BOOTSTRAP={broker.bootstrap}")
+    try:
+        broker.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
 
 
 @app.command()

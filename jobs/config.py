@@ -619,6 +619,58 @@ class Settings(BaseSettings):
         "15s", description="Scrape and rule evaluation interval of that Prometheus."
     )
 
+    # -- Kafka (jobs.stream; README "Real time") ----------------------------------------
+    kafka_bootstrap: str = Field(
+        "",
+        description="host:port[,host:port…] of the Kafka cluster; empty: no Kafka (`recflow up`"
+        " and the tests start a local broker and pass its address).",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka client security.protocol (SASL/TLS for a real cluster)."
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None, description="Kafka sasl.mechanism (PLAIN, SCRAM-SHA-512, …) when SASL is on."
+    )
+    kafka_sasl_username: str | None = Field(None, description="Kafka SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        None, description="Kafka SASL password (a secret, shown redacted)."
+    )
+    kafka_ssl_ca_location: Path | None = Field(
+        None, description="CA bundle the Kafka client trusts for TLS (ssl.ca.location)."
+    )
+    kafka_version: str = Field(
+        "4.4.0", description="Version of org.apache.kafka:kafka_2.13 the local broker runs."
+    )
+    kafka_jars_dir: Path = Field(
+        Path.home() / ".cache" / "recflow" / "kafka",
+        description="Where the local broker's jars are resolved to (once per machine).",
+    )
+    kafka_events_topic: str = Field("recflow.events", description="Topic of raw events.")
+    kafka_catalog_topic: str = Field("recflow.catalog", description="Topic of catalog changes.")
+    kafka_partitions: PositiveInt = Field(
+        3, description="Partitions of the topics recflow creates (consumers scale up to this)."
+    )
+    kafka_retention_hours: PositiveInt = Field(
+        168,
+        description="Retention of the topics recflow creates: how long the landing consumer"
+        " may be down without losing events.",
+    )
+    kafka_landing_group: str = Field(
+        "recflow-landing", description="Consumer group of `recflow stream landing`."
+    )
+    kafka_landing_instance: str | None = Field(
+        None,
+        description="Static group membership id of this landing consumer (unique per process,"
+        " e.g. the host name): a restarted consumer takes its partitions back at once instead"
+        " of after the group's session timeout.",
+    )
+    kafka_batch_max: PositiveInt = Field(
+        10_000, description="Messages the landing consumer gathers before writing files."
+    )
+    kafka_batch_seconds: Annotated[float, Field(gt=0)] = Field(
+        2.0, description="Longest the landing consumer waits to fill a batch."
+    )
+
     # -- drift monitoring (jobs.monitor; README "Drift") ----------------------------------
     # PSI thresholds: the credit-scoring convention (< 0.1 stable, 0.1-0.2 moderate shift,
     # >= 0.2 significant shift; see jobs/monitor/drift.py for the sources).

@@ -1,0 +1,299 @@
+"""Kafka into the landing folder, exactly once: files first, offsets after.
+
+Why files and not a second bronze source: the ingest's validation, quarantine, audit
+(lines read = rows written) and late handling all start from landing files, so a topic
+that becomes files gets every one of them unchanged, and an outage of the broker or of
+the lake never couples the two.
+
+Exactly once rests on three rules:
+
+1. Each file holds a contiguous offset range of one partition and is named by it:
+   ``kafka-<topic>-p<partition>-<first>-<last>.jsonl``. It goes into the folder of the
+   hour (events) or day (catalog) the broker appended its messages in; topics are created
+   with ``LogAppendTime``, so within a partition those stamps never go back and a batch
+   cuts into files at hour boundaries without reordering anything.
+2. A file is written to a temporary name the ingest does not read, flushed to disk and
+   renamed; files of a batch are written in offset order; the offsets are committed
+   after the last one.
+3. At start (and whenever partitions are assigned) the consumer reads its committed
+   offset and skips past the files already on disk that continue it without a gap: a
+   consumer killed after some files of a batch but before its commit resumes exactly
+   after the last file written, never writing an offset twice or skipping one.
+
+One writer per partition: Kafka's group protocol gives each partition to one member and
+revokes it only inside ``consume()``, between batches, so two members never write the
+same offsets. A file that arrives in an hour already ingested is a late file to the
+ingest (a name new to its bronze batch) and is loaded by its next run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from jobs.config import Settings
+from jobs.contracts import hour_partition
+from jobs.stream.client import client_config
+
+log = logging.getLogger(__name__)
+
+FILE_RE = re.compile(
+    r"^kafka-(?P<topic>.+)-p(?P<partition>\d+)-(?P<first>\d+)-(?P<last>\d+)\.jsonl$"
+)
+OFFSET_DIGITS = 20  # zero-padded: names sort in offset order
+
+
+class Message(Protocol):
+    """What the consumer needs of a confluent_kafka.Message (tests build plain ones)."""
+
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def value(self) -> bytes | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class Chunk:
+    """Consecutive messages of one partition appended in one hour: one landing file."""
+
+    topic: str
+    partition: int
+    hour: datetime
+    first: int
+    last: int
+    lines: list[bytes] = field(default_factory=list)
+
+
+def file_name(topic: str, partition: int, first: int, last: int) -> str:
+    return f"kafka-{topic}-p{partition}-{first:0{OFFSET_DIGITS}d}-{last:0{OFFSET_DIGITS}d}.jsonl"
+
+
+def as_line(value: bytes | None) -> bytes:
+    """One message as one landing line, whatever its bytes.
+
+    A line break inside a value would turn one message into several lines (the audit
+    would count lines no message had). A value that parses as JSON with breaks in it was
+    pretty-printed: the breaks sit between tokens (strict JSON allows no raw control
+    character inside a string), so a space keeps it the same document. Any other value
+    with breaks is invalid anyway: they become NUL bytes, so it stays invalid and is
+    quarantined as such instead of being mended into a valid record. A message without a
+    value (a tombstone) lands as ``null``, which silver quarantines as not an object.
+    """
+    if value is None:
+        return b"null"
+    if b"\n" not in value and b"\r" not in value:
+        return value
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError):
+        return value.replace(b"\r", b"\x00").replace(b"\n", b"\x00")
+    return value.replace(b"\r\n", b" ").replace(b"\r", b" ").replace(b"\n", b" ")
+
+
+def appended_hour(message: Message) -> datetime:
+    """The hour the broker appended the message in (UTC), from its timestamp.
+
+    A message without one (a very old producer against a CreateTime topic) is placed in
+    the hour it is consumed: it is about to be landed now. Any hour would be correct for
+    exactly-once (a file is a contiguous offset range whatever its folder); the hour
+    decides only which ingest interval reads it first.
+    """
+    kind, stamp = message.timestamp()
+    if kind == 0 or stamp < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    return datetime.fromtimestamp(stamp // 1000, tz=UTC).replace(minute=0, second=0)
+
+
+def chunks(messages: Iterable[Message]) -> list[Chunk]:
+    """Messages (in the order consumed) as files: a new one at each partition's hour change
+    or offset gap (a compacted or transactional topic may skip offsets)."""
+    out: list[Chunk] = []
+    open_: dict[tuple[str, int], Chunk] = {}
+    for message in messages:
+        key = (message.topic(), message.partition())
+        hour = appended_hour(message)
+        current = open_.get(key)
+        if current is None or current.hour != hour or message.offset() != current.last + 1:
+            current = Chunk(key[0], key[1], hour, message.offset(), message.offset())
+            open_[key] = current
+            out.append(current)
+        current.last = message.offset()
+        current.lines.append(as_line(message.value()))
+    return out
+
+
+def folder(settings: Settings, topic: str, hour: datetime) -> Path:
+    """Landing folder of one chunk: the events' hour folder, or the catalog's day folder."""
+    if topic == settings.kafka_catalog_topic:
+        return settings.catalog_dir / f"dt={hour:%Y-%m-%d}"
+    return settings.events_dir / hour_partition(hour)
+
+
+def write_chunk(settings: Settings, chunk: Chunk) -> Path:
+    """Write one file atomically (temporary name, fsync, rename, fsync of the folder).
+
+    The temporary name ends in ``.tmp-…``: the ingest reads ``*.jsonl`` only, so a file
+    half-written by a killed consumer is never loaded, and the next start overwrites
+    nothing (it writes the same offsets under the same final name).
+    """
+    target = folder(settings, chunk.topic, chunk.hour)
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / file_name(chunk.topic, chunk.partition, chunk.first, chunk.last)
+    temp = target / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    with temp.open("wb") as fh:
+        fh.write(b"\n".join(chunk.lines) + b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    temp.replace(path)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def written_ranges(settings: Settings, topic: str, partition: int) -> list[tuple[int, int]]:
+    """(first, last) offsets of every landing file of one partition, in offset order."""
+    root = settings.catalog_dir if topic == settings.kafka_catalog_topic else settings.events_dir
+    pattern = f"kafka-{topic}-p{partition}-*.jsonl"
+    found = []
+    for path in root.rglob(pattern):
+        match = FILE_RE.match(path.name)
+        if match and match["topic"] == topic and int(match["partition"]) == partition:
+            found.append((int(match["first"]), int(match["last"])))
+    return sorted(found)
+
+
+def resume_offset(committed: int, ranges: list[tuple[int, int]]) -> int:
+    """Where to read on: after the files that continue ``committed`` without a gap.
+
+    Files below ``committed`` were committed already. A file starting past the first gap
+    cannot exist when files are written in offset order; if one does (a folder restored
+    from elsewhere), it is not trusted and its offsets are read again.
+    """
+    position = committed
+    for first, last in ranges:
+        if last < position:
+            continue
+        if first != position:
+            break
+        position = last + 1
+    return position
+
+
+@dataclass
+class LandingStats:
+    """What one consumer run did (for logs, the CLI and tests)."""
+
+    batches: int = 0
+    messages: int = 0
+    files: list[str] = field(default_factory=list)
+    resumed: dict[str, int] = field(default_factory=dict)
+    assigned: bool = False
+
+
+def _on_assign(settings: Settings, stats: LandingStats) -> Callable[[Any, list[Any]], None]:
+    from confluent_kafka import OFFSET_INVALID
+
+    def assign(consumer: Any, partitions: list[Any]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            low, _ = consumer.get_watermark_offsets(tp, timeout=30)
+            start = low if tp.offset == OFFSET_INVALID or tp.offset < low else tp.offset
+            if tp.offset != OFFSET_INVALID and tp.offset < low:
+                log.warning(
+                    "%s[%d]: committed offset %d is below the oldest retained %d: the"
+                    " messages between were deleted by retention before landing",
+                    tp.topic,
+                    tp.partition,
+                    tp.offset,
+                    low,
+                )
+            ranges = written_ranges(settings, tp.topic, tp.partition)
+            tp.offset = resume_offset(start, ranges)
+            if tp.offset != start:
+                stats.resumed[f"{tp.topic}[{tp.partition}]"] = tp.offset - start
+        consumer.assign(committed)
+        stats.assigned = True
+
+    return assign
+
+
+def consume(
+    settings: Settings,
+    should_stop: Callable[[], bool],
+    idle_stop: float | None = None,
+    after_file: Callable[[Path], None] | None = None,
+) -> LandingStats:
+    """Land the events and catalog topics until ``should_stop()`` (or ``idle_stop``
+    seconds without a message); returns what was done. ``after_file`` is called with each
+    file as soon as it is in place (the kill test stops the process there)."""
+    import time
+
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    stats = LandingStats()
+    config = {
+        "group.id": settings.kafka_landing_group,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    if settings.kafka_landing_instance:
+        config["group.instance.id"] = settings.kafka_landing_instance
+    consumer = Consumer(client_config(settings, **config))
+    topics = [settings.kafka_events_topic, settings.kafka_catalog_topic]
+    consumer.subscribe(topics, on_assign=_on_assign(settings, stats))
+    last_message = time.monotonic()
+    try:
+        while not should_stop():
+            batch = consumer.consume(settings.kafka_batch_max, timeout=settings.kafka_batch_seconds)
+            good = []
+            for message in batch:
+                error = message.error()
+                if error is None:
+                    good.append(message)
+                elif error.fatal():
+                    raise KafkaException(error)
+                else:
+                    # Transient (a broker restarting, a partition moving): librdkafka retries
+                    # by itself; the message is not lost, it is delivered again.
+                    log.warning("kafka: %s", error)
+            if not good:
+                # Idle counts from the assignment: a group still rebalancing (a member that
+                # died holds its partitions until its session times out) is not "drained".
+                if not stats.assigned:
+                    last_message = time.monotonic()
+                elif idle_stop is not None and time.monotonic() - last_message > idle_stop:
+                    break
+                continue
+            last_message = time.monotonic()
+            written = []
+            for chunk in chunks(good):
+                written.append(write_chunk(settings, chunk))
+                if after_file is not None:
+                    after_file(written[-1])
+            ends: dict[tuple[str, int], int] = {}
+            for message in good:
+                ends[(message.topic(), message.partition())] = message.offset() + 1
+            consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in ends.items()],
+                asynchronous=False,
+            )
+            stats.batches += 1
+            stats.messages += len(good)
+            stats.files.extend(str(p) for p in written)
+    finally:
+        consumer.close()
+    return stats
