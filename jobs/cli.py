@@ -634,6 +634,22 @@ def stream_landing(
     )
 
 
+@app.command()
+def collector(
+    port: Annotated[int | None, typer.Option(help="Port (default RECFLOW_COLLECTOR_PORT).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """The event collector: POST /events (the event contract as JSON) into Kafka."""
+    import uvicorn
+
+    from jobs.stream.collector import make_app
+
+    settings = _settings()
+    bound = settings.collector_port if port is None else port
+    typer.echo(f"collecting events at http://{host}:{bound}/events → {settings.kafka_bootstrap}")
+    uvicorn.run(make_app(settings), host=host, port=bound, log_level="warning")
+
+
 @stream_app.command("broker")
 def stream_broker(
     port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 9092,

@@ -664,6 +664,20 @@ class Settings(BaseSettings):
         " e.g. the host name): a restarted consumer takes its partitions back at once instead"
         " of after the group's session timeout.",
     )
+    collector_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        3001, description="Port of the event collector (`recflow collector`, POST /events)."
+    )
+    collector_max_events: PositiveInt = Field(
+        500, description="Most events one POST /events may carry (more: 413)."
+    )
+    collector_max_body_bytes: PositiveInt = Field(
+        1_048_576, description="Largest POST /events body in bytes (more: 413)."
+    )
+    collector_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        5.0,
+        description="How long the collector waits for the broker to acknowledge a request's"
+        " events before answering 503 (the client retries).",
+    )
     kafka_batch_max: PositiveInt = Field(
         10_000, description="Messages the landing consumer gathers before writing files."
     )

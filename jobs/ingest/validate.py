@@ -40,8 +40,10 @@ from datetime import UTC, datetime, timedelta
 
 from jobs.contracts import (
     ATTRIBUTION_FIELDS,
+    EVENT_FIELDS,
     EVENT_TYPES,
     INT32_MAX,
+    ITEM_FIELDS,
     MAX_ID_LENGTH,
     MAX_LINE_BYTES,
     MAX_TS_MS,
@@ -52,6 +54,7 @@ from jobs.contracts import (
 )
 
 _EVENT_TYPES = frozenset(EVENT_TYPES)
+_FIELDS = frozenset((*EVENT_FIELDS, *ATTRIBUTION_FIELDS, *ITEM_FIELDS, "consent", "updated_at"))
 _REC_SOURCES = frozenset(REC_SOURCES)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOM = "\ufeff"
@@ -69,6 +72,13 @@ class Rejected(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+    @property
+    def field(self) -> str | None:
+        """The contract field at fault, when one is (every field rule's detail starts with
+        its name); None for a line that is not a record at all (encoding, JSON, length)."""
+        head = self.detail.split(" ", 1)[0]
+        return head if head in _FIELDS else None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Integration fixtures: an S3-compatible server (moto's) and Redis, on 127.0.0.1."""
+"""Integration fixtures: an S3-compatible server (moto's), Redis and Kafka, on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -75,3 +75,16 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         yield port
     finally:
         stop_process(server)
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Kafka broker (KRaft, one node, Maven Central's jars) on 127.0.0.1; its bootstrap."""
+    from jobs.config import load_settings
+    from jobs.stream.broker import start_broker
+
+    broker = start_broker(load_settings(), tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()

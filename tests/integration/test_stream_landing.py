@@ -16,7 +16,6 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import pytest
 
 from jobs import tables
 from jobs.config import Settings, load_settings
-from jobs.stream.broker import start_broker
 from jobs.stream.client import client_config, ensure_topics
 from jobs.stream.landing import FILE_RE, as_line, consume, written_ranges
 
@@ -59,15 +57,6 @@ def after_file(path):
 
 consume(get_settings(), lambda: False, idle_stop=5, after_file=after_file)
 """
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    broker = start_broker(load_settings(), tmp_path_factory.mktemp("kafka"))
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.stop()
 
 
 def _event(i: int, now: datetime) -> dict[str, Any]:
