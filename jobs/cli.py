@@ -773,7 +773,9 @@ def up(
     """Start the online service (the champion's Bento) next to `recflow cdn`; Ctrl-C stops.
 
     With Prometheus installed (`make monitoring-deps`) also a Prometheus scraping the
-    service (and a Pushgateway for the batch metrics), stopped with the rest.
+    service (and a Pushgateway for the batch metrics), and Kafka (a local broker unless
+    RECFLOW_KAFKA_BOOTSTRAP is set) with the event collector and the landing consumer; all
+    stopped with the rest.
     """
     import signal
     import sys
@@ -804,6 +806,7 @@ def up(
     # From here on everything started is stopped in `finally`, whatever interrupts `up`
     # (Ctrl-C or SIGTERM while monitoring starts, a failure of monitoring itself).
     monitoring: list[Any] = []
+    stream: list[Any] = []
     try:
 
         def stop(*_: object) -> None:
@@ -818,6 +821,7 @@ def up(
         )
         typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
         _start_monitoring(settings, monitoring)
+        _start_stream(settings, stream)
         proc.wait()
     except KeyboardInterrupt:
         pass
@@ -830,6 +834,7 @@ def up(
             ("online service", lambda: _stop_process(proc)),
             ("cdn", lambda: _stop_cdn(server)),
         ]
+        steps += [(started.name, started.stop) for started in reversed(stream)]
         steps += [(started.name, started.stop) for started in reversed(monitoring)]
         _stop_all(steps)
 
@@ -902,6 +907,55 @@ def _start_monitoring(settings: Settings, started: list[Any] | None = None) -> l
         " monitor DAG's batch metrics)"
     )
     return started
+
+
+class _Child:
+    """A child process `up` started, stoppable like the monitoring servers."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        self.name, self.proc = name, proc
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+
+
+def _start_stream(settings: Settings, started: list[Any]) -> None:
+    """Kafka for `recflow up`: a local broker unless RECFLOW_KAFKA_BOOTSTRAP names a cluster,
+    the topics, the landing consumer and the collector. Optional like monitoring: a
+    failure is reported, what started is stopped, the service runs on without it."""
+    import os
+    import sys
+
+    from jobs.stream.broker import start_broker
+    from jobs.stream.client import ensure_topics
+
+    try:
+        bootstrap = settings.kafka_bootstrap
+        if not bootstrap:
+            broker = start_broker(settings, settings.data_root / "kafka", settings.kafka_local_port)
+            started.append(broker)
+            bootstrap = broker.bootstrap
+        ensure_topics(settings.model_copy(update={"kafka_bootstrap": bootstrap}))
+        env = {**os.environ, "RECFLOW_KAFKA_BOOTSTRAP": bootstrap}
+        recflow = str(Path(sys.executable).parent / "recflow")
+        log_dir = settings.data_root / "kafka"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for name, args in (("landing", ["stream", "landing"]), ("collector", ["collector"])):
+            with (log_dir / f"{name}.log").open("ab") as out:
+                proc = subprocess.Popen(
+                    [recflow, *args], env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            started.append(_Child(name, proc))
+    except Exception as exc:  # noqa: BLE001 - Kafka is optional in `up`, see the docstring
+        typer.secho(f"kafka:          not started ({exc})", fg=typer.colors.YELLOW, err=True)
+        _stop_all([(done.name, done.stop) for done in reversed(started)])
+        started.clear()
+        return
+    typer.echo(f"kafka:          {bootstrap}  (RECFLOW_KAFKA_BOOTSTRAP={bootstrap})")
+    typer.echo(
+        f"collector:      http://127.0.0.1:{settings.collector_port}/events  → topic"
+        f" {settings.kafka_events_topic} → {settings.events_dir} (recflow stream landing)"
+    )
 
 
 def main() -> None:

@@ -641,6 +641,9 @@ class Settings(BaseSettings):
     kafka_version: str = Field(
         "4.4.0", description="Version of org.apache.kafka:kafka_2.13 the local broker runs."
     )
+    kafka_local_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9092, description="Port of the local broker `recflow up` starts (0: any free port)."
+    )
     kafka_jars_dir: Path = Field(
         Path.home() / ".cache" / "recflow" / "kafka",
         description="Where the local broker's jars are resolved to (once per machine).",

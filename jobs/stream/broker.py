@@ -31,6 +31,7 @@ class Broker:
     proc: subprocess.Popen[bytes]
     log: Path
     data_dir: Path
+    name: str = "kafka"
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (a clean shutdown flushes and closes the log), SIGKILL if it lingers."""

@@ -146,3 +146,40 @@ def test_a_stopped_broker_answers_503_with_retry_after_not_a_hang(
     finally:
         stop_process(proc)
         broker.stop()
+
+
+def test_up_lands_a_posted_event_as_a_landing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`recflow up`'s Kafka part: a local broker, the topics, the collector and the landing
+    consumer; an event posted to the collector is a landing file within seconds."""
+    from jobs.cli import _start_stream, _stop_all
+    from jobs.config import get_settings
+
+    port = free_port()
+    for key, value in {
+        "RECFLOW_DATA_ROOT": str(tmp_path),
+        "RECFLOW_KAFKA_LOCAL_PORT": "0",
+        "RECFLOW_COLLECTOR_PORT": str(port),
+        "RECFLOW_KAFKA_BATCH_SECONDS": "0.2",
+    }.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    settings = get_settings()
+    started: list = []
+    try:
+        _start_stream(settings, started)
+        assert [s.name for s in started] == ["kafka", "landing", "collector"]
+        wait_for_port(port, started[-1].proc)
+        answer = httpx.post(f"http://127.0.0.1:{port}/events", json=_event("via-up"), timeout=30)
+        assert answer.status_code == 202, answer.text
+        deadline = time.monotonic() + 60
+        landed: list[Path] = []
+        while not landed and time.monotonic() < deadline:
+            landed = list(settings.events_dir.rglob("kafka-*.jsonl"))
+            time.sleep(0.2)
+        assert landed, "the posted event never reached the landing folder"
+        assert json.loads(landed[0].read_bytes())["event_id"] == "via-up"
+    finally:
+        _stop_all([(s.name, s.stop) for s in reversed(started)])
+    assert all(s.proc.poll() is not None for s in started)
