@@ -652,13 +652,16 @@ def collector(
 
 @stream_app.command("broker")
 def stream_broker(
-    port: Annotated[int, typer.Option(help="Port (0: a free one).")] = 9092,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default RECFLOW_KAFKA_LOCAL_PORT; 0: a free one).")
+    ] = None,
 ) -> None:
     """A local single-node Kafka (KRaft) under <data_root>/kafka; Ctrl-C stops it."""
     from jobs.stream.broker import start_broker
 
     settings = _settings()
-    broker = start_broker(settings, settings.data_root / "kafka", port)
+    bound = settings.kafka_local_port if port is None else port
+    broker = start_broker(settings, settings.data_root / "kafka", bound)
     typer.echo(f"Kafka at {broker.bootstrap}: export RECFLOW_KAFKA_BOOTSTRAP={broker.bootstrap}")
     try:
         broker.proc.wait()

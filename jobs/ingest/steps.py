@@ -106,7 +106,48 @@ def recent_batches(
         batch.fingerprints.add(r["_fingerprint"])
         if r["_source_file"]:
             batch.files.add(source_path(r["_source_file"]))
+    # Intervals that were empty when they ran left no bronze row, only their audit row: a
+    # file that lands in one of them later (a stream consumer that was down, the last
+    # batch of an hour renamed into place after the run listed its folder) is late too.
+    for r in _recent_audit(spark, settings, since, before):
+        if r["batch_id"] not in batches:
+            interval = tables.Interval(
+                r["interval_start"].replace(tzinfo=UTC), r["interval_end"].replace(tzinfo=UTC)
+            )
+            batches[r["batch_id"]] = RecentBatch(interval, set(), set())
     return sorted(batches.values(), key=lambda b: (b.interval.start, b.interval.end))
+
+
+def _recent_audit(
+    spark: Any | None, settings: Settings, since: datetime, before: tables.Interval
+) -> list[Any]:
+    """Intervals with an ``ok`` audit row within the window (empty ones included)."""
+    if spark is None:
+        from jobs import lake_light
+
+        audit = lake_light.open_table(settings, "ingest_audit")
+        if audit is None:
+            return []
+        sql = (
+            "SELECT DISTINCT batch_id, interval_start, interval_end FROM a "
+            f"WHERE status = 'ok' "
+            f"AND interval_start >= TIMESTAMP '{since.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z' "
+            f"AND interval_end <= TIMESTAMP '{before.start.astimezone(UTC):%Y-%m-%dT%H:%M:%S}Z'"
+        )
+        return lake_light.rows(sql, a=audit)
+    from pyspark.sql import functions as F
+
+    return (
+        tables.read_or_create(spark, settings, "ingest_audit")
+        .where(
+            (F.col("status") == "ok")
+            & (F.col("interval_start") >= F.lit(since.replace(tzinfo=None)))
+            & (F.col("interval_end") <= F.lit(before.start.replace(tzinfo=None)))
+        )
+        .select("batch_id", "interval_start", "interval_end")
+        .distinct()
+        .collect()
+    )
 
 
 _RECENT_COLUMNS = ("_batch_id", "_interval_start", "_interval_end", "_fingerprint", "_source_file")

@@ -8,8 +8,11 @@ the lake never couples the two.
 Exactly once rests on three rules:
 
 1. Each file holds a contiguous offset range of one partition and is named by it:
-   ``kafka-<topic>-p<partition>-<first>-<last>.jsonl``. It goes into the folder of the
-   hour (events) or day (catalog) the broker appended its messages in; topics are created
+   ``kafka-<topic>~<topic id>-p<partition>-<first>-<last>.jsonl``. The topic id (Kafka's
+   UUID of this incarnation of the topic) keeps a topic deleted and created again, or a
+   broker reset, from being mistaken for the old one: its offsets start at 0 again. It
+   goes into the folder of the hour (events) or day (catalog) the broker appended its
+   messages in (never older than the late-data window); topics are created
    with ``LogAppendTime``, so within a partition those stamps never go back and a batch
    cuts into files at hour boundaries without reordering anything.
 2. A file is written to a temporary name the ingest does not read, flushed to disk and
@@ -22,8 +25,13 @@ Exactly once rests on three rules:
 
 One writer per partition: Kafka's group protocol gives each partition to one member and
 revokes it only inside ``consume()``, between batches, so two members never write the
-same offsets. A file that arrives in an hour already ingested is a late file to the
-ingest (a name new to its bronze batch) and is loaded by its next run.
+same offsets. (Not covered: a member that stalls past ``max.poll.interval.ms`` in the
+middle of a batch while its partitions move on, or two groups landing the same topic
+into one folder; both would write overlapping files, which silver's dedupe by
+``event_id`` absorbs but bronze would count twice.)
+
+A file that arrives in an hour already ingested is a late file to the ingest (a name new
+to its interval, even one that ran empty) and is loaded by its next run.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,6 +79,7 @@ class Chunk:
     first: int
     last: int
     lines: list[bytes] = field(default_factory=list)
+    label: str = ""  # the topic's name in file names (``topic~id``); the topic when empty
 
 
 def file_name(topic: str, partition: int, first: int, last: int) -> str:
@@ -108,22 +117,59 @@ def appended_hour(message: Message) -> datetime:
     decides only which ingest interval reads it first.
     """
     kind, stamp = message.timestamp()
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     if kind == 0 or stamp < 0:  # TIMESTAMP_NOT_AVAILABLE
-        return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    return datetime.fromtimestamp(stamp // 1000, tz=UTC).replace(minute=0, second=0)
+        return now
+    try:
+        return datetime.fromtimestamp(stamp // 1000, tz=UTC).replace(minute=0, second=0)
+    except (OverflowError, OSError, ValueError):
+        # A producer's CreateTime beyond year 9999 (a topic not created by recflow): the
+        # message still lands, in the hour it is consumed.
+        return now
 
 
-def chunks(messages: Iterable[Message]) -> list[Chunk]:
+def oldest_hour(settings: Settings, now: datetime) -> datetime:
+    """The oldest hour folder a file may still go to: the ingest reloads files that arrive
+    late only within ``late_data_hours``, so an older message (a consumer that was down
+    for days) goes to the oldest hour still inside that window, or to the current hour
+    when late reloads are off. Which folder a file is in does not matter for exactly-once
+    (files are found by name, in every folder); it decides which run loads it."""
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return hour - timedelta(hours=max(0, settings.late_data_hours - 1))
+
+
+def label(topic: str, topic_id: str) -> str:
+    """A topic incarnation's name in file names (``~`` is not allowed in topic names; the
+    id is base64, made safe for a file name)."""
+    safe = topic_id.replace("+", "-").replace("/", "_").rstrip("=")
+    return f"{topic}~{safe}"
+
+
+def chunks(
+    messages: Iterable[Message],
+    floor: datetime | None = None,
+    labels: dict[str, str] | None = None,
+) -> list[Chunk]:
     """Messages (in the order consumed) as files: a new one at each partition's hour change
-    or offset gap (a compacted or transactional topic may skip offsets)."""
+    or offset gap (a compacted or transactional topic may skip offsets); no file goes to an
+    hour before ``floor``."""
     out: list[Chunk] = []
     open_: dict[tuple[str, int], Chunk] = {}
     for message in messages:
         key = (message.topic(), message.partition())
         hour = appended_hour(message)
+        if floor is not None and hour < floor:
+            hour = floor
         current = open_.get(key)
         if current is None or current.hour != hour or message.offset() != current.last + 1:
-            current = Chunk(key[0], key[1], hour, message.offset(), message.offset())
+            current = Chunk(
+                key[0],
+                key[1],
+                hour,
+                message.offset(),
+                message.offset(),
+                label=(labels or {}).get(key[0], key[0]),
+            )
             open_[key] = current
             out.append(current)
         current.last = message.offset()
@@ -147,7 +193,7 @@ def write_chunk(settings: Settings, chunk: Chunk) -> Path:
     """
     target = folder(settings, chunk.topic, chunk.hour)
     target.mkdir(parents=True, exist_ok=True)
-    path = target / file_name(chunk.topic, chunk.partition, chunk.first, chunk.last)
+    path = target / file_name(chunk.label or chunk.topic, chunk.partition, chunk.first, chunk.last)
     temp = target / f".{path.name}.tmp-{uuid.uuid4().hex}"
     with temp.open("wb") as fh:
         fh.write(b"\n".join(chunk.lines) + b"\n")
@@ -162,14 +208,18 @@ def write_chunk(settings: Settings, chunk: Chunk) -> Path:
     return path
 
 
-def written_ranges(settings: Settings, topic: str, partition: int) -> list[tuple[int, int]]:
-    """(first, last) offsets of every landing file of one partition, in offset order."""
+def written_ranges(
+    settings: Settings, topic: str, partition: int, name: str | None = None
+) -> list[tuple[int, int]]:
+    """(first, last) offsets of every landing file of one partition, in offset order
+    (``name``: the topic's label in file names, see :func:`label`)."""
+    name = name or topic
     root = settings.catalog_dir if topic == settings.kafka_catalog_topic else settings.events_dir
-    pattern = f"kafka-{topic}-p{partition}-*.jsonl"
+    pattern = f"kafka-{name}-p{partition}-*.jsonl"
     found = []
     for path in root.rglob(pattern):
         match = FILE_RE.match(path.name)
-        if match and match["topic"] == topic and int(match["partition"]) == partition:
+        if match and match["topic"] == name and int(match["partition"]) == partition:
             found.append((int(match["first"]), int(match["last"])))
     return sorted(found)
 
@@ -185,8 +235,10 @@ def resume_offset(committed: int, ranges: list[tuple[int, int]]) -> int:
     for first, last in ranges:
         if last < position:
             continue
-        if first != position:
+        if first > position:
             break
+        # The file holds ``position`` (a commit inside a file: the oldest retained offset
+        # moved into it): everything up to its end is on disk already.
         position = last + 1
     return position
 
@@ -202,7 +254,28 @@ class LandingStats:
     assigned: bool = False
 
 
-def _on_assign(settings: Settings, stats: LandingStats) -> Callable[[Any, list[Any]], None]:
+def topic_labels(settings: Settings, timeout: float = 30.0) -> dict[str, str]:
+    """Each landed topic's label (name and Kafka topic id); a clear error when missing."""
+    from confluent_kafka import KafkaException, TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(client_config(settings))
+    topics = [settings.kafka_events_topic, settings.kafka_catalog_topic]
+    futures = admin.describe_topics(TopicCollection(topics), request_timeout=timeout)
+    labels = {}
+    for name, future in futures.items():
+        try:
+            labels[name] = label(name, str(future.result().topic_id))
+        except KafkaException as exc:
+            raise RuntimeError(
+                f"topic {name!r}: {exc.args[0].str()} (create it: `recflow stream topics`)"
+            ) from None
+    return labels
+
+
+def _on_assign(
+    settings: Settings, stats: LandingStats, labels: dict[str, str]
+) -> Callable[[Any, list[Any]], None]:
     from confluent_kafka import OFFSET_INVALID
 
     def assign(consumer: Any, partitions: list[Any]) -> None:
@@ -219,7 +292,7 @@ def _on_assign(settings: Settings, stats: LandingStats) -> Callable[[Any, list[A
                     tp.offset,
                     low,
                 )
-            ranges = written_ranges(settings, tp.topic, tp.partition)
+            ranges = written_ranges(settings, tp.topic, tp.partition, labels.get(tp.topic))
             tp.offset = resume_offset(start, ranges)
             if tp.offset != start:
                 stats.resumed[f"{tp.topic}[{tp.partition}]"] = tp.offset - start
@@ -243,6 +316,7 @@ def consume(
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     stats = LandingStats()
+    labels = topic_labels(settings)
     config = {
         "group.id": settings.kafka_landing_group,
         "enable.auto.commit": False,
@@ -254,7 +328,7 @@ def consume(
         config["group.instance.id"] = settings.kafka_landing_instance
     consumer = Consumer(client_config(settings, **config))
     topics = [settings.kafka_events_topic, settings.kafka_catalog_topic]
-    consumer.subscribe(topics, on_assign=_on_assign(settings, stats))
+    consumer.subscribe(topics, on_assign=_on_assign(settings, stats, labels))
     last_message = time.monotonic()
     try:
         while not should_stop():
@@ -280,7 +354,7 @@ def consume(
                 continue
             last_message = time.monotonic()
             written = []
-            for chunk in chunks(good):
+            for chunk in chunks(good, oldest_hour(settings, datetime.now(UTC)), labels):
                 written.append(write_chunk(settings, chunk))
                 if after_file is not None:
                     after_file(written[-1])

@@ -20,6 +20,8 @@ from jobs.ingest.steps import run_interval
 
 pytestmark = pytest.mark.spark
 
+# Empty when it runs; a file lands in it afterwards (a stream consumer that was down).
+H0 = tables.Interval.parse("2026-11-01T08:00:00+00:00", "2026-11-01T09:00:00+00:00")
 H1 = tables.Interval.parse("2026-11-01T09:00:00+00:00", "2026-11-01T10:00:00+00:00")
 H2 = tables.Interval.parse("2026-11-01T10:00:00+00:00", "2026-11-01T11:00:00+00:00")
 H3 = tables.Interval.parse("2026-11-01T11:00:00+00:00", "2026-11-01T12:00:00+00:00")
@@ -67,12 +69,13 @@ def hashes(spark: Any, settings: Settings, names: tuple[str, ...]) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def late(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict]:
-    """H1 and H2 run; then a file lands late in H1's folder and H3 runs; then, days later,
-    e1 is delivered again with a ``ts`` two days after its first one."""
+    """H0 (empty), H1 and H2 run; then files land late in H0's and H1's folders and H3 runs;
+    then, days later, e1 is delivered again with a ``ts`` two days after its first one."""
     settings = lake_settings(tmp_path_factory.mktemp("late"))
     land(settings, H1, "a", [line(f"e{n}", f"2026-11-01T09:{n:02d}:00Z") for n in range(1, 6)])
     land(settings, H2, "a", [line("f1", "2026-11-01T10:05:00Z", user="u2")])
-    out = {"h1": run(settings, H1), "h2": run(settings, H2)}
+    out = {"h0": run(settings, H0), "h1": run(settings, H1), "h2": run(settings, H2)}
+    land(settings, H0, "kafka-late", [line("z1", "2026-11-01T08:30:00Z", user="u4")])
     land(
         settings,
         H1,
@@ -96,9 +99,9 @@ def test_a_late_file_is_loaded_by_the_next_run_and_balances(
     spark: Any, late: tuple[Settings, dict]
 ) -> None:
     settings, out = late
-    reloaded = out["h3"]["late"]["reloaded"]
-    assert [r["batch_id"] for r in reloaded] == [H1.batch_id]
-    row = reloaded[0]
+    reloaded = {r["batch_id"]: r for r in out["h3"]["late"]["reloaded"]}
+    assert sorted(reloaded) == sorted([H0.batch_id, H1.batch_id])
+    row = reloaded[H1.batch_id]
     assert row["status"] == "ok" and row["balanced"] is True
     # 5 + 4 lines: the 5 known events are already in silver, e1's redelivery is a
     # duplicate within the batch, the bad line is quarantined, e6 and e7 are new.
@@ -119,18 +122,30 @@ def test_late_events_reach_silver_and_gold_exactly_once(
     settings, _ = late
     events = tables.read_or_create(spark, settings, "events").collect()
     ids = sorted(r.event_id for r in events)
-    assert ids == ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "f1", "g1", "k1"]
+    assert ids == ["e1", "e2", "e3", "e4", "e5", "e6", "e7", "f1", "g1", "k1", "z1"]
     weight = settings.event_weights["purchase"]
     gold = {
         (r.user_id, r.item_id): (r.n_events, r.weight)
         for r in tables.read_or_create(spark, settings, "interactions").collect()
     }
-    # u1: e1..e5 and k1 (e1's redeliveries are not events of their own); u2: f1, g1; u3: e6, e7.
+    # u1: e1..e5 and k1 (e1's redeliveries are not events of their own); u2: f1, g1; u3: e6,
+    # e7; u4: z1 (late into an interval that was empty when it ran).
     assert gold == {
         ("u1", "i1"): (6, 6 * weight),
         ("u2", "i1"): (2, 2 * weight),
         ("u3", "i1"): (2, 2 * weight),
+        ("u4", "i1"): (1, weight),
     }
+
+
+def test_a_file_late_into_an_interval_that_ran_empty_is_loaded(
+    late: tuple[Settings, dict],
+) -> None:
+    _, out = late
+    assert out["h0"]["audit"]["read_lines"] == 0
+    row = {r["batch_id"]: r for r in out["h3"]["late"]["reloaded"]}[H0.batch_id]
+    assert row["status"] == "ok" and row["balanced"] is True
+    assert (row["read_lines"], row["silver_inserted"]) == (1, 1)
 
 
 def test_a_redelivery_days_later_is_still_a_duplicate(

@@ -89,6 +89,21 @@ def test_a_body_that_is_no_event_is_refused_with_the_quarantine_reason(
     assert caught.value.rejected.reason == reason and caught.value.index is None
 
 
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        # Bronze judges a line's raw text (two consent keys: unclear, redacted); an array's
+        # events are serialized again, which would keep only the last: refused instead.
+        (b'[{"event_id": "a", "consent": false, "consent": true}]', "unparseable"),
+        (b'[{"event_id": "a", "price": 1e400}]', "out_of_range"),
+    ],
+)
+def test_what_a_second_serialization_would_change_is_refused(body: bytes, reason: str) -> None:
+    with pytest.raises(BadBatch) as caught:
+        split_events(body, SETTINGS, NOW)
+    assert caught.value.rejected.reason == reason
+
+
 def test_more_events_than_a_request_may_carry_is_too_large() -> None:
     with pytest.raises(TooLarge):
         split_events(json.dumps([event()] * 6).encode(), SETTINGS, NOW)

@@ -16,6 +16,8 @@ from jobs.stream.landing import (
     as_line,
     chunks,
     file_name,
+    label,
+    oldest_hour,
     resume_offset,
     write_chunk,
     written_ranges,
@@ -97,12 +99,39 @@ def test_files_break_at_the_hour_and_at_offset_gaps_per_partition() -> None:
     ]
 
 
+def test_no_file_goes_to_an_hour_older_than_the_late_window() -> None:
+    settings = load_settings(late_data_hours=48)
+    now = datetime(2026, 11, 30, 15, 20, tzinfo=UTC)
+    floor = oldest_hour(settings, now)
+    assert floor == datetime(2026, 11, 28, 16, tzinfo=UTC)
+    old = Msg("ev", 0, 0, b"a", H9 - 5 * 86_400_000)  # appended five days ago
+    (chunk,) = chunks([old], floor)
+    assert chunk.hour == floor
+    assert oldest_hour(load_settings(late_data_hours=0), now) == now.replace(minute=0)
+
+
+def test_a_topic_id_in_the_name_keeps_incarnations_apart(tmp_path) -> None:
+    settings = load_settings(data_root=tmp_path)
+    topic = settings.kafka_events_topic
+    hour = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    old, new = label(topic, "AAAAAAAAAAAAAA+/AAAAAA"), label(topic, "BBBBBBBBBBBBBBBBBBBBBB")
+    assert "/" not in old and "+" not in old
+    write_chunk(settings, Chunk(topic, 0, hour, 0, 99, [b"{}"] * 100, label=old))
+    # The topic was created again: its offsets restart at 0, and the old file is not its.
+    assert written_ranges(settings, topic, 0, new) == []
+    assert resume_offset(0, written_ranges(settings, topic, 0, new)) == 0
+    assert written_ranges(settings, topic, 0, old) == [(0, 99)]
+    (msg,) = [Msg(topic, 0, 0, b"x", H9)]
+    assert chunks([msg], labels={topic: new})[0].label == new
+
+
 def test_resume_skips_the_files_that_continue_the_commit_and_nothing_else() -> None:
     assert resume_offset(0, []) == 0
     assert resume_offset(10, [(0, 4), (5, 9)]) == 10  # all committed
     assert resume_offset(10, [(5, 9), (10, 14), (15, 15)]) == 16  # killed before the commit
     assert resume_offset(10, [(10, 14), (20, 25)]) == 15  # a gap: the rest is read again
     assert resume_offset(10, [(12, 14)]) == 10  # does not continue the commit
+    assert resume_offset(50, [(0, 99), (100, 120)]) == 121  # a commit inside a file
 
 
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=12), st.integers(0, 12))

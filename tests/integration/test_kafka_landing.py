@@ -25,7 +25,7 @@ import pytest
 from jobs import tables
 from jobs.config import Settings, load_settings
 from jobs.stream.client import client_config, ensure_topics
-from jobs.stream.landing import FILE_RE, as_line, consume, written_ranges
+from jobs.stream.landing import FILE_RE, as_line, consume, topic_labels, written_ranges
 
 pytestmark = [pytest.mark.integration, pytest.mark.spark]
 
@@ -131,9 +131,10 @@ def test_every_message_lands_exactly_once_through_sigkills(landed: tuple) -> Non
     assert codes == [-9] * len(KILL_AFTER)  # each driver died by SIGKILL, as planned
     assert Counter(_landed_lines(settings)) == Counter(as_line(v) for v in produced)
     topic = settings.kafka_events_topic
+    name = topic_labels(settings)[topic]  # the topic's name and Kafka id: this incarnation
     covered = 0
     for partition in range(settings.kafka_partitions):
-        ranges = written_ranges(settings, topic, partition)
+        ranges = written_ranges(settings, topic, partition, name)
         expected = 0
         for first, last in ranges:  # contiguous, from 0, no overlap
             assert first == expected, ranges
