@@ -25,7 +25,9 @@ from support import free_port, run_airflow_driver
 
 from jobs.monitor import servers
 
-pytestmark = [pytest.mark.e2e, pytest.mark.spark]
+# Long (`make test-all`): about 11 minutes alone on two cores and twice that on a loaded
+# machine, more than a third of what CI may spend on the whole suite.
+pytestmark = [pytest.mark.e2e, pytest.mark.spark, pytest.mark.long]
 
 # The week is days 0–6; days 7–9 react without drift, tastes shift on day 10; days 11
 # and 12 show the recovery.
@@ -232,7 +234,6 @@ def test_ingest_features_train_publish_by_airflow(spine) -> None:
         assert 'recflow_ingest_quarantine_ratio{group="ingest"' in pushed
 
 
-@pytest.mark.long
 def test_the_loop_closes_by_airflow(spine) -> None:
     """Days of the reacting shop on the spine's lake, each through ingest, monitor, train
     and publish (about 15 minutes on two cores: `make test-all`)."""

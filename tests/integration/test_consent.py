@@ -21,7 +21,7 @@ from jobs.ingest.steps import audit_step, bronze_step, run_interval, silver_step
 from jobs.privacy.consent import grant_consent, withdraw_consent
 from jobs.subjects import subject_hasher
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.long]  # a ~2 min lake set-up
 
 MARK = "MARK-7f3a"  # in every line that must not be kept, nowhere else
 

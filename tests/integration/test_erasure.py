@@ -230,6 +230,7 @@ def _strings_in(spark: Any, settings: Settings, name: str, needle: str) -> int:
 
 
 @pytest.mark.spark
+@pytest.mark.long  # every store seeded (lake, MLflow, Feast, CDN, logs): ~2.5 min
 def test_a_person_seeded_everywhere_is_erased_everywhere(spark: Any, tmp_path: Path) -> None:
     from jobs.features import definitions, export
     from jobs.ingest.steps import run_interval

@@ -22,7 +22,7 @@ from jobs.ingest.maintenance import maintain
 from jobs.ingest.steps import run_interval
 from jobs.sources.shop import generate
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.long]  # 200 commits, a ~1.5 min set-up
 
 PARAMS: dict[str, Any] = {
     "gen_users": 150,

@@ -25,7 +25,7 @@ from jobs.config import Settings, load_settings
 from jobs.ingest.steps import run_interval
 from jobs.sources.shop import generate
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.long]  # three ingests in fresh JVMs, ~2 min each
 
 START, END = "2026-11-01T10:00:00+00:00", "2026-11-01T11:00:00+00:00"
 DRIVER = Path(__file__).with_name("ingest_driver.py")
@@ -149,11 +149,9 @@ def rerun(lake: Path, landing: Path, cwd: Path) -> str:
 @pytest.mark.parametrize(
     "table",
     [
-        # One kill runs in CI (`make test`); the other two writes repeat the case at about
-        # two minutes each and run in `make test-all`.
-        pytest.param("bronze_events", id="bronze-write", marks=pytest.mark.long),
+        pytest.param("bronze_events", id="bronze-write"),
         pytest.param("events", id="silver-merge"),
-        pytest.param("interactions", id="gold-update", marks=pytest.mark.long),
+        pytest.param("interactions", id="gold-update"),
     ],
 )
 def test_a_run_killed_mid_write_converges_on_rerun(

@@ -18,7 +18,7 @@ from jobs.config import Settings, load_settings
 from jobs.contracts import events_file
 from jobs.ingest.steps import run_interval
 
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.long]  # ~5 min: many intervals, days apart
 
 # Empty when it runs; a file lands in it afterwards (a stream consumer that was down).
 H0 = tables.Interval.parse("2026-11-01T08:00:00+00:00", "2026-11-01T09:00:00+00:00")
