@@ -843,15 +843,9 @@ def up(
 
 
 def _stop_process(proc: Any, timeout: float = 30.0) -> None:
-    """Terminate, and kill what does not exit within ``timeout`` (then reap it)."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from jobs.procs import stop_process
+
+    stop_process(proc, timeout)
 
 
 def _stop_cdn(server: Any) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.config import Settings
+from jobs.procs import stop_process
 
 READY_TIMEOUT = 30.0
 
@@ -44,15 +45,8 @@ class Server:
     log: Path
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Terminate by PID, kill if it lingers (Prometheus flushes its head block first)."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """By PID (Prometheus flushes its head block first)."""
+        stop_process(self.proc, timeout)
 
 
 def binary(name: str) -> str:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.config import Settings
+from jobs.procs import stop_process
 
 READY_TIMEOUT = 60.0
 KAFKA_ARTIFACT = ("org.apache.kafka", "kafka_2.13")
@@ -34,15 +35,8 @@ class Broker:
     name: str = "kafka"
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (a clean shutdown flushes and closes the log), SIGKILL if it lingers."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """By PID; a clean shutdown flushes and closes the log."""
+        stop_process(self.proc, timeout)
 
 
 def _ivy_jar() -> Path:
