@@ -120,10 +120,10 @@ def test_als_beats_popularity_and_becomes_champion(ml: dict[str, Any], first: An
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'"
     )
     protocols = sorted(r.data.tags["recflow.protocol"] for r in nested)
-    # MovieLens fits one machine: under the default `auto` every fit ran on implicit's
-    # engine, and the run and each trial say so (issue 17).
+    # These trainings pin implicit's engine (the default stays spark): the run and each
+    # trial say which engine fitted (issue 17).
     assert run.data.params["als_engine"] == "implicit"
-    assert run.data.params["als_engine_setting"] == "auto"
+    assert run.data.params["als_engine_setting"] == "implicit"
     assert {r.data.params["engine"] for r in nested} == {"implicit"}
     assert len(als.candidates(settings)) == 2
     assert protocols == ["stratified", "stratified", "time", "time"]
