@@ -30,7 +30,9 @@ def test_freeze_puts_live_objects_out_of_the_collectors_reach(unfrozen: None) ->
     kept = Node()
     assert any(obj is kept for obj in gc.get_objects())
     frozen = freeze_heap()
-    assert frozen == gc.get_freeze_count() > 0
+    # At least what this call froze: a thread another test left running (a service, a
+    # meter) may freeze or allocate in between, so the count is a floor, not exact.
+    assert 0 < frozen <= gc.get_freeze_count()
     # A full collection no longer walks it: it is in the permanent generation.
     assert not any(obj is kept for obj in gc.get_objects())
     after = Node()
