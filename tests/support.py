@@ -75,12 +75,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
     """Stop a server the tests started, by its PID: terminate, then kill if it lingers."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    from jobs.procs import stop_process as stop
+
+    stop(proc, timeout)
 
 
 # Runs in a fresh interpreter: recflow's editable install is taken off the import system
