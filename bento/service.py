@@ -208,7 +208,8 @@ class RecflowService:
 
     @bentoml.api(route="/recommend")
     async def recommend(self, request: RecommendRequest, /) -> schemas.RecommendResponse:  # type: ignore[valid-type]
-        """Top-K items for a user: als (known), fold_in (recent items) or popular.
+        """Top-K items for a user: als_session or als (known), fold_in (recent items) or
+        popular.
 
         Personal (als, or fold-in of the user's recent items from Feast) only with the
         user's valid ``user_key`` and the user not on the deny list; else as a stranger.
@@ -231,16 +232,34 @@ class RecflowService:
             found.append(len(items))
             return items
 
-        if answers.needs_recent_lookup(self.online, request, personal) and self.features.available:
+        session = SETTINGS.session_aware
+        if (
+            answers.needs_recent_lookup(self.online, request, personal, session)
+            and self.features.available
+        ):
             # The online store is I/O: keep it off the event loop.
             response = await anyio.to_thread.run_sync(
                 lambda: answers.recommend(
-                    self.online, request, recent, mask, request_id, personal=personal, group=group
+                    self.online,
+                    request,
+                    recent,
+                    mask,
+                    request_id,
+                    personal=personal,
+                    group=group,
+                    session=session,
                 )
             )
         else:
             response = answers.recommend(
-                self.online, request, None, mask, request_id, personal=personal, group=group
+                self.online,
+                request,
+                None,
+                mask,
+                request_id,
+                personal=personal,
+                group=group,
+                session=session,
             )
         self._log_access(verdict, response, found)
         self._log_answer(verdict, request.user_id, response)

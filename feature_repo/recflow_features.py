@@ -9,7 +9,7 @@ sources are filled and materialized is in ``jobs/features/export.py``.
 
 from datetime import timedelta
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.types import Array, Bool, Float64, Int64, String, UnixTimestamp
 
 from jobs.features.definitions import (
@@ -18,6 +18,7 @@ from jobs.features.definitions import (
     SERVICE,
     TIMESTAMP_FIELD,
     USER_RECENT_ITEMS,
+    USER_RECENT_ITEMS_PUSH,
     USER_STATS,
     repo_settings,
     source_path,
@@ -61,6 +62,13 @@ user_recent_items_source = FileSource(
     path=source_path(settings, USER_RECENT_ITEMS),
     timestamp_field=TIMESTAMP_FIELD,
     description="Top items per user by last interaction, from gold/interactions",
+)
+# The stream worker (``recflow stream worker``, jobs/stream/features.py) pushes a user's
+# list here as each click arrives; materialization keeps reading the batch source.
+user_recent_items_push = PushSource(
+    name=USER_RECENT_ITEMS_PUSH,
+    batch_source=user_recent_items_source,
+    description="user_recent_items from the clickstream, within a second of the event",
 )
 item_stats_source = FileSource(
     name="item_stats_source",
@@ -110,7 +118,7 @@ user_recent_items = FeatureView(
         ),
     ],
     online=True,
-    source=user_recent_items_source,
+    source=user_recent_items_push,
     tags={"layer": "gold", "table": "interactions"},
 )
 item_stats = FeatureView(

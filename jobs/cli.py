@@ -634,6 +634,32 @@ def stream_landing(
     )
 
 
+@stream_app.command("worker")
+def stream_worker(
+    idle_stop: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds without a message (default: run on)."),
+    ] = None,
+) -> None:
+    """Push each click into Feast (user_recent_items) as it arrives; SIGTERM stops it
+    between batches."""
+    import signal
+
+    from jobs.stream.features import run
+
+    settings = _settings()
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        stats = run(settings, lambda: bool(stopping), idle_stop=idle_stop)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    typer.echo(
+        f"{stats.messages:,} messages, {stats.touches:,} interactions pushed for"
+        f" {stats.users_pushed:,} users in {stats.pushes:,} pushes ({stats.skipped:,} skipped)"
+    )
+
+
 @app.command()
 def collector(
     port: Annotated[int | None, typer.Option(help="Port (default RECFLOW_COLLECTOR_PORT).")] = None,
@@ -918,8 +944,8 @@ class _Child:
 
 def _start_stream(settings: Settings, started: list[Any]) -> None:
     """Kafka for `recflow up`: a local broker unless RECFLOW_KAFKA_BOOTSTRAP names a cluster,
-    the topics, the landing consumer and the collector. Optional like monitoring: a
-    failure is reported, what started is stopped, the service runs on without it."""
+    the topics, the landing consumer, the stream worker and the collector. Optional like
+    monitoring: a failure is reported, what started is stopped, the service runs on."""
     import os
     import sys
 
@@ -937,7 +963,12 @@ def _start_stream(settings: Settings, started: list[Any]) -> None:
         recflow = str(Path(sys.executable).parent / "recflow")
         log_dir = settings.data_root / "kafka"
         log_dir.mkdir(parents=True, exist_ok=True)
-        for name, args in (("landing", ["stream", "landing"]), ("collector", ["collector"])):
+        children = (
+            ("landing", ["stream", "landing"]),
+            ("worker", ["stream", "worker"]),
+            ("collector", ["collector"]),
+        )
+        for name, args in children:
             with (log_dir / f"{name}.log").open("ab") as out:
                 proc = subprocess.Popen(
                     [recflow, *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -952,6 +983,10 @@ def _start_stream(settings: Settings, started: list[Any]) -> None:
     typer.echo(
         f"collector:      http://127.0.0.1:{settings.collector_port}/events  → topic"
         f" {settings.kafka_events_topic} → {settings.events_dir} (recflow stream landing)"
+    )
+    typer.echo(
+        f"stream worker:  topic {settings.kafka_events_topic} → Feast user_recent_items"
+        " (recflow stream worker)"
     )
 
 

@@ -687,6 +687,25 @@ class Settings(BaseSettings):
     kafka_batch_seconds: Annotated[float, Field(gt=0)] = Field(
         2.0, description="Longest the landing consumer waits to fill a batch."
     )
+    kafka_features_group: str = Field(
+        "recflow-features",
+        description="Consumer group of `recflow stream worker` (events into Feast).",
+    )
+    stream_push_seconds: Annotated[float, Field(gt=0)] = Field(
+        0.05,
+        description="Longest the stream worker gathers events before one push to Feast"
+        " (the click-to-feature latency it adds at most).",
+    )
+    stream_users_cached: PositiveInt = Field(
+        100_000,
+        description="Users whose recent items the stream worker keeps in memory (older ones"
+        " are read back from the online store when they return).",
+    )
+    session_aware: bool = Field(
+        True,
+        description="Answer a known user from their stored vector moved by the items they"
+        " interacted with since the model was trained (source `als_session`).",
+    )
 
     # -- drift monitoring (jobs.monitor; README "Drift") ----------------------------------
     # PSI thresholds: the credit-scoring convention (< 0.1 stable, 0.1-0.2 moderate shift,

@@ -32,6 +32,8 @@ VIEW_KEYS: dict[str, str] = {
     ITEM_STOCK: "item_id",
 }
 SERVICE = "recommender_v1"
+# The push source the stream worker writes user_recent_items through.
+USER_RECENT_ITEMS_PUSH = "user_recent_items_push"
 TIMESTAMP_FIELD = "event_timestamp"
 
 _BOUND: ContextVar[Settings | None] = ContextVar("recflow_feast_settings", default=None)

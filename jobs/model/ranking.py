@@ -6,6 +6,14 @@ the top K of each row come from ``argpartition`` (linear) and only those K are s
 Items a user already interacted with and items not allowed (out of stock) never appear.
 Ties break by item index so the order is deterministic.
 
+Which BLAS kernel handles a row depends on the CPU and on how many rows share the
+product (OpenBLAS's Haswell kernel rounds a row differently in a block of 16 than alone),
+so the float32 scores only *select* candidates: the top ``K + RESCORE_EXTRA`` of each row
+are scored again in float64, one dot product each, and those exact scores (as float32)
+decide the order and are returned. A user then gets the same list and the same bits alone
+online as in any block of the batch, on any CPU; the candidate set could only differ if
+more than ``RESCORE_EXTRA`` items sat within float32 rounding of the K-th score.
+
 The item operand may also be :class:`jobs.model.quantize.QuantizedItems` (float16 or int8
 with a per-item scale, ``RECFLOW_FACTOR_DTYPE``): its chunks are widened to float32 and go
 through the same sgemm, so quantized scoring keeps every property below.
@@ -28,6 +36,10 @@ import numpy as np
 from jobs.model.quantize import QuantizedItems
 
 NO_ITEM = -1
+# Candidates beyond K that the float64 rescoring ranks (see the module docstring).
+RESCORE_EXTRA = 8
+# Rows rescored at once (bounds the float64 gather: rows x candidates x rank).
+_RESCORE_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -124,8 +136,43 @@ def top_k(
             which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
             keep = valid[which]
             scores[which[keep], cols[keep]] = -np.inf
-        out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
+        cand_idx, _ = select_top(scores, min(k + RESCORE_EXTRA, m))
+        out_idx[lo:hi], out_score[lo:hi] = exact_top(users[lo:hi], items_t, cand_idx, k)
     return out_idx, out_score
+
+
+def _columns(items_t: np.ndarray | QuantizedItems, idx: np.ndarray) -> np.ndarray:
+    """float64 ``(rows, candidates, rank)`` factors of the candidate items, exactly the
+    float32 values the product used (a quantized item widened as its chunk is)."""
+    if isinstance(items_t, QuantizedItems):
+        cols = items_t.values[:, idx].astype(np.float32)
+        cols *= items_t.scale[idx]
+    else:
+        cols = items_t[:, idx]
+    return np.moveaxis(cols, 0, -1).astype(np.float64)
+
+
+def exact_top(
+    users: np.ndarray, items_t: np.ndarray | QuantizedItems, cand: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` candidates of each row by (float64 score desc, index asc), with
+    their scores as float32. ``cand`` holds item indices, ``NO_ITEM`` for empty slots."""
+    ok = cand != NO_ITEM
+    safe = np.where(ok, cand, 0)
+    exact = np.empty(cand.shape, dtype=np.float32)
+    u64 = users.astype(np.float64)
+    for lo in range(0, len(cand), _RESCORE_ROWS):
+        hi = lo + _RESCORE_ROWS
+        # einsum's own loop (no BLAS): the same summation order for every row and block.
+        dots = np.einsum("bd,bcd->bc", u64[lo:hi], _columns(items_t, safe[lo:hi]))
+        with np.errstate(over="ignore", invalid="ignore"):
+            exact[lo:hi] = dots.astype(np.float32)
+    exact[~ok | ~np.isfinite(exact)] = -np.inf
+    order = np.lexsort((np.where(ok, cand, np.iinfo(np.int32).max), -exact), axis=1)[:, :k]
+    idx = np.take_along_axis(cand, order, axis=1).astype(np.int32)
+    best = np.take_along_axis(exact, order, axis=1)
+    idx[~np.isfinite(best)] = NO_ITEM
+    return idx, best
 
 
 def _product(users: np.ndarray, items_t: np.ndarray | QuantizedItems) -> np.ndarray:

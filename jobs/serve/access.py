@@ -122,7 +122,7 @@ def reads_to_log(verdict: Access, source: str, recent_found: list[int]) -> list[
     if not verdict.personal:
         return [("recommend_personal", verdict.outcome)]
     lines = []
-    if source == "als":
+    if source in ("als", "als_session"):
         lines.append(("recommend_personal", "served"))
     if recent_found:
         lines.append(("recent_items", "served" if recent_found[0] else "empty"))

@@ -6,10 +6,15 @@ back to "all in stock, no recent items" when Feast is absent), and the request. 
 nothing: every answer is a pure function of those inputs, so the service in
 ``bento/service.py`` only moves bytes and counts.
 
-Three paths, in order:
+Four paths, in order:
 
-- ``als``: a user the model knows gets :func:`jobs.model.ranking.top_k` on their own factors,
-  exactly the call the batch publisher makes, so the online list is the published list;
+- ``als_session``: a user the model knows whose recent items (from the request, else
+  Feast, which the stream worker keeps fresh) include items they did not have at training
+  gets their stored vector moved by those items
+  (:func:`jobs.model.session.session_vector`), without the items themselves;
+- ``als``: any other user the model knows gets :func:`jobs.model.ranking.top_k` on their own
+  factors, exactly the call the batch publisher makes, so the online list is the published
+  list (the CDN's);
 - ``fold_in``: an unknown user with recent items (from the request, else Feast) gets a
   user vector solved against the fixed item factors with the model's own implicit-ALS
   objective (:func:`fold_in`), then the same ranking;
@@ -41,6 +46,7 @@ from jobs.config import Settings
 from jobs.model.artifact import RecModel
 from jobs.model.control import CONTROL, TREATMENT, Group
 from jobs.model.ranking import NO_ITEM, round_scores, top_k
+from jobs.model.session import ITEM_WEIGHT, session_vector
 from jobs.serve.schemas import (
     RecommendRequest,
     RecommendResponse,
@@ -52,7 +58,7 @@ from jobs.serve.schemas import (
 # Recent items read from the feature store for one fold-in (it keeps ~20 per user).
 MAX_LOOKUP_RECENT_ITEMS = 200
 # Weight of one occurrence of a recent item: a view (jobs.config event_weights).
-RECENT_ITEM_WEIGHT = 1.0
+RECENT_ITEM_WEIGHT = ITEM_WEIGHT
 
 
 # -- the model as served ------------------------------------------------------------------
@@ -181,12 +187,25 @@ def _items(model: RecModel, idx: np.ndarray, scores: np.ndarray) -> list[ScoredI
 
 
 def needs_recent_lookup(
-    online: OnlineModel, request: RecommendRequest, personal: bool = True
+    online: OnlineModel, request: RecommendRequest, personal: bool = True, session: bool = False
 ) -> bool:
-    """True when the answer depends on the user's recent items from the feature store."""
-    return (
-        personal and request.user_id not in online.model.user_index and not request.recent_item_ids
-    )
+    """True when the answer depends on the user's recent items from the feature store:
+    an unknown user's fold-in, or (``session``) a known user's session since training."""
+    if not personal or request.recent_item_ids:
+        return False
+    return session or request.user_id not in online.model.user_index
+
+
+def _session_rows(online: OnlineModel, row: int, recent_rows: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(history rows, distinct fresh rows, their weights): fresh = not in the history the
+    model was trained on, i.e. interactions since (the recent list holds both)."""
+    seen = online.model.seen
+    history = seen.indices[seen.indptr[row] : seen.indptr[row + 1]].astype(np.int64)
+    fresh = recent_rows[~np.isin(recent_rows, history)]
+    counts = Counter(fresh.tolist())
+    distinct = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
+    weights = RECENT_ITEM_WEIGHT * np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+    return history, distinct, weights
 
 
 def recommend(
@@ -197,33 +216,69 @@ def recommend(
     request_id: str | None = None,
     personal: bool = True,
     group: Group = TREATMENT,
+    session: bool = False,
 ) -> RecommendResponse:
     """Answer one validated ``/recommend`` request (see the module docstring).
 
-    ``recent_lookup`` (user id → recent item ids, e.g. from Feast) is called only for an
-    unknown user whose request carries no recent items. Unknown recent item ids are
-    ignored and reported; a known user's list is the published one (with only the
-    request's exclusions on top). With ``personal=False`` the user counts as unknown and
-    ``recent_lookup`` is never called. A ``control`` user gets the popular list.
+    ``recent_lookup`` (user id → recent item ids, e.g. from Feast) is called only for a
+    user whose request carries no recent items: an unknown one, or with ``session`` a
+    known one. Unknown recent item ids are ignored and reported; a known user without
+    new items gets the published list (with only the request's exclusions on top). With
+    ``personal=False`` the user counts as unknown and ``recent_lookup`` is never called.
+    A ``control`` user gets the popular list.
     """
     model = online.model
     control = group == CONTROL
     n_items = len(model.item_ids)
     exclude = online.item_rows(request.exclude_item_ids or ())[0]
     unknown: list[str] = []
+    recent: Sequence[str] = ()
     recent_source: Literal["request", "feast"] | None = None
     row = model.user_index.get(request.user_id) if personal and not control else None
     if not personal or control:
         recent_lookup = None
 
-    if row is not None:
-        source: Source = "als"
+    fresh = np.zeros(0, dtype=np.int64)
+    if row is not None and session and model.user_ok[row]:
+        recent = request.recent_item_ids or ()
+        if recent:
+            recent_source = "request"
+        elif recent_lookup is not None:
+            recent = list(recent_lookup(request.user_id) or ())[:MAX_LOOKUP_RECENT_ITEMS]
+            recent_source = "feast" if recent else None
+        recent_rows, unknown = online.item_rows(recent)
+        history, fresh, weights = _session_rows(online, row, recent_rows)
+    if row is not None and len(fresh):
+        source: Source = "als_session"
+        vector = session_vector(
+            model.item_factors,
+            online.gram,
+            model.user_factors[row],
+            history,
+            fresh,
+            weights,
+            online.reg,
+            online.alpha,
+        )
+        idx, scores = top_k(
+            vector[None, :],
+            model.item_factors,
+            request.k,
+            seen=model.seen,
+            rows=np.array([row]),
+            allowed=_allowed(n_items, stock_mask, exclude, fresh),
+            items_t=model.item_factors_t,
+            item_ok=model.item_ok,
+        )
+    elif row is not None:
+        source = "als"
+        recent_source = None
         idx, scores = model.recommend_rows(
             np.array([row]), request.k, allowed=_allowed(n_items, stock_mask, exclude)
         )
     else:
         # The control group gets no personalization at all, not even from the request.
-        recent: Sequence[str] = () if control else (request.recent_item_ids or ())
+        recent = () if control else (request.recent_item_ids or ())
         if recent:
             recent_source = "request"
         elif recent_lookup is not None:
@@ -260,8 +315,9 @@ def recommend(
         model_name=online.name,
         model_version=online.version,
         model_run_id=online.run_id,
-        personal=source == "als" or (source == "fold_in" and recent_source == "feast"),
-        recent_source=recent_source if source == "fold_in" else None,
+        personal=source in ("als", "als_session")
+        or (source == "fold_in" and recent_source == "feast"),
+        recent_source=recent_source if source in ("fold_in", "als_session") else None,
         unknown_recent_item_ids=unknown,
         group=group,
     )

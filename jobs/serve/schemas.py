@@ -16,8 +16,8 @@ from jobs.config import Settings
 from jobs.contracts import DEFAULT_K, MAX_ID_LENGTH
 from jobs.subjects import USER_KEY_HEX
 
-Source = Literal["als", "fold_in", "popular"]
-SOURCES: tuple[str, ...] = ("als", "fold_in", "popular")
+Source = Literal["als", "als_session", "fold_in", "popular"]
+SOURCES: tuple[str, ...] = ("als", "als_session", "fold_in", "popular")
 # A request may exclude a page or two of already shown items; more is a client bug.
 MAX_EXCLUDE_ITEMS = 1000
 # The user key exactly as jobs.subjects.user_key writes it: anything else is a client bug
@@ -139,7 +139,7 @@ class RecommendResponse(BaseModel):
         " deny list.",
     )
     recent_source: Literal["request", "feast"] | None = Field(
-        None, description="Where the recent items of a fold-in came from."
+        None, description="Where the recent items of a fold-in or session came from."
     )
     unknown_recent_item_ids: list[str] = Field(
         default_factory=list, description="Recent item ids the model does not know (ignored)."

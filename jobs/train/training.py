@@ -77,6 +77,7 @@ from jobs.train.gate import (
     gate,
     incumbents_of,
 )
+from jobs.train.session_eval import session_ndcg
 from jobs.train.splits import Holdout, stratified_split, user_time_split
 from jobs.train.stats import bootstrap_ci, paired_relative_ci
 
@@ -505,6 +506,7 @@ def evaluate_on_test(
         found.metrics[f"{role}_artifact_test_ndcg_at_{k}"] = artifact[f"ndcg_at_{k}"]
     found.metrics["fit_seconds"] = found.metrics["test_fit_seconds"]
     u, v, pop, holdout = found.user_factors, found.item_factors, found.popularity, found.holdout
+    found.metrics.update(_session_metrics(prepared, holdout, u, v, best, k))
     return TestEvaluation(
         metrics=found.metrics,
         als_curve=metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items),
@@ -513,6 +515,17 @@ def evaluate_on_test(
         popularity=pop,
         incumbents=found.incumbents,
     )
+
+
+def _session_metrics(
+    prepared: Prepared, holdout: Holdout, u: np.ndarray, v: np.ndarray, best: als.ALSParams, k: int
+) -> dict[str, float]:
+    """Session-aware answers against the static list on the test slice (``test_session_…``;
+    :mod:`jobs.train.session_eval`)."""
+    train, test = prepared.train_full, prepared.test
+    test = test[test["u"].isin(train["u"].unique()) & test["i"].isin(train["i"].unique())]
+    found = session_ndcg(test, holdout.seen, u, v, best.reg, best.alpha, k)
+    return {f"test_{name}": value for name, value in found.items()}
 
 
 # -- 4. the stratified protocol ------------------------------------------------------------

@@ -180,6 +180,108 @@ def test_recent_items_from_the_feature_store(online: answers.OnlineModel) -> Non
     assert not answers.needs_recent_lookup(online, Recommend(user_id="user-1"))
 
 
+# -- known users: the session since training ---------------------------------------------
+
+
+def als_consistent(model: RecModel) -> answers.OnlineModel:
+    """The model with each user's vector solved from their seen items, as training would:
+    the session update starts from a vector that agrees with the history it keeps."""
+    online = answers.OnlineModel.of(model)
+    seen = model.seen
+    users = np.stack(
+        [
+            answers.fold_in(
+                model.item_factors,
+                online.gram,
+                seen.indices[seen.indptr[r] : seen.indptr[r + 1]].astype(np.int64),
+                np.ones(seen.indptr[r + 1] - seen.indptr[r]),
+                online.reg,
+                online.alpha,
+            )
+            for r in range(len(model.user_ids))
+        ]
+    )
+    return answers.OnlineModel.of(dataclasses.replace(model, user_factors=users))
+
+
+def _other_cluster_items(online: answers.OnlineModel, user: str, n: int) -> list[str]:
+    """``n`` items the user has not seen, from a cluster their own vector does not favour."""
+    model = online.model
+    row = model.user_index[user]
+    seen = set(model.seen.indices[model.seen.indptr[row] : model.seen.indptr[row + 1]].tolist())
+    mine = int(np.argmax(model.user_factors[row][:3]))
+    return [
+        str(i) for j, i in enumerate(model.item_ids) if j % 3 == (mine + 1) % 3 and j not in seen
+    ][:n]
+
+
+def test_known_user_with_new_items_gets_a_list_that_follows_the_session(
+    model: RecModel,
+) -> None:
+    online = als_consistent(model)
+    user = "user-17"
+    clicked = _other_cluster_items(online, user, 3)
+    static = answers.recommend(online, Recommend(user_id=user, k=10), session=True)
+    asked: list[str] = []
+
+    def lookup(user_id: str) -> list[str]:
+        asked.append(user_id)
+        return clicked
+
+    got = answers.recommend(
+        online, Recommend(user_id=user, k=10), recent_lookup=lookup, session=True
+    )
+    assert asked == [user]
+    assert static.source == "als" and got.source == "als_session"
+    assert got.recent_source == "feast" and got.personal
+    assert not set(clicked) & set(ids(got)), "what they just saw is not offered again"
+    row = online.model.user_index[user]
+    seen = online.model.seen.indices[
+        online.model.seen.indptr[row] : online.model.seen.indptr[row + 1]
+    ]
+    assert not {str(online.model.item_ids[j]) for j in seen} & set(ids(got))
+    new_cluster = cluster(clicked[0])
+    share = sum(cluster(i) == new_cluster for i in ids(got))
+    assert share >= 5 > sum(cluster(i) == new_cluster for i in ids(static))
+
+
+def test_known_user_whose_recent_items_were_all_trained_on_gets_the_published_list(
+    model: RecModel, online: answers.OnlineModel
+) -> None:
+    user = "user-5"
+    row = model.user_index[user]
+    trained = [
+        str(model.item_ids[j])
+        for j in model.seen.indices[model.seen.indptr[row] : model.seen.indptr[row + 1]]
+    ]
+    published = answers.recommend(online, Recommend(user_id=user, k=10))
+    got = answers.recommend(
+        online, Recommend(user_id=user, k=10), recent_lookup=lambda _u: trained, session=True
+    )
+    assert got.source == "als" and got.recent_source is None
+    assert ids(got) == ids(published)
+
+
+def test_session_answers_only_when_asked_and_never_for_control_or_strangers(
+    model: RecModel, online: answers.OnlineModel
+) -> None:
+    user = "user-17"
+    clicked = _other_cluster_items(online, user, 2)
+    with_items = Recommend(user_id=user, k=10, recent_item_ids=clicked)
+    assert answers.recommend(online, with_items).source == "als"  # session off
+    on = answers.recommend(online, with_items, session=True)
+    assert on.source == "als_session" and on.recent_source == "request"
+    control = answers.recommend(online, with_items, session=True, group="control")
+    assert control.source == "popular"
+    stranger = answers.recommend(online, with_items, session=True, personal=False)
+    assert stranger.source == "fold_in" and not stranger.personal
+    assert answers.needs_recent_lookup(online, Recommend(user_id=user), session=True)
+    assert not answers.needs_recent_lookup(
+        online, Recommend(user_id=user), personal=False, session=True
+    )
+    assert not answers.needs_recent_lookup(online, with_items, session=True)
+
+
 # -- popular ----------------------------------------------------------------------------------
 
 
