@@ -9,7 +9,10 @@ registered version, its aliases); then, as the champion Asset would, the ``publi
 and fetch one user's JSON over HTTP from the CDN stand-in. Last, the loop closed: one more
 day of the shop in which users are shown the live lists and react to them, its ingest,
 and the ``monitor`` DAG (drift against the champion's training window, and the CTR of
-the recommended slots against the organic ones).
+the recommended slots against the organic ones). Then real time: a local Kafka broker,
+the stream worker, the collector and the champion's Bento; a known user clicks three items
+of one category through the collector, and their next answer follows (both lists and
+the time it took are printed).
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ def main() -> int:
     _step("7. the loop: a day of users shown those lists, then the Airflow DAG `monitor`")
     if not _loop_with_airflow(settings):
         print("\nthe monitoring day failed; see above.")
+        return 1
+    _step("8. real time: three clicks through the collector, and the next answer")
+    if not _real_time(settings):
+        print("\nthe real-time step failed; see above.")
         return 1
     print(
         "\ndemo finished. Next: `make up` serves the champion's Bento on "
@@ -349,6 +356,93 @@ def _loop_with_airflow(settings: Settings) -> bool:
         ctr = row["clicked"] / row["shown"] if row["shown"] else float("nan")
         print(f"  {row['rec_source']:<8} {row['shown']:>7,} shown, CTR {ctr:.2%}")
     print(f"drift report: file://{report_path(settings, drift_run)}")
+    return True
+
+
+def _real_time(settings: Settings) -> bool:
+    """A known user's answer before and after three clicks posted to the collector."""
+    import time
+    import uuid
+    from datetime import UTC, datetime
+
+    import httpx
+
+    from jobs import tables
+    from jobs.model import control
+    from jobs.model.registry import CHAMPION, alias_version, load_version, setup
+    from jobs.publish import layout
+    from jobs.spark import get_spark
+    from jobs.stream.live import live_stack
+
+    champion = alias_version(setup(settings), settings.model_name, CHAMPION)
+    if champion is None:
+        print("no champion: nothing to follow")
+        return True
+    model = load_version(settings, champion.version)
+    user = next(str(u) for u in model.user_ids if not control.in_control(str(u), settings))
+    row = model.user_index[user]
+    seen = {
+        str(model.item_ids[j])
+        for j in model.seen.indices[model.seen.indptr[row] : model.seen.indptr[row + 1]]
+    }
+    items = tables.read_or_create(get_spark(settings), settings, "items").select(
+        "item_id", "category", "in_stock"
+    )
+    catalog = {r["item_id"]: (r["category"], r["in_stock"]) for r in items.collect()}
+    category = {i: c for i, (c, _) in catalog.items()}
+    request = {"user_id": user, "user_key": layout.user_key(settings.hmac_secret(), user), "k": 8}
+    with live_stack(settings) as live, httpx.Client(timeout=10) as client:
+        print(
+            f"kafka {live.settings.kafka_bootstrap}, collector {live.collector_url}/events, "
+            f"service {live.service_url}, stream worker → Feast user_recent_items"
+        )
+        before = client.post(f"{live.service_url}/recommend", json=request).json()
+        shown = [category.get(i["item_id"]) for i in before["items"]]
+        # The category the list shows least, and three of its items the user never had.
+        choice = min(sorted({c for c, _ in catalog.values() if c}), key=shown.count)
+        clicks = [
+            i
+            for i in sorted(catalog)
+            if catalog[i] == (choice, True) and i in model.item_index and i not in seen
+        ][:3]
+        session = uuid.uuid4().hex[:12]
+        events = [
+            {
+                "event_id": uuid.uuid4().hex,
+                "ts": datetime.now(UTC).isoformat(),
+                "user_id": user,
+                "item_id": item,
+                "event_type": "click",
+                "session_id": session,
+            }
+            for item in clicks
+        ]
+        started = time.perf_counter()
+        posted = client.post(f"{live.collector_url}/events", json=events)
+        posted.raise_for_status()
+        after = before
+        while time.perf_counter() - started < 30 and after["source"] != "als_session":
+            time.sleep(0.02)
+            after = client.post(f"{live.service_url}/recommend", json=request).json()
+        took = time.perf_counter() - started
+
+    def show(answer: dict[str, Any]) -> str:
+        return "\n".join(
+            f"    {i['rank']:>2}. {i['item_id']:<10} {category.get(i['item_id']) or '?'}"
+            for i in answer["items"]
+        )
+
+    print(f"user {user}, before (source {before['source']}):\n{show(before)}")
+    print(f"clicks on 3 items of {choice!r}: {', '.join(clicks)}")
+    if after["source"] != "als_session":
+        print("the answer did not follow within 30 s (see data_root/live/serve.log)")
+        return False
+    print(
+        f"{took * 1000:.0f} ms later (source {after['source']}, recent items from "
+        f"{after['recent_source']}):\n{show(after)}"
+    )
+    share = sum(category.get(i["item_id"]) == choice for i in after["items"])
+    print(f"{choice!r}: {shown.count(choice)} of {len(shown)} before, {share} after")
     return True
 
 
