@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -233,34 +234,24 @@ class RecflowService:
             return items
 
         session = SETTINGS.session_aware
+        lookup = None
         if (
             answers.needs_recent_lookup(self.online, request, personal, session)
             and self.features.available
         ):
-            # The online store is I/O: keep it off the event loop.
-            response = await anyio.to_thread.run_sync(
-                lambda: answers.recommend(
-                    self.online,
-                    request,
-                    recent,
-                    mask,
-                    request_id,
-                    personal=personal,
-                    group=group,
-                    session=session,
-                )
-            )
-        else:
-            response = answers.recommend(
-                self.online,
-                request,
-                None,
-                mask,
-                request_id,
-                personal=personal,
-                group=group,
-                session=session,
-            )
+            items = await self._recent_within(request.user_id, recent)
+            if items is not None:
+                lookup = lambda _user: items  # noqa: E731 - the answer reads what was fetched
+        response = answers.recommend(
+            self.online,
+            request,
+            lookup,
+            mask,
+            request_id,
+            personal=personal,
+            group=group,
+            session=session,
+        )
         self._log_access(verdict, response, found)
         self._log_answer(verdict, request.user_id, response)
         RECOMMENDATIONS.labels(source=response.source).inc()
@@ -312,6 +303,20 @@ class RecflowService:
             response.group,
             [item.item_id for item in response.items],
         )
+
+    async def _recent_within(
+        self, user_id: str, recent: Callable[[str], list[str]]
+    ) -> list[str] | None:
+        """The user's recent items from the online store, off the event loop, or None
+        when the store takes longer than ``RECFLOW_FEAST_LOOKUP_TIMEOUT_SECONDS``: the
+        answer then goes without them (the published list, or popular) instead of
+        every personal request waiting on a slow store."""
+        try:
+            with anyio.fail_after(SETTINGS.feast_lookup_timeout_seconds):
+                return await anyio.to_thread.run_sync(recent, user_id, abandon_on_cancel=True)
+        except TimeoutError:
+            service_metrics.lookup_failed("recent_items_timeout")
+            return None
 
     def _recent(self, user_id: str) -> list[str]:
         items = self.features.recent(user_id)

@@ -116,6 +116,11 @@ user_recent_items = FeatureView(
             description="Items the user interacted with, most recent first "
             "(RECFLOW_FEAST_RECENT_ITEMS of them at most); the service folds them in.",
         ),
+        Field(
+            name="recent_item_ts",
+            dtype=Array(Int64),
+            description="Epoch milliseconds of each item's newest interaction (same order).",
+        ),
     ],
     online=True,
     source=user_recent_items_push,

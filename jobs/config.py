@@ -418,6 +418,11 @@ class Settings(BaseSettings):
         20, description="Most recent item ids kept per user as a feature (for fold-in)."
     )
     feast_ttl_days: PositiveInt = Field(30, description="TTL of the feature views.")
+    feast_lookup_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
+        0.1,
+        description="Longest the service waits for a user's recent items from the online"
+        " store; past it the answer goes without them (counted as recent_items_timeout).",
+    )
     serve_host: str = Field("127.0.0.1", description="Bind address of the Bento service.")
     serve_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         3000, description="Port of the Bento service."
@@ -700,6 +705,11 @@ class Settings(BaseSettings):
         100_000,
         description="Users whose recent items the stream worker keeps in memory (older ones"
         " are read back from the online store when they return).",
+    )
+    session_eval_users: PositiveInt = Field(
+        2_000,
+        description="Users (a seeded sample) the training run replays as sessions to score"
+        " session-aware answers against the static list (test_session_* metrics).",
     )
     session_aware: bool = Field(
         True,

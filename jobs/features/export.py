@@ -84,11 +84,14 @@ def feature_frames(spark: SparkSession, settings: Settings) -> dict[str, DataFra
         tables.read_or_create(spark, settings, "interactions")
         .withColumn("_rank", F.row_number().over(newest))
         .where(F.col("_rank") <= settings.feast_recent_items)
+        .withColumn("_ts_ms", F.unix_millis("last_ts"))
         .groupBy("user_id")
-        .agg(
-            F.transform(
-                F.array_sort(F.collect_list(F.struct("_rank", "item_id"))), lambda s: s["item_id"]
-            ).alias("recent_item_ids")
+        .agg(F.array_sort(F.collect_list(F.struct("_rank", "item_id", "_ts_ms"))).alias("_top"))
+        .select(
+            "user_id",
+            F.transform("_top", lambda s: s["item_id"]).alias("recent_item_ids"),
+            # When each was last touched: what lets the stream worker place a late click.
+            F.transform("_top", lambda s: s["_ts_ms"]).alias("recent_item_ts"),
         )
     )
     items = tables.read_or_create(spark, settings, "item_stats").drop("as_of")

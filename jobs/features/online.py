@@ -53,6 +53,19 @@ def recent_items(fs: FeatureStore, user_ids: list[str]) -> dict[str, list[str]]:
     return {u: list(v or []) for u, v in zip(unique, values["recent_item_ids"], strict=True)}
 
 
+def recent_rows(fs: FeatureStore, user_ids: list[str]) -> dict[str, list[tuple[str, int]]]:
+    """Each user's recent (item id, epoch ms of its newest interaction), newest first;
+    unknown users get ``[]`` (what the stream worker merges new clicks into)."""
+    unique, values = _online(fs, USER_RECENT_ITEMS, user_ids, ["recent_item_ids", "recent_item_ts"])
+    out: dict[str, list[tuple[str, int]]] = {}
+    for n, user in enumerate(unique):
+        items, stamps = values["recent_item_ids"][n] or [], values["recent_item_ts"][n] or []
+        # A row written before the view had timestamps: its items count as oldest.
+        stamps = list(stamps) if len(stamps) == len(items) else [0] * len(items)
+        out[user] = [(str(i), int(t)) for i, t in zip(items, stamps, strict=True)]
+    return out
+
+
 def stock(fs: FeatureStore, item_ids: list[str]) -> dict[str, bool]:
     """Whether each item is in stock; items with unknown stock are *absent*.
 

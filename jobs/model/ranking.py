@@ -38,8 +38,11 @@ from jobs.model.quantize import QuantizedItems
 NO_ITEM = -1
 # Candidates beyond K that the float64 rescoring ranks (see the module docstring).
 RESCORE_EXTRA = 8
-# Rows rescored at once (bounds the float64 gather: rows x candidates x rank).
-_RESCORE_ROWS = 128
+# Relative gap under which the K-th and the (K + extra)-th float32 scores count as tied:
+# far above float32's rounding of a dot product (~rank x 6e-8), far below real gaps.
+NEAR_TIE = np.float32(1e-4)
+# Elements of one float64 gather (rows x candidates x rank): bounds the rescoring's memory.
+_RESCORE_ELEMENTS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,12 @@ def top_k(
         if item_factors is None:
             raise ValueError("top_k needs item_factors or items_t")
         items_t = np.ascontiguousarray(np.asarray(item_factors, dtype=np.float32).T)
+    # The same factors item-major, for the rescoring's gather (rank-major gathers stride).
+    item_rows = None
+    if item_factors is not None and not isinstance(items_t, QuantizedItems):
+        item_rows = np.asarray(item_factors)
+        if item_rows.shape != (items_t.shape[1], items_t.shape[0]):
+            item_rows = None
     if item_ok is None:
         # Quantized values are finite by construction (quantize refuses NaN); rows that
         # were not finite before are zeros there, and the operand says which.
@@ -136,35 +145,62 @@ def top_k(
             which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
             keep = valid[which]
             scores[which[keep], cols[keep]] = -np.inf
-        cand_idx, _ = select_top(scores, min(k + RESCORE_EXTRA, m))
-        out_idx[lo:hi], out_score[lo:hi] = exact_top(users[lo:hi], items_t, cand_idx, k)
+        width = min(k + RESCORE_EXTRA, m)
+        cand_idx, cand_best = select_top(scores, width)
+        idx_b, best_b = exact_top(users[lo:hi], items_t, cand_idx, k, item_rows)
+        if width < m:
+            # Rows whose (K + extra)-th candidate is as good as the K-th up to float32's
+            # error: every item that close is rescored, so the exact top K is found
+            # whichever items the float32 kernel happened to put first.
+            kth, last = cand_best[:, k - 1], cand_best[:, -1]
+            with np.errstate(invalid="ignore", over="ignore"):
+                tol = NEAR_TIE * np.abs(kth) + np.float32(1e-30)
+                near = np.flatnonzero(np.isfinite(kth) & (last >= kth - tol))
+            for r in near:
+                wide = np.flatnonzero(scores[r] >= kth[r] - 2 * tol[r])
+                i_r, b_r = exact_top(
+                    users[lo + r : lo + r + 1], items_t, wide[None, :], k, item_rows
+                )
+                idx_b[r], best_b[r] = i_r[0], b_r[0]
+        out_idx[lo:hi], out_score[lo:hi] = idx_b, best_b
     return out_idx, out_score
 
 
-def _columns(items_t: np.ndarray | QuantizedItems, idx: np.ndarray) -> np.ndarray:
+def _columns(
+    items_t: np.ndarray | QuantizedItems, item_rows: np.ndarray | None, idx: np.ndarray
+) -> np.ndarray:
     """float64 ``(rows, candidates, rank)`` factors of the candidate items, exactly the
-    float32 values the product used (a quantized item widened as its chunk is)."""
+    float32 values the product used (a quantized item widened as its chunk is). Gathered
+    from the item-major ``item_rows`` when the caller has them (a row is contiguous there)."""
     if isinstance(items_t, QuantizedItems):
         cols = items_t.values[:, idx].astype(np.float32)
         cols *= items_t.scale[idx]
-    else:
-        cols = items_t[:, idx]
-    return np.moveaxis(cols, 0, -1).astype(np.float64)
+        return np.moveaxis(cols, 0, -1).astype(np.float64)
+    if item_rows is not None:
+        return item_rows[idx].astype(np.float32).astype(np.float64)
+    return np.moveaxis(items_t[:, idx], 0, -1).astype(np.float64)
 
 
 def exact_top(
-    users: np.ndarray, items_t: np.ndarray | QuantizedItems, cand: np.ndarray, k: int
+    users: np.ndarray,
+    items_t: np.ndarray | QuantizedItems,
+    cand: np.ndarray,
+    k: int,
+    item_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The first ``k`` candidates of each row by (float64 score desc, index asc), with
-    their scores as float32. ``cand`` holds item indices, ``NO_ITEM`` for empty slots."""
+    their scores as float32. ``cand`` holds item indices, ``NO_ITEM`` for empty slots;
+    ``item_rows`` are the (items, rank) factors ``items_t`` transposes, when at hand."""
     ok = cand != NO_ITEM
     safe = np.where(ok, cand, 0)
     exact = np.empty(cand.shape, dtype=np.float32)
     u64 = users.astype(np.float64)
-    for lo in range(0, len(cand), _RESCORE_ROWS):
-        hi = lo + _RESCORE_ROWS
+    rank = max(1, users.shape[1])
+    step = max(1, _RESCORE_ELEMENTS // max(1, cand.shape[1] * rank))
+    for lo in range(0, len(cand), step):
+        hi = lo + step
         # einsum's own loop (no BLAS): the same summation order for every row and block.
-        dots = np.einsum("bd,bcd->bc", u64[lo:hi], _columns(items_t, safe[lo:hi]))
+        dots = np.einsum("bd,bcd->bc", u64[lo:hi], _columns(items_t, item_rows, safe[lo:hi]))
         with np.errstate(over="ignore", invalid="ignore"):
             exact[lo:hi] = dots.astype(np.float32)
     exact[~ok | ~np.isfinite(exact)] = -np.inf

@@ -201,7 +201,9 @@ def _session_rows(online: OnlineModel, row: int, recent_rows: np.ndarray) -> tup
     model was trained on, i.e. interactions since (the recent list holds both)."""
     seen = online.model.seen
     history = seen.indices[seen.indptr[row] : seen.indptr[row + 1]].astype(np.int64)
-    fresh = recent_rows[~np.isin(recent_rows, history)]
+    model = online.model
+    # A new item whose factors are not finite would poison the vector: it is left out.
+    fresh = recent_rows[~np.isin(recent_rows, history) & model.item_ok[recent_rows]]
     counts = Counter(fresh.tolist())
     distinct = np.fromiter(counts.keys(), dtype=np.int64, count=len(counts))
     weights = RECENT_ITEM_WEIGHT * np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
@@ -248,8 +250,8 @@ def recommend(
             recent_source = "feast" if recent else None
         recent_rows, unknown = online.item_rows(recent)
         history, fresh, weights = _session_rows(online, row, recent_rows)
+    vector = None
     if row is not None and len(fresh):
-        source: Source = "als_session"
         vector = session_vector(
             model.item_factors,
             online.gram,
@@ -260,6 +262,10 @@ def recommend(
             online.reg,
             online.alpha,
         )
+        if not np.isfinite(vector).all():  # degenerate factors: the published list instead
+            vector = None
+    if row is not None and vector is not None:
+        source: Source = "als_session"
         idx, scores = top_k(
             vector[None, :],
             model.item_factors,

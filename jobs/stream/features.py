@@ -1,28 +1,32 @@
 """Clicks into Feast within a second: the stream worker behind ``recflow stream worker``.
 
-Reads the events topic (its own consumer group, ``RECFLOW_KAFKA_FEATURES_GROUP``) and, for
-a user it has not met since it started, their ``user_recent_items`` row in the online
-store. Writes ``user_recent_items`` through the push source ``user_recent_items_push``.
+Reads the events topic (its own consumer group, ``RECFLOW_KAFKA_FEATURES_GROUP``), the
+touched users' ``user_recent_items`` rows in the online store, the deny list and the
+consent withdrawals (``privacy/consent``, through delta-rs). Writes ``user_recent_items``
+through the push source ``user_recent_items_push``.
 
-Why the worker computes the same list as the batch, not a list of its own: the batch
-materialization (hourly, ``jobs.features.export``) and the push write the same online row,
-and a reader must not see it jump between two orderings. The batch rule over
+Why the worker computes the batch's list, not a list of its own: the hourly
+materialization (``jobs.features.export``) and the push write the same online row, and a
+reader must not see it jump between two orderings. The batch rule over
 ``gold/interactions`` is: a user's items that have a positively weighted event, newest
 ``last_ts`` first, then larger summed ``weight``, then ``item_id``; the first
-``RECFLOW_FEAST_RECENT_ITEMS``. The worker keeps, per user, each streamed item's newest
-timestamp and summed weight and ranks them by that rule, ahead of the items the online row
-already held (older than anything streamed: the stream is ahead of the batch). Events
-count as silver counts them: the same parser and time window as the collector, no
-``"consent": false`` event, nobody on the deny list.
+``RECFLOW_FEAST_RECENT_ITEMS``, with each item's newest time beside it
+(``recent_item_ts``). For each batch of events the worker reads the touched users' rows
+again and ranks, by that rule, the union of the row's items (with their times) and the
+items it streamed for the user (it remembers those, so a materialization that overwrote
+a push on SQLite does not make them vanish). Only the summed weight of an item the row
+already held is unknown to it, which matters for two items touched in the same
+millisecond only. Events count as silver counts them: the same parser and time window as
+the collector, no ``"consent": false`` (nor a line that names ``consent`` twice), no
+impressions, each ``event_id`` once per batch, nobody on the deny list, and nobody who
+withdrew consent (until the re-grant, as ingest drops them).
 
 Delivery is at least once: offsets are committed after the push, so a worker killed
-between the two pushes the same events again on restart. That is harmless for this list
-(the same item at the same instant keeps its place; only a tie-break weight doubles).
-
-Where the two writers meet: the row's event timestamp is the newest streamed event. Redis
-keeps the newer of two writes, so an hourly materialization (stamped with its run's end)
-never hides a later click; SQLite (the local default) keeps the last write, so until the
-user's next click it may show the batch list of the hour before.
+between the two pushes the same events again on restart, which changes no list. Each
+push is stamped with the time it is written: Redis keeps the newer of two writes, so a
+materialization (stamped with its run's end) replaces the pushes made before that end
+and never those made after, and a click stamped in the future (the collector accepts
+clock skew) cannot freeze a row. SQLite (the local default) keeps the last write.
 """
 
 from __future__ import annotations
@@ -46,8 +50,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Streamed items remembered per user before the list is cut to its top (see prune).
-MAX_STREAMED_ITEMS = 1000
+# Streamed items remembered per user, as a multiple of the list's length: enough to put
+# back what an overwrite removed, bounded whatever one user does.
+REMEMBERED_PER_ITEM = 4
+# How often the consent withdrawals are looked at (the table's version; read on change).
+CONSENT_REFRESH_SECONDS = 10.0
+
+# One user's list: (item ids, epoch ms of each), newest first.
+Ranked = tuple[list[str], list[int]]
 
 
 @dataclass(frozen=True)
@@ -60,26 +70,29 @@ class Touch:
     weight: float
 
 
+_CONSENT_KEY = b'"consent"'
+
+
 def touches(
-    values: Iterable[bytes | None],
-    settings: Settings,
-    now: datetime,
-    denied: Callable[[str], bool] = lambda _user: False,
+    values: Iterable[bytes | None], settings: Settings, now: datetime
 ) -> tuple[list[Touch], int]:
     """The events among ``values`` that gold would count, and how many others were skipped.
 
     Skipped: what silver quarantines (judged by the window of the hour the event lands
-    in, as the collector does), ``"consent": false``, event types of weight 0
-    (impressions) and users ``denied`` (their erasure is under way).
+    in, as the collector does), ``"consent": false`` or a line naming ``consent`` twice
+    (bronze drops it as unclear), event types of weight 0 (impressions), and an
+    ``event_id`` seen before in ``values`` (silver keeps one). Who may be counted at all
+    is :class:`Gate`'s question.
     """
     from jobs.stream.collector import live_window
 
     window = live_window(settings, now)
     weights = settings.event_weights
     out: list[Touch] = []
+    ids: set[str] = set()
     skipped = 0
     for value in values:
-        if value is None:  # a tombstone: nothing to count
+        if value is None or value.count(_CONSENT_KEY) > 1:  # a tombstone; unclear consent
             skipped += 1
             continue
         try:
@@ -88,92 +101,141 @@ def touches(
             skipped += 1  # the landing consumer lands it; silver quarantines it with its reason
             continue
         weight = float(weights.get(str(event["event_type"]), 0.0))
-        user = str(event["user_id"])
-        if weight <= 0 or event.get("consent") is False or denied(user):
+        event_id = str(event["event_id"])
+        if weight <= 0 or event.get("consent") is False or event_id in ids:
             skipped += 1
             continue
-        out.append(Touch(user, str(event["item_id"]), int(event["ts_ms"]), weight))  # type: ignore[call-overload]
+        ids.add(event_id)
+        ts_ms = int(event["ts_ms"])  # type: ignore[call-overload]
+        out.append(Touch(str(event["user_id"]), str(event["item_id"]), ts_ms, weight))
     return out, skipped
 
 
-@dataclass
-class _UserItems:
-    seed: list[str] = field(default_factory=list)  # the online row's list when first met
-    streamed: dict[str, list[float]] = field(default_factory=dict)  # item -> [ts_ms, weight]
+class GateUnavailableError(RuntimeError):
+    """The deny list cannot be read: nobody's events may be pushed until it can."""
 
-    def ranked(self, n: int) -> list[str]:
-        fresh = sorted(self.streamed, key=lambda i: (-self.streamed[i][0], -self.streamed[i][1], i))
-        known = set(fresh)
-        return [*fresh, *(i for i in self.seed if i not in known)][:n]
 
-    def newest_ms(self) -> int:
-        return int(max((v[0] for v in self.streamed.values()), default=0))
+class Gate:
+    """Whose events may reach the online store: not a user on the deny list (erasure
+    under way), not one who withdrew consent (until their re-grant, event by event as
+    ingest decides). Both are re-read when they change."""
 
-    def prune(self, n: int) -> None:
-        """Bound the memory of one user: past ``MAX_STREAMED_ITEMS`` items, keep the top
-        ``n`` only. Exact until then (a dropped item's weight would be missing from a later
-        tie-break at the same millisecond); beyond, only such a user's ties may differ."""
-        if len(self.streamed) > MAX_STREAMED_ITEMS:
-            keep = set(self.ranked(n))
-            self.streamed = {i: v for i, v in self.streamed.items() if i in keep}
-        self.seed = self.seed[:n]
+    def __init__(self, settings: Settings) -> None:
+        from jobs.serve.access import PersonalAccess
+
+        self.settings = settings
+        self.access = PersonalAccess.from_settings(settings)
+        self._denied: frozenset[str] = frozenset()
+        self._withdrawn: dict[str, int | None] = {}  # subject -> re-grant ms (None: none)
+        self._consent_version = -1
+        self._consent_checked = 0.0
+
+    def refresh(self) -> None:
+        try:
+            self._denied = self.access.deny_list.current()
+        except Exception as exc:  # any read failure is the same outage
+            raise GateUnavailableError(f"deny list unreadable: {exc}") from exc
+        if time.monotonic() - self._consent_checked >= CONSENT_REFRESH_SECONDS:
+            self._read_consent()
+            self._consent_checked = time.monotonic()
+
+    def _read_consent(self) -> None:
+        from jobs import lake_light
+        from jobs.privacy.consent import GRANTED, WITHDRAWN
+
+        if not lake_light.available(self.settings):
+            return  # an object-store lake: withdrawals act through the deny list only
+        table = lake_light.open_table(self.settings, "consent")
+        if table is None:
+            self._withdrawn = {}
+            return
+        version = int(table.version())
+        if version == self._consent_version:
+            return
+        rows = lake_light.rows("SELECT subject, status, changed_at FROM t", t=table)
+        latest: dict[str, datetime] = {}
+        for r in rows:
+            if r["status"] == WITHDRAWN:
+                at = r["changed_at"]
+                latest[r["subject"]] = max(latest.get(r["subject"], at), at)
+        regranted: dict[str, int | None] = dict.fromkeys(latest)
+        for r in rows:
+            subject = r["subject"]
+            if r["status"] == GRANTED and subject in latest and r["changed_at"] > latest[subject]:
+                ms = int(r["changed_at"].timestamp() * 1000)
+                before = regranted[subject]
+                regranted[subject] = ms if before is None else min(before, ms)
+        self._withdrawn, self._consent_version = regranted, version
+
+    def allows(self, touch: Touch) -> bool:
+        subject = self.access.subject(touch.user_id)
+        if subject in self._denied:
+            return False
+        if subject not in self._withdrawn:
+            return True
+        regranted = self._withdrawn[subject]
+        return regranted is not None and touch.ts_ms >= regranted
+
+
+def rank(merged: dict[str, list[float]], n: int) -> list[str]:
+    """The batch rule: newest first, then larger weight, then item id; the first ``n``."""
+    return sorted(merged, key=lambda i: (-merged[i][0], -merged[i][1], i))[:n]
 
 
 class RecentItems:
-    """Each user's recent items as the batch would list them, for the users streamed.
+    """What the worker streamed per user (item -> [newest ms, summed weight]), merged
+    with the user's online row on each batch. At most ``capacity`` users are kept (least
+    recently touched out first); their rows keep what was pushed for them."""
 
-    ``seed`` reads the online rows of users met for the first time (or again after they
-    were evicted: at most ``capacity`` users are kept, least recently touched first out).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        capacity: int,
-        seed: Callable[[list[str]], dict[str, list[str]]] = lambda users: {},
-    ) -> None:
+    def __init__(self, n: int, capacity: int) -> None:
         self.n = n
         self.capacity = capacity
-        self._seed = seed
-        self._users: OrderedDict[str, _UserItems] = OrderedDict()
+        self._users: OrderedDict[str, dict[str, list[float]]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._users)
 
-    def apply(self, batch: Sequence[Touch]) -> dict[str, tuple[list[str], int]]:
-        """Fold ``batch`` in; each touched user's new list and newest streamed ms."""
-        new = sorted({t.user_id for t in batch if t.user_id not in self._users})
-        if new:
-            seeded = self._seed(new)
-            for user in new:
-                self._users[user] = _UserItems(seed=list(seeded.get(user) or [])[: self.n])
-        touched: dict[str, _UserItems] = {}
+    def apply(
+        self, batch: Sequence[Touch], rows: dict[str, list[tuple[str, int]]]
+    ) -> dict[str, Ranked]:
+        """Fold ``batch`` in; each touched user's new list given their online ``rows``."""
+        touched: dict[str, dict[str, list[float]]] = {}
         for t in batch:
-            state = self._users[t.user_id]
-            got = state.streamed.get(t.item_id)
+            mine = self._users.get(t.user_id)
+            if mine is None:
+                mine = self._users[t.user_id] = {}
+            got = mine.get(t.item_id)
             if got is None:
-                state.streamed[t.item_id] = [t.ts_ms, t.weight]
+                mine[t.item_id] = [float(t.ts_ms), t.weight]
             else:
-                got[0] = max(got[0], t.ts_ms)
+                got[0] = max(got[0], float(t.ts_ms))
                 got[1] += t.weight
-            touched[t.user_id] = state
-        out = {}
-        for user, state in touched.items():
-            state.prune(self.n)
+            touched[t.user_id] = mine
+        out: dict[str, Ranked] = {}
+        for user, mine in touched.items():
+            merged = {item: [float(ts), 0.0] for item, ts in rows.get(user, [])}
+            for item, (ts, weight) in mine.items():
+                row = merged.get(item)
+                merged[item] = [max(ts, row[0]) if row else ts, weight]
+            ranked = rank(merged, self.n)
+            out[user] = (ranked, [int(merged[i][0]) for i in ranked])
+            if len(mine) > REMEMBERED_PER_ITEM * self.n:
+                keep = set(rank(mine, REMEMBERED_PER_ITEM * self.n))
+                touched[user] = {i: v for i, v in mine.items() if i in keep}
+                self._users[user] = touched[user]
             self._users.move_to_end(user)
-            out[user] = (state.ranked(self.n), state.newest_ms())
         while len(self._users) > self.capacity:
             self._users.popitem(last=False)
         return out
 
     def forget(self, users: Iterable[str]) -> None:
-        """Drop users (erased): a later event of theirs starts from the online row."""
+        """Drop users (denied): nothing of theirs is merged again."""
         for user in users:
             self._users.pop(user, None)
 
 
-def push_frame(lists: dict[str, tuple[list[str], int]]) -> pd.DataFrame:
-    """The rows pushed to ``user_recent_items``: stamped with each user's newest event."""
+def push_frame(lists: dict[str, Ranked], written: datetime) -> pd.DataFrame:
+    """The rows pushed to ``user_recent_items``, stamped with the time they are written."""
     import pandas as pd
 
     users = sorted(lists)
@@ -181,16 +243,18 @@ def push_frame(lists: dict[str, tuple[list[str], int]]) -> pd.DataFrame:
         {
             "user_id": users,
             "recent_item_ids": [lists[u][0] for u in users],
-            TIMESTAMP_FIELD: [datetime.fromtimestamp(lists[u][1] / 1000, UTC) for u in users],
+            "recent_item_ts": [lists[u][1] for u in users],
+            TIMESTAMP_FIELD: [written] * len(users),
         }
     )
 
 
-def push(fs: FeatureStore, lists: dict[str, tuple[list[str], int]]) -> None:
+def push(fs: FeatureStore, lists: dict[str, Ranked]) -> None:
     from feast.data_source import PushMode
 
     if lists:
-        fs.push(USER_RECENT_ITEMS_PUSH, push_frame(lists), to=PushMode.ONLINE)
+        frame = push_frame(lists, datetime.now(UTC))
+        fs.push(USER_RECENT_ITEMS_PUSH, frame, to=PushMode.ONLINE)
 
 
 @dataclass
@@ -200,32 +264,11 @@ class WorkerStats:
     assigned: bool = False
     messages: int = 0
     touches: int = 0
-    skipped: int = 0
+    skipped: int = 0  # not countable (see touches) or not allowed (see Gate)
     pushes: int = 0
     users_pushed: int = 0
-    push_failures: int = 0
+    failures: int = 0  # store, deny list or consent outages, each retried
     lag_ms: list[float] = field(default_factory=list)
-    # Lists folded in but not pushed yet (the online store failed): pushed on the retry.
-    pending: dict[str, tuple[list[str], int]] | None = None
-
-
-def _denied(settings: Settings) -> Callable[[str], bool]:
-    """Whether a user is on the deny list (re-read when the file changes)."""
-    from jobs.serve.access import PersonalAccess
-
-    access = PersonalAccess.from_settings(settings)
-
-    def denied(user_id: str) -> bool:
-        try:
-            listed = access.deny_list.current()
-        except Exception as exc:  # noqa: BLE001 - fail closed, see below
-            # A required deny list that cannot be read (storage not mounted): nobody's
-            # event is pushed, as the service answers nobody personally meanwhile.
-            log.warning("deny list unreadable, pushing nothing: %s", exc)
-            return True
-        return access.subject(user_id) in listed
-
-    return denied
 
 
 def run(
@@ -240,21 +283,18 @@ def run(
     ``idle_stop`` seconds without a message once assigned); returns what was done.
 
     A new consumer group starts at the end of the topic: what came before is the batch's
-    (the online rows already hold it). A push that fails (the online store is down) is
-    retried, with the offsets left uncommitted, until it succeeds or the worker stops.
+    (the online rows already hold it). A batch that cannot be pushed (the online store,
+    the deny list or the consent table unreadable) is retried every second with its
+    offsets uncommitted, until it is pushed or the worker stops.
     """
     from confluent_kafka import Consumer, KafkaException
 
-    from jobs.features import definitions, online
+    from jobs.features import definitions
 
     fs = fs or definitions.store(settings)
     stats = WorkerStats() if stats is None else stats  # a caller's, to watch progress
-    state = RecentItems(
-        settings.feast_recent_items,
-        settings.stream_users_cached,
-        seed=lambda users: online.recent_items(fs, users),
-    )
-    denied = _denied(settings)
+    state = RecentItems(settings.feast_recent_items, settings.stream_users_cached)
+    gate = Gate(settings)
     consumer = Consumer(
         client_config(
             settings,
@@ -293,8 +333,13 @@ def run(
                     break
                 continue
             last_message = time.monotonic()
-            found, skipped = touches((m.value() for m in good), settings, datetime.now(UTC), denied)
-            while not _pushed(fs, state, found, stats):
+            found, skipped = touches((m.value() for m in good), settings, datetime.now(UTC))
+            step = _Step(found)
+            failing = False
+            while not step.run(fs, gate, state, stats):
+                if not failing:
+                    log.warning("the worker cannot push, retrying every second: %s", step.error)
+                    failing = True
                 if should_stop():
                     return stats  # offsets uncommitted: a restart pushes these again
                 time.sleep(1.0)
@@ -302,30 +347,50 @@ def run(
             stats.lag_ms.extend(now_ms - m.timestamp()[1] for m in good)
             consumer.commit(asynchronous=True)
             stats.messages += len(good)
-            stats.touches += len(found)
-            stats.skipped += skipped
+            stats.touches += len(found) - step.refused
+            stats.skipped += skipped + step.refused
     finally:
         consumer.close()
     return stats
 
 
-def _pushed(fs: FeatureStore, state: RecentItems, found: list[Touch], stats: WorkerStats) -> bool:
-    """Fold ``found`` in and push the lists; False when the online store failed.
+class _Step:
+    """One batch through the gate, the merge and the push, retried as a whole until it is
+    pushed; folded into the worker's memory once (a retry pushes the same lists)."""
 
-    ``found`` is folded in once: a failed seed read changes nothing, and after a failed
-    push the same lists are pushed again (``stats.pending``).
-    """
-    try:
-        if stats.pending is None:
-            stats.pending = state.apply(found)
-        push(fs, stats.pending)
-    except Exception as exc:  # noqa: BLE001 - every store failure is retried alike
-        # Any failure of the online store is retried the same way: the lists stay in
-        # memory and the offsets stay uncommitted, so nothing is lost while it is down.
-        log.warning("the online store failed, retrying: %s", exc)
-        stats.push_failures += 1
-        return False
-    stats.pushes += 1 if stats.pending else 0
-    stats.users_pushed += len(stats.pending)
-    stats.pending = None
-    return True
+    def __init__(self, found: list[Touch]) -> None:
+        self.found = found
+        self.lists: dict[str, Ranked] | None = None
+        self.refused = 0
+        self.error: BaseException | None = None
+
+    def run(self, fs: FeatureStore, gate: Gate, state: RecentItems, stats: WorkerStats) -> bool:
+        from jobs.features import online
+
+        try:
+            gate.refresh()
+            if self.lists is None:
+                allowed = [t for t in self.found if gate.allows(t)]
+                refused = {t.user_id for t in self.found} - {t.user_id for t in allowed}
+                state.forget(refused)
+                users = sorted({t.user_id for t in allowed})
+                rows = online.recent_rows(fs, users) if users else {}
+                self.lists = state.apply(allowed, rows)
+                self.refused = len(self.found) - len(allowed)
+            else:
+                # A retry: someone may have been denied in the meantime.
+                self.lists = {
+                    u: v
+                    for u, v in self.lists.items()
+                    if gate.allows(Touch(u, "", max(v[1], default=0), 0.0))
+                }
+            push(fs, self.lists)
+        except Exception as exc:  # noqa: BLE001 - every outage is retried alike
+            # The online store, the deny list or the consent table failed: nothing is lost
+            # while it lasts, the lists stay here and the offsets stay uncommitted.
+            self.error = exc
+            stats.failures += 1
+            return False
+        stats.pushes += 1 if self.lists else 0
+        stats.users_pushed += len(self.lists)
+        return True

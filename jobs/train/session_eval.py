@@ -16,7 +16,8 @@ where the next one ranks in
 NDCG@k with the one next item as relevant: ``1 / log2(rank + 1)`` if it is in the top k.
 Steps start at 1 (with nothing new, session and static are one list) and stop at
 ``max_steps`` per user, so long histories do not outweigh everyone else; the figure is
-the mean over all (user, step) pairs.
+the mean over all (user, step) pairs, of at most ``RECFLOW_SESSION_EVAL_USERS`` users (a
+seeded sample).
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def _ndcg_of_rank(rank: int | None, k: int) -> float:
 
 
 def _rank(scores: np.ndarray, target: int, blocked: np.ndarray) -> int | None:
-    """1-based rank of ``target`` among the allowed items (None when blocked)."""
-    if blocked[target]:
+    """1-based rank of ``target`` among the allowed items (None when blocked, or when its
+    score is not finite: a degenerate vector finds nothing)."""
+    if blocked[target] or not np.isfinite(scores[target]):
         return None
     s = scores[target]
     ahead = (scores > s) & ~blocked
@@ -52,15 +54,23 @@ def session_ndcg(
     alpha: float,
     k: int = 10,
     max_steps: int = 10,
+    max_users: int | None = None,
+    seed: int = 0,
 ) -> dict[str, float]:
     """Mean next-interaction NDCG@k of each method (names ``session_{method}_ndcg_at_{k}``)
     plus the number of (user, step) pairs scored (``session_steps``) over ``test`` (codes
-    ``u``, ``i``, ``last_ts``; users and items known to the factors)."""
+    ``u``, ``i``, ``last_ts``; users and items known to the factors). ``max_users``: a
+    seeded sample of that many users (the evaluation costs a solve and a pass over the
+    catalog per step); NaN when no step could be scored."""
     n_items = len(item_factors)
     y = item_factors.astype(np.float64)
     gram = y.T @ y
     totals = dict.fromkeys(METHODS, 0.0)
     steps = 0
+    users = np.unique(test["u"].to_numpy())
+    if max_users is not None and len(users) > max_users:
+        chosen = np.random.default_rng(seed).choice(users, max_users, replace=False)
+        test = test[test["u"].isin(chosen)]
     order = test.sort_values(["u", "last_ts", "i"], kind="stable")
     for u, group in order.groupby("u", sort=True):
         u = int(u)
@@ -86,6 +96,6 @@ def session_ndcg(
             totals["static_unseen"] += _ndcg_of_rank(_rank(static, target, in_session), k)
             totals["aware"] += _ndcg_of_rank(_rank(y @ x, target, in_session), k)
             steps += 1
-    out = {f"session_{m}_ndcg_at_{k}": (totals[m] / steps if steps else 0.0) for m in METHODS}
+    out = {f"session_{m}_ndcg_at_{k}": (totals[m] / steps if steps else np.nan) for m in METHODS}
     out["session_steps"] = float(steps)
     return out

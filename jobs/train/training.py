@@ -506,7 +506,7 @@ def evaluate_on_test(
         found.metrics[f"{role}_artifact_test_ndcg_at_{k}"] = artifact[f"ndcg_at_{k}"]
     found.metrics["fit_seconds"] = found.metrics["test_fit_seconds"]
     u, v, pop, holdout = found.user_factors, found.item_factors, found.popularity, found.holdout
-    found.metrics.update(_session_metrics(prepared, holdout, u, v, best, k))
+    found.metrics.update(_session_metrics(settings, prepared, holdout, u, v, best))
     return TestEvaluation(
         metrics=found.metrics,
         als_curve=metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items),
@@ -518,13 +518,29 @@ def evaluate_on_test(
 
 
 def _session_metrics(
-    prepared: Prepared, holdout: Holdout, u: np.ndarray, v: np.ndarray, best: als.ALSParams, k: int
+    settings: Settings,
+    prepared: Prepared,
+    holdout: Holdout,
+    u: np.ndarray,
+    v: np.ndarray,
+    best: als.ALSParams,
 ) -> dict[str, float]:
     """Session-aware answers against the static list on the test slice (``test_session_…``;
     :mod:`jobs.train.session_eval`)."""
+    k = settings.eval_k
     train, test = prepared.train_full, prepared.test
     test = test[test["u"].isin(train["u"].unique()) & test["i"].isin(train["i"].unique())]
-    found = session_ndcg(test, holdout.seen, u, v, best.reg, best.alpha, k)
+    found = session_ndcg(
+        test,
+        holdout.seen,
+        u,
+        v,
+        best.reg,
+        best.alpha,
+        k,
+        max_users=settings.session_eval_users,
+        seed=settings.seed,
+    )
     return {f"test_{name}": value for name, value in found.items()}
 
 

@@ -82,3 +82,23 @@ def test_ties_at_the_boundary_go_to_the_lower_item_index() -> None:
         for block in (1, 5):
             idx, _ = top_k(users, items, 10, block=block)
             assert [list(r) for r in idx] == [[m // 2, *range(9)]] * 5
+
+
+def test_many_items_tied_at_the_cut_give_one_list_alone_and_in_any_block() -> None:
+    # 300 items with the very same factors, all better than the rest: float32 kernels
+    # round them apart by accident (OpenBLAS's Haswell kernel does, within one product);
+    # the exact rescoring of every near-tied item gives each user one list everywhere.
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((20_003, 64)).astype(np.float32) * 0.3
+    base = items[0].copy()
+    users = (base + rng.standard_normal((256, 64)).astype(np.float32) * 0.3).astype(np.float32)
+    twins = np.sort(rng.choice(len(items), 300, replace=False))
+    items[twins] = base * 3
+    items_t = np.ascontiguousarray(items.T)
+    block_idx, block_scores = top_k(users, items, 10, items_t=items_t)
+    for r in range(len(users)):
+        alone_idx, alone_scores = top_k(users[r : r + 1], items, 10, items_t=items_t)
+        assert alone_idx[0].tolist() == block_idx[r].tolist()
+        assert alone_scores[0].tobytes() == block_scores[r].tobytes()
+    # ... and it is the exact ranking: the tied items in index order.
+    assert (block_idx == twins[:10]).all()
