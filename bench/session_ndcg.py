@@ -104,7 +104,8 @@ def report(name: str, frame: pd.DataFrame, settings: Settings, seeds: int) -> No
         lo, hi = spread[key]
         print(f"  NDCG@{k} {label:<30} {mean[key]:.4f}  (seeds {lo:.4f} .. {hi:.4f})")
     print(
-        f"  session-aware / static {aware / static:.3f}x, / static without session {aware / unseen:.3f}x"
+        f"  session-aware / static {aware / static:.3f}x, "
+        f"/ static without session {aware / unseen:.3f}x"
     )
 
 

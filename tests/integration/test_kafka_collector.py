@@ -169,7 +169,7 @@ def test_up_lands_a_posted_event_as_a_landing_file(
     started: list = []
     try:
         _start_stream(settings, started)
-        assert [s.name for s in started] == ["kafka", "landing", "collector"]
+        assert [s.name for s in started] == ["kafka", "landing", "worker", "collector"]
         wait_for_port(port, started[-1].proc)
         answer = httpx.post(f"http://127.0.0.1:{port}/events", json=_event("via-up"), timeout=30)
         assert answer.status_code == 202, answer.text
