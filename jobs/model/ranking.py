@@ -83,6 +83,7 @@ def top_k(
     block: int = 1024,
     items_t: np.ndarray | QuantizedItems | None = None,
     item_ok: np.ndarray | None = None,
+    exact: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items for each user vector: (item indices, scores), best first.
 
@@ -93,6 +94,8 @@ def top_k(
     sorted by (score descending, item index ascending), whatever the block size, so a
     user scored alone online gets the list the batch scored for them in a block.
     ``items_t`` may be quantized (then ``item_factors`` is not read and may be None).
+    ``exact=False`` skips the float64 rescoring (the float32 selection alone, whose lists
+    may differ alone and in a block): for ``bench/bench_rescore.py`` only.
     """
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
@@ -145,6 +148,9 @@ def top_k(
             which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
             keep = valid[which]
             scores[which[keep], cols[keep]] = -np.inf
+        if not exact:
+            out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
+            continue
         width = min(k + RESCORE_EXTRA, m)
         cand_idx, cand_best = select_top(scores, width)
         idx_b, best_b = exact_top(users[lo:hi], items_t, cand_idx, k, item_rows)
