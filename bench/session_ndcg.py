@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from jobs.config import Settings, get_settings
-from jobs.sources.movielens import event_types, read_ratings
+from jobs.sources.movielens import ratings_to_interactions, read_ratings
 from jobs.train import als_implicit
 from jobs.train.data import Encoded, seen_of
 from jobs.train.session_eval import session_ndcg
@@ -33,17 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def movielens(path: Path, settings: Settings) -> pd.DataFrame:
-    ratings = read_ratings(path)
-    weight = pd.Series(event_types(ratings["rating"].to_numpy())).map(settings.event_weights)
-    frame = pd.DataFrame(
-        {
-            "user_id": ratings["user"].astype(str),
-            "item_id": ratings["item"].astype(str),
-            "weight": weight.to_numpy(),
-            "last_ts": pd.to_datetime(ratings["ts"], unit="s"),
-        }
-    )
-    return frame[frame["weight"] > 0]
+    return ratings_to_interactions(read_ratings(path), settings.event_weights)
 
 
 def shop(settings: Settings) -> pd.DataFrame | None:

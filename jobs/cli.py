@@ -608,6 +608,19 @@ def stream_topics() -> None:
         typer.echo(f"{name:<24} {state:<8} partitions={settings.kafka_partitions} {config}")
 
 
+def _until_sigterm(loop: Callable[[Callable[[], bool]], Any]) -> Any:
+    """Run a consumer loop that checks ``stop()`` between batches: SIGTERM (a supervisor,
+    `recflow up`) stops it there; Ctrl-C exits 130."""
+    import signal
+
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    try:
+        return loop(lambda: bool(stopping))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
 @stream_app.command("landing")
 def stream_landing(
     idle_stop: Annotated[
@@ -617,17 +630,9 @@ def stream_landing(
 ) -> None:
     """Land the topics as files in the landing folder, exactly once; SIGTERM stops it
     between batches."""
-    import signal
-
     from jobs.stream.landing import consume
 
-    settings = _settings()
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
-    try:
-        stats = consume(settings, lambda: bool(stopping), idle_stop=idle_stop)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    stats = _until_sigterm(lambda stop: consume(_settings(), stop, idle_stop=idle_stop))
     typer.echo(
         f"{stats.messages:,} messages in {stats.batches} batches, {len(stats.files)} files"
         + (f"; resumed past files already written: {stats.resumed}" if stats.resumed else "")
@@ -643,17 +648,9 @@ def stream_worker(
 ) -> None:
     """Push each click into Feast (user_recent_items) as it arrives; SIGTERM stops it
     between batches."""
-    import signal
-
     from jobs.stream.features import run
 
-    settings = _settings()
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
-    try:
-        stats = run(settings, lambda: bool(stopping), idle_stop=idle_stop)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    stats = _until_sigterm(lambda stop: run(_settings(), stop, idle_stop=idle_stop))
     typer.echo(
         f"{stats.messages:,} messages, {stats.touches:,} interactions pushed for"
         f" {stats.users_pushed:,} users in {stats.pushes:,} pushes ({stats.skipped:,} skipped)"

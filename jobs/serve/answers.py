@@ -196,6 +196,18 @@ def needs_recent_lookup(
     return session or request.user_id not in online.model.user_index
 
 
+def _recent_of(
+    request: RecommendRequest, recent_lookup: Callable[[str], Sequence[str]] | None
+) -> tuple[Sequence[str], Literal["request", "feast"] | None]:
+    """The user's recent items and where they came from: the request's, else the store's."""
+    if request.recent_item_ids:
+        return request.recent_item_ids, "request"
+    if recent_lookup is not None:
+        found = list(recent_lookup(request.user_id) or ())[:MAX_LOOKUP_RECENT_ITEMS]
+        return found, "feast" if found else None
+    return (), None
+
+
 def _session_rows(online: OnlineModel, row: int, recent_rows: np.ndarray) -> tuple[np.ndarray, ...]:
     """(history rows, distinct fresh rows, their weights): fresh = not in the history the
     model was trained on, i.e. interactions since (the recent list holds both)."""
@@ -242,12 +254,7 @@ def recommend(
 
     fresh = np.zeros(0, dtype=np.int64)
     if row is not None and session and model.user_ok[row]:
-        recent = request.recent_item_ids or ()
-        if recent:
-            recent_source = "request"
-        elif recent_lookup is not None:
-            recent = list(recent_lookup(request.user_id) or ())[:MAX_LOOKUP_RECENT_ITEMS]
-            recent_source = "feast" if recent else None
+        recent, recent_source = _recent_of(request, recent_lookup)
         recent_rows, unknown = online.item_rows(recent)
         history, fresh, weights = _session_rows(online, row, recent_rows)
     vector = None
@@ -284,12 +291,8 @@ def recommend(
         )
     else:
         # The control group gets no personalization at all, not even from the request.
-        recent = () if control else (request.recent_item_ids or ())
-        if recent:
-            recent_source = "request"
-        elif recent_lookup is not None:
-            recent = list(recent_lookup(request.user_id) or ())[:MAX_LOOKUP_RECENT_ITEMS]
-            recent_source = "feast" if recent else None
+        if not control:
+            recent, recent_source = _recent_of(request, recent_lookup)
         rows, unknown = online.item_rows(recent)
         if len(rows):
             source = "fold_in"

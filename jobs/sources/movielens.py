@@ -465,6 +465,22 @@ def read_items(
     return _read_movies(path, release, bad if bad is not None else BadRows())
 
 
+def ratings_to_interactions(ratings: pd.DataFrame, weights: dict[str, float]) -> pd.DataFrame:
+    """Ratings as ``gold/interactions`` would hold them (one event each, so no sums):
+    ``user_id``, ``item_id``, ``weight`` (of the rating's event type), ``last_ts``; pairs
+    of weight 0 left out. For offline studies that skip the lake (bench/session_ndcg.py)."""
+    weight = pd.Series(event_types(ratings["rating"].to_numpy())).map(weights).to_numpy()
+    frame = pd.DataFrame(
+        {
+            "user_id": ratings["user"].astype(str).to_numpy(),
+            "item_id": ratings["item"].astype(str).to_numpy(),
+            "weight": weight,
+            "last_ts": pd.to_datetime(ratings["ts"].to_numpy(), unit="s"),
+        }
+    )
+    return frame[frame["weight"] > 0].reset_index(drop=True)
+
+
 def ratings_to_events(ratings: pd.DataFrame) -> pd.DataFrame:
     """Ratings as contract events (one event per rating)."""
     rating = ratings["rating"].to_numpy(dtype=np.float64)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from jobs.config import Settings, secret_value
+
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 
@@ -72,3 +75,23 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
     return created
+
+
+def good_messages(batch: list[Any]) -> list[Any]:
+    """The messages of a ``consume()`` batch that carry data; a fatal error raises.
+
+    A transient error (a broker restarting, a partition moving) is only logged: librdkafka
+    retries by itself and the message is delivered again, not lost.
+    """
+    from confluent_kafka import KafkaException
+
+    good = []
+    for message in batch:
+        error = message.error()
+        if error is None:
+            good.append(message)
+        elif error.fatal():
+            raise KafkaException(error)
+        else:
+            log.warning("kafka: %s", error)
+    return good

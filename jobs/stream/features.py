@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.config import Settings
 from jobs.features.definitions import TIMESTAMP_FIELD, USER_RECENT_ITEMS_PUSH
 from jobs.ingest.validate import Rejected, parse_event
-from jobs.stream.client import client_config
+from jobs.stream.client import client_config, good_messages
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -287,7 +287,7 @@ def run(
     the deny list or the consent table unreadable) is retried every second with its
     offsets uncommitted, until it is pushed or the worker stops.
     """
-    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka import Consumer
 
     from jobs.features import definitions
 
@@ -316,16 +316,7 @@ def run(
     last_message = time.monotonic()
     try:
         while not should_stop():
-            batch = consumer.consume(1000, timeout=settings.stream_push_seconds)
-            good = []
-            for message in batch:
-                error = message.error()
-                if error is None:
-                    good.append(message)
-                elif error.fatal():
-                    raise KafkaException(error)
-                else:
-                    log.warning("kafka: %s", error)  # transient: librdkafka retries by itself
+            good = good_messages(consumer.consume(1000, timeout=settings.stream_push_seconds))
             if not good:
                 if not stats.assigned:
                     last_message = time.monotonic()

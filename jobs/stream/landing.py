@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from jobs.config import Settings
 from jobs.contracts import hour_partition
-from jobs.stream.client import client_config
+from jobs.stream.client import client_config, good_messages
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def consume(
     file as soon as it is in place (the kill test stops the process there)."""
     import time
 
-    from confluent_kafka import Consumer, KafkaException, TopicPartition
+    from confluent_kafka import Consumer, TopicPartition
 
     stats = LandingStats()
     labels = topic_labels(settings)
@@ -332,18 +332,9 @@ def consume(
     last_message = time.monotonic()
     try:
         while not should_stop():
-            batch = consumer.consume(settings.kafka_batch_max, timeout=settings.kafka_batch_seconds)
-            good = []
-            for message in batch:
-                error = message.error()
-                if error is None:
-                    good.append(message)
-                elif error.fatal():
-                    raise KafkaException(error)
-                else:
-                    # Transient (a broker restarting, a partition moving): librdkafka retries
-                    # by itself; the message is not lost, it is delivered again.
-                    log.warning("kafka: %s", error)
+            good = good_messages(
+                consumer.consume(settings.kafka_batch_max, timeout=settings.kafka_batch_seconds)
+            )
             if not good:
                 # Idle counts from the assignment: a group still rebalancing (a member that
                 # died holds its partitions until its session times out) is not "drained".

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hypothesis
 import numpy as np
-import pandas as pd
 import pytest
 from conftest import ML100K
 from hypothesis import strategies as st
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 from jobs.config import load_settings
 from jobs.model.session import ITEM_WEIGHT, session_vector
 from jobs.serve.answers import fold_in
-from jobs.sources.movielens import event_types, read_ratings
+from jobs.sources.movielens import ratings_to_interactions, read_ratings
 from jobs.train import als_implicit
 from jobs.train.data import Encoded, seen_of
 from jobs.train.session_eval import session_ndcg
@@ -65,17 +64,8 @@ def test_nothing_new_leaves_the_vector_as_trained() -> None:
 def test_following_the_session_beats_the_static_list_on_movielens() -> None:
     """Next-interaction NDCG@10 on each user's latest 10 %, replayed as a session."""
     settings = load_settings()
-    ratings = read_ratings(ML100K)
-    weight = pd.Series(event_types(ratings["rating"].to_numpy())).map(settings.event_weights)
-    frame = pd.DataFrame(
-        {
-            "user_id": ratings["user"].astype(str),
-            "item_id": ratings["item"].astype(str),
-            "weight": weight.to_numpy(),
-            "last_ts": pd.to_datetime(ratings["ts"], unit="s"),
-        }
-    )
-    enc = Encoded.from_frame(frame[frame["weight"] > 0])
+    frame = ratings_to_interactions(read_ratings(ML100K), settings.event_weights)
+    enc = Encoded.from_frame(frame)
     train, test = user_time_split(enc.frame, settings.test_fraction)
     n_users, n_items = len(enc.user_ids), len(enc.item_ids)
     reg, alpha = settings.als_reg, settings.als_alpha
