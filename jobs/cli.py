@@ -608,6 +608,13 @@ def stream_topics() -> None:
         typer.echo(f"{name:<24} {state:<8} partitions={settings.kafka_partitions} {config}")
 
 
+# `--idle-stop` of the stream consumers (tests and benchmarks drain a topic with it).
+IdleStop = Annotated[
+    float | None,
+    typer.Option(help="Stop after this many seconds without a message (default: run on)."),
+]
+
+
 def _until_sigterm(loop: Callable[[Callable[[], bool]], Any]) -> Any:
     """Run a consumer loop that checks ``stop()`` between batches: SIGTERM (a supervisor,
     `recflow up`) stops it there; Ctrl-C exits 130."""
@@ -623,10 +630,7 @@ def _until_sigterm(loop: Callable[[Callable[[], bool]], Any]) -> Any:
 
 @stream_app.command("landing")
 def stream_landing(
-    idle_stop: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds without a message (default: run on)."),
-    ] = None,
+    idle_stop: IdleStop = None,
 ) -> None:
     """Land the topics as files in the landing folder, exactly once; SIGTERM stops it
     between batches."""
@@ -641,10 +645,7 @@ def stream_landing(
 
 @stream_app.command("worker")
 def stream_worker(
-    idle_stop: Annotated[
-        float | None,
-        typer.Option(help="Stop after this many seconds without a message (default: run on)."),
-    ] = None,
+    idle_stop: IdleStop = None,
 ) -> None:
     """Push each click into Feast (user_recent_items) as it arrives; SIGTERM stops it
     between batches."""

@@ -95,3 +95,25 @@ def good_messages(batch: list[Any]) -> list[Any]:
         else:
             log.warning("kafka: %s", error)
     return good
+
+
+class IdleClock:
+    """When a consumer has drained its topic: ``idle_stop`` seconds without a message.
+
+    Idle counts from the assignment: a group still rebalancing (a member that died holds
+    its partitions until its session times out) is not "drained".
+    """
+
+    def __init__(self, idle_stop: float | None) -> None:
+        import time
+
+        self.idle_stop = idle_stop
+        self._monotonic = time.monotonic
+        self.last = self._monotonic()
+
+    def drained(self, got_messages: bool, assigned: bool) -> bool:
+        now = self._monotonic()
+        if got_messages or not assigned:
+            self.last = now
+            return False
+        return self.idle_stop is not None and now - self.last > self.idle_stop

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from jobs.config import Settings
 from jobs.features.definitions import TIMESTAMP_FIELD, USER_RECENT_ITEMS_PUSH
 from jobs.ingest.validate import Rejected, parse_event
-from jobs.stream.client import client_config, good_messages
+from jobs.stream.client import IdleClock, client_config, good_messages
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -313,17 +313,14 @@ def run(
             on_assigned()
 
     consumer.subscribe([settings.kafka_events_topic], on_assign=assign)
-    last_message = time.monotonic()
+    idle = IdleClock(idle_stop)
     try:
         while not should_stop():
             good = good_messages(consumer.consume(1000, timeout=settings.stream_push_seconds))
+            if idle.drained(bool(good), stats.assigned):
+                break
             if not good:
-                if not stats.assigned:
-                    last_message = time.monotonic()
-                elif idle_stop is not None and time.monotonic() - last_message > idle_stop:
-                    break
                 continue
-            last_message = time.monotonic()
             found, skipped = touches((m.value() for m in good), settings, datetime.now(UTC))
             step = _Step(found)
             failing = False

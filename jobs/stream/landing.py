@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 from jobs.config import Settings
 from jobs.contracts import hour_partition
-from jobs.stream.client import client_config, good_messages
+from jobs.stream.client import IdleClock, client_config, good_messages
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +311,6 @@ def consume(
     """Land the events and catalog topics until ``should_stop()`` (or ``idle_stop``
     seconds without a message); returns what was done. ``after_file`` is called with each
     file as soon as it is in place (the kill test stops the process there)."""
-    import time
 
     from confluent_kafka import Consumer, TopicPartition
 
@@ -329,21 +328,16 @@ def consume(
     consumer = Consumer(client_config(settings, **config))
     topics = [settings.kafka_events_topic, settings.kafka_catalog_topic]
     consumer.subscribe(topics, on_assign=_on_assign(settings, stats, labels))
-    last_message = time.monotonic()
+    idle = IdleClock(idle_stop)
     try:
         while not should_stop():
             good = good_messages(
                 consumer.consume(settings.kafka_batch_max, timeout=settings.kafka_batch_seconds)
             )
+            if idle.drained(bool(good), stats.assigned):
+                break
             if not good:
-                # Idle counts from the assignment: a group still rebalancing (a member that
-                # died holds its partitions until its session times out) is not "drained".
-                if not stats.assigned:
-                    last_message = time.monotonic()
-                elif idle_stop is not None and time.monotonic() - last_message > idle_stop:
-                    break
                 continue
-            last_message = time.monotonic()
             written = []
             for chunk in chunks(good, oldest_hour(settings, datetime.now(UTC)), labels):
                 written.append(write_chunk(settings, chunk))
