@@ -16,8 +16,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -44,6 +44,8 @@ RecommendRequest, SimilarRequest = schemas.request_types(schemas.Limits.from_set
 # `bentoml serve --arg model_tag=…`, or get the newest model of that name.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or f"{SETTINGS.model_name}:latest"
 API_ROUTES = {"/recommend": "recommend", "/similar": "similar"}
+# Online-store lookups in flight at once: a hung store holds at most this many threads.
+LOOKUP_SLOTS = 16
 
 # bentoml.metrics wraps prometheus_client so that metrics of all workers are merged.
 RECOMMENDATIONS = bentoml.metrics.Counter(
@@ -115,6 +117,8 @@ class RecflowService:
         )
         self.model_tag = str(stored.tag)
         self.features = feature_source.FeatureSource(SETTINGS)
+        # Online-store lookups in flight at once (see _recent_within).
+        self.lookup_slots = threading.BoundedSemaphore(LOOKUP_SLOTS)
         self.features.on_failure = service_metrics.lookup_failed
         self.features.on_availability = service_metrics.feature_store_available
         self.features.open()
@@ -227,20 +231,15 @@ class RecflowService:
         personal = verdict.personal and not in_control
         request_id = answers.new_request_id()
         found: list[int] = []  # recent items the lookup returned, if it ran
-
-        def recent(user_id: str) -> list[str]:
-            items = self._recent(user_id)
-            found.append(len(items))
-            return items
-
         session = SETTINGS.session_aware
         lookup = None
         if (
             answers.needs_recent_lookup(self.online, request, personal, session)
             and self.features.available
         ):
-            items = await self._recent_within(request.user_id, recent)
+            items = await self._recent_within(request.user_id)
             if items is not None:
+                found.append(len(items))
                 lookup = lambda _user: items  # noqa: E731 - the answer reads what was fetched
         response = answers.recommend(
             self.online,
@@ -304,22 +303,31 @@ class RecflowService:
             [item.item_id for item in response.items],
         )
 
-    async def _recent_within(
-        self, user_id: str, recent: Callable[[str], list[str]]
-    ) -> list[str] | None:
+    async def _recent_within(self, user_id: str) -> list[str] | None:
         """The user's recent items from the online store, off the event loop, or None
-        when the store takes longer than ``RECFLOW_FEAST_LOOKUP_TIMEOUT_SECONDS``: the
-        answer then goes without them (the published list, or popular) instead of
-        every personal request waiting on a slow store."""
-        try:
-            with anyio.fail_after(SETTINGS.feast_lookup_timeout_seconds):
-                return await anyio.to_thread.run_sync(recent, user_id, abandon_on_cancel=True)
-        except TimeoutError:
+        when the store takes longer than ``RECFLOW_FEAST_LOOKUP_TIMEOUT_SECONDS`` (or all
+        lookup threads are still busy with a hung store): the answer then goes without
+        them (the published list, or popular) instead of every personal request waiting.
+
+        A lookup given up on keeps its thread until the store answers; the slots bound how
+        many such threads a hung store can hold, and what they find is not counted.
+        """
+        if not self.lookup_slots.acquire(blocking=False):
             service_metrics.lookup_failed("recent_items_timeout")
             return None
 
-    def _recent(self, user_id: str) -> list[str]:
-        items = self.features.recent(user_id)
+        def fetch() -> list[str]:
+            try:
+                return self.features.recent(user_id)
+            finally:
+                self.lookup_slots.release()
+
+        try:
+            with anyio.fail_after(SETTINGS.feast_lookup_timeout_seconds):
+                items = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+        except TimeoutError:
+            service_metrics.lookup_failed("recent_items_timeout")
+            return None
         FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
         return items
 

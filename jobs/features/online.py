@@ -60,8 +60,9 @@ def recent_rows(fs: FeatureStore, user_ids: list[str]) -> dict[str, list[tuple[s
     out: dict[str, list[tuple[str, int]]] = {}
     for n, user in enumerate(unique):
         items, stamps = values["recent_item_ids"][n] or [], values["recent_item_ts"][n] or []
-        # A row written before the view had timestamps: its items count as oldest.
-        stamps = list(stamps) if len(stamps) == len(items) else [0] * len(items)
+        # A row written before the view had timestamps: its items count as older than any
+        # event, in the row's own order.
+        stamps = list(stamps) if len(stamps) == len(items) else [-1 - j for j in range(len(items))]
         out[user] = [(str(i), int(t)) for i, t in zip(items, stamps, strict=True)]
     return out
 

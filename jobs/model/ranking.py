@@ -10,9 +10,12 @@ Which BLAS kernel handles a row depends on the CPU and on how many rows share th
 product (OpenBLAS's Haswell kernel rounds a row differently in a block of 16 than alone),
 so the float32 scores only *select* candidates: the top ``K + RESCORE_EXTRA`` of each row
 are scored again in float64, one dot product each, and those exact scores (as float32)
-decide the order and are returned. A user then gets the same list and the same bits alone
-online as in any block of the batch, on any CPU; the candidate set could only differ if
-more than ``RESCORE_EXTRA`` items sat within float32 rounding of the K-th score.
+decide the order and are returned. Where the (K + extra)-th candidate is within
+``NEAR_TIE`` (relative) of the K-th, every item that close is rescored. A user then gets
+the same list and the same bits alone online as in any block of the batch, on any CPU,
+as long as float32's error on a score stays under ``NEAR_TIE`` of it: true unless a dot
+product cancels by a factor of ~10⁶ (terms far larger than their sum), which ALS factors
+do not produce.
 
 The item operand may also be :class:`jobs.model.quantize.QuantizedItems` (float16 or int8
 with a per-item scale, ``RECFLOW_FACTOR_DTYPE``): its chunks are widened to float32 and go
@@ -164,12 +167,31 @@ def top_k(
                 near = np.flatnonzero(np.isfinite(kth) & (last >= kth - tol))
             for r in near:
                 wide = np.flatnonzero(scores[r] >= kth[r] - 2 * tol[r])
-                i_r, b_r = exact_top(
-                    users[lo + r : lo + r + 1], items_t, wide[None, :], k, item_rows
+                idx_b[r], best_b[r] = _exact_top_wide(
+                    users[lo + r : lo + r + 1], items_t, wide, k, item_rows
                 )
-                idx_b[r], best_b[r] = i_r[0], b_r[0]
         out_idx[lo:hi], out_score[lo:hi] = idx_b, best_b
     return out_idx, out_score
+
+
+def _exact_top_wide(
+    user: np.ndarray,
+    items_t: np.ndarray | QuantizedItems,
+    wide: np.ndarray,
+    k: int,
+    item_rows: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top` of one user over many candidates (a whole catalogue of ties, at
+    worst), in column chunks of bounded memory; exact per chunk, so exact overall."""
+    step = max(k, _RESCORE_ELEMENTS // max(1, user.shape[1]))
+    idx = np.zeros(0, dtype=np.int32)
+    best = np.zeros(0, dtype=np.float32)
+    for lo in range(0, len(wide), step):
+        i_c, b_c = exact_top(user, items_t, wide[None, lo : lo + step], k, item_rows)
+        idx, best = np.concatenate([idx, i_c[0]]), np.concatenate([best, b_c[0]])
+        keep = np.lexsort((np.where(idx == NO_ITEM, np.iinfo(np.int32).max, idx), -best))[:k]
+        idx, best = idx[keep], best[keep]
+    return idx, best
 
 
 def _columns(

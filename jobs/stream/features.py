@@ -36,7 +36,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from jobs.config import Settings
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 REMEMBERED_PER_ITEM = 4
 # How often the consent withdrawals are looked at (the table's version; read on change).
 CONSENT_REFRESH_SECONDS = 10.0
+# How often a worker that cannot push says so (it retries every second meanwhile).
+FAILURE_LOG_SECONDS = 60.0
 
 # One user's list: (item ids, epoch ms of each), newest first.
 Ranked = tuple[list[str], list[int]]
@@ -71,6 +73,7 @@ class Touch:
 
 
 _CONSENT_KEY = b'"consent"'
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def touches(
@@ -121,10 +124,17 @@ class Gate:
     ingest decides). Both are re-read when they change."""
 
     def __init__(self, settings: Settings) -> None:
-        from jobs.serve.access import PersonalAccess
+        from jobs.subjects import DenyList, deny_list_path, key_id, subject_key
 
         self.settings = settings
-        self.access = PersonalAccess.from_settings(settings)
+        # As the service reads it (jobs.serve.access), without the publish secret the
+        # worker has no use for: required in production, refused if keyed otherwise.
+        self._subject_key = subject_key(settings.subject_secret_value())
+        self.deny_list = DenyList(
+            deny_list_path(settings),
+            expected_key_id=key_id(self._subject_key),
+            required=settings.env == "prod",
+        )
         self._denied: frozenset[str] = frozenset()
         self._withdrawn: dict[str, int | None] = {}  # subject -> re-grant ms (None: none)
         self._consent_version = -1
@@ -132,7 +142,7 @@ class Gate:
 
     def refresh(self) -> None:
         try:
-            self._denied = self.access.deny_list.current()
+            self._denied = self.deny_list.current()
         except Exception as exc:  # any read failure is the same outage
             raise GateUnavailableError(f"deny list unreadable: {exc}") from exc
         if time.monotonic() - self._consent_checked >= CONSENT_REFRESH_SECONDS:
@@ -162,13 +172,21 @@ class Gate:
         for r in rows:
             subject = r["subject"]
             if r["status"] == GRANTED and subject in latest and r["changed_at"] > latest[subject]:
-                ms = int(r["changed_at"].timestamp() * 1000)
+                # Rounded up: an event in the re-grant's millisecond but before it is
+                # dropped by ingest (microseconds), so it is not pushed either.
+                us = (r["changed_at"] - _EPOCH) // timedelta(microseconds=1)
+                ms = -(-us // 1000)
                 before = regranted[subject]
                 regranted[subject] = ms if before is None else min(before, ms)
         self._withdrawn, self._consent_version = regranted, version
 
+    def subject(self, user_id: str) -> str:
+        from jobs.subjects import subject_hash_with_key
+
+        return subject_hash_with_key(self._subject_key, user_id)
+
     def allows(self, touch: Touch) -> bool:
-        subject = self.access.subject(touch.user_id)
+        subject = self.subject(touch.user_id)
         if subject in self._denied:
             return False
         if subject not in self._withdrawn:
@@ -195,11 +213,8 @@ class RecentItems:
     def __len__(self) -> int:
         return len(self._users)
 
-    def apply(
-        self, batch: Sequence[Touch], rows: dict[str, list[tuple[str, int]]]
-    ) -> dict[str, Ranked]:
-        """Fold ``batch`` in; each touched user's new list given their online ``rows``."""
-        touched: dict[str, dict[str, list[float]]] = {}
+    def remember(self, batch: Sequence[Touch]) -> None:
+        """Fold ``batch`` into what was streamed per user (once per event)."""
         for t in batch:
             mine = self._users.get(t.user_id)
             if mine is None:
@@ -210,9 +225,18 @@ class RecentItems:
             else:
                 got[0] = max(got[0], float(t.ts_ms))
                 got[1] += t.weight
-            touched[t.user_id] = mine
+            self._users.move_to_end(t.user_id)
+        while len(self._users) > self.capacity:
+            self._users.popitem(last=False)
+
+    def merged(
+        self, users: Iterable[str], rows: dict[str, list[tuple[str, int]]]
+    ) -> dict[str, Ranked]:
+        """Each user's list from their online ``rows`` and what was streamed for them
+        (idempotent: call it again after a failed push, with the rows read again)."""
         out: dict[str, Ranked] = {}
-        for user, mine in touched.items():
+        for user in users:
+            mine = self._users.get(user, {})
             merged = {item: [float(ts), 0.0] for item, ts in rows.get(user, [])}
             for item, (ts, weight) in mine.items():
                 row = merged.get(item)
@@ -221,12 +245,15 @@ class RecentItems:
             out[user] = (ranked, [int(merged[i][0]) for i in ranked])
             if len(mine) > REMEMBERED_PER_ITEM * self.n:
                 keep = set(rank(mine, REMEMBERED_PER_ITEM * self.n))
-                touched[user] = {i: v for i, v in mine.items() if i in keep}
-                self._users[user] = touched[user]
-            self._users.move_to_end(user)
-        while len(self._users) > self.capacity:
-            self._users.popitem(last=False)
+                self._users[user] = {i: v for i, v in mine.items() if i in keep}
         return out
+
+    def apply(
+        self, batch: Sequence[Touch], rows: dict[str, list[tuple[str, int]]]
+    ) -> dict[str, Ranked]:
+        """Fold ``batch`` in; each touched user's new list given their online ``rows``."""
+        self.remember(batch)
+        return self.merged(dict.fromkeys(t.user_id for t in batch), rows)
 
     def forget(self, users: Iterable[str]) -> None:
         """Drop users (denied): nothing of theirs is merged again."""
@@ -323,11 +350,16 @@ def run(
                 continue
             found, skipped = touches((m.value() for m in good), settings, datetime.now(UTC))
             step = _Step(found)
-            failing = False
+            said = 0.0
             while not step.run(fs, gate, state, stats):
-                if not failing:
-                    log.warning("the worker cannot push, retrying every second: %s", step.error)
-                    failing = True
+                if time.monotonic() - said >= FAILURE_LOG_SECONDS:  # once a minute, not a flood
+                    log.warning(
+                        "the worker cannot push (%d failed attempts so far), retrying every"
+                        " second with the offsets held: %s",
+                        stats.failures,
+                        step.error,
+                    )
+                    said = time.monotonic()
                 if should_stop():
                     return stats  # offsets uncommitted: a restart pushes these again
                 time.sleep(1.0)
@@ -344,11 +376,13 @@ def run(
 
 class _Step:
     """One batch through the gate, the merge and the push, retried as a whole until it is
-    pushed; folded into the worker's memory once (a retry pushes the same lists)."""
+    pushed. The events are folded into the worker's memory once; every attempt asks the
+    gate again, reads the rows again and merges from memory, so a retry after an outage
+    neither counts an event twice nor overwrites what was materialized meanwhile."""
 
     def __init__(self, found: list[Touch]) -> None:
         self.found = found
-        self.lists: dict[str, Ranked] | None = None
+        self.allowed: list[Touch] | None = None
         self.refused = 0
         self.error: BaseException | None = None
 
@@ -357,28 +391,23 @@ class _Step:
 
         try:
             gate.refresh()
-            if self.lists is None:
-                allowed = [t for t in self.found if gate.allows(t)]
-                refused = {t.user_id for t in self.found} - {t.user_id for t in allowed}
-                state.forget(refused)
-                users = sorted({t.user_id for t in allowed})
-                rows = online.recent_rows(fs, users) if users else {}
-                self.lists = state.apply(allowed, rows)
-                self.refused = len(self.found) - len(allowed)
-            else:
-                # A retry: someone may have been denied in the meantime.
-                self.lists = {
-                    u: v
-                    for u, v in self.lists.items()
-                    if gate.allows(Touch(u, "", max(v[1], default=0), 0.0))
-                }
-            push(fs, self.lists)
+            if self.allowed is None:
+                self.allowed = [t for t in self.found if gate.allows(t)]
+                state.remember(self.allowed)
+            allowed = [t for t in self.allowed if gate.allows(t)]  # denied meanwhile: out
+            everyone = {t.user_id for t in self.found}
+            users = sorted({t.user_id for t in allowed})
+            state.forget(everyone - set(users))
+            rows = online.recent_rows(fs, users) if users else {}
+            lists = state.merged(users, rows)
+            push(fs, lists)
         except Exception as exc:  # noqa: BLE001 - every outage is retried alike
             # The online store, the deny list or the consent table failed: nothing is lost
-            # while it lasts, the lists stay here and the offsets stay uncommitted.
+            # while it lasts, the events stay here and the offsets stay uncommitted.
             self.error = exc
             stats.failures += 1
             return False
-        stats.pushes += 1 if self.lists else 0
-        stats.users_pushed += len(self.lists)
+        self.refused = len(self.found) - len(allowed)
+        stats.pushes += 1 if lists else 0
+        stats.users_pushed += len(lists)
         return True

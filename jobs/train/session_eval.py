@@ -61,7 +61,7 @@ def session_ndcg(
     plus the number of (user, step) pairs scored (``session_steps``) over ``test`` (codes
     ``u``, ``i``, ``last_ts``; users and items known to the factors). ``max_users``: a
     seeded sample of that many users (the evaluation costs a solve and a pass over the
-    catalog per step); NaN when no step could be scored."""
+    catalog per step); only ``session_steps`` (0) when no step could be scored."""
     n_items = len(item_factors)
     y = item_factors.astype(np.float64)
     gram = y.T @ y
@@ -96,6 +96,7 @@ def session_ndcg(
             totals["static_unseen"] += _ndcg_of_rank(_rank(static, target, in_session), k)
             totals["aware"] += _ndcg_of_rank(_rank(y @ x, target, in_session), k)
             steps += 1
-    out = {f"session_{m}_ndcg_at_{k}": (totals[m] / steps if steps else np.nan) for m in METHODS}
-    out["session_steps"] = float(steps)
+    out = {"session_steps": float(steps)}
+    if steps:  # none scored: no figure at all (a NaN would not survive JSON metadata stores)
+        out.update({f"session_{m}_ndcg_at_{k}": totals[m] / steps for m in METHODS})
     return out

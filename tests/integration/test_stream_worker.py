@@ -239,3 +239,53 @@ def _user_of(line: bytes) -> str:
         return str(value.get("user_id") or "") if isinstance(value, dict) else ""
     except ValueError:
         return ""
+
+
+def test_an_unreadable_deny_list_holds_the_batch_until_it_is_back(
+    kafka: str, applied: Path
+) -> None:
+    """In production the deny list is required: while it cannot be read nothing is pushed
+    and nothing committed; once it is there, the held batch is pushed, without the people
+    it names."""
+    from jobs.subjects import (
+        add_to_deny_list,
+        deny_list_path,
+        key_id,
+        subject_hash_with_key,
+        subject_key,
+    )
+
+    tag = uuid.uuid4().hex[:8]
+    settings = load_settings(
+        data_root=applied,
+        env="prod",
+        publish_secret="p" * 40,
+        subject_secret="s" * 40,
+        kafka_bootstrap=kafka,
+        kafka_events_topic=f"events-{tag}",
+        kafka_catalog_topic=f"catalog-{tag}",
+        kafka_features_group=f"features-{tag}",
+        feast_recent_items=3,
+    )
+    ensure_topics(settings)
+    deny = deny_list_path(settings)
+    deny.unlink(missing_ok=True)
+    fs = definitions.store(settings)
+    kept, erased = f"kept-{tag}", f"erased-{tag}"
+    now = datetime.now(UTC)
+    worker = Worker(settings)
+    try:
+        produce(settings, [(u, event(u, "x", now)) for u in (kept, erased)])
+        deadline = time.monotonic() + 30
+        while worker.stats.failures < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert worker.stats.failures >= 2 and worker.stats.messages == 0
+        assert online.recent_items(fs, [kept])[kept] == []
+        key = key_id(subject_key(settings.subject_secret_value()))
+        add_to_deny_list(deny, [subject_hash_with_key(subject_key("s" * 40), erased)], key)
+        wait_for(lambda: online.recent_items(fs, [kept])[kept] == ["x"], VISIBLE_WITHIN)
+    finally:
+        stats = worker.close()
+        deny.unlink(missing_ok=True)
+    assert online.recent_items(fs, [erased])[erased] == []
+    assert stats.messages == 2 and stats.touches == 1 and stats.skipped == 1

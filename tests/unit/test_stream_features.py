@@ -187,7 +187,7 @@ def test_the_gate_keeps_out_denied_users_and_withdrawals_until_the_regrant(
     gate = Gate(settings)
     gate.refresh()
     assert gate.allows(Touch("w", "i", T0, 1.0))
-    subject = gate.access.subject
+    subject = gate.subject
     at = datetime.fromtimestamp(T0 / 1000, UTC)
     consent = pa.table(
         {
