@@ -183,7 +183,8 @@ def _wait_ready(broker: Broker) -> None:
     """Ready when the broker answers a metadata request (listening is not enough)."""
     from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    # Quiet: "connection refused" until the broker listens is the expected answer here.
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 0})
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if broker.proc.poll() is not None:
