@@ -142,7 +142,7 @@ def bulk_landing(settings: Settings, n: int, env: dict[str, str]) -> float:
         capture_output=True,
     )
     took = time.perf_counter() - t0 - 2  # the idle wait at the end is not work
-    lines = sum(p.read_bytes().count(b"\n") for p in bulk.events_dir.rglob("kafka-bulk-p*.jsonl"))
+    lines = sum(p.read_bytes().count(b"\n") for p in bulk.events_dir.rglob("kafka-bulk~*-p*.jsonl"))
     assert lines == n, (lines, n)
     return n / took
 

@@ -32,7 +32,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
@@ -236,10 +236,15 @@ def make_app(settings: Settings) -> Starlette:
         if declared.isdigit() and int(declared) > limit:
             return JSONResponse(too_large, status_code=413)
         body = bytearray()
-        async for chunk in request.stream():  # bounded even when the length was not declared
-            body += chunk
-            if len(body) > limit:
-                return JSONResponse(too_large, status_code=413)
+        try:
+            async for chunk in request.stream():  # bounded even without a declared length
+                body += chunk
+                if len(body) > limit:
+                    return JSONResponse(too_large, status_code=413)
+        except ClientDisconnect:
+            # The client went away mid-body: nothing was produced, and nobody reads an
+            # answer (499 as nginx names it, for the access log only).
+            return JSONResponse({"error": "client_disconnected"}, status_code=499)
         try:
             # Off the event loop: a 1 MB batch takes tens of milliseconds to judge.
             accepted = await run_in_threadpool(
