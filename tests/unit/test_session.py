@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hypothesis
 import numpy as np
-import pytest
-from conftest import ML100K
 from hypothesis import strategies as st
 
 from jobs.config import load_settings
@@ -60,11 +60,10 @@ def test_nothing_new_leaves_the_vector_as_trained() -> None:
     assert np.array_equal(got, x)
 
 
-@pytest.mark.skipif(not ML100K.is_dir(), reason="MovieLens 100K not found")
-def test_following_the_session_beats_the_static_list_on_movielens() -> None:
+def test_following_the_session_beats_the_static_list_on_movielens(ml100k: Path) -> None:
     """Next-interaction NDCG@10 on each user's latest 10 %, replayed as a session."""
     settings = load_settings()
-    frame = ratings_to_interactions(read_ratings(ML100K), settings.event_weights)
+    frame = ratings_to_interactions(read_ratings(ml100k), settings.event_weights)
     enc = Encoded.from_frame(frame)
     train, test = user_time_split(enc.frame, settings.test_fraction)
     n_users, n_items = len(enc.user_ids), len(enc.item_ids)
