@@ -153,7 +153,9 @@ def start_broker(settings: Settings, data_dir: Path, port: int = 0) -> Broker:
     config.write_text(server_properties(data_dir, port, controller_port))
     classpath = ":".join(str(j) for j in jars)
     if not (data_dir / "logs" / "meta.properties").exists():
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster = "-"
+        while cluster.startswith("-"):  # "-…" would be read as an option by StorageTool
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         storage_format = ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)]
         subprocess.run(
             [_java(), "-cp", classpath, *storage_format],
