@@ -139,6 +139,15 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     )
 
 
+def cluster_id() -> str:
+    """A fresh KRaft cluster id (a UUID, URL-safe base64) that does not start with "-":
+    StorageTool would read that as an option and refuse to format (1 id in 64)."""
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not found.startswith("-"):
+            return found
+
+
 def start_broker(settings: Settings, data_dir: Path, port: int = 0) -> Broker:
     """A KRaft broker on 127.0.0.1 (``port`` 0: a free one), its data under ``data_dir``.
 
@@ -153,9 +162,7 @@ def start_broker(settings: Settings, data_dir: Path, port: int = 0) -> Broker:
     config.write_text(server_properties(data_dir, port, controller_port))
     classpath = ":".join(str(j) for j in jars)
     if not (data_dir / "logs" / "meta.properties").exists():
-        cluster = "-"
-        while cluster.startswith("-"):  # "-…" would be read as an option by StorageTool
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster = cluster_id()
         storage_format = ["kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)]
         subprocess.run(
             [_java(), "-cp", classpath, *storage_format],

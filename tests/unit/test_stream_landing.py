@@ -167,3 +167,11 @@ def test_written_files_are_named_by_their_offsets_and_found_again(tmp_path) -> N
     assert not list(tmp_path.rglob(".*tmp-*"))  # no temporary file left behind
     # Names sort in offset order (zero-padded).
     assert file_name("t", 0, 9, 10) < file_name("t", 0, 10, 10)
+
+
+def test_cluster_ids_are_never_read_as_options() -> None:
+    from jobs.stream.broker import cluster_id
+
+    ids = {cluster_id() for _ in range(3000)}  # about 47 would start with "-" by chance
+    assert len(ids) == 3000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)
