@@ -180,3 +180,14 @@ class DenyList:
 
     def denies(self, subject: str) -> bool:
         return subject in self.current()
+
+
+def settings_deny_list(settings: Settings) -> DenyList:
+    """The deny list as the service and the stream worker read it: keyed with the subject
+    key (a list written with another is refused), required in production (a missing file
+    is storage not mounted, not an empty list)."""
+    return DenyList(
+        deny_list_path(settings),
+        expected_key_id=key_id(subject_key(settings.subject_secret_value())),
+        required=settings.env == "prod",
+    )

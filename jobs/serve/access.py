@@ -26,8 +26,7 @@ from jobs.config import Settings
 from jobs.subjects import (
     USER_KEY_HEX,
     DenyList,
-    deny_list_path,
-    key_id,
+    settings_deny_list,
     subject_hash_with_key,
     subject_key,
 )
@@ -63,13 +62,8 @@ class PersonalAccess:
         In production a missing deny list is an outage (fails closed), and a list written
         with another subject key is refused: see :class:`jobs.subjects.DenyList`.
         """
-        subject_secret = settings.subject_secret_value()
-        deny = DenyList(
-            deny_list_path(settings),
-            expected_key_id=key_id(subject_key(subject_secret)),
-            required=settings.env == "prod",
-        )
-        return cls(settings.hmac_secret(), deny, subject_secret)
+        deny = settings_deny_list(settings)
+        return cls(settings.hmac_secret(), deny, settings.subject_secret_value())
 
     def expected_key(self, user_id: str) -> str:
         """:func:`jobs.subjects.user_key` with the bytes of the secret kept ready."""

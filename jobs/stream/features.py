@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -124,17 +124,12 @@ class Gate:
     ingest decides). Both are re-read when they change."""
 
     def __init__(self, settings: Settings) -> None:
-        from jobs.subjects import DenyList, deny_list_path, key_id, subject_key
+        from jobs.subjects import settings_deny_list, subject_key
 
         self.settings = settings
-        # As the service reads it (jobs.serve.access), without the publish secret the
-        # worker has no use for: required in production, refused if keyed otherwise.
+        # As the service reads it, without the publish secret the worker has no use for.
         self._subject_key = subject_key(settings.subject_secret_value())
-        self.deny_list = DenyList(
-            deny_list_path(settings),
-            expected_key_id=key_id(self._subject_key),
-            required=settings.env == "prod",
-        )
+        self.deny_list = settings_deny_list(settings)
         self._denied: frozenset[str] = frozenset()
         self._withdrawn: dict[str, int | None] = {}  # subject -> re-grant ms (None: none)
         self._consent_version = -1
@@ -295,7 +290,8 @@ class WorkerStats:
     pushes: int = 0
     users_pushed: int = 0
     failures: int = 0  # store, deny list or consent outages, each retried
-    lag_ms: list[float] = field(default_factory=list)
+    # The latest delays only: a worker runs for weeks (enough for a p99 of a benchmark).
+    lag_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
 
 def run(
