@@ -221,3 +221,38 @@ def test_an_unreadable_deny_list_stops_the_gate(tmp_path: Path) -> None:
     gate = Gate(settings)
     with pytest.raises(GateUnavailableError):
         gate.refresh()
+
+
+_values = st.one_of(
+    st.none(),
+    st.binary(max_size=200),
+    st.builds(
+        lambda fields: json.dumps(fields, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+        st.dictionaries(
+            st.sampled_from(
+                ["event_id", "ts", "user_id", "item_id", "event_type", "consent", "session_id"]
+            ),
+            st.one_of(
+                st.none(),
+                st.booleans(),
+                st.integers(-(2**70), 2**70),
+                st.floats(allow_nan=False, allow_infinity=False),
+                st.text(max_size=12),  # odd unicode, lone surrogates included
+                st.sampled_from(["click", "purchase", "impression", "2026-11-30T12:10:00Z"]),
+            ),
+        ),
+    ),
+)
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(values=st.lists(_values, max_size=20))
+def test_any_bytes_are_counted_or_skipped_never_a_crash(values: list[bytes | None]) -> None:
+    """Every optional field absent, extreme numbers, odd unicode, broken bytes: each value
+    is either one countable touch or one skip."""
+    settings = load_settings()
+    found, skipped = touches(values, settings, NOW)
+    assert len(found) + skipped == len(values)
+    for t in found:
+        assert t.weight > 0 and t.user_id and t.item_id
+        assert t.ts_ms <= int(NOW.timestamp() * 1000) + 3_600_000 * 26
