@@ -706,6 +706,21 @@ class Settings(BaseSettings):
         description="Users whose recent items the stream worker keeps in memory (older ones"
         " are read back from the online store when they return).",
     )
+    content_embeddings: bool = Field(
+        True,
+        description="Embed each catalog item's text (title, category, brand, description)"
+        " into item_content at ingest, for cold-start items and content similarity.",
+    )
+    cold_items_per_list: Annotated[int, Field(ge=0)] = Field(
+        2,
+        description="At most this many items without interactions (ranked by factors mapped"
+        " from their content) in one list; 0 keeps them out of lists.",
+    )
+    content_map_reg: Annotated[float, Field(gt=0.0)] = Field(
+        1.0,
+        description="Ridge penalty of the map from content vectors to ALS item factors,"
+        " fitted on the trained items at every training.",
+    )
     session_eval_users: PositiveInt = Field(
         2_000,
         description="Users (a seeded sample) the training run replays as sessions to score"

@@ -142,6 +142,17 @@ TABLES: dict[str, Table] = {
             (),
         ),
         Table(
+            # One content vector per catalog item (jobs.content.embeddings): re-embedded
+            # only when its text or the embedding model changes (content_hash says which).
+            "item_content",
+            "gold",
+            "item_id STRING NOT NULL, content_hash STRING NOT NULL, model STRING NOT NULL, "
+            "has_text BOOLEAN NOT NULL, embedding ARRAY<FLOAT> NOT NULL, "
+            "embedded_at TIMESTAMP NOT NULL",
+            (),
+            (),
+        ),
+        Table(
             "user_stats",
             "gold",
             "user_id STRING NOT NULL, n_events BIGINT, impressions BIGINT, clicks BIGINT, "

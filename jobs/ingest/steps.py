@@ -269,7 +269,8 @@ def late_step(
 
 
 def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
-    """Load new catalog files into bronze and upsert them into silver items.
+    """Load new catalog files into bronze, upsert them into silver items, and embed the
+    items whose text changed (``jobs.content.embeddings``).
 
     Most runs find no new catalog file: that is checked without a JVM first (delta-rs),
     and only a new file, or bronze items silver has not applied, starts Spark.
@@ -283,7 +284,12 @@ def catalog_step(settings: Settings | None = None) -> dict[str, Any]:
         return unchanged
     spark = _spark(settings)
     files = load_catalog(spark, settings)
-    return {"files": len(files), **upsert_items(spark, settings)}
+    result = {"files": len(files), **upsert_items(spark, settings), "embedded": 0}
+    if settings.content_embeddings:
+        from jobs.content.embeddings import embed_catalog
+
+        result["embedded"] = embed_catalog(spark, settings)["embedded"]
+    return result
 
 
 def _catalog_unchanged(settings: Settings) -> dict[str, Any] | None:
@@ -309,7 +315,18 @@ def _catalog_unchanged(settings: Settings) -> dict[str, Any] | None:
     current = int(bronze.version())
     if lake_light.applied_mark(items, "bronze_items") != current:
         return None
-    return {"files": 0, "applied": 0, "quarantined": 0, "bronze_items_version": current}
+    if settings.content_embeddings:
+        from jobs.content.embeddings import light_up_to_date
+
+        if not light_up_to_date(settings):
+            return None
+    return {
+        "files": 0,
+        "applied": 0,
+        "quarantined": 0,
+        "bronze_items_version": current,
+        "embedded": 0,
+    }
 
 
 def silver_step(

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from jobs.model import dp
+from jobs.model.content_map import ContentMap
 from jobs.model.quantize import FACTOR_DTYPES, FactorDtype, QuantizedItems, quantize
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
@@ -64,6 +65,10 @@ class RecModel:
     public_budget: dict[str, Any] = field(default_factory=dict)  # what was spent, as published
     # Precision of the scoring operand (module docstring); float32 scores the factors as is.
     factor_dtype: FactorDtype = "float32"
+    # bool (n_items,): items ALS never saw, whose factors were mapped from their content
+    # (jobs.model.content_map); None when there are none. At most ``cold_cap`` per list.
+    cold: np.ndarray | None = None
+    content_map: ContentMap | None = None
 
     def __post_init__(self) -> None:
         if self.factor_dtype not in FACTOR_DTYPES:
@@ -84,6 +89,46 @@ class RecModel:
                 f"public_popularity has shape {self.public_popularity.shape}, "
                 f"expected {self.popularity.shape}"
             )
+
+    @property
+    def cold_cap(self) -> int:
+        """Cold items allowed per list, as the training run recorded it (so the publisher
+        and the service, which both read it from here, return the same lists)."""
+        return int(self.params.get("cold_items_per_list", 0))
+
+    @cached_property
+    def warm(self) -> np.ndarray:
+        """Items ALS trained on (their factors came from interactions)."""
+        return np.ones(len(self.item_ids), bool) if self.cold is None else ~self.cold
+
+    def with_cold_items(
+        self, item_ids: np.ndarray, vectors: np.ndarray, cmap: ContentMap
+    ) -> RecModel:
+        """This model plus the given catalog items it does not know, with factors mapped
+        from their content vectors; appended after the trained items, so every stored
+        index (seen items) keeps its meaning. No popularity: they appear in no popular
+        list until people interact with them and a training learns them."""
+        known = self.item_index
+        new = np.array([str(i) not in known for i in item_ids], dtype=bool)
+        ids = np.asarray(item_ids).astype(str)[new]
+        ids, first = np.unique(ids, return_index=True)
+        vecs = np.asarray(vectors)[new][first]
+        n_old = len(self.item_ids)
+        cold = np.zeros(n_old + len(ids), dtype=bool)
+        if self.cold is not None:
+            cold[:n_old] = self.cold
+        cold[n_old:] = True
+        return replace(
+            self,
+            item_ids=np.concatenate([self.item_ids.astype(str), ids]),
+            item_factors=np.vstack([self.item_factors, cmap.apply(vecs)]),
+            popularity=np.concatenate([self.popularity, np.zeros(len(ids), np.float32)]),
+            public_popularity=np.concatenate(
+                [self.public_popularity, np.full(len(ids), -np.inf, np.float32)]
+            ),
+            cold=cold if cold.any() else None,
+            content_map=cmap,
+        )
 
     def with_factor_dtype(self, dtype: str) -> RecModel:
         """The same model scoring in ``dtype`` (a new object: the operand is cached)."""
@@ -175,6 +220,8 @@ class RecModel:
             allowed=allowed,
             items_t=self.item_factors_t,
             item_ok=self.item_ok,
+            capped=self.cold,
+            cap=self.cold_cap,
         )
         bad = ~self.user_ok[rows]
         if bad.any():
@@ -226,9 +273,30 @@ class RecModel:
                 seen_indptr=self.seen.indptr,
                 seen_indices=self.seen.indices,
                 params=np.array(json.dumps(self.params, sort_keys=True, default=str)),
+                **self._content_arrays(),
             )
         tmp.replace(path)
         return path
+
+    def _content_arrays(self) -> dict[str, np.ndarray]:
+        """The cold mask and the content map, when there are (older readers ignore them)."""
+        out: dict[str, np.ndarray] = {}
+        if self.cold is not None:
+            out["cold"] = self.cold
+        if self.content_map is not None:
+            cm = self.content_map
+            out["content_map"] = cm.as_array()
+            out["content_map_meta"] = np.array(
+                json.dumps(
+                    {
+                        "model": cm.model,
+                        "reg": cm.reg,
+                        "holdout_r2": cm.holdout_r2,
+                        "n_items": cm.n_items,
+                    }
+                )
+            )
+        return out
 
     @classmethod
     def load(cls, path: Path | str, factor_dtype: FactorDtype = "float32") -> RecModel:
@@ -249,6 +317,8 @@ class RecModel:
                 seen=Seen(data["seen_indptr"], data["seen_indices"]),
                 params=json.loads(str(data["params"])),
                 factor_dtype=factor_dtype,
+                cold=data["cold"].astype(bool) if "cold" in data.files else None,
+                content_map=_content_map_of(data),
             )
         if not stored:
             log.warning(
@@ -264,3 +334,10 @@ class RecModel:
             # refusing here would take the service and publishing down with it.
             log.warning("%s: non-finite values %s; those rows are masked in ranking", path, bad)
         return model
+
+
+def _content_map_of(data: Any) -> ContentMap | None:
+    if "content_map" not in data.files:
+        return None
+    meta = json.loads(str(data["content_map_meta"]))
+    return ContentMap.from_array(data["content_map"], str(meta.get("model", "")), meta)

@@ -33,6 +33,7 @@ the registry anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -87,6 +88,8 @@ def top_k(
     items_t: np.ndarray | QuantizedItems | None = None,
     item_ok: np.ndarray | None = None,
     exact: bool = True,
+    capped: np.ndarray | None = None,
+    cap: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` items for each user vector: (item indices, scores), best first.
 
@@ -99,7 +102,22 @@ def top_k(
     ``items_t`` may be quantized (then ``item_factors`` is not read and may be None).
     ``exact=False`` skips the float64 rescoring (the float32 selection alone, whose lists
     may differ alone and in a block): for ``bench/bench_rescore.py`` only.
+    ``capped`` (a boolean mask over items: the cold items, whose factors come from their
+    content) admits at most ``cap`` of those items into each list: the answer is the best
+    ``k`` under that constraint, by the same order.
     """
+    if capped is not None and cap < k:
+        capped = np.asarray(capped, dtype=bool)
+        if capped.any():
+            base = np.ones(capped.shape[0], bool) if allowed is None else np.asarray(allowed, bool)
+            kw: dict[str, Any] = dict(
+                seen=seen, rows=rows, block=block, items_t=items_t, item_ok=item_ok, exact=exact
+            )
+            warm = top_k(user_vectors, item_factors, k, allowed=base & ~capped, **kw)
+            if cap <= 0:
+                return warm
+            cold = top_k(user_vectors, item_factors, cap, allowed=base & capped, **kw)
+            return merge_ranked(warm, cold, k)
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
     # bit for bit the same alone or in any block. Pass ``items_t``
@@ -309,6 +327,22 @@ def select_top(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     best = np.take_along_axis(best, order, axis=1)
     idx[~np.isfinite(best)] = NO_ITEM
     return idx, best
+
+
+def merge_ranked(
+    a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` of two ranked lists per row (disjoint items), by (score desc,
+    index asc); empty slots (``NO_ITEM``, -inf) last."""
+    idx = np.concatenate([a[0], b[0]], axis=1)
+    best = np.concatenate([a[1], b[1]], axis=1)
+    # Empty slots sort after every item whatever their index.
+    key_idx = np.where(idx == NO_ITEM, np.iinfo(np.int64).max, idx.astype(np.int64))
+    order = np.lexsort((key_idx, -best.astype(np.float64)), axis=1)[:, :k]
+    return (
+        np.take_along_axis(idx, order, axis=1).astype(np.int32),
+        np.take_along_axis(best, order, axis=1),
+    )
 
 
 def popular_k(

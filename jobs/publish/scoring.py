@@ -96,16 +96,26 @@ def score_spark(
             np.isfinite(model.item_factors).all(axis=1),
             model.item_ids.astype(str),
             allowed,
+            model.cold,
+            model.cold_cap,
         )
     )
 
     def rank(batches):  # type: ignore[no-untyped-def]
-        items_t, finite, item_ids, mask = items.value
+        items_t, finite, item_ids, mask, cold, cap = items.value
         for batch in batches:
             vectors = np.stack(batch["vector"].to_numpy()).astype(np.float32)
             seen = Seen.from_lists(list(batch["seen"]))
             idx, best = top_k(
-                vectors, None, k, seen=seen, allowed=mask, items_t=items_t, item_ok=finite
+                vectors,
+                None,
+                k,
+                seen=seen,
+                allowed=mask,
+                items_t=items_t,
+                item_ok=finite,
+                capped=cold,
+                cap=cap,
             )
             keep = idx >= 0
             yield pd.DataFrame(

@@ -106,7 +106,9 @@ class OnlineModel:
             if alpha is None
             else alpha
         )
-        y = model.item_factors.astype(np.float64)
+        # The fold-in's YᵀY over the trained items only: it is the constant of the ALS
+        # solve, which never saw the cold items' mapped factors.
+        y = model.item_factors[model.warm].astype(np.float64)
         norms = np.linalg.norm(model.item_factors, axis=1, keepdims=True)
         unit = np.divide(
             model.item_factors,
@@ -282,6 +284,8 @@ def recommend(
             allowed=_allowed(n_items, stock_mask, exclude, fresh),
             items_t=model.item_factors_t,
             item_ok=model.item_ok,
+            capped=model.cold,
+            cap=model.cold_cap,
         )
     elif row is not None:
         source = "als"
@@ -310,6 +314,8 @@ def recommend(
                 request.k,
                 allowed=_allowed(n_items, stock_mask, exclude, distinct),
                 items_t=model.item_factors_t,
+                capped=model.cold,
+                cap=model.cold_cap,
             )
         else:
             source = "popular"
@@ -354,6 +360,8 @@ def similar(
         k,
         allowed=allowed,
         items_t=online.unit_items_t,
+        capped=online.model.cold,
+        cap=online.model.cold_cap,
     )
     return SimilarResponse(
         request_id=request_id or new_request_id(),

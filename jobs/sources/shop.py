@@ -96,6 +96,19 @@ CATEGORIES: dict[str, dict[str, object]] = {
     },
 }
 ADJECTIVES = ["classic", "compact", "premium", "eco", "deluxe", "everyday", "pro", "vintage"]
+# Words for the hidden taste axes (N_FACTORS of them): an item is described by the poles of
+# the axes on which it sits furthest from its category's centre, so its text carries what
+# makes people like it, as a real product description would (issue 18: content signals).
+TASTE_WORDS = [
+    ("bold", "subtle"),
+    ("sporty", "relaxed"),
+    ("bright", "muted"),
+    ("rugged", "delicate"),
+    ("modern", "traditional"),
+    ("playful", "serious"),
+    ("luxurious", "budget"),
+    ("minimalist", "ornate"),
+]
 
 # Malformed record kinds and the quarantine reason the ETL must give each of them.
 MALFORMED_KINDS: dict[str, Reason] = {
@@ -274,7 +287,7 @@ def build_world(spec: ShopSpec) -> World:
     activity /= activity.mean()
     consent = rng.random(spec.n_users) >= 0.02
 
-    items = _catalog(spec, rng, item_cat, cats)
+    items = _catalog(spec, rng, item_cat, cats, taste_words(item_vec - centroids[item_cat]))
     return World(
         items,
         item_vec,
@@ -290,8 +303,23 @@ def build_world(spec: ShopSpec) -> World:
     )
 
 
+def taste_words(offsets: np.ndarray, n: int = 2) -> list[tuple[str, ...]]:
+    """The pole words of each item's ``n`` strongest taste axes (offset from its category's
+    centre), strongest first. Deterministic and draws nothing from the generator's random
+    streams, so the events are the same as before items had these words."""
+    strongest = np.argsort(-np.abs(offsets), axis=1, kind="stable")[:, :n]
+    return [
+        tuple(TASTE_WORDS[a][0 if offsets[i, a] > 0 else 1] for a in axes)
+        for i, axes in enumerate(strongest)
+    ]
+
+
 def _catalog(
-    spec: ShopSpec, rng: np.random.Generator, item_cat: np.ndarray, cats: list[str]
+    spec: ShopSpec,
+    rng: np.random.Generator,
+    item_cat: np.ndarray,
+    cats: list[str],
+    words: list[tuple[str, ...]],
 ) -> pd.DataFrame:
     rows = []
     for i, c in enumerate(item_cat):
@@ -305,12 +333,13 @@ def _catalog(
         rows.append(
             {
                 "item_id": item_id(i),
-                "title": f"{brand} {adj.capitalize()} {noun.title()}",
+                "title": f"{brand} {words[i][0].capitalize()} {adj.capitalize()} {noun.title()}",
                 "category": cat,
                 "brand": brand,
                 "price": price,
                 "in_stock": bool(rng.random() >= 0.07),
-                "description": f"A {adj} {noun} by {brand}, from our {cat} range.",
+                "description": f"A {adj} {noun} by {brand}, from our {cat} range: "
+                f"{' and '.join(words[i])}.",
                 "updated_at": (spec.start_dt - timedelta(days=int(rng.integers(1, 60))))
                 .isoformat()
                 .replace("+00:00", "Z"),

@@ -50,7 +50,7 @@ from jobs.model.registry import (
     log_model,
     setup,
 )
-from jobs.train import als
+from jobs.train import als, cold
 from jobs.train.baselines import evaluate_ease
 from jobs.train.data import (
     MIN_INTERACTIONS,
@@ -209,8 +209,24 @@ def train_model(
                 spark, settings, prepared.enc, incumbents, progress
             )
             metrics.update(s_metrics)
+        content = _content(spark, settings)
+        if content is not None:
+            metrics.update(
+                cold.evaluate_cold(
+                    prepared.enc.frame,
+                    prepared.enc.n_users,
+                    prepared.enc.item_ids,
+                    *content[:2],
+                    fit=lambda f: fit_challenger(spark, settings, f, prepared.enc, best),
+                    k=k,
+                    seed=settings.seed,
+                )
+            )
         mlflow.log_metrics(metrics)
         model = fit_final(spark, settings, prepared, best)
+        if content is not None:
+            model, content_params = cold.add_cold_items(model, *content, seed=settings.seed)
+            mlflow.log_params(content_params)
         run_id = parent.info.run_id
         version, decision = register_and_gate(
             settings,
@@ -239,6 +255,15 @@ def train_model(
             for c in found
         ],
     )
+
+
+def _content(spark: SparkSession, settings: Settings) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """The catalog's content vectors (ids, vectors, model id), None when switched off."""
+    if not settings.content_embeddings:
+        return None
+    from jobs.content.embeddings import read_vectors
+
+    return read_vectors(spark, settings)
 
 
 # -- 1. data -------------------------------------------------------------------------------
@@ -606,6 +631,7 @@ def fit_final(
             **best.as_dict(),
             "engine": engine_of(settings, enc.frame, enc, best),
             "k": settings.eval_k,
+            "cold_items_per_list": settings.cold_items_per_list,
             **prepared.data,
         },
         public_popularity=public,
