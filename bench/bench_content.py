@@ -94,7 +94,7 @@ def report(
         )
 
     # The map's cost, on all warm items (what a training run pays once).
-    u, v = fit(enc.frame, settings.seed)
+    _, v = fit(enc.frame, settings.seed)
     from jobs.train.cold import content_rows
 
     codes, warm = content_rows(enc.item_ids, ids, vecs)

@@ -46,13 +46,17 @@ def _capped_reference(users, items, k, seen_lists, allowed, capped, cap):
     n_items=st.integers(1, 40),
     block=st.sampled_from([1, 3, 64]),
 )
-def test_the_cap_gives_the_best_list_with_at_most_cap_cold_items(seed, k, cap, n_items, block) -> None:
+def test_the_cap_gives_the_best_list_with_at_most_cap_cold_items(
+    seed, k, cap, n_items, block
+) -> None:
     rng = np.random.default_rng(seed)
     users = rng.normal(size=(9, 6)).astype(np.float32)
     items = rng.normal(size=(n_items, 6)).astype(np.float32)
     capped = rng.random(n_items) < 0.4
     allowed = rng.random(n_items) > 0.15
-    seen_lists = [set(rng.choice(n_items, rng.integers(0, n_items // 2 + 1), replace=False)) for _ in users]
+    seen_lists = [
+        set(rng.choice(n_items, rng.integers(0, n_items // 2 + 1), replace=False)) for _ in users
+    ]
     seen = Seen.from_lists([sorted(s) for s in seen_lists])
     idx, scores = top_k(
         users, items, k, seen=seen, allowed=allowed, block=block, capped=capped, cap=cap
@@ -86,7 +90,9 @@ def _model(n_users: int = 60, n_items: int = 30) -> tuple[RecModel, np.ndarray]:
     return model, content
 
 
-def test_cold_items_get_factors_from_their_content_and_survive_save_and_load(tmp_path: Path) -> None:
+def test_cold_items_get_factors_from_their_content_and_survive_save_and_load(
+    tmp_path: Path,
+) -> None:
     model, content = _model()
     # Three new items, one per cluster, plus one the model knows (not added twice).
     new_ids = np.array(["new-a", "new-b", "new-c", "i0"])
@@ -133,7 +139,9 @@ def test_the_cold_split_ranks_new_items_better_than_random_on_a_fixed_seed() -> 
     world = build_world(spec)
     events = __import__("pandas").concat([simulate_day(spec, world, d) for d in range(2)])
     events = events.assign(weight=events["event_type"].map(cfg.event_weights).fillna(0.0))
-    frame = events[events["weight"] > 0].groupby(["user_id", "item_id"], as_index=False)["weight"].sum()
+    frame = (
+        events[events["weight"] > 0].groupby(["user_id", "item_id"], as_index=False)["weight"].sum()
+    )
     frame["last_ts"] = np.datetime64("2026-11-01")
     enc = Encoded.from_frame(frame)
     vecs = Encoder().embed([item_text(r) for r in world.items.to_dict("records")])
@@ -152,6 +160,8 @@ def test_the_cold_split_ranks_new_items_better_than_random_on_a_fixed_seed() -> 
 def test_the_cold_split_says_nothing_rather_than_something_wrong() -> None:
     frame = __import__("pandas").DataFrame({"u": [0, 1], "i": [0, 1], "weight": [1.0, 1.0]})
     vecs = np.eye(2, 4, dtype=np.float32)
-    assert evaluate_cold(frame, 2, np.array(["a", "b"]), np.array(["a", "b"]), vecs, None, 10, 0) == {}
+    assert (
+        evaluate_cold(frame, 2, np.array(["a", "b"]), np.array(["a", "b"]), vecs, None, 10, 0) == {}
+    )
     with pytest.raises(ValueError):
         content_map.ContentMap.from_array(np.zeros((0,)), "m", {}).apply(np.zeros((1, 2)))

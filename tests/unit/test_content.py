@@ -19,7 +19,9 @@ from jobs.model import content_map
 ENCODER = Encoder()
 
 
-def test_the_model_loads_and_embeds_with_the_network_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_model_loads_and_embeds_with_the_network_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise OSError("network refused by the test")
 
