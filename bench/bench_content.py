@@ -123,8 +123,8 @@ def report(
             found.setdefault(key, []).append(value)
     k = settings.eval_k
     print(
-        f"  cold items {statistics.mean(found['cold_items']):.0f}, users"
-        f" {statistics.mean(found['cold_users']):.0f} (mean of {seeds} seeds)"
+        f"  cold items {statistics.mean(found['cold_eval_items']):.0f}, users"
+        f" {statistics.mean(found['cold_eval_users']):.0f} (mean of {seeds} seeds)"
     )
     print(f"  | ranking | NDCG@{k} | recall@{k} |")
     print("  |---|---|---|")

@@ -18,7 +18,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import bentoml
 
@@ -46,6 +47,7 @@ MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or f"{SETTINGS.m
 API_ROUTES = {"/recommend": "recommend", "/similar": "similar"}
 # Online-store lookups in flight at once: a hung store holds at most this many threads.
 LOOKUP_SLOTS = 16
+T = TypeVar("T")
 
 # bentoml.metrics wraps prometheus_client so that metrics of all workers are merged.
 RECOMMENDATIONS = bentoml.metrics.Counter(
@@ -265,8 +267,19 @@ class RecflowService:
     async def similar(self, request: SimilarRequest, /) -> schemas.SimilarResponse:  # type: ignore[valid-type]
         """Items like ``item_id`` (cosine of item factors), in stock; 404 if unknown."""
         started = time.perf_counter()
+        content = None
+        if (
+            self.online.model.content_map is not None
+            and request.item_id not in self.online.model.item_index
+        ):
+            # Newer than the model: placed by its text, if the online store has it.
+            content = await self._within(
+                lambda: self.features.content(request.item_id), "item_content_timeout"
+            )
         try:
-            response = answers.similar(self.online, request.item_id, request.k, self.stock.mask)
+            response = answers.similar(
+                self.online, request.item_id, request.k, self.stock.mask, content=content
+            )
         except answers.UnknownItemError:
             REJECTED.labels(endpoint="similar", field="item_id").inc()
             return JSONResponse(  # type: ignore[return-value]
@@ -312,24 +325,30 @@ class RecflowService:
         A lookup given up on keeps its thread until the store answers; the slots bound how
         many such threads a hung store can hold, and what they find is not counted.
         """
+        items = await self._within(lambda: self.features.recent(user_id), "recent_items_timeout")
+        if items is not None:
+            FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
+        return items
+
+    async def _within(self, lookup: Callable[[], T], timeout_label: str) -> T | None:
+        """``lookup()`` on a thread, bounded by the lookup slots and the timeout (see
+        ``_recent_within``); None, counted under ``timeout_label``, when it takes too long."""
         if not self.lookup_slots.acquire(blocking=False):
-            service_metrics.lookup_failed("recent_items_timeout")
+            service_metrics.lookup_failed(timeout_label)
             return None
 
-        def fetch() -> list[str]:
+        def fetch() -> T:
             try:
-                return self.features.recent(user_id)
+                return lookup()
             finally:
                 self.lookup_slots.release()
 
         try:
             with anyio.fail_after(SETTINGS.feast_lookup_timeout_seconds):
-                items = await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+                return await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
         except TimeoutError:
-            service_metrics.lookup_failed("recent_items_timeout")
+            service_metrics.lookup_failed(timeout_label)
             return None
-        FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
-        return items
 
 
 class RequestErrors:

@@ -10,9 +10,10 @@ sources are filled and materialized is in ``jobs/features/export.py``.
 from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, Bool, Float64, Int64, String, UnixTimestamp
+from feast.types import Array, Bool, Float32, Float64, Int64, String, UnixTimestamp
 
 from jobs.features.definitions import (
+    ITEM_CONTENT,
     ITEM_STATS,
     ITEM_STOCK,
     SERVICE,
@@ -82,6 +83,14 @@ item_stock_source = FileSource(
     timestamp_field=TIMESTAMP_FIELD,
     description="silver/items.in_stock",
 )
+
+item_content_source = FileSource(
+    name="item_content_source",
+    path=source_path(settings, ITEM_CONTENT),
+    timestamp_field=TIMESTAMP_FIELD,
+    description="gold/item_content (items with text)",
+)
+
 
 # -- feature views -------------------------------------------------------------------------
 # A feature view is a typed group of features of one entity from one source; online=True
@@ -155,10 +164,29 @@ item_stock = FeatureView(
     tags={"layer": "silver", "table": "items"},
 )
 
+item_content = FeatureView(
+    name=ITEM_CONTENT,
+    entities=[item],
+    ttl=ttl,
+    schema=[
+        Field(
+            name="content_embedding",
+            dtype=Array(Float32),
+            description="Unit vector of the item's text (jobs.content); the service maps it"
+            " to factors for an item newer than its model.",
+        ),
+        Field(name="content_model", dtype=String, description="The embedding model's id."),
+    ],
+    online=True,
+    source=item_content_source,
+    tags={"layer": "gold", "table": "item_content"},
+)
+
+
 # -- feature services ----------------------------------------------------------------------
 # A feature service names what one model reads; version it with the model's reader.
 recommender_v1 = FeatureService(
     name=SERVICE,
-    features=[user_stats, user_recent_items, item_stats, item_stock],
+    features=[user_stats, user_recent_items, item_stats, item_stock, item_content],
     description="What the online recommender (bento/) reads: fold-in items, stock, stats.",
 )

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CHUNK = 4_096  # items embedded per call: bounded memory, progress in the log
+MERGE_ROWS = 20_000  # items per MERGE (~180 MB of Python floats at 256 dimensions)
 
 
 def plan(items: pd.DataFrame, stored: pd.DataFrame, model_id: str) -> pd.DataFrame:
@@ -88,19 +89,25 @@ def embed_catalog(
     result = {"items": len(items), "embedded": len(todo), "model": encoder.model_id}
     if todo.empty:
         return result
-    rows = vectors_for(todo, encoder, datetime.now(UTC))
     schema = spark.read.format("delta").load(target).schema
-    rows["embedding"] = [v.astype(float).tolist() for v in rows["embedding"]]
-    source = spark.createDataFrame(rows[schema.fieldNames()], schema=schema)
-    (
-        DeltaTable.forPath(spark, target)
-        .alias("t")
-        .merge(source.alias("s"), "t.item_id = s.item_id")
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
-    result["without_text"] = int((~rows["has_text"]).sum())
+    now = datetime.now(UTC)
+    without = 0
+    # One MERGE per slice: memory stays bounded on a full re-embed (a new model), and a
+    # step killed midway keeps the slices done (their hashes match on the retry).
+    for lo in range(0, len(todo), MERGE_ROWS):
+        rows = vectors_for(todo.iloc[lo : lo + MERGE_ROWS], encoder, now)
+        rows["embedding"] = [v.astype(float).tolist() for v in rows["embedding"]]
+        source = spark.createDataFrame(rows[schema.fieldNames()], schema=schema)
+        (
+            DeltaTable.forPath(spark, target)
+            .alias("t")
+            .merge(source.alias("s"), "t.item_id = s.item_id")
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+        without += int((~rows["has_text"]).sum())
+    result["without_text"] = without
     return result
 
 

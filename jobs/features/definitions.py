@@ -25,11 +25,13 @@ USER_STATS = "user_stats"
 USER_RECENT_ITEMS = "user_recent_items"
 ITEM_STATS = "item_stats"
 ITEM_STOCK = "item_stock"
+ITEM_CONTENT = "item_content"
 VIEW_KEYS: dict[str, str] = {
     USER_STATS: "user_id",
     USER_RECENT_ITEMS: "user_id",
     ITEM_STATS: "item_id",
     ITEM_STOCK: "item_id",
+    ITEM_CONTENT: "item_id",
 }
 SERVICE = "recommender_v1"
 # The push source the stream worker writes user_recent_items through.

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from jobs import tables
 from jobs.config import Settings
 from jobs.features.definitions import (
+    ITEM_CONTENT,
     ITEM_STATS,
     ITEM_STOCK,
     TIMESTAMP_FIELD,
@@ -96,7 +97,23 @@ def feature_frames(spark: SparkSession, settings: Settings) -> dict[str, DataFra
     )
     items = tables.read_or_create(spark, settings, "item_stats").drop("as_of")
     stock = tables.read_or_create(spark, settings, "items").select("item_id", "in_stock")
-    return {USER_STATS: users, USER_RECENT_ITEMS: recent, ITEM_STATS: items, ITEM_STOCK: stock}
+    # Items with text only: the service maps a vector to factors, and no text means none.
+    content = (
+        tables.read_or_create(spark, settings, "item_content")
+        .where("has_text")
+        .select(
+            "item_id",
+            F.col("embedding").alias("content_embedding"),
+            F.col("model").alias("content_model"),
+        )
+    )
+    return {
+        USER_STATS: users,
+        USER_RECENT_ITEMS: recent,
+        ITEM_STATS: items,
+        ITEM_STOCK: stock,
+        ITEM_CONTENT: content,
+    }
 
 
 def as_utc(ts: datetime) -> datetime:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jobs.features.definitions import (
+    ITEM_CONTENT,
     ITEM_STATS,
     ITEM_STOCK,
     USER_RECENT_ITEMS,
@@ -86,3 +87,15 @@ def user_stats(fs: FeatureStore, user_ids: list[str]) -> dict[str, dict[str, Any
 def item_stats(fs: FeatureStore, item_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Popularity and conversion stats of known items (unknown items are absent)."""
     return _rows(fs, ITEM_STATS, item_ids)
+
+
+def content_vectors(fs: FeatureStore, item_ids: list[str]) -> dict[str, tuple[list[float], str]]:
+    """Each item's content vector and embedding model id; items without one are absent."""
+    unique, values = _online(fs, ITEM_CONTENT, item_ids, ["content_embedding", "content_model"])
+    return {
+        i: (list(v), str(m))
+        for i, v, m in zip(
+            unique, values["content_embedding"], values["content_model"], strict=True
+        )
+        if v and m
+    }

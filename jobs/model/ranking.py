@@ -33,7 +33,6 @@ the registry anyway.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -106,18 +105,6 @@ def top_k(
     content) admits at most ``cap`` of those items into each list: the answer is the best
     ``k`` under that constraint, by the same order.
     """
-    if capped is not None and cap < k:
-        capped = np.asarray(capped, dtype=bool)
-        if capped.any():
-            base = np.ones(capped.shape[0], bool) if allowed is None else np.asarray(allowed, bool)
-            kw: dict[str, Any] = dict(
-                seen=seen, rows=rows, block=block, items_t=items_t, item_ok=item_ok, exact=exact
-            )
-            warm = top_k(user_vectors, item_factors, k, allowed=base & ~capped, **kw)
-            if cap <= 0:
-                return warm
-            cold = top_k(user_vectors, item_factors, cap, allowed=base & capped, **kw)
-            return merge_ranked(warm, cold, k)
     users = np.ascontiguousarray(user_vectors, dtype=np.float32)
     # Always the same contiguous (rank, items) operand, so BLAS computes a user's scores
     # bit for bit the same alone or in any block. Pass ``items_t``
@@ -151,6 +138,12 @@ def top_k(
     blocked = None if allowed is None else ~np.asarray(allowed, dtype=bool)
     if not item_ok.all():
         blocked = ~item_ok if blocked is None else blocked | ~item_ok
+    # The capped items' columns are selected apart (at most ``cap``) from the same product.
+    cold_cols = None
+    if capped is not None and cap < k:
+        cold_cols = np.flatnonzero(np.asarray(capped, dtype=bool))
+        if not len(cold_cols):
+            cold_cols = None
     for lo in range(0, n, block):
         hi = min(lo + block, n)
         with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows, masked below
@@ -169,27 +162,63 @@ def top_k(
             which, cols = seen.rows(np.where(valid, rows[lo:hi], 0))
             keep = valid[which]
             scores[which[keep], cols[keep]] = -np.inf
-        if not exact:
-            out_idx[lo:hi], out_score[lo:hi] = select_top(scores, k)
-            continue
-        width = min(k + RESCORE_EXTRA, m)
-        cand_idx, cand_best = select_top(scores, width)
-        idx_b, best_b = exact_top(users[lo:hi], items_t, cand_idx, k, item_rows)
-        if width < m:
-            # Rows whose (K + extra)-th candidate is as good as the K-th up to float32's
-            # error: every item that close is rescored, so the exact top K is found
-            # whichever items the float32 kernel happened to put first.
-            kth, last = cand_best[:, k - 1], cand_best[:, -1]
-            with np.errstate(invalid="ignore", over="ignore"):
-                tol = NEAR_TIE * np.abs(kth) + np.float32(1e-30)
-                near = np.flatnonzero(np.isfinite(kth) & (last >= kth - tol))
-            for r in near:
-                wide = np.flatnonzero(scores[r] >= kth[r] - 2 * tol[r])
-                idx_b[r], best_b[r] = _exact_top_wide(
-                    users[lo + r : lo + r + 1], items_t, wide, k, item_rows
+        if cold_cols is None:
+            found = _select(users[lo:hi], items_t, scores, k, item_rows, exact)
+        else:
+            cold_scores = scores[:, cold_cols]  # a copy (fancy indexing)
+            scores[:, cold_cols] = -np.inf
+            found = _select(users[lo:hi], items_t, scores, k, item_rows, exact)
+            if cap > 0:
+                cold = _select(
+                    users[lo:hi],
+                    items_t,
+                    cold_scores,
+                    min(cap, len(cold_cols)),
+                    item_rows,
+                    exact,
+                    cold_cols,
                 )
-        out_idx[lo:hi], out_score[lo:hi] = idx_b, best_b
+                found = merge_ranked(found, cold, k)
+        out_idx[lo:hi], out_score[lo:hi] = found
     return out_idx, out_score
+
+
+def _select(
+    users: np.ndarray,
+    items_t: np.ndarray | QuantizedItems,
+    scores: np.ndarray,
+    k: int,
+    item_rows: np.ndarray | None,
+    exact: bool,
+    cols: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` of a masked float32 score block, rescored exactly (see ``top_k``);
+    ``cols`` names the item of each score column when the block is a subset of them."""
+
+    def items_of(c: np.ndarray) -> np.ndarray:
+        if cols is None:
+            return c
+        return np.where(c == NO_ITEM, NO_ITEM, cols[np.where(c == NO_ITEM, 0, c)]).astype(np.int32)
+
+    m = scores.shape[1]
+    if not exact:
+        idx, best = select_top(scores, k)
+        return items_of(idx), best
+    width = min(k + RESCORE_EXTRA, m)
+    cand_idx, cand_best = select_top(scores, width)
+    idx_b, best_b = exact_top(users, items_t, items_of(cand_idx), k, item_rows)
+    if width < m:
+        # Rows whose (K + extra)-th candidate is as good as the K-th up to float32's
+        # error: every item that close is rescored, so the exact top K is found
+        # whichever items the float32 kernel happened to put first.
+        kth, last = cand_best[:, k - 1], cand_best[:, -1]
+        with np.errstate(invalid="ignore", over="ignore"):
+            tol = NEAR_TIE * np.abs(kth) + np.float32(1e-30)
+            near = np.flatnonzero(np.isfinite(kth) & (last >= kth - tol))
+        for r in near:
+            wide = items_of(np.flatnonzero(scores[r] >= kth[r] - 2 * tol[r]))
+            idx_b[r], best_b[r] = _exact_top_wide(users[r : r + 1], items_t, wide, k, item_rows)
+    return idx_b, best_b
 
 
 def _exact_top_wide(

@@ -348,14 +348,26 @@ def similar(
     k: int,
     stock_mask: np.ndarray | None = None,
     request_id: str | None = None,
+    content: tuple[Sequence[float], str] | None = None,
 ) -> SimilarResponse:
-    """The ``k`` items closest to ``item_id`` by cosine of their factors, in stock only."""
+    """The ``k`` items closest to ``item_id`` by cosine of their factors, in stock only.
+
+    An item newer than the model (not in it) is placed by its ``content`` (vector, model
+    id, from the online store) through the model's content map, when the model has one
+    fitted on vectors of that embedding model; otherwise it is unknown.
+    """
     j = online.model.item_index.get(item_id)
-    if j is None:
-        raise UnknownItemError(item_id)
-    allowed = _allowed(len(online.model.item_ids), stock_mask, np.array([j]))
+    if j is not None:
+        query = online.unit_items[j]
+        exclude = np.array([j])
+    else:
+        query = _placed(online.model, content)
+        if query is None:
+            raise UnknownItemError(item_id)
+        exclude = np.array([], dtype=np.int64)
+    allowed = _allowed(len(online.model.item_ids), stock_mask, exclude)
     idx, scores = top_k(
-        online.unit_items[j][None, :],
+        query[None, :],
         online.unit_items,
         k,
         allowed=allowed,
@@ -370,6 +382,26 @@ def similar(
         model_name=online.name,
         model_version=online.version,
     )
+
+
+def _placed(model: RecModel, content: tuple[Sequence[float], str] | None) -> np.ndarray | None:
+    """Unit factors of an item known only by its content vector; None when they cannot be
+    had (no vector, no map, a vector of another embedding model, no text, not finite)."""
+    cmap = model.content_map
+    if content is None or cmap is None or content[1] != cmap.model:
+        return None
+    vector = np.asarray(content[0], dtype=np.float32)
+    if (
+        vector.shape != (cmap.weights.shape[0],)
+        or not np.isfinite(vector).all()
+        or not vector.any()
+    ):
+        return None
+    factors = cmap.apply(vector[None, :])[0]
+    norm = float(np.linalg.norm(factors))
+    if not np.isfinite(norm) or norm == 0.0:
+        return None
+    return (factors / norm).astype(np.float32)
 
 
 def new_request_id() -> str:

@@ -128,6 +128,20 @@ class FeatureSource:
             self._failed("recent_items")
             return []
 
+    def content(self, item_id: str) -> tuple[list[float], str] | None:
+        """An item's content vector and model id; None when unknown or unreadable."""
+        if self.store is None:
+            return None
+        try:
+            from jobs.features import online
+
+            return online.content_vectors(self.store, [item_id]).get(item_id)
+        except Exception as exc:
+            # Logged and counted: /similar then answers 404 as for any unknown item.
+            log.warning("item content lookup failed: %s", exc, exc_info=True)
+            self._failed("item_content")
+            return None
+
     def _failed(self, lookup: str) -> None:
         if self.on_failure is not None:
             self.on_failure(lookup)

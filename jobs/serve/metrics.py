@@ -79,7 +79,14 @@ GC_PAUSE_SECONDS = bentoml.metrics.Histogram(
 
 ENDPOINTS: tuple[str, ...] = ("recommend", "similar")
 ERROR_KINDS: tuple[str, ...] = ("invalid", "not_found", "internal")
-LOOKUPS: tuple[str, ...] = ("open", "recent_items", "recent_items_timeout", "stock")
+LOOKUPS: tuple[str, ...] = (
+    "open",
+    "recent_items",
+    "recent_items_timeout",
+    "stock",
+    "item_content",
+    "item_content_timeout",
+)
 
 
 def started(model_name: str, model_version: str, run_id: str, model_tag: str) -> None:

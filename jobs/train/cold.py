@@ -51,24 +51,46 @@ def add_cold_items(
     vectors: np.ndarray,
     content_model: str,
     seed: int,
+    evaluation: dict[str, float] | None = None,
 ) -> tuple[RecModel, dict[str, Any]]:
-    """The model plus the catalog's untrained items with text; run parameters to log."""
+    """The model plus the catalog's untrained items with text; run parameters to log.
+
+    Cold items are added only when the content says something: a map whose held-out R²
+    is not above 0, or an item-cold ``evaluation`` in which the mapped factors did not
+    beat random, adds none (``cold_items_skipped`` says why), so a catalog whose text is
+    noise never puts guesses in front of people.
+    """
     params: dict[str, Any] = {"content_model": content_model or "none", "cold_items": 0}
     if not len(content_ids):
         return model, params
+    vectors = np.asarray(vectors, dtype=np.float32)
+    usable = np.isfinite(vectors).all(axis=1) & (np.abs(vectors).sum(axis=1) > 0)
+    content_ids, vectors = np.asarray(content_ids)[usable], vectors[usable]
     codes, warm_vecs = content_rows(model.item_ids, content_ids, vectors)
     cmap = content_map.fit(warm_vecs, model.item_factors[codes], content_model, seed)
     if cmap is None:
         log.info("content map not fitted: %d trained items have text", len(codes))
+        params["cold_items_skipped"] = "too few trained items with text"
         return model, params
-    extended = model.with_cold_items(content_ids, vectors, cmap)
     params.update(
-        cold_items=int(0 if extended.cold is None else extended.cold.sum()),
         content_map_reg=cmap.reg,
         content_map_r2=round(cmap.holdout_r2, 4),
         content_map_items=cmap.n_items,
     )
-    return extended, params
+    k = int(model.params.get("k", 10))
+    beat = evaluation or {}
+    if not cmap.holdout_r2 > 0:
+        params["cold_items_skipped"] = "content explains none of the factors (R² <= 0)"
+    elif f"cold_ndcg_at_{k}" in beat and not (
+        beat[f"cold_ndcg_at_{k}"] > beat.get(f"cold_random_ndcg_at_{k}", 0.0)
+    ):
+        params["cold_items_skipped"] = "content-mapped factors did not beat random"
+    else:
+        extended = model.with_cold_items(content_ids, vectors, cmap)
+        params["cold_items"] = int(0 if extended.cold is None else extended.cold.sum())
+        return extended, params
+    log.warning("no cold items added: %s", params["cold_items_skipped"])
+    return model, params
 
 
 def evaluate_cold(
@@ -118,20 +140,22 @@ def evaluate_cold(
         [position[int(i)] for i in test["i"].to_numpy()], minlength=len(cold_codes)
     ).astype(np.float64)
     name_k, k = k, min(k, len(cold_codes))
-    lists: dict[str, list[list[int]]] = {"content": [], "random": [], "popular_new": []}
     order_rng = np.random.default_rng([seed, 18, 1])
-    ids = np.arange(len(cold_codes))
-    for u in evaluated:
-        scores = cold_factors.astype(np.float64) @ users[u].astype(np.float64)
-        lists["content"].append(list(np.lexsort((ids, -scores))[:k]))
-        lists["random"].append(list(order_rng.permutation(len(cold_codes))[:k]))
-        others = counts.copy()
-        others[list(truth[u])] -= 1  # the user's own interactions are not the crowd's
-        lists["popular_new"].append(list(np.lexsort((ids, -others))[:k]))
+    lists: dict[str, list[list[int]]] = {"content": [], "random": [], "popular_new": []}
+    cold64 = cold_factors.astype(np.float64)
+    for lo in range(0, len(evaluated), 1024):  # bounded memory: users x cold items
+        block = evaluated[lo : lo + 1024]
+        scores = users[block].astype(np.float64) @ cold64.T
+        others = np.broadcast_to(counts, scores.shape).copy()
+        for r, u in enumerate(block):
+            others[r, list(truth[u])] -= 1  # the user's own interactions are not the crowd's
+        lists["content"] += _ranked(scores, k)
+        lists["popular_new"] += _ranked(others, k)
+        lists["random"] += [list(order_rng.permutation(len(cold_codes))[:k]) for _ in block]
     relevant = [truth[u] for u in evaluated]
     out: dict[str, float] = {
-        "cold_items": float(len(cold_codes)),
-        "cold_users": float(len(evaluated)),
+        "cold_eval_items": float(len(cold_codes)),
+        "cold_eval_users": float(len(evaluated)),
         "cold_map_r2": float(cmap.holdout_r2),
     }
     for name, recs in lists.items():
@@ -139,3 +163,10 @@ def evaluate_cold(
         out[f"{prefix}_ndcg_at_{name_k}"] = float(ndcg_per_user(recs, relevant, k).mean())
         out[f"{prefix}_recall_at_{name_k}"] = recall_at_k(recs, relevant, k)
     return out
+
+
+def _ranked(scores: np.ndarray, k: int) -> list[list[int]]:
+    """Each row's top ``k`` columns by (score desc, column asc)."""
+    cols = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    order = np.lexsort((cols, -scores), axis=1)[:, :k]
+    return [list(map(int, row)) for row in order]

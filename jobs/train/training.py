@@ -210,22 +210,24 @@ def train_model(
             )
             metrics.update(s_metrics)
         content = _content(spark, settings)
+        cold_eval: dict[str, float] = {}
         if content is not None:
-            metrics.update(
-                cold.evaluate_cold(
-                    prepared.enc.frame,
-                    prepared.enc.n_users,
-                    prepared.enc.item_ids,
-                    *content[:2],
-                    fit=lambda f: fit_challenger(spark, settings, f, prepared.enc, best),
-                    k=k,
-                    seed=settings.seed,
-                )
+            cold_eval = cold.evaluate_cold(
+                prepared.enc.frame,
+                prepared.enc.n_users,
+                prepared.enc.item_ids,
+                *content[:2],
+                fit=lambda f: fit_challenger(spark, settings, f, prepared.enc, best),
+                k=k,
+                seed=settings.seed,
             )
+            metrics.update(cold_eval)
         mlflow.log_metrics(metrics)
         model = fit_final(spark, settings, prepared, best)
         if content is not None:
-            model, content_params = cold.add_cold_items(model, *content, seed=settings.seed)
+            model, content_params = cold.add_cold_items(
+                model, *content, seed=settings.seed, evaluation=cold_eval
+            )
             mlflow.log_params(content_params)
         run_id = parent.info.run_id
         version, decision = register_and_gate(
@@ -258,8 +260,10 @@ def train_model(
 
 
 def _content(spark: SparkSession, settings: Settings) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The catalog's content vectors (ids, vectors, model id), None when switched off."""
-    if not settings.content_embeddings:
+    """The catalog's content vectors (ids, vectors, model id), None when switched off
+    (embeddings off, or no cold item may enter a list: then neither the extra item-cold
+    fit nor the map is worth its time)."""
+    if not settings.content_embeddings or settings.cold_items_per_list == 0:
         return None
     from jobs.content.embeddings import read_vectors
 

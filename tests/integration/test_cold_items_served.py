@@ -1,12 +1,12 @@
 """New items without clicks, served: a model whose cold items got factors from their
 text (the real embedding model and content map) is registered, published and served by
 the Bento over HTTP. Cold items appear in published lists within the cap, the service
-returns the published lists, and ``/similar`` answers for a cold item."""
+returns the published lists, ``/similar`` answers for a cold item, and for an item listed
+after the model was trained, placed by its content vector from the Feast online store."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -48,6 +48,27 @@ def _model() -> RecModel:
     return model
 
 
+def _online_content(settings: Any) -> None:
+    """Content vectors of items listed after the model was trained, as the features DAG
+    would have materialized them (written to the real online store through Feast)."""
+    import pandas as pd
+
+    from jobs.features import definitions
+
+    definitions.apply(settings)
+    encoder = Encoder()
+    vecs = encoder.embed([f"{WORDS[1]} brand new", f"{WORDS[2]} brand new", ""])
+    frame = pd.DataFrame(
+        {
+            "item_id": ["listed-today", "other-model", "no-text"],
+            "content_embedding": [v.tolist() for v in vecs],
+            "content_model": [encoder.model_id, "someone-else/model@1", encoder.model_id],
+            "event_timestamp": pd.Timestamp.now(tz="UTC"),
+        }
+    )
+    definitions.store(settings).write_to_online_store(definitions.ITEM_CONTENT, frame)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("cold")
@@ -56,6 +77,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     model = _model()
     register_champion(settings, model, base / "work")
     publish_all(settings, in_stock=None)
+    _online_content(settings)
     proc, url, _, _ = serve_bento(base, root)
     try:
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -91,3 +113,19 @@ def test_similar_knows_a_cold_item_and_finds_its_cluster(world: dict[str, Any]) 
     warm = [i for i in items if i.startswith("item-")]
     assert len(items) == 8 and len(items) - len(warm) <= CAP
     assert sum(int(i.split("-")[1]) % 3 == 1 for i in warm) >= len(warm) - 1
+
+
+def test_similar_places_an_item_newer_than_the_model_by_its_text_from_feast(
+    world: dict[str, Any],
+) -> None:
+    response = world["client"].post("/similar", json={"item_id": "listed-today", "k": 8})
+    assert response.status_code == 200, response.text
+    items = [i["item_id"] for i in response.json()["items"]]
+    assert "listed-today" not in items and len(items) == 8
+    warm = [i for i in items if i.startswith("item-")]
+    assert sum(int(i.split("-")[1]) % 3 == 1 for i in warm) >= len(warm) - 1
+    # A vector of another embedding model, an item without text, an item nobody listed:
+    # nothing to place them by.
+    for unknown in ("other-model", "no-text", "never-listed"):
+        missing = world["client"].post("/similar", json={"item_id": unknown, "k": 8})
+        assert missing.status_code == 404, (unknown, missing.text)

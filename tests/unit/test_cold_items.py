@@ -152,7 +152,7 @@ def test_the_cold_split_ranks_new_items_better_than_random_on_a_fixed_seed() -> 
     got = evaluate_cold(
         enc.frame, enc.n_users, enc.item_ids, world.items["item_id"].to_numpy(), vecs, fit, 10, 7
     )
-    assert got["cold_items"] >= 40 and got["cold_users"] >= 100
+    assert got["cold_eval_items"] >= 40 and got["cold_eval_users"] >= 100
     assert got["cold_ndcg_at_10"] > 2 * got["cold_random_ndcg_at_10"]
     assert got["cold_recall_at_10"] > 2 * got["cold_random_recall_at_10"]
 
@@ -165,3 +165,48 @@ def test_the_cold_split_says_nothing_rather_than_something_wrong() -> None:
     )
     with pytest.raises(ValueError):
         content_map.ContentMap.from_array(np.zeros((0,)), "m", {}).apply(np.zeros((1, 2)))
+
+
+def test_no_cold_items_when_the_content_says_nothing_or_loses_to_random() -> None:
+    model, content = _model()
+    new_ids = np.array(["new-a", "new-b", "bad-nan", "bad-zero"])
+    new_vecs = np.zeros((4, 16), np.float32)
+    new_vecs[0, 0] = new_vecs[1, 1] = 1.0
+    new_vecs[2, 0] = np.nan
+    ids, vecs = np.concatenate([model.item_ids, new_ids]), np.vstack([content, new_vecs])
+    # Rows that are not finite or empty are never mapped (no NaN factors reach the model).
+    added, params = add_cold_items(model, ids, vecs, "m", 0)
+    assert params["cold_items"] == 2 and np.isfinite(added.item_factors).all()
+    # The evaluation says the mapped factors are no better than random: none are added.
+    lost = {"cold_ndcg_at_10": 0.05, "cold_random_ndcg_at_10": 0.05}
+    same, params = add_cold_items(model, ids, vecs, "m", 0, evaluation=lost)
+    assert same is model and "random" in params["cold_items_skipped"]
+    # Content unrelated to the factors (noise, enough items to tell): R² <= 0, none added.
+    big, _ = _model(n_items=600)
+    noise = np.random.default_rng(0).normal(size=(602, 16)).astype(np.float32)
+    same, params = add_cold_items(big, np.array([*big.item_ids, "n1", "n2"]), noise, "m", 0)
+    assert same is big and params["content_map_r2"] <= 0 and params["cold_items"] == 0
+
+
+def test_a_list_longer_than_the_catalog_keeps_its_width_with_a_cap() -> None:
+    """k above the number of items, cold items capped, a user with broken factors (served
+    the popular list): every row has the same width."""
+    model, content = _model(n_users=4, n_items=5)
+    extended, _ = add_cold_items(
+        model,
+        np.array([*model.item_ids, "new-a", "new-b"]),
+        np.vstack([content, np.eye(2, 16, dtype=np.float32)]),
+        "m",
+        0,
+    )
+    if extended.cold is None:  # too few items to fit a map: force two cold rows
+        cmap = content_map.ContentMap(
+            np.zeros((16, 8), np.float32), np.ones(8, np.float32), 1.0, 0.5, 5, "m"
+        )
+        extended = model.with_cold_items(
+            np.array(["new-a", "new-b"]), np.eye(2, 16, dtype=np.float32), cmap
+        )
+    extended.user_factors[1] = np.nan
+    idx, scores = extended.recommend_rows(np.arange(4), 10)
+    assert idx.shape == scores.shape == (4, 7)
+    assert all(extended.cold[[j for j in row if j != NO_ITEM]].sum() <= 1 for row in idx)
