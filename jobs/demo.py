@@ -228,6 +228,15 @@ def _train_with_airflow(settings: Settings) -> bool:
         f"(run {newest.run_id}); aliases: {aliases}"
     )
     print(f"gate: {newest.tags.get('recflow.gate', '')}")
+    k = settings.eval_k
+    if f"cold_ndcg_at_{k}" in metrics:
+        params = client.get_run(newest.run_id).data.params
+        print(
+            f"new items by their text (item-cold split, {metrics['cold_eval_items']:.0f} items"
+            f" held out of training): NDCG@{k} {metrics[f'cold_ndcg_at_{k}']:.4f} against"
+            f" random {metrics[f'cold_random_ndcg_at_{k}']:.4f}; the model carries"
+            f" {params.get('cold_items', 0)} catalog items without interactions"
+        )
     print(
         "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
         f"{settings.tracking_uri_shown} --port 5000  (then http://127.0.0.1:5000)"
