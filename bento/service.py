@@ -121,6 +121,8 @@ class RecflowService:
         self.features = feature_source.FeatureSource(SETTINGS)
         # Online-store lookups in flight at once (see _recent_within).
         self.lookup_slots = threading.BoundedSemaphore(LOOKUP_SLOTS)
+        # Content lookups for /similar have their own: they never starve /recommend's.
+        self.content_slots = threading.BoundedSemaphore(LOOKUP_SLOTS)
         self.features.on_failure = service_metrics.lookup_failed
         self.features.on_availability = service_metrics.feature_store_available
         self.features.open()
@@ -274,7 +276,9 @@ class RecflowService:
         ):
             # Newer than the model: placed by its text, if the online store has it.
             content = await self._within(
-                lambda: self.features.content(request.item_id), "item_content_timeout"
+                lambda: self.features.content(request.item_id),
+                "item_content_timeout",
+                self.content_slots,
             )
         try:
             response = answers.similar(
@@ -325,30 +329,23 @@ class RecflowService:
         A lookup given up on keeps its thread until the store answers; the slots bound how
         many such threads a hung store can hold, and what they find is not counted.
         """
-        items = await self._within(lambda: self.features.recent(user_id), "recent_items_timeout")
+        items = await self._within(
+            lambda: self.features.recent(user_id), "recent_items_timeout", self.lookup_slots
+        )
         if items is not None:
             FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
         return items
 
-    async def _within(self, lookup: Callable[[], T], timeout_label: str) -> T | None:
-        """``lookup()`` on a thread, bounded by the lookup slots and the timeout (see
-        ``_recent_within``); None, counted under ``timeout_label``, when it takes too long."""
-        if not self.lookup_slots.acquire(blocking=False):
-            service_metrics.lookup_failed(timeout_label)
-            return None
-
-        def fetch() -> T:
-            try:
-                return lookup()
-            finally:
-                self.lookup_slots.release()
-
-        try:
-            with anyio.fail_after(SETTINGS.feast_lookup_timeout_seconds):
-                return await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
-        except TimeoutError:
-            service_metrics.lookup_failed(timeout_label)
-            return None
+    async def _within(
+        self, lookup: Callable[[], T], timeout_label: str, slots: threading.BoundedSemaphore
+    ) -> T | None:
+        """``lookup()`` off the event loop within the lookup timeout (``bounded_lookup``)."""
+        return await feature_source.bounded_lookup(
+            lookup,
+            slots,
+            SETTINGS.feast_lookup_timeout_seconds,
+            lambda: service_metrics.lookup_failed(timeout_label),
+        )
 
 
 class RequestErrors:

@@ -8,10 +8,11 @@ counts as in stock and nobody has recent items, and the reason is reported by re
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,8 @@ from jobs.model.artifact import RecModel
 
 # The publisher's own stock filter: online and batch lists drop the same items.
 from jobs.model.stock import stock_mask
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -165,3 +168,51 @@ class FeatureSource:
 
 def _reason(what: str, exc: BaseException) -> str:
     return f"{what} ({type(exc).__name__}: {exc})"[:300]
+
+
+async def bounded_lookup(
+    lookup: Callable[[], T],
+    slots: threading.BoundedSemaphore,
+    timeout: float,
+    on_timeout: Callable[[], None],
+) -> T | None:
+    """``lookup()`` on a worker thread, or None (after ``on_timeout()``) when all ``slots``
+    are taken or it takes longer than ``timeout`` seconds.
+
+    A lookup given up on keeps its thread until the store answers; the slots bound how
+    many such threads a hung store can hold. The slot is given back exactly once: by the
+    thread when it ran the lookup, else by the caller (a request cancelled or timed out
+    before its thread started), so no cancellation can leak one.
+    """
+    import anyio
+
+    if not slots.acquire(blocking=False):
+        on_timeout()
+        return None
+    owner = threading.Lock()
+    claimed: list[bool] = []
+
+    def claim() -> bool:
+        with owner:
+            if claimed:
+                return False
+            claimed.append(True)
+            return True
+
+    def fetch() -> T | None:
+        if not claim():  # the caller gave up first and gave the slot back
+            return None
+        try:
+            return lookup()
+        finally:
+            slots.release()
+
+    try:
+        with anyio.fail_after(timeout):
+            return await anyio.to_thread.run_sync(fetch, abandon_on_cancel=True)
+    except TimeoutError:
+        on_timeout()
+        return None
+    finally:
+        if claim():
+            slots.release()

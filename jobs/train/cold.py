@@ -107,7 +107,7 @@ def evaluate_cold(
     """``cold_*`` metrics of the item-cold split (module docstring); {} when it cannot be
     cut (too few items with text or no user interacting with the removed ones)."""
     codes, vecs = content_rows(item_ids, content_ids, vectors)
-    has_text = np.abs(vecs).sum(axis=1) > 0
+    has_text = np.isfinite(vecs).all(axis=1) & (np.abs(vecs).sum(axis=1) > 0)
     codes, vecs = codes[has_text], vecs[has_text]
     n_cold = round(fraction * len(codes))
     if n_cold < MIN_COLD_ITEMS or len(codes) - n_cold < content_map.MIN_ITEMS:
