@@ -18,7 +18,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import bentoml
@@ -274,12 +273,30 @@ class RecflowService:
             self.online.model.content_map is not None
             and request.item_id not in self.online.model.item_index
         ):
-            # Newer than the model: placed by its text, if the online store has it.
-            content = await self._within(
-                lambda: self.features.content(request.item_id),
-                "item_content_timeout",
-                self.content_slots,
-            )
+            # Newer than the model: placed by its text, if the online store has it. A
+            # store that fails or times out is an outage (503, retry), not "unknown".
+            timed_out: list[bool] = []
+            try:
+                content = await feature_source.bounded_lookup(
+                    lambda: self.features.content(request.item_id),
+                    self.content_slots,
+                    SETTINGS.feast_lookup_timeout_seconds,
+                    lambda: (
+                        timed_out.append(True),
+                        service_metrics.lookup_failed("item_content_timeout"),
+                    ),
+                )
+            except feature_source.LookupUnavailableError:
+                timed_out.append(True)
+            if timed_out:
+                return JSONResponse(  # type: ignore[return-value]
+                    {
+                        "error": "item_id: the online store did not answer; retry",
+                        "field": "item_id",
+                    },
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
         try:
             response = answers.similar(
                 self.online, request.item_id, request.k, self.stock.mask, content=content
@@ -329,23 +346,15 @@ class RecflowService:
         A lookup given up on keeps its thread until the store answers; the slots bound how
         many such threads a hung store can hold, and what they find is not counted.
         """
-        items = await self._within(
-            lambda: self.features.recent(user_id), "recent_items_timeout", self.lookup_slots
+        items = await feature_source.bounded_lookup(
+            lambda: self.features.recent(user_id),
+            self.lookup_slots,
+            SETTINGS.feast_lookup_timeout_seconds,
+            lambda: service_metrics.lookup_failed("recent_items_timeout"),
         )
         if items is not None:
             FEATURE_LOOKUPS.labels(outcome="hit" if items else "empty").inc()
         return items
-
-    async def _within(
-        self, lookup: Callable[[], T], timeout_label: str, slots: threading.BoundedSemaphore
-    ) -> T | None:
-        """``lookup()`` off the event loop within the lookup timeout (``bounded_lookup``)."""
-        return await feature_source.bounded_lookup(
-            lookup,
-            slots,
-            SETTINGS.feast_lookup_timeout_seconds,
-            lambda: service_metrics.lookup_failed(timeout_label),
-        )
 
 
 class RequestErrors:

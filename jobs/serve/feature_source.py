@@ -24,6 +24,11 @@ from jobs.model.stock import stock_mask
 
 T = TypeVar("T")
 
+
+class LookupUnavailableError(RuntimeError):
+    """The online store failed to answer a lookup whose answer decides the response."""
+
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -132,7 +137,9 @@ class FeatureSource:
             return []
 
     def content(self, item_id: str) -> tuple[list[float], str] | None:
-        """An item's content vector and model id; None when unknown or unreadable."""
+        """An item's content vector and model id; None when the store has none (or no
+        store is configured). A store that fails raises :class:`LookupUnavailableError`:
+        an outage must not read as "unknown item"."""
         if self.store is None:
             return None
         try:
@@ -140,10 +147,11 @@ class FeatureSource:
 
             return online.content_vectors(self.store, [item_id]).get(item_id)
         except Exception as exc:
-            # Logged and counted: /similar then answers 404 as for any unknown item.
+            # Any failure inside Feast or its store: logged, counted, and re-raised as
+            # one error the service answers 503 (retry), never 404.
             log.warning("item content lookup failed: %s", exc, exc_info=True)
             self._failed("item_content")
-            return None
+            raise LookupUnavailableError(f"item content lookup failed: {exc}") from exc
 
     def _failed(self, lookup: str) -> None:
         if self.on_failure is not None:

@@ -129,3 +129,30 @@ def test_similar_places_an_item_newer_than_the_model_by_its_text_from_feast(
     for unknown in ("other-model", "no-text", "never-listed"):
         missing = world["client"].post("/similar", json={"item_id": unknown, "k": 8})
         assert missing.status_code == 404, (unknown, missing.text)
+
+
+def test_an_online_store_outage_is_503_not_unknown(world: dict[str, Any]) -> None:
+    """The store's item_content table gone mid-flight (a real SQLite failure inside
+    Feast): the item listed today cannot be placed, and the answer says so (503, retry)
+    instead of claiming the item is unknown."""
+    import sqlite3
+
+    db = world["settings"].feast_dir / "online_store.db"
+    with sqlite3.connect(db) as conn:
+        (table,) = [
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if r[0].endswith("item_content")
+        ]
+        conn.execute(f'ALTER TABLE "{table}" RENAME TO "{table}_aside"')
+    try:
+        response = world["client"].post("/similar", json={"item_id": "listed-today", "k": 8})
+        assert response.status_code == 503, response.text
+        assert response.headers.get("retry-after") == "1"
+        # Items the model knows need no lookup and are answered as ever.
+        assert world["client"].post("/similar", json={"item_id": "new-1-0"}).status_code == 200
+    finally:
+        with sqlite3.connect(db) as conn:
+            conn.execute(f'ALTER TABLE "{table}_aside" RENAME TO "{table}"')
+    back = world["client"].post("/similar", json={"item_id": "listed-today", "k": 8})
+    assert back.status_code == 200, back.text

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from jobs.config import load_settings
 from jobs.features import definitions
-from jobs.serve.feature_source import FeatureSource
+from jobs.serve.feature_source import FeatureSource, LookupUnavailableError
 
 
 def test_failed_lookups_are_reported_by_name(tmp_path: Path) -> None:
@@ -24,7 +26,10 @@ def test_failed_lookups_are_reported_by_name(tmp_path: Path) -> None:
 
     assert source.recent("user-1") == []
     assert source.stock(["item-1"]) is None
-    assert failures == ["recent_items", "stock"]
+    # An item's content decides /similar's answer: a failure is raised, never "unknown".
+    with pytest.raises(LookupUnavailableError):
+        source.content("item-1")
+    assert failures == ["recent_items", "stock", "item_content"]
 
 
 def test_no_store_is_a_fallback_not_a_failure(tmp_path: Path) -> None:
@@ -32,6 +37,7 @@ def test_no_store_is_a_fallback_not_a_failure(tmp_path: Path) -> None:
     failures: list[str] = []
     source.on_failure = failures.append
     assert source.recent("user-1") == [] and source.stock(["item-1"]) is None
+    assert source.content("item-1") is None
     assert failures == []
 
 
