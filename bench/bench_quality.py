@@ -119,7 +119,7 @@ def main() -> None:
         s_fit, s_valid = stratified_split(s_train, 0.8, 43)
         with mlflow.start_run(run_name="bench search"):
             t0 = time.perf_counter()
-            found = search(spark, settings, enc, s_fit, s_valid, False, "stratified")
+            found = search(spark, settings, enc, s_fit, s_valid, False, protocol="stratified")
             wall = time.perf_counter() - t0
         best = _best(found, k)
         print(f"\nsearch (stratified validation, seed 42): {len(found)} trials in {wall:.0f} s")
@@ -155,7 +155,7 @@ def main() -> None:
         with mlflow.start_run(run_name="bench search time"):
             t0 = time.perf_counter()
             budget = settings.model_copy(update={"search_trials": args.time_trials})
-            found = search(spark, budget, enc, train, valid, False, "time")
+            found = search(spark, budget, enc, train, valid, False, protocol="time")
             wall = time.perf_counter() - t0
         t_best = _best(found, k)
         print(f"\ntime-based per user (latest 10 %): search {len(found)} trials in {wall:.0f} s")

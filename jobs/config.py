@@ -716,10 +716,21 @@ class Settings(BaseSettings):
         description="At most this many items without interactions (ranked by factors mapped"
         " from their content) in one list; 0 keeps them out of lists.",
     )
-    content_map_reg: Annotated[float, Field(gt=0.0)] = Field(
-        1.0,
-        description="Ridge penalty of the map from content vectors to ALS item factors,"
-        " fitted on the trained items at every training.",
+    hybrid_weights: list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [0.0, 0.05, 0.15, 0.4, 1.0],
+        description="Search: weights of the content term (an item's content similarity to"
+        " the user's latest items) each trial's factors are scored with on the validation"
+        " slice; the best becomes part of the recipe. 0 is ALS alone; [0] switches the"
+        " hybrid off.",
+    )
+    hybrid_dims: Annotated[int, Field(ge=1, le=256)] = Field(
+        32,
+        description="Principal directions of the catalog's content the hybrid score keeps"
+        " (extra dimensions of every scoring product).",
+    )
+    hybrid_recent_items: Annotated[int, Field(ge=1)] = Field(
+        20,
+        description="A user's content profile is the mean of their this many latest items.",
     )
     session_eval_users: PositiveInt = Field(
         2_000,

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from jobs.model import dp
+from jobs.model import dp, hybrid
 from jobs.model.content_map import ContentMap
 from jobs.model.quantize import FACTOR_DTYPES, FactorDtype, QuantizedItems, quantize
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
@@ -69,6 +69,10 @@ class RecModel:
     # (jobs.model.content_map); None when there are none. At most ``cold_cap`` per list.
     cold: np.ndarray | None = None
     content_map: ContentMap | None = None
+    # The hybrid score (jobs.model.hybrid): projected content per item (n_items, dims) and
+    # each user's content profile (n_users, dims); used when params' hybrid_weight > 0.
+    item_content: np.ndarray | None = None
+    user_profiles: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.factor_dtype not in FACTOR_DTYPES:
@@ -89,6 +93,66 @@ class RecModel:
                 f"public_popularity has shape {self.public_popularity.shape}, "
                 f"expected {self.popularity.shape}"
             )
+        self._check_hybrid()
+
+    def _check_hybrid(self) -> None:
+        """Both hybrid arrays or neither, finite, one row per item and per user."""
+        if (self.item_content is None) != (self.user_profiles is None):
+            raise ValueError("item_content and user_profiles go together: got only one")
+        if self.item_content is None or self.user_profiles is None:
+            return
+        self.item_content = np.ascontiguousarray(self.item_content, dtype=np.float32)
+        self.user_profiles = np.ascontiguousarray(self.user_profiles, dtype=np.float32)
+        dims = self.item_content.shape[1] if self.item_content.ndim == 2 else -1
+        if self.item_content.shape != (len(self.item_ids), dims) or self.user_profiles.shape != (
+            len(self.user_ids),
+            dims,
+        ):
+            raise ValueError(
+                f"item_content {self.item_content.shape} and user_profiles "
+                f"{self.user_profiles.shape}: expected ({len(self.item_ids)}, d) and "
+                f"({len(self.user_ids)}, d)"
+            )
+        if not (np.isfinite(self.item_content).all() and np.isfinite(self.user_profiles).all()):
+            raise ValueError("item_content or user_profiles hold non-finite values")
+
+    @property
+    def hybrid_weight(self) -> float:
+        """Weight of the content term in every score (0: ALS alone), as trained; a weight
+        that is not a positive finite number (a hand-edited artifact) means ALS alone."""
+        if self.item_content is None:
+            return 0.0
+        try:
+            weight = float(self.params.get("hybrid_weight", 0.0))
+        except (TypeError, ValueError):
+            return 0.0
+        return weight if np.isfinite(weight) and weight > 0 else 0.0
+
+    @property
+    def hybrid_recent(self) -> int:
+        """How many latest items a stored profile is the mean of."""
+        return int(self.params.get("hybrid_recent_items", 20))
+
+    @cached_property
+    def scoring_items(self) -> np.ndarray:
+        """The item operand of every score: the factors, plus the content when hybrid."""
+        if self.hybrid_weight > 0 and self.item_content is not None:
+            return hybrid.augment(self.item_factors, self.item_content)
+        return self.item_factors
+
+    def scoring_vector(self, vector: np.ndarray, profile: np.ndarray | None) -> np.ndarray:
+        """A user's operand from their ALS vector and content profile (one user, 1-D)."""
+        if self.hybrid_weight <= 0 or self.item_content is None:
+            return np.asarray(vector, dtype=np.float32)
+        if profile is None:
+            profile = np.zeros(self.item_content.shape[1], dtype=np.float32)
+        return hybrid.augment(vector[None, :], profile[None, :], self.hybrid_weight)[0]
+
+    def scoring_users(self, rows: np.ndarray) -> np.ndarray:
+        """The user operand of the given rows (their stored factors and profiles)."""
+        if self.hybrid_weight <= 0 or self.user_profiles is None:
+            return self.user_factors[rows]
+        return hybrid.augment(self.user_factors[rows], self.user_profiles[rows], self.hybrid_weight)
 
     @property
     def cold_cap(self) -> int:
@@ -128,6 +192,12 @@ class RecModel:
             ),
             cold=cold if cold.any() else None,
             content_map=cmap,
+            # No content term for them here; jobs.train.training attaches the hybrid after.
+            item_content=None
+            if self.item_content is None
+            else np.vstack(
+                [self.item_content, np.zeros((len(ids), self.item_content.shape[1]), np.float32)]
+            ),
         )
 
     def with_factor_dtype(self, dtype: str) -> RecModel:
@@ -149,12 +219,11 @@ class RecModel:
         Quantized, no transposed float32 copy is kept: rows that are not finite are zeroed
         first (``item_ok`` keeps them out of every list, and quantize refuses NaN).
         """
+        items = self.scoring_items
         if self.factor_dtype == "float32":
-            return np.ascontiguousarray(self.item_factors.T)
-        finite = np.isfinite(self.item_factors).all(axis=1)
-        factors = (
-            self.item_factors if finite.all() else np.where(finite[:, None], self.item_factors, 0)
-        )
+            return np.ascontiguousarray(items.T)
+        finite = np.isfinite(items).all(axis=1)
+        factors = items if finite.all() else np.where(finite[:, None], items, 0)
         quantized = quantize(factors, self.factor_dtype)
         return quantized if finite.all() else replace(quantized, ok=finite)
 
@@ -166,7 +235,7 @@ class RecModel:
     @cached_property
     def item_ok(self) -> np.ndarray:
         """Items whose factor row and popularity are finite (the others never appear)."""
-        return np.isfinite(self.item_factors).all(axis=1) & np.isfinite(self.popularity)
+        return np.isfinite(self.scoring_items).all(axis=1) & np.isfinite(self.popularity)
 
     def non_finite(self) -> dict[str, int]:
         """How many user rows, item rows and popularity entries are NaN or infinite."""
@@ -212,8 +281,8 @@ class RecModel:
         """
         rows = np.asarray(rows)
         idx, scores = top_k(
-            self.user_factors[rows],
-            self.item_factors,
+            self.scoring_users(rows),
+            self.scoring_items,
             k,
             seen=self.seen,
             rows=rows,
@@ -283,6 +352,9 @@ class RecModel:
         out: dict[str, np.ndarray] = {}
         if self.cold is not None:
             out["cold"] = self.cold
+        if self.item_content is not None and self.user_profiles is not None:
+            out["item_content"] = self.item_content
+            out["user_profiles"] = self.user_profiles
         if self.content_map is not None:
             cm = self.content_map
             out["content_map"] = cm.as_array()
@@ -319,6 +391,8 @@ class RecModel:
                 factor_dtype=factor_dtype,
                 cold=data["cold"].astype(bool) if "cold" in data.files else None,
                 content_map=_content_map_of(data),
+                item_content=data["item_content"] if "item_content" in data.files else None,
+                user_profiles=data["user_profiles"] if "user_profiles" in data.files else None,
             )
         if not stored:
             log.warning(

@@ -1,10 +1,10 @@
 """A model artifact without some users: what erasure does to models already trained.
 
-The artifact holds each user's id, factor row and seen items: personal data. Removing a
-user's row and seen items removes everything the artifact holds about them by name; the
-item factors and popularity remain, which the user influenced only in aggregate (as one
-of many), and the next training, which reads the lake they are no longer in, replaces
-those too.
+The artifact holds each user's id, factor row, content profile (the hybrid's) and seen
+items: personal data. Removing a user's row, profile and seen items removes everything
+the artifact holds about them by name; the item factors and popularity remain, which
+the user influenced only in aggregate (as one of many), and the next training, which
+reads the lake they are no longer in, replaces those too.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def without_users(model: RecModel, user_ids: Iterable[str]) -> tuple[RecModel, i
         model,
         user_ids=model.user_ids[rows],
         user_factors=model.user_factors[rows],
+        # A content profile is the mean of a person's latest items: theirs, so it goes too.
+        user_profiles=None if model.user_profiles is None else model.user_profiles[rows],
         seen=seen,
     )
     return forgotten, len(drop)

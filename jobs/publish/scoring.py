@@ -78,7 +78,8 @@ def score_spark(
     frame = pd.DataFrame(
         {
             "user_id": model.user_ids.astype(str),
-            "vector": list(model.user_factors),
+            # The hybrid's operand when the model has one (factors and content profile).
+            "vector": list(model.scoring_users(np.arange(len(model.user_ids)))),
             "seen": [
                 model.seen.indices[model.seen.indptr[u] : model.seen.indptr[u + 1]]
                 for u in range(len(model.user_ids))
@@ -93,7 +94,7 @@ def score_spark(
     items = spark.sparkContext.broadcast(
         (
             model.item_factors_t,
-            np.isfinite(model.item_factors).all(axis=1),
+            np.isfinite(model.scoring_items).all(axis=1),
             model.item_ids.astype(str),
             allowed,
             model.cold,

@@ -18,6 +18,9 @@ Four paths, in order:
 - ``fold_in``: an unknown user with recent items (from the request, else Feast) gets a
   user vector solved against the fixed item factors with the model's own implicit-ALS
   objective (:func:`fold_in`), then the same ranking;
+- with a hybrid model (:mod:`jobs.model.hybrid`), the fold-in's recent items also give
+  the content profile, and a session moves the stored one, so the content term follows
+  the same items the factors do;
 - ``popular``: everyone else gets the popularity baseline through the same ranker.
 
 Users of the control group (:func:`jobs.model.control.in_control`, the function publishing
@@ -43,6 +46,7 @@ from typing import Literal
 import numpy as np
 
 from jobs.config import Settings
+from jobs.model import hybrid
 from jobs.model.artifact import RecModel
 from jobs.model.control import CONTROL, TREATMENT, Group
 from jobs.model.ranking import NO_ITEM, round_scores, top_k
@@ -273,11 +277,21 @@ def recommend(
         )
         if not np.isfinite(vector).all():  # degenerate factors: the published list instead
             vector = None
+        elif model.hybrid_weight > 0 and model.user_profiles is not None:
+            profile = hybrid.session_profile(
+                model.user_profiles[row],
+                len(history),
+                model.hybrid_recent,
+                model.item_content,
+                fresh,
+                weights,
+            )
+            vector = model.scoring_vector(vector, profile)
     if row is not None and vector is not None:
         source: Source = "als_session"
         idx, scores = top_k(
             vector[None, :],
-            model.item_factors,
+            model.scoring_items,
             request.k,
             seen=model.seen,
             rows=np.array([row]),
@@ -308,9 +322,12 @@ def recommend(
             vector = fold_in(
                 model.item_factors, online.gram, distinct, weights, online.reg, online.alpha
             )
+            if model.hybrid_weight > 0 and model.item_content is not None:
+                profile = hybrid.profile_of(model.item_content, distinct, weights)
+                vector = model.scoring_vector(vector, profile)
             idx, scores = top_k(
                 vector[None, :],
-                model.item_factors,
+                model.scoring_items,
                 request.k,
                 allowed=_allowed(n_items, stock_mask, exclude, distinct),
                 items_t=model.item_factors_t,

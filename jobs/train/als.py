@@ -42,6 +42,9 @@ class ALSParams:
     iterations: int
     weighting: str
     half_life_days: float
+    # The content term's weight (jobs.model.hybrid): not a setting but the search's
+    # choice for the fitted factors, so every recipe starts at 0 (ALS alone).
+    hybrid_weight: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ALSParams:
@@ -59,7 +62,8 @@ class ALSParams:
         """The recipe a registered model was trained with (its artifact's params).
 
         Versions from before weighting was searchable trained on the plain gold weights:
-        that is ``none`` with no recency decay, which is what they get.
+        that is ``none`` with no recency decay, which is what they get; versions from
+        before the hybrid score get ALS alone.
         """
         return cls(
             int(params["rank"]),
@@ -68,6 +72,7 @@ class ALSParams:
             int(params["iterations"]),
             str(params.get("weighting", "none")),
             float(params.get("half_life_days", 0.0)),
+            float(params.get("hybrid_weight", 0.0)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -78,11 +83,14 @@ class ALSParams:
             "iterations": self.iterations,
             "weighting": self.weighting,
             "half_life_days": self.half_life_days,
+            "hybrid_weight": self.hybrid_weight,
         }
 
     def label(self) -> str:
-        return f"rank{self.rank} reg{self.reg:.3g} a{self.alpha:.3g} {self.weighting}" + (
-            f" hl{self.half_life_days:g}d" if self.half_life_days else ""
+        return (
+            f"rank{self.rank} reg{self.reg:.3g} a{self.alpha:.3g} {self.weighting}"
+            + (f" hl{self.half_life_days:g}d" if self.half_life_days else "")
+            + (f" h{self.hybrid_weight:g}" if self.hybrid_weight else "")
         )
 
 

@@ -50,7 +50,7 @@ from jobs.model.registry import (
     log_model,
     setup,
 )
-from jobs.train import als, cold
+from jobs.train import als, blend, cold
 from jobs.train.baselines import evaluate_ease
 from jobs.train.data import (
     MIN_INTERACTIONS,
@@ -188,7 +188,11 @@ def train_model(
         mlflow.set_tag(TAG_COMPARED_CHAMPION, "none" if champion is None else champion.version)
         if training_key:
             mlflow.set_tag(TAG_TRAINING_KEY, training_key)
-        found = search(spark, settings, prepared.enc, prepared.train, prepared.valid, progress)
+        content = _content(spark, settings)
+        blended = blend.TrainContent.of(settings, prepared.enc.item_ids, content)
+        found = search(
+            spark, settings, prepared.enc, prepared.train, prepared.valid, progress, blended
+        )
         best = _best(found, k)
         mlflow.log_params({f"als_{name}": value for name, value in best.as_dict().items()})
         # Which solver fitted the registered model (the final fit, on all pairs), and the
@@ -199,19 +203,19 @@ def train_model(
                 "als_engine_setting": settings.als_engine,
             }
         )
-        test = evaluate_on_test(spark, settings, prepared, best, incumbents)
+        test = evaluate_on_test(spark, settings, prepared, best, incumbents, blended)
         # Which versions were compared (run tags): what a resumed gate compares with.
         mlflow.set_tags({f"recflow.gate.{i.role}_version": i.version for i in test.incumbents})
         metrics = dict(test.metrics)
         s_best = None
         if settings.eval_stratified:
             s_best, s_metrics = evaluate_stratified(
-                spark, settings, prepared.enc, incumbents, progress
+                spark, settings, prepared.enc, incumbents, progress, blended
             )
             metrics.update(s_metrics)
-        content = _content(spark, settings)
         cold_eval: dict[str, float] = {}
-        if content is not None:
+        cold_items = content is not None and settings.cold_items_per_list > 0
+        if content is not None and cold_items:
             cold_eval = cold.evaluate_cold(
                 prepared.enc.frame,
                 prepared.enc.n_users,
@@ -224,11 +228,16 @@ def train_model(
             metrics.update(cold_eval)
         mlflow.log_metrics(metrics)
         model = fit_final(spark, settings, prepared, best)
-        if content is not None:
+        if content is not None and cold_items:
             model, content_params = cold.add_cold_items(
                 model, *content, seed=settings.seed, evaluation=cold_eval
             )
             mlflow.log_params(content_params)
+        if content is not None and blended is not None and best.hybrid_weight > 0:
+            model = blend.attach(model, blended, *content[:2], prepared.enc.frame)
+            mlflow.log_params(
+                {"hybrid_dims": model.params["hybrid_dims"], "hybrid_recent_items": blended.recent}
+            )
         run_id = parent.info.run_id
         version, decision = register_and_gate(
             settings,
@@ -260,10 +269,11 @@ def train_model(
 
 
 def _content(spark: SparkSession, settings: Settings) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The catalog's content vectors (ids, vectors, model id), None when switched off
-    (embeddings off, or no cold item may enter a list: then neither the extra item-cold
-    fit nor the map is worth its time)."""
-    if not settings.content_embeddings or settings.cold_items_per_list == 0:
+    """The catalog's content vectors (ids, vectors, model id), None when nothing would use
+    them (embeddings off, or neither a cold item may enter a list nor the hybrid weigh
+    content: then neither the extra item-cold fit nor the map is worth its time)."""
+    hybrid_on = any(w > 0 for w in settings.hybrid_weights)
+    if not settings.content_embeddings or (settings.cold_items_per_list == 0 and not hybrid_on):
         return None
     from jobs.content.embeddings import read_vectors
 
@@ -344,6 +354,7 @@ def search(
     fit_frame: pd.DataFrame,
     valid_frame: pd.DataFrame,
     progress: bool,
+    content: blend.TrainContent | None = None,
     protocol: str = "time",
 ) -> list[dict[str, Any]]:
     """Optuna TPE over :func:`jobs.train.als.suggest`, each trial a nested MLflow run.
@@ -352,6 +363,8 @@ def search(
     points, so a small budget never does worse than the old fixed grid), then TPE
     proposes the rest within ``search_trials`` fits and ``search_timeout_seconds``. Each
     trial fits on ``fit_frame`` and is scored on ``valid_frame``, never on the test split.
+    With ``content``, each trial's factors are scored with every hybrid weight and the
+    best becomes the trial's ``hybrid_weight`` (:func:`jobs.train.blend.pick_weight`).
     """
     import mlflow
     import optuna
@@ -359,6 +372,7 @@ def search(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     k = settings.eval_k
     holdout = Holdout.of(fit_frame, valid_frame, enc.n_users)
+    profiles = None if content is None else content.profiles(fit_frame, enc.n_users)
     seeds = als.candidates(settings)[: settings.search_trials]
     # Choices include every enqueued value, so TPE can learn from the seeded trials.
     space = settings.model_copy(
@@ -376,7 +390,8 @@ def search(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=settings.seed)
     )
     for c in seeds:
-        fixed = {n: v for n, v in c.as_dict().items() if n != "iterations"}
+        # The hybrid weight is not TPE's to propose: every trial tries them all.
+        fixed = {n: v for n, v in c.as_dict().items() if n not in ("iterations", "hybrid_weight")}
         study.enqueue_trial(fixed, user_attrs={"iterations": c.iterations})
     found: list[dict[str, Any]] = []
     bar = _progress_bar(settings.search_trials, progress, f"search ({protocol})")
@@ -390,7 +405,10 @@ def search(
             mlflow.set_tags({"recflow.protocol": protocol, "recflow.trial": str(trial.number)})
             started = time.perf_counter()
             u, v = fit_challenger(spark, settings, fit_frame, enc, params)
-            metrics = _prefixed(evaluate(holdout, u, v, None, k, enc.n_items), "validation_")
+            weight, by_weight = blend.pick_weight(holdout, u, v, content, profiles, k, enc.n_items)
+            params = replace(params, hybrid_weight=weight)
+            metrics = _prefixed(by_weight[weight], "validation_")
+            metrics[f"validation_als_ndcg_at_{k}"] = by_weight[0.0][f"ndcg_at_{k}"]
             metrics["fit_seconds"] = time.perf_counter() - started
             mlflow.log_params(
                 {**params.as_dict(), "engine": engine_of(settings, fit_frame, enc, params)}
@@ -428,6 +446,9 @@ class Comparison:
     item_factors: np.ndarray
     popularity: np.ndarray
     incumbents: list[Incumbent]
+    # The challenger's scoring operands: the factors, augmented when its recipe is hybrid.
+    scoring_users: np.ndarray
+    scoring_items: np.ndarray
 
 
 def compare(
@@ -438,6 +459,7 @@ def compare(
     best: als.ALSParams,
     recipes: list[tuple[str, str, als.ALSParams]],
     prefix: str,
+    content: blend.TrainContent | None = None,
 ) -> Comparison:
     """``best`` refit on the training part and scored once on the held-out part, beside
     popularity, EASE and every incumbent recipe refit on the very same training part.
@@ -446,7 +468,9 @@ def compare(
     names: ``{prefix}…`` for ALS, ``popularity_{prefix}…``, ``ease_{prefix}…``,
     ``{role}_{prefix}…``; each NDCG with its bootstrap interval (``…_low``/``…_high``)
     and each incumbent with the paired interval of ALS's relative difference to it
-    (``{role}_{prefix}diff_low``/``…_high``), which is what the gate decides on.
+    (``{role}_{prefix}diff_low``/``…_high``), which is what the gate decides on. Every
+    recipe is scored with its own hybrid weight (``content`` permitting), profiles taken
+    from the training part; a hybrid challenger's ALS alone is ``{prefix}als_…``.
     """
     train, test, fit_part, valid = split
     k, n_items = settings.eval_k, enc.n_items
@@ -457,14 +481,19 @@ def compare(
     metrics = {f"{prefix}fit_seconds": time.perf_counter() - started}
     pop = popularity_of(train, n_items)
     ndcg = f"ndcg_at_{k}"
+    profiles = None if content is None else content.profiles(train, enc.n_users)
+    su, sv = blend.operands(u, v, best.hybrid_weight, content, profiles)
 
     def record(name: str, found: dict[str, float], per_user: np.ndarray) -> None:
         metrics.update(_prefixed(found, name))
         ci = bootstrap_ci(per_user, samples, level, seed)
         metrics[f"{name}{ndcg}_low"], metrics[f"{name}{ndcg}_high"] = ci.low, ci.high
 
-    als_found, als_users = evaluate_per_user(holdout, u, v, None, k, n_items)
+    als_found, als_users = evaluate_per_user(holdout, su, sv, None, k, n_items)
     record(prefix, als_found, als_users)
+    if su is not u:
+        alone = evaluate(holdout, u, v, None, k, n_items)
+        metrics[f"{prefix}als_{ndcg}"] = alone[ndcg]
     metrics[f"{prefix}users"] = float(len(holdout.users))
     record(f"popularity_{prefix}", *evaluate_per_user(holdout, None, None, pop, k, n_items))
     if n_items <= settings.ease_max_items:
@@ -477,13 +506,14 @@ def compare(
         # part of a recipe (both solve the same problem), so the gate compares recipes.
         engine = als.Engine.from_settings(settings)
         ru, rv = als.fit(spark, train, enc.n_users, n_items, recipe, settings.seed, engine)
+        ru, rv = blend.operands(ru, rv, recipe.hybrid_weight, content, profiles)
         found, per_user = evaluate_per_user(holdout, ru, rv, None, k, n_items)
         record(f"{role}_{prefix}", found, per_user)
         diff = paired_relative_ci(als_users, per_user, samples, level, seed)
         metrics[f"{role}_{prefix}diff_low"] = diff.low
         metrics[f"{role}_{prefix}diff_high"] = diff.high
         scored.append(Incumbent(role, version, found[ndcg], diff.low, diff.high))
-    return Comparison(metrics, holdout, u, v, pop, scored)
+    return Comparison(metrics, holdout, u, v, pop, scored, su, sv)
 
 
 def _ease_lambda(
@@ -517,6 +547,7 @@ def evaluate_on_test(
     prepared: Prepared,
     best: als.ALSParams,
     incumbents: list[tuple[str, str]],
+    content: blend.TrainContent | None = None,
 ) -> TestEvaluation:
     """The time protocol: ``best`` and every incumbent's recipe refit on the same
     training split and scored once on each user's latest interactions, beside popularity
@@ -529,18 +560,19 @@ def evaluate_on_test(
     enc, k = prepared.enc, settings.eval_k
     recipes, models = incumbent_recipes(settings, incumbents)
     split = (prepared.train_full, prepared.test, prepared.train, prepared.valid)
-    found = compare(spark, settings, enc, split, best, recipes, "test_")
+    found = compare(spark, settings, enc, split, best, recipes, "test_", content)
     for role, model in models.items():
         artifact = evaluate_registered(model, enc, found.holdout, k)
         found.metrics[f"{role}_artifact_test_ndcg_at_{k}"] = artifact[f"ndcg_at_{k}"]
     found.metrics["fit_seconds"] = found.metrics["test_fit_seconds"]
     u, v, pop, holdout = found.user_factors, found.item_factors, found.popularity, found.holdout
     found.metrics.update(_session_metrics(settings, prepared, holdout, u, v, best))
+    su, sv = found.scoring_users, found.scoring_items
     return TestEvaluation(
         metrics=found.metrics,
-        als_curve=metric_curve(holdout, u, v, None, CURVE_KS, enc.n_items),
+        als_curve=metric_curve(holdout, su, sv, None, CURVE_KS, enc.n_items),
         pop_curve=metric_curve(holdout, None, None, pop, CURVE_KS, enc.n_items),
-        rec_idx=top_k_for(holdout, u, v, k)[0],
+        rec_idx=top_k_for(holdout, su, sv, k)[0],
         popularity=pop,
         incumbents=found.incumbents,
     )
@@ -582,6 +614,7 @@ def evaluate_stratified(
     enc: Encoded,
     incumbents: list[tuple[str, str]],
     progress: bool,
+    content: blend.TrainContent | None = None,
 ) -> tuple[als.ALSParams, dict[str, float]]:
     """Numbers comparable with published ones, from their own search.
 
@@ -595,12 +628,12 @@ def evaluate_stratified(
     k = settings.eval_k
     s_train, s_test = stratified_split(enc.frame, 0.75, settings.seed)
     s_fit, s_valid = stratified_split(s_train, 0.8, settings.seed + 1)
-    found = search(spark, settings, enc, s_fit, s_valid, progress, "stratified")
+    found = search(spark, settings, enc, s_fit, s_valid, progress, content, "stratified")
     best = _best(found, k)
     mlflow.log_params({f"stratified_als_{n}": x for n, x in best.as_dict().items()})
     recipes, _ = incumbent_recipes(settings, incumbents)
     split = (s_train, s_test, s_fit, s_valid)
-    result = compare(spark, settings, enc, split, best, recipes, "stratified_")
+    result = compare(spark, settings, enc, split, best, recipes, "stratified_", content)
     return best, result.metrics
 
 
