@@ -723,6 +723,11 @@ class Settings(BaseSettings):
         " slice; the best becomes part of the recipe. 0 is ALS alone; [0] switches the"
         " hybrid off.",
     )
+    hybrid_min_gain: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = Field(
+        0.01,
+        description="A content weight above 0 enters the recipe only if its validation"
+        " NDCG beats ALS alone by this fraction (0.01: 1 %), so noise never adds it.",
+    )
     hybrid_dims: Annotated[int, Field(ge=1, le=256)] = Field(
         32,
         description="Principal directions of the catalog's content the hybrid score keeps"

@@ -28,6 +28,7 @@ class TrainContent:
     items: np.ndarray  # (n_items, dims), row j for item code j; zeros without text
     recent: int
     weights: tuple[float, ...]  # the search's choices, 0 first
+    min_gain: float = 0.0  # relative NDCG gain over ALS alone a weight > 0 must show
 
     @classmethod
     def of(
@@ -47,7 +48,7 @@ class TrainContent:
         items = hybrid.item_content(space, item_ids, ids, vectors)
         if not items.any():
             return None
-        return cls(space, items, settings.hybrid_recent_items, weights)
+        return cls(space, items, settings.hybrid_recent_items, weights, settings.hybrid_min_gain)
 
     def profiles(self, frame: pd.DataFrame, n_users: int) -> np.ndarray:
         return hybrid.profiles(self.items, frame, n_users, self.recent)
@@ -77,14 +78,19 @@ def pick_weight(
 ) -> tuple[float, dict[float, dict[str, float]]]:
     """(the weight whose NDCG@k on ``holdout`` is best, the metrics of every weight).
 
-    Ties go to the smaller weight, so content enters only where it helps.
+    A weight above 0 must beat ALS alone by ``content.min_gain`` (relative) to be taken,
+    and ties go to the smaller weight: content enters a recipe only where it clearly
+    helped, not on the validation slice's noise.
     """
     weights = (0.0,) if content is None or profiles is None else content.weights
     found = {
         w: evaluate(holdout, *operands(u, v, w, content, profiles), None, k, n_items)
         for w in weights
     }
-    best = max(weights, key=lambda w: (found[w][f"ndcg_at_{k}"], -w))
+    ndcg = {w: found[w][f"ndcg_at_{k}"] for w in weights}
+    bar = ndcg[0.0] * (1.0 + (content.min_gain if content is not None else 0.0))
+    eligible = [w for w in weights if w == 0.0 or ndcg[w] >= bar]
+    best = max(eligible, key=lambda w: (ndcg[w], -w))
     return best, found
 
 
