@@ -724,9 +724,10 @@ class Settings(BaseSettings):
         " hybrid off.",
     )
     hybrid_min_gain: Annotated[float, Field(ge=0.0, allow_inf_nan=False)] = Field(
-        0.01,
-        description="A content weight above 0 enters the recipe only if its validation"
-        " NDCG beats ALS alone by this fraction (0.01: 1 %), so noise never adds it.",
+        0.0,
+        description="A content weight above 0 enters the recipe only if the paired"
+        " bootstrap interval of its validation NDCG gain over ALS alone (relative; the"
+        " gate's samples and level) lies above this fraction, so noise never adds it.",
     )
     hybrid_dims: Annotated[int, Field(ge=1, le=256)] = Field(
         32,

@@ -16,8 +16,9 @@ import pandas as pd
 from jobs.config import Settings
 from jobs.model import hybrid
 from jobs.model.artifact import RecModel
-from jobs.train.evaluate import evaluate
+from jobs.train.evaluate import evaluate_per_user
 from jobs.train.splits import Holdout
+from jobs.train.stats import paired_relative_ci
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,12 @@ class TrainContent:
     items: np.ndarray  # (n_items, dims), row j for item code j; zeros without text
     recent: int
     weights: tuple[float, ...]  # the search's choices, 0 first
-    min_gain: float = 0.0  # relative NDCG gain over ALS alone a weight > 0 must show
+    # A weight > 0 is taken only if the paired bootstrap interval (``samples`` draws at
+    # ``level``) of its relative NDCG gain over ALS alone lies above ``min_gain``.
+    min_gain: float = 0.0
+    samples: int = 2000
+    level: float = 0.95
+    seed: int = 0
 
     @classmethod
     def of(
@@ -48,7 +54,16 @@ class TrainContent:
         items = hybrid.item_content(space, item_ids, ids, vectors)
         if not items.any():
             return None
-        return cls(space, items, settings.hybrid_recent_items, weights, settings.hybrid_min_gain)
+        return cls(
+            space,
+            items,
+            settings.hybrid_recent_items,
+            weights,
+            settings.hybrid_min_gain,
+            settings.gate_bootstrap_samples,
+            settings.gate_confidence,
+            settings.seed,
+        )
 
     def profiles(self, frame: pd.DataFrame, n_users: int) -> np.ndarray:
         return hybrid.profiles(self.items, frame, n_users, self.recent)
@@ -78,19 +93,24 @@ def pick_weight(
 ) -> tuple[float, dict[float, dict[str, float]]]:
     """(the weight whose NDCG@k on ``holdout`` is best, the metrics of every weight).
 
-    A weight above 0 must beat ALS alone by ``content.min_gain`` (relative) to be taken,
-    and ties go to the smaller weight: content enters a recipe only where it clearly
-    helped, not on the validation slice's noise.
+    The best weight above 0 is taken only if the paired bootstrap interval over users of
+    its relative gain over ALS alone lies wholly above ``content.min_gain`` (the test the
+    gate applies between models): content enters a recipe only where it clearly helped,
+    never on the validation slice's noise. Ties go to the smaller weight.
     """
     weights = (0.0,) if content is None or profiles is None else content.weights
-    found = {
-        w: evaluate(holdout, *operands(u, v, w, content, profiles), None, k, n_items)
-        for w in weights
-    }
-    ndcg = {w: found[w][f"ndcg_at_{k}"] for w in weights}
-    bar = ndcg[0.0] * (1.0 + (content.min_gain if content is not None else 0.0))
-    eligible = [w for w in weights if w == 0.0 or ndcg[w] >= bar]
-    best = max(eligible, key=lambda w: (ndcg[w], -w))
+    found, per_user = {}, {}
+    for w in weights:
+        found[w], per_user[w] = evaluate_per_user(
+            holdout, *operands(u, v, w, content, profiles), None, k, n_items
+        )
+    best = max(weights, key=lambda w: (found[w][f"ndcg_at_{k}"], -w))
+    if best > 0 and content is not None:
+        gain = paired_relative_ci(
+            per_user[best], per_user[0.0], content.samples, content.level, content.seed
+        )
+        if not gain.low > content.min_gain:  # NaN (no users) counts as no gain
+            best = 0.0
     return best, found
 
 
