@@ -237,6 +237,18 @@ def _train_with_airflow(settings: Settings) -> bool:
             f" random {metrics[f'cold_random_ndcg_at_{k}']:.4f}; the model carries"
             f" {params.get('cold_items', 0)} catalog items without interactions"
         )
+    params = client.get_run(newest.run_id).data.params
+    if "als_hybrid_weight" in params:
+        weight = float(params["als_hybrid_weight"])
+        alone = metrics.get(f"test_als_ndcg_at_{k}")
+        print(
+            f"hybrid: content weight {weight:g} picked on the validation slice"
+            + (
+                f"; test NDCG@{k} {metrics[f'test_ndcg_at_{k}']:.4f} against ALS alone {alone:.4f}"
+                if weight > 0 and alone is not None
+                else " (ALS alone: content did not clearly help here)"
+            )
+        )
     print(
         "MLflow UI: .venv/bin/mlflow ui --backend-store-uri "
         f"{settings.tracking_uri_shown} --port 5000  (then http://127.0.0.1:5000)"

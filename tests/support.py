@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from jobs.config import Settings
+from jobs.model import hybrid
 from jobs.model.artifact import RecModel
 from jobs.model.ranking import Seen
 
@@ -38,6 +40,48 @@ def clustered_model(n_users: int = 120, n_items: int = 90, seed: int = 5) -> Rec
         # list given outright (its mechanism is tested in test_dp_popular.py).
         public_popularity=np.round(rng.random(n_items) * 100).astype(np.float32),
         public_budget={"mechanism": "given by the test"},
+    )
+
+
+# The hybrid score's content in tests: a 'style' independent of the factor cluster.
+DIMS = 4
+
+
+def style(j: int) -> int:
+    """The content 'style' of item j in these tests: independent of its factor cluster."""
+    return (j // 3) % 2
+
+
+def styled_content(n_items: int, seed: int = 0) -> np.ndarray:
+    """Unit content rows: style 0 points along e0, style 1 along e1, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    c = np.zeros((n_items, DIMS), np.float32)
+    for j in range(n_items):
+        c[j, style(j)] = 1.0
+    c += rng.normal(0, 0.05, c.shape).astype(np.float32)
+    return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+
+def hybrid_model(weight: float = 0.7, seed: int = 0) -> RecModel:
+    """clustered_model plus content by style and each user's profile from their seen items."""
+    base = clustered_model()
+    content = styled_content(len(base.item_ids), seed)
+    seen = base.seen
+    profiles = np.stack(
+        [
+            hybrid.profile_of(
+                content,
+                seen.indices[seen.indptr[u] : seen.indptr[u + 1]],
+                np.ones(seen.indptr[u + 1] - seen.indptr[u]),
+            )
+            for u in range(len(base.user_ids))
+        ]
+    )
+    return dataclasses.replace(
+        base,
+        item_content=content,
+        user_profiles=profiles,
+        params={**base.params, "hybrid_weight": weight, "hybrid_recent_items": 20},
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from support import clustered_model
+from support import DIMS, clustered_model, hybrid_model, style, styled_content
 
 from jobs.config import load_settings
 from jobs.model import content_map, forget, hybrid
@@ -22,45 +22,6 @@ from jobs.train import blend
 from jobs.train.splits import Holdout
 
 Recommend, _ = schemas.request_types(schemas.Limits(max_k=100, max_recent_items=200))
-DIMS = 4
-
-
-def style(j: int) -> int:
-    """The content 'style' of item j in these tests: independent of its factor cluster."""
-    return (j // 3) % 2
-
-
-def styled_content(n_items: int, seed: int = 0) -> np.ndarray:
-    """Unit content rows: style 0 points along e0, style 1 along e1, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    c = np.zeros((n_items, DIMS), np.float32)
-    for j in range(n_items):
-        c[j, style(j)] = 1.0
-    c += rng.normal(0, 0.05, c.shape).astype(np.float32)
-    return c / np.linalg.norm(c, axis=1, keepdims=True)
-
-
-def hybrid_model(weight: float = 0.7, seed: int = 0) -> RecModel:
-    """clustered_model plus content by style and each user's profile from their seen items."""
-    base = clustered_model()
-    content = styled_content(len(base.item_ids), seed)
-    seen = base.seen
-    profiles = np.stack(
-        [
-            hybrid.profile_of(
-                content,
-                seen.indices[seen.indptr[u] : seen.indptr[u + 1]],
-                np.ones(seen.indptr[u + 1] - seen.indptr[u]),
-            )
-            for u in range(len(base.user_ids))
-        ]
-    )
-    return dataclasses.replace(
-        base,
-        item_content=content,
-        user_profiles=profiles,
-        params={**base.params, "hybrid_weight": weight, "hybrid_recent_items": 20},
-    )
 
 
 def brute_force(model: RecModel, weight: float, k: int) -> list[list[int]]:
