@@ -238,7 +238,7 @@ def _train_with_airflow(settings: Settings) -> bool:
             f" {params.get('cold_items', 0)} catalog items without interactions"
         )
     params = client.get_run(newest.run_id).data.params
-    if "als_hybrid_weight" in params:
+    if "als_hybrid_weight" in params and "content_model" in params:
         weight = float(params["als_hybrid_weight"])
         alone = metrics.get(f"test_als_ndcg_at_{k}")
         print(

@@ -69,11 +69,7 @@ def hybrid_model(weight: float = 0.7, seed: int = 0) -> RecModel:
     seen = base.seen
     profiles = np.stack(
         [
-            hybrid.profile_of(
-                content,
-                seen.indices[seen.indptr[u] : seen.indptr[u + 1]],
-                np.ones(seen.indptr[u + 1] - seen.indptr[u]),
-            )
+            hybrid.profile_of(content, seen.indices[seen.indptr[u] : seen.indptr[u + 1]])
             for u in range(len(base.user_ids))
         ]
     )

@@ -40,6 +40,10 @@ from jobs.model.quantize import FACTOR_DTYPES, FactorDtype, QuantizedItems, quan
 from jobs.model.ranking import NO_ITEM, Seen, popular_k, top_k
 
 SCHEMA_VERSION = 1
+# A hybrid artifact (item_content and user_profiles) is written as version 2: a reader
+# from before the hybrid refuses it instead of silently ranking by ALS alone, i.e. giving
+# other lists than the publisher. Everything else stays version 1, readable by both.
+HYBRID_SCHEMA_VERSION = 2
 # Beyond this a factor's products overflow float32 scores (rank · 1e15² ≪ 3.4e38 for any
 # rank recflow trains would not hold, and an ALS that diverged this far is broken anyway).
 MAX_ABS_FACTOR = 1e15
@@ -133,12 +137,29 @@ class RecModel:
         """How many latest items a stored profile is the mean of."""
         return int(self.params.get("hybrid_recent_items", 20))
 
-    @cached_property
+    @property
     def scoring_items(self) -> np.ndarray:
-        """The item operand of every score: the factors, plus the content when hybrid."""
+        """The item operand of every score: the factors, plus the content when hybrid.
+
+        A float32 model keeps it (``_augmented_items``); a quantized one builds it only
+        to quantize it, so it holds no float32 copy beside its int8/float16 operand.
+        """
         if self.hybrid_weight > 0 and self.item_content is not None:
+            if self.factor_dtype == "float32":
+                return self._augmented_items
             return hybrid.augment(self.item_factors, self.item_content)
         return self.item_factors
+
+    @cached_property
+    def _augmented_items(self) -> np.ndarray:
+        assert self.item_content is not None
+        return hybrid.augment(self.item_factors, self.item_content)
+
+    @property
+    def scoring_rows(self) -> np.ndarray | None:
+        """What top_k's exact rescoring gathers from (``item_factors`` argument): the
+        float32 item operand, or None for a quantized model (top_k reads its operand)."""
+        return self.scoring_items if self.factor_dtype == "float32" else None
 
     def scoring_vector(self, vector: np.ndarray, profile: np.ndarray | None) -> np.ndarray:
         """A user's operand from their ALS vector and content profile (one user, 1-D)."""
@@ -146,13 +167,15 @@ class RecModel:
             return np.asarray(vector, dtype=np.float32)
         if profile is None:
             profile = np.zeros(self.item_content.shape[1], dtype=np.float32)
-        return hybrid.augment(vector[None, :], profile[None, :], self.hybrid_weight)[0]
+        return hybrid.user_operand(vector, profile, self.hybrid_weight)
 
     def scoring_users(self, rows: np.ndarray) -> np.ndarray:
         """The user operand of the given rows (their stored factors and profiles)."""
         if self.hybrid_weight <= 0 or self.user_profiles is None:
             return self.user_factors[rows]
-        return hybrid.augment(self.user_factors[rows], self.user_profiles[rows], self.hybrid_weight)
+        return hybrid.user_operand(
+            self.user_factors[rows], self.user_profiles[rows], self.hybrid_weight
+        )
 
     @property
     def cold_cap(self) -> int:
@@ -235,7 +258,10 @@ class RecModel:
     @cached_property
     def item_ok(self) -> np.ndarray:
         """Items whose factor row and popularity are finite (the others never appear)."""
-        return np.isfinite(self.scoring_items).all(axis=1) & np.isfinite(self.popularity)
+        ok = np.isfinite(self.item_factors).all(axis=1) & np.isfinite(self.popularity)
+        if self.hybrid_weight > 0 and self.item_content is not None:
+            ok &= np.isfinite(self.item_content).all(axis=1)
+        return ok
 
     def non_finite(self) -> dict[str, int]:
         """How many user rows, item rows and popularity entries are NaN or infinite."""
@@ -282,7 +308,7 @@ class RecModel:
         rows = np.asarray(rows)
         idx, scores = top_k(
             self.scoring_users(rows),
-            self.scoring_items,
+            self.scoring_rows,
             k,
             seen=self.seen,
             rows=rows,
@@ -331,7 +357,9 @@ class RecModel:
         with tmp.open("wb") as fh:
             np.savez(
                 fh,
-                schema_version=np.array(SCHEMA_VERSION),
+                schema_version=np.array(
+                    SCHEMA_VERSION if self.item_content is None else HYBRID_SCHEMA_VERSION
+                ),
                 user_ids=self.user_ids.astype(str),
                 item_ids=self.item_ids.astype(str),
                 user_factors=self.user_factors,
@@ -375,8 +403,11 @@ class RecModel:
         """The model at ``path``, scored in ``factor_dtype`` (the file is float32 anyway)."""
         with np.load(path, allow_pickle=False) as data:
             version = int(data["schema_version"])
-            if version != SCHEMA_VERSION:
-                raise ValueError(f"{path}: model schema {version}, expected {SCHEMA_VERSION}")
+            if version not in (SCHEMA_VERSION, HYBRID_SCHEMA_VERSION):
+                raise ValueError(
+                    f"{path}: model schema {version}, expected {SCHEMA_VERSION}"
+                    f" or {HYBRID_SCHEMA_VERSION}"
+                )
             stored = "public_popularity" in data.files
             model = cls(
                 public_popularity=data["public_popularity"] if stored else None,
@@ -391,8 +422,7 @@ class RecModel:
                 factor_dtype=factor_dtype,
                 cold=data["cold"].astype(bool) if "cold" in data.files else None,
                 content_map=_content_map_of(data),
-                item_content=data["item_content"] if "item_content" in data.files else None,
-                user_profiles=data["user_profiles"] if "user_profiles" in data.files else None,
+                **_hybrid_arrays_of(data, path),
             )
         if not stored:
             log.warning(
@@ -415,3 +445,30 @@ def _content_map_of(data: Any) -> ContentMap | None:
         return None
     meta = json.loads(str(data["content_map_meta"]))
     return ContentMap.from_array(data["content_map"], str(meta.get("model", "")), meta)
+
+
+def _hybrid_arrays_of(data: Any, path: Path | str) -> dict[str, np.ndarray | None]:
+    """The hybrid arrays, when present and usable. A damaged pair (one missing, wrong
+    shape, not finite) is dropped with a warning: the model then ranks by ALS alone,
+    as a model with non-finite factors still serves (refusing would take the service
+    and erasure's rewrite down with it); training never writes such a pair."""
+    if "item_content" not in data.files and "user_profiles" not in data.files:
+        return {}
+    content = data["item_content"] if "item_content" in data.files else None
+    profiles = data["user_profiles"] if "user_profiles" in data.files else None
+    n_items, n_users = len(data["item_ids"]), len(data["user_ids"])
+    ok = (
+        content is not None
+        and profiles is not None
+        and content.ndim == 2
+        and content.shape[0] == n_items
+        and profiles.shape == (n_users, content.shape[1])
+        and np.isfinite(content).all()
+        and np.isfinite(profiles).all()
+    )
+    if not ok:
+        log.warning(
+            "%s: unusable hybrid arrays (item_content/user_profiles): ranking by ALS alone", path
+        )
+        return {}
+    return {"item_content": content, "user_profiles": profiles}

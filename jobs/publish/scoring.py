@@ -94,7 +94,7 @@ def score_spark(
     items = spark.sparkContext.broadcast(
         (
             model.item_factors_t,
-            np.isfinite(model.scoring_items).all(axis=1),
+            model.item_ok,
             model.item_ids.astype(str),
             allowed,
             model.cold,

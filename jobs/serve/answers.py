@@ -284,14 +284,13 @@ def recommend(
                 model.hybrid_recent,
                 model.item_content,
                 fresh,
-                weights,
             )
             vector = model.scoring_vector(vector, profile)
     if row is not None and vector is not None:
         source: Source = "als_session"
         idx, scores = top_k(
             vector[None, :],
-            model.scoring_items,
+            model.scoring_rows,
             request.k,
             seen=model.seen,
             rows=np.array([row]),
@@ -323,11 +322,12 @@ def recommend(
                 model.item_factors, online.gram, distinct, weights, online.reg, online.alpha
             )
             if model.hybrid_weight > 0 and model.item_content is not None:
-                profile = hybrid.profile_of(model.item_content, distinct, weights)
-                vector = model.scoring_vector(vector, profile)
+                # The latest distinct items, as many as a stored profile is the mean of.
+                latest = hybrid.latest_distinct(rows, model.hybrid_recent)
+                vector = model.scoring_vector(vector, hybrid.profile_of(model.item_content, latest))
             idx, scores = top_k(
                 vector[None, :],
-                model.scoring_items,
+                model.scoring_rows,
                 request.k,
                 allowed=_allowed(n_items, stock_mask, exclude, distinct),
                 items_t=model.item_factors_t,

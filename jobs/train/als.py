@@ -72,7 +72,7 @@ class ALSParams:
             int(params["iterations"]),
             str(params.get("weighting", "none")),
             float(params.get("half_life_days", 0.0)),
-            float(params.get("hybrid_weight", 0.0)),
+            _weight(params.get("hybrid_weight", 0.0)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -250,3 +250,13 @@ def _factors(pdf: pd.DataFrame, n: int, rank: int) -> np.ndarray:
     if len(pdf):
         out[pdf["id"].to_numpy()] = np.stack(pdf["features"].to_numpy()).astype(np.float32)
     return out
+
+
+def _weight(value: Any) -> float:
+    """A recipe's hybrid weight as the artifact reads it (``RecModel.hybrid_weight``): a
+    value that is not a positive finite number is 0, ALS alone."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return weight if np.isfinite(weight) and weight > 0 else 0.0

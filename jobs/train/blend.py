@@ -43,9 +43,11 @@ class TrainContent:
         item_ids: np.ndarray,
         content: tuple[np.ndarray, np.ndarray, str] | None,
     ) -> TrainContent | None:
-        """None when the hybrid is off (no content, no positive weight, too little text)."""
+        """None without content to score (none read, or too little text). Built even when
+        the search tries no weight above 0: an incumbent whose recipe has one is still
+        scored with its content term."""
         weights = tuple(sorted({0.0, *(float(w) for w in settings.hybrid_weights)}))
-        if content is None or len(weights) < 2:
+        if content is None:
             return None
         ids, vectors, _ = content
         space = hybrid.ContentSpace.fit(vectors, settings.hybrid_dims)
@@ -79,7 +81,7 @@ def operands(
     """(user, item) operands of a recipe's scores: the factors, augmented when hybrid."""
     if weight <= 0 or content is None or profiles is None:
         return u, v
-    return hybrid.augment(u, profiles, weight), hybrid.augment(v, content.items)
+    return hybrid.user_operand(u, profiles, weight), hybrid.augment(v, content.items)
 
 
 def pick_weight(

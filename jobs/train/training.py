@@ -269,11 +269,11 @@ def train_model(
 
 
 def _content(spark: SparkSession, settings: Settings) -> tuple[np.ndarray, np.ndarray, str] | None:
-    """The catalog's content vectors (ids, vectors, model id), None when nothing would use
-    them (embeddings off, or neither a cold item may enter a list nor the hybrid weigh
-    content: then neither the extra item-cold fit nor the map is worth its time)."""
-    hybrid_on = any(w > 0 for w in settings.hybrid_weights)
-    if not settings.content_embeddings or (settings.cold_items_per_list == 0 and not hybrid_on):
+    """The catalog's content vectors (ids, vectors, model id), None with embeddings off.
+
+    Read even when this run tries no hybrid weight and admits no cold item: an incumbent
+    whose recipe weighs content must be refit and scored with it."""
+    if not settings.content_embeddings:
         return None
     from jobs.content.embeddings import read_vectors
 
@@ -502,6 +502,16 @@ def compare(
         record(f"ease_{prefix}", *evaluate_ease(train, holdout, enc.n_users, n_items, lam, k))
     scored = []
     for role, version, recipe in recipes:
+        if recipe.hybrid_weight > 0 and content is None:
+            # Its content term cannot be reproduced (no embeddings now): it is scored as
+            # ALS alone, below what it serves. Said loudly, in the log and in the run.
+            log.warning(
+                "%s v%s weighs content (%g) but this run has none: scored as ALS alone",
+                role,
+                version,
+                recipe.hybrid_weight,
+            )
+            metrics[f"{role}_{prefix}hybrid_unscored"] = 1.0
         # The engine the current settings pick, as for the challenger: the engine is not
         # part of a recipe (both solve the same problem), so the gate compares recipes.
         engine = als.Engine.from_settings(settings)
