@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up airflow test test-all test-fast lint format lock doctor clean monitoring-deps
+.PHONY: venv demo up airflow test test-all test-fast lint format lock doctor clean monitoring-deps checkov
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ airflow: venv
 
 # What CI runs: unit, integration (Spark, servers) and DAG runs, without the `long` tests
 # (minutes each; see tests/README.md), so a clean machine finishes well inside CI's limit.
-test: venv
+test: venv checkov
 	$(BIN)/pytest -m "not long"
 
 # Everything, the `long` tests included (the week-long DAG chain, killed processes).
@@ -54,10 +54,22 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Recompile the lock after editing requirements.in.
+# Recompile the lock after editing requirements.in (existing pins are kept).
 lock:
 	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
-	  $$UV pip compile requirements.in --python-version 3.11 -o requirements.txt
+	  $$UV pip compile requirements.in --python-version 3.11 -o requirements.txt; \
+	  $$UV pip compile infra/checkov/requirements.in --python-version 3.11 \
+	    -o infra/checkov/requirements.txt
+
+# checkov (infra/terraform's policy scan, tests/unit/test_terraform.py) in its own
+# environment: its pins clash with the stack's. Re-installed only when its lock changes.
+CHECKOV_VENV := .venv-checkov
+checkov: $(CHECKOV_VENV)/.installed
+$(CHECKOV_VENV)/.installed: infra/checkov/requirements.txt
+	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
+	  [ -x $(CHECKOV_VENV)/bin/python ] || $$UV venv --quiet --python $(PYTHON) $(CHECKOV_VENV); \
+	  $$UV pip install --quiet --python $(CHECKOV_VENV)/bin/python -r infra/checkov/requirements.txt
+	@touch $@
 
 doctor: venv
 	$(BIN)/recflow doctor

@@ -37,3 +37,50 @@ variable "noncurrent_days" {
   description = "Days before an expired publish's objects are removed for good (retention is done by recflow; this is the safety net)."
   default     = 7
 }
+
+variable "staging_days" {
+  type        = number
+  description = "Days after which scores a failed publish left under _staging/ are removed."
+  default     = 2
+}
+
+variable "latest_cache_seconds" {
+  type        = number
+  description = "Longest CloudFront keeps recs/latest.json and the slots' objects (RECFLOW_PUBLISH_CACHE_SECONDS)."
+  default     = 60
+}
+
+variable "log_bucket_domain_name" {
+  type        = string
+  description = "Bucket (its domain name, e.g. logs.s3.amazonaws.com) receiving CloudFront's access logs."
+}
+
+variable "lake_bucket_name" {
+  type        = string
+  description = "Bucket of the lake and the landing folder when they are on S3 (RECFLOW_LAKE_DIR=s3a://...); empty creates no Spark or service role."
+  default     = ""
+}
+
+variable "lake_prefix" {
+  type        = string
+  description = "Key prefix of the Delta lake inside lake_bucket_name, ending in /."
+  default     = "lake/"
+}
+
+variable "landing_prefix" {
+  type        = string
+  description = "Key prefix of the landing folder (events, answer logs) inside lake_bucket_name, ending in /."
+  default     = "landing/"
+}
+
+variable "spark_principal_arns" {
+  type        = list(string)
+  description = "Principals (Spark driver and executors, e.g. their instance or pod roles) allowed to assume the Spark role."
+  default     = []
+}
+
+variable "service_principal_arns" {
+  type        = list(string)
+  description = "Principals (the online service's pods) allowed to assume the service role."
+  default     = []
+}

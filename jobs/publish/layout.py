@@ -129,6 +129,15 @@ def latest_key(prefix: str) -> str:
     return f"{prefix}recs/latest.json"
 
 
+# The body CloudFront answers for a key the bucket does not hold (infra/terraform/cdn.tf
+# maps S3's 403 and 404 to it with status 404), as `recflow cdn` answers its own 404s.
+NOT_FOUND_BODY = {"error": "not found", "status": 404}
+
+
+def not_found_key(prefix: str) -> str:
+    return f"{prefix}recs/404.json"
+
+
 def publish_id_of(key: str, prefix: str) -> str | None:
     """The publish id a listed key belongs to, or None when it is not a publish's key.
 
@@ -158,7 +167,7 @@ def headers_for(key: str, cache_seconds: int) -> dict[str, str]:
     # lifetime, then revalidation (an unchanged list keeps its ETag and answers 304).
     cache = (
         f"public, max-age={cache_seconds}, must-revalidate"
-        if key.endswith("recs/latest.json") or "recs/s/" in key
+        if key.endswith(("recs/latest.json", "recs/404.json")) or "recs/s/" in key
         else IMMUTABLE
     )
     return {

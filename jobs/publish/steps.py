@@ -675,6 +675,14 @@ def flip_step(
         "model": manifest["model"],
         "generated_at": manifest["generated_at"],
     }
+    # The CDN's error page for keys the bucket lacks (same bytes every time), before the
+    # pointer, so no client is sent to a publish before the page exists.
+    missing = layout.not_found_key(prefix)
+    store.put(
+        missing,
+        layout.encode(layout.NOT_FOUND_BODY),
+        layout.headers_for(missing, settings.publish_cache_seconds),
+    )
     key = layout.latest_key(prefix)
     store.put(key, layout.encode(pointer), layout.headers_for(key, settings.publish_cache_seconds))
     previous = before["publish_id"] if before else None

@@ -119,6 +119,11 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
     assert manifest["model"]["run_id"] and manifest["delta_versions"]["gold_interactions"] == -1
     latest = current(settings)
     assert latest is not None and latest["publish_id"] == pid
+    # The page CloudFront answers missing keys with (infra/terraform/cdn.tf), short-lived.
+    page = settings.publish_dir / layout.not_found_key("")
+    assert layout.decode(page.read_bytes()) == {"error": "not found", "status": 404}
+    assert "max-age=" in layout.headers_for(layout.not_found_key(""), 60)["Cache-Control"]
+    assert "immutable" not in layout.headers_for(layout.not_found_key(""), 60)["Cache-Control"]
 
 
 def test_lists_are_the_shared_ranking_without_seen_or_out_of_stock_items(
