@@ -65,7 +65,7 @@ lock:
 # environment: its pins clash with the stack's. Re-installed only when its lock changes.
 CHECKOV_VENV := .venv-checkov
 checkov: $(CHECKOV_VENV)/.installed
-$(CHECKOV_VENV)/.installed: infra/checkov/requirements.txt
+$(CHECKOV_VENV)/.installed: infra/checkov/requirements.txt | $(STAMP)
 	@UV=$$(command -v uv || echo "$(PYTHON) -m uv"); \
 	  [ -x $(CHECKOV_VENV)/bin/python ] || $$UV venv --quiet --python $(PYTHON) $(CHECKOV_VENV); \
 	  $$UV pip install --quiet --python $(CHECKOV_VENV)/bin/python -r infra/checkov/requirements.txt

@@ -99,7 +99,8 @@ resource "aws_cloudfront_response_headers_policy" "recs" {
 resource "aws_cloudfront_distribution" "recs" {
   #checkov:skip=CKV_AWS_68:A WAF in front of public, precomputed JSON adds cost and no protection the origin needs (no compute behind it, reads only); attach one with web_acl_id where policy demands.
   #checkov:skip=CKV2_AWS_47:Log4j rules belong to a WAF (see CKV_AWS_68); no Java serves these objects.
-  #checkov:skip=CKV_AWS_310:One origin by design: a second bucket would have to hold the same publishes; a failed region republishes (lists are recomputed hourly).
+  #checkov:skip=CKV_AWS_310:One origin by design: a second bucket would have to hold the same publishes; a failed region republishes (lists are recomputed at every publish).
+  #checkov:skip=CKV_AWS_86:Access logs would hold every user's HMAC key (in the request path) with their IP, outside erasure and retention; enable them only with a log bucket whose lifecycle is within the retention policy.
   #checkov:skip=CKV_AWS_174:The default *.cloudfront.net certificate cannot pin TLS 1.2; with a custom domain set acm_certificate_arn and minimum_protocol_version TLSv1.2_2021.
   #checkov:skip=CKV2_AWS_42:A custom certificate needs a domain this module does not own; set acm_certificate_arn with one (see CKV_AWS_174).
   #checkov:skip=CKV_AWS_374:Recommendations are served worldwide; restrict with geo_restriction where a market requires it.
@@ -139,6 +140,18 @@ resource "aws_cloudfront_distribution" "recs" {
   }
 
   ordered_cache_behavior {
+    path_pattern               = "/${var.publish_prefix}recs/404.json"
+    target_origin_id           = "recs"
+    viewer_protocol_policy     = "redirect-to-https"
+    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
+    cached_methods             = ["GET", "HEAD"]
+    compress                   = false
+    cache_policy_id            = aws_cloudfront_cache_policy.changing.id
+    origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
+    response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
+  }
+
+  ordered_cache_behavior {
     path_pattern               = "/${var.publish_prefix}recs/s/*"
     target_origin_id           = "recs"
     viewer_protocol_policy     = "redirect-to-https"
@@ -152,7 +165,9 @@ resource "aws_cloudfront_distribution" "recs" {
 
   # Without s3:ListBucket (which would let GET / list every user's key), S3 answers 403
   # for a key it does not hold. Clients (and S3Store.get) treat only 404 as "no personal
-  # list": CloudFront answers both with the JSON 404 page, briefly cached.
+  # list": CloudFront answers both with the JSON 404 page, briefly cached. The page is
+  # written by every publish's flip: on a bucket that has not been published to since
+  # this was applied, missing keys still answer 403 until the next publish.
   custom_error_response {
     error_code            = 403
     response_code         = 404
@@ -164,12 +179,6 @@ resource "aws_cloudfront_distribution" "recs" {
     response_code         = 404
     response_page_path    = local.not_found_page
     error_caching_min_ttl = 10
-  }
-
-  logging_config {
-    bucket          = var.log_bucket_domain_name
-    prefix          = "cloudfront/${var.bucket_name}/"
-    include_cookies = false
   }
 
   restrictions {

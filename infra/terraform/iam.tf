@@ -1,7 +1,9 @@
 # Least-privilege roles: each names the prefixes it touches and nothing else.
 
-# The publisher (the publish DAG's tasks): objects under recs/ and _staging/, the listing
-# of those prefixes only, and invalidations of this distribution.
+# The publisher (the publish DAG's tasks): objects under recs/ and _staging/, listing the
+# bucket (without it S3 answers 403 instead of 404 for a missing key, which the publisher
+# reads as an error: the first publish's latest.json, erasure's probes), and invalidations
+# of this distribution.
 data "aws_iam_policy_document" "assume_publisher" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -20,7 +22,7 @@ resource "aws_iam_role" "publisher" {
 data "aws_iam_policy_document" "publisher" {
   statement {
     sid     = "Objects"
-    actions = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    actions = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = [
       "${aws_s3_bucket.recs.arn}/${local.recs_path}",
       "${aws_s3_bucket.recs.arn}/${local.staging_path}",
@@ -28,13 +30,8 @@ data "aws_iam_policy_document" "publisher" {
   }
   statement {
     sid       = "List"
-    actions   = ["s3:ListBucket"]
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
     resources = [aws_s3_bucket.recs.arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = [local.recs_path, local.staging_path]
-    }
   }
   statement {
     sid       = "InvalidateLatest"
@@ -50,7 +47,9 @@ resource "aws_iam_role_policy" "publisher" {
 }
 
 # Spark (ingest, training, scoring; when the lake is on S3, RECFLOW_LAKE_DIR=s3a://...):
-# the lake and the landing folder, read and write; no access to the published bucket.
+# the lake and the landing folder, read and write, with what S3A and Delta's commits need
+# (listing the bucket, so probes of absent files get 404; multipart uploads); no access
+# to the published bucket.
 data "aws_iam_policy_document" "assume_spark" {
   count = local.with_lake ? 1 : 0
   statement {
@@ -72,21 +71,18 @@ data "aws_iam_policy_document" "spark" {
   count = local.with_lake ? 1 : 0
   statement {
     sid     = "LakeObjects"
-    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    actions = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"]
     resources = [
       "${local.lake_arn}/${var.lake_prefix}*",
       "${local.lake_arn}/${var.landing_prefix}*",
+      "${local.lake_arn}/${trimsuffix(var.lake_prefix, "/")}",
+      "${local.lake_arn}/${trimsuffix(var.landing_prefix, "/")}",
     ]
   }
   statement {
     sid       = "LakeList"
-    actions   = ["s3:ListBucket"]
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
     resources = [local.lake_arn]
-    condition {
-      test     = "StringLike"
-      variable = "s3:prefix"
-      values   = ["${var.lake_prefix}*", "${var.landing_prefix}*"]
-    }
   }
 }
 
@@ -97,38 +93,6 @@ resource "aws_iam_role_policy" "spark" {
   policy = data.aws_iam_policy_document.spark[0].json
 }
 
-# The online service: its model is baked into the image and its features come from the
-# online store, so all it writes is its answer log, append-only, into the landing folder
-# the ingest reads (no reads, no deletes, no listing).
-data "aws_iam_policy_document" "assume_service" {
-  count = local.with_lake ? 1 : 0
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "AWS"
-      identifiers = var.service_principal_arns
-    }
-  }
-}
-
-resource "aws_iam_role" "service" {
-  count              = local.with_lake ? 1 : 0
-  name               = "${var.lake_bucket_name}-service"
-  assume_role_policy = data.aws_iam_policy_document.assume_service[0].json
-}
-
-data "aws_iam_policy_document" "service" {
-  count = local.with_lake ? 1 : 0
-  statement {
-    sid       = "AnswerLog"
-    actions   = ["s3:PutObject"]
-    resources = ["${local.lake_arn}/${var.landing_prefix}answers/*"]
-  }
-}
-
-resource "aws_iam_role_policy" "service" {
-  count  = local.with_lake ? 1 : 0
-  name   = "answer-log-append"
-  role   = aws_iam_role.service[0].id
-  policy = data.aws_iam_policy_document.service[0].json
-}
+# The online service needs no AWS role: its model is baked into its image, its features
+# come from the online store (Redis), and its answer and access logs are files the
+# ingest's landing path ships. Least privilege is none.

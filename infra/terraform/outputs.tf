@@ -22,8 +22,3 @@ output "spark_role_arn" {
   description = "Role Spark assumes for the lake on S3 (empty without lake_bucket_name)."
   value       = local.with_lake ? aws_iam_role.spark[0].arn : ""
 }
-
-output "service_role_arn" {
-  description = "Role the online service assumes to append its answer log (empty without lake_bucket_name)."
-  value       = local.with_lake ? aws_iam_role.service[0].arn : ""
-}

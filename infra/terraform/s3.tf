@@ -5,6 +5,7 @@ resource "aws_s3_bucket" "recs" {
   #checkov:skip=CKV_AWS_144:Cross-region replication of lists recomputed every publish is cost without recovery value: a lost region republishes.
   #checkov:skip=CKV_AWS_145:SSE-KMS would make ETags differ from the bodies' MD5, which the publisher's verify step compares; SSE-S3 (AES256) encrypts at rest.
   #checkov:skip=CKV2_AWS_62:Nothing consumes object events: publishes are driven by Airflow.
+  #checkov:skip=CKV_AWS_21:Versions would keep a person's erased list after erasure (jobs/publish/erasure.py deletes at once); a publish is recomputable, and recflow keeps the last RECFLOW_PUBLISH_KEEP publishes for rollback.
   bucket = var.bucket_name
 }
 
@@ -34,48 +35,18 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "recs" {
   }
 }
 
-# Versioned, so a mistaken prune or overwrite can be undone for `noncurrent_days`: the
-# safety net under recflow's own retention (publish keeps the newest RECFLOW_PUBLISH_KEEP).
-resource "aws_s3_bucket_versioning" "recs" {
-  bucket = aws_s3_bucket.recs.id
-  versioning_configuration {
-    status = "Enabled"
-  }
-}
-
+# No versioning, and no expiry by age: erasure (jobs/publish/erasure.py) must remove a
+# person's list at once, which old versions would keep, and the live publish may be of
+# any age. recflow prunes old publishes (RECFLOW_PUBLISH_KEEP) and stages itself
+# (jobs/privacy/retention.py); the bucket only clears what a crash leaves unfinished.
 resource "aws_s3_bucket_lifecycle_configuration" "recs" {
-  bucket     = aws_s3_bucket.recs.id
-  depends_on = [aws_s3_bucket_versioning.recs]
+  bucket = aws_s3_bucket.recs.id
   rule {
     id     = "abort-incomplete-uploads"
     status = "Enabled"
     filter {}
     abort_incomplete_multipart_upload {
       days_after_initiation = 1
-    }
-  }
-  # Old publishes: recflow prunes them (never the live one); what it deletes or overwrites
-  # stays recoverable this long, then goes for good.
-  rule {
-    id     = "expire-noncurrent"
-    status = "Enabled"
-    filter {}
-    noncurrent_version_expiration {
-      noncurrent_days = var.noncurrent_days
-    }
-    expiration {
-      expired_object_delete_marker = true
-    }
-  }
-  # Scores a failed publish left between its tasks: never served, never needed again.
-  rule {
-    id     = "expire-staging"
-    status = "Enabled"
-    filter {
-      prefix = "${var.publish_prefix}_staging/"
-    }
-    expiration {
-      days = var.staging_days
     }
   }
 }

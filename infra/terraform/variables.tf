@@ -7,12 +7,21 @@ variable "region" {
 variable "bucket_name" {
   type        = string
   description = "Bucket holding the published recommendations (RECFLOW_PUBLISH_BUCKET)."
+  validation {
+    # 64 characters is the limit of IAM role and OAC names, which append "-publisher".
+    condition     = length(var.bucket_name) <= 54
+    error_message = "bucket_name: at most 54 characters (role names add a suffix)."
+  }
 }
 
 variable "publish_prefix" {
   type        = string
   description = "Key prefix of the publishes inside the bucket (RECFLOW_PUBLISH_PREFIX), empty or ending in /."
   default     = ""
+  validation {
+    condition     = var.publish_prefix == "" || endswith(var.publish_prefix, "/")
+    error_message = "publish_prefix: empty or ending in /."
+  }
 }
 
 variable "cors_origins" {
@@ -32,17 +41,7 @@ variable "publisher_principal_arns" {
   description = "Principals (e.g. the Airflow worker's role) allowed to assume the publisher role."
 }
 
-variable "noncurrent_days" {
-  type        = number
-  description = "Days before an expired publish's objects are removed for good (retention is done by recflow; this is the safety net)."
-  default     = 7
-}
 
-variable "staging_days" {
-  type        = number
-  description = "Days after which scores a failed publish left under _staging/ are removed."
-  default     = 2
-}
 
 variable "latest_cache_seconds" {
   type        = number
@@ -50,14 +49,10 @@ variable "latest_cache_seconds" {
   default     = 60
 }
 
-variable "log_bucket_domain_name" {
-  type        = string
-  description = "Bucket (its domain name, e.g. logs.s3.amazonaws.com) receiving CloudFront's access logs."
-}
 
 variable "lake_bucket_name" {
   type        = string
-  description = "Bucket of the lake and the landing folder when they are on S3 (RECFLOW_LAKE_DIR=s3a://...); empty creates no Spark or service role."
+  description = "Bucket of the lake and the landing folder when they are on S3 (RECFLOW_LAKE_DIR=s3a://...); empty creates no Spark role."
   default     = ""
 }
 
@@ -79,8 +74,3 @@ variable "spark_principal_arns" {
   default     = []
 }
 
-variable "service_principal_arns" {
-  type        = list(string)
-  description = "Principals (the online service's pods) allowed to assume the service role."
-  default     = []
-}

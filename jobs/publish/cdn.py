@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from jobs.config import Settings
-from jobs.publish.layout import headers_for, md5_hex, served_prefix
+from jobs.publish.layout import NOT_FOUND_BODY, headers_for, md5_hex, served_prefix
 
 
 class _BadPathError(ValueError):
@@ -89,7 +89,7 @@ def make_handler(root: Path, cache_seconds: int, cors_origin: str, served: str =
                 self._error(HTTPStatus.BAD_REQUEST, f"bad request path: {exc}")
                 return
             if found is None:
-                self._error(HTTPStatus.NOT_FOUND, "no such key")
+                self._error(HTTPStatus.NOT_FOUND, str(NOT_FOUND_BODY["error"]))
                 return
             key, path = found
             data = path.read_bytes()

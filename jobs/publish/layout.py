@@ -131,7 +131,7 @@ def latest_key(prefix: str) -> str:
 
 # The body CloudFront answers for a key the bucket does not hold (infra/terraform/cdn.tf
 # maps S3's 403 and 404 to it with status 404), as `recflow cdn` answers its own 404s.
-NOT_FOUND_BODY = {"error": "not found", "status": 404}
+NOT_FOUND_BODY = {"error": "no such key", "status": 404}
 
 
 def not_found_key(prefix: str) -> str:

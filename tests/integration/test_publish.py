@@ -121,7 +121,8 @@ def test_every_object_follows_the_layout_and_schema(world: dict[str, Any]) -> No
     assert latest is not None and latest["publish_id"] == pid
     # The page CloudFront answers missing keys with (infra/terraform/cdn.tf), short-lived.
     page = settings.publish_dir / layout.not_found_key("")
-    assert layout.decode(page.read_bytes()) == {"error": "not found", "status": 404}
+    assert layout.decode(page.read_bytes()) == layout.NOT_FOUND_BODY
+    assert layout.NOT_FOUND_BODY == {"error": "no such key", "status": 404}  # as `recflow cdn`
     assert "max-age=" in layout.headers_for(layout.not_found_key(""), 60)["Cache-Control"]
     assert "immutable" not in layout.headers_for(layout.not_found_key(""), 60)["Cache-Control"]
 
@@ -416,7 +417,9 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
         "/shop1/recs/latest.json"
     ]
     keys = [k for k, _ in S3Store(settings).list("shop1/recs/")]
-    assert len(keys) == len(world["model"].user_ids) + 4  # + the slot's _publish.json
+    # + popular.json, the manifest, latest.json, the slot's _publish.json and 404.json
+    assert len(keys) == len(world["model"].user_ids) + 5
+    assert "shop1/recs/404.json" in keys
     key = user_object_of(S3Store(settings), "shop1/", pid, layout.user_key(S3_SECRET, "user-7"))
 
     # The bucket is private (a CDN reads it through origin access): fetch presigned.
@@ -435,6 +438,8 @@ def test_s3_end_to_end_with_headers_over_http_and_cloudfront(
     assert [i["item_id"] for i in body["items"]] == model.ids(expected)[0]
     with urllib.request.urlopen(url("shop1/recs/latest.json")) as r:
         assert "max-age=60" in r.headers["Cache-Control"]
+    with urllib.request.urlopen(url("shop1/recs/404.json")) as r:  # CloudFront's error page
+        assert json.loads(gzip.decompress(r.read())) == layout.NOT_FOUND_BODY
     assert upload_step(pid, settings=settings)["uploaded"] == 0  # idempotent on S3 too
 
 

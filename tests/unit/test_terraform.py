@@ -62,18 +62,16 @@ def _statements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return doc["statement"] if isinstance(doc["statement"], list) else [doc["statement"]]
 
 
-def test_the_bucket_is_private_encrypted_versioned_and_expires_what_it_should(tf) -> None:
+def test_the_bucket_is_private_encrypted_and_keeps_nothing_erasure_removed(tf) -> None:
     res = tf["resource"]
     block = res["aws_s3_bucket_public_access_block.recs"]
-    assert all(
-        block[k] is True
-        for k in (
-            "block_public_acls",
-            "block_public_policy",
-            "ignore_public_acls",
-            "restrict_public_buckets",
-        )
-    )
+    for setting in (
+        "block_public_acls",
+        "block_public_policy",
+        "ignore_public_acls",
+        "restrict_public_buckets",
+    ):
+        assert block[setting] is True
     sse = _one(
         _one(res["aws_s3_bucket_server_side_encryption_configuration.recs"]["rule"])[
             "apply_server_side_encryption_by_default"
@@ -81,13 +79,14 @@ def test_the_bucket_is_private_encrypted_versioned_and_expires_what_it_should(tf
     )
     # AES256, not KMS: the publisher's verify step compares ETags with the bodies' MD5.
     assert sse["sse_algorithm"] == "AES256"
-    versioning = _one(res["aws_s3_bucket_versioning.recs"]["versioning_configuration"])
-    assert versioning["status"] == "Enabled"
-    rules = {r["id"]: r for r in res["aws_s3_bucket_lifecycle_configuration.recs"]["rule"]}
-    assert set(rules) == {"abort-incomplete-uploads", "expire-noncurrent", "expire-staging"}
-    assert _one(rules["expire-staging"]["filter"])["prefix"] == "${var.publish_prefix}_staging/"
-    # Nothing expires the served prefix by age: the live publish may be old; recflow prunes.
-    assert not any("recs/" in json.dumps(r.get("filter", {})) for r in rules.values())
+    # No versions: an erased person's list must not survive as an old version.
+    assert not any(name.startswith("aws_s3_bucket_versioning") for name in res)
+    rules = res["aws_s3_bucket_lifecycle_configuration.recs"]["rule"]
+    rules = rules if isinstance(rules, list) else [rules]
+    # Nothing expires by age (the live publish may be old; recflow prunes): only
+    # unfinished multipart uploads are cleared.
+    assert [r["id"] for r in rules] == ["abort-incomplete-uploads"]
+    assert "expiration" not in rules[0]
 
 
 def test_only_the_distribution_reads_and_only_the_served_prefix(tf) -> None:
@@ -112,10 +111,11 @@ def test_immutable_and_changing_objects_get_their_own_cache_policies(tf) -> None
     default = _one(dist["default_cache_behavior"])
     assert default["cache_policy_id"] == "${aws_cloudfront_cache_policy.immutable.id}"
     ordered = {b["path_pattern"]: b for b in dist["ordered_cache_behavior"]}
-    # The layout's keys (jobs.publish.layout) that change between publishes.
+    # The layout's keys (jobs.publish.layout) that change between publishes, and the 404.
     latest = "/${var.publish_prefix}" + layout.latest_key("")
     slots = "/${var.publish_prefix}" + layout.slot_root("", 0).rsplit("/", 2)[0] + "/*"
-    assert set(ordered) == {latest, slots}
+    missing = "/${var.publish_prefix}" + layout.not_found_key("")
+    assert set(ordered) == {latest, slots, missing}
     for behaviour in ordered.values():
         assert behaviour["cache_policy_id"] == "${aws_cloudfront_cache_policy.changing.id}"
     for behaviour in [default, *ordered.values()]:
@@ -150,23 +150,37 @@ def _iam_statements(tf, name: str) -> list[dict[str, Any]]:
     return _statements(tf["data"][f"aws_iam_policy_document.{name}"])
 
 
-@pytest.mark.parametrize("role", ["publisher", "spark", "service"])
+@pytest.mark.parametrize("role", ["publisher", "spark"])
 def test_every_role_is_least_privilege(tf, role: str) -> None:
     statements = _iam_statements(tf, role)
     for s in statements:
         assert "*" not in s["actions"] and not any(a.endswith(":*") for a in s["actions"])
         for resource in s["resources"]:
             assert resource != "*" and not resource.endswith(":::*")
-        if "s3:ListBucket" in s["actions"]:
-            assert _one(s["condition"])["variable"] == "s3:prefix"  # its prefixes only
+        bucket_level = {"s3:ListBucket", "s3:ListBucketMultipartUploads"}
+        if bucket_level & set(s["actions"]):
+            # Listing: on the bucket itself only (so a missing key answers 404, not 403).
+            assert set(s["actions"]) <= bucket_level
+            assert all("/" not in r.split(":::", 1)[-1].split("}", 1)[-1] for r in s["resources"])
+        elif any(a.startswith("s3:") for a in s["actions"]):  # objects: named prefixes only
+            assert all("/" in r and r.split("/", 1)[1] for r in s["resources"]), s["resources"]
     actions = {a for s in statements for a in s["actions"]}
-    if role == "service":  # an append-only answer log, nothing else
-        assert actions == {"s3:PutObject"}
-        assert statements[0]["resources"] == ["${local.lake_arn}/${var.landing_prefix}answers/*"]
+    assert "s3:ListBucket" in actions and "s3:AbortMultipartUpload" in actions
     if role == "spark":  # the lake, never the published bucket
         assert "recs" not in json.dumps(statements)
     if role == "publisher":
         assert "cloudfront:CreateInvalidation" in actions
+        assert "s3:ListBucketVersions" not in actions and "s3:PutBucketPolicy" not in actions
+
+
+def test_the_service_has_no_aws_role(tf) -> None:
+    # Its model is baked in, its features come from Redis: least privilege is none.
+    assert not [name for name in tf["resource"] if "service" in name]
+
+
+def test_the_cdn_keeps_no_access_log(tf) -> None:
+    # Request paths hold each user's key: a log would keep it outside erasure.
+    assert "logging_config" not in tf["resource"]["aws_cloudfront_distribution.recs"]
 
 
 def test_terraform_fmt_leaves_the_files_as_they_are() -> None:
