@@ -47,12 +47,18 @@ def shop(
     world = build_world(spec)
     events = pd.concat([simulate_day(spec, world, d) for d in range(days)], ignore_index=True)
     events["weight"] = events["event_type"].map(settings.event_weights).fillna(0.0)
+    # The generator writes times as ISO strings or epoch milliseconds, as real feeds do.
+    raw = events["ts"].astype(str)
+    epoch = raw.str.fullmatch(r"\d+")
+    ts = pd.to_datetime(raw.where(~epoch), format="ISO8601", utc=True, errors="coerce")
+    ts[epoch] = pd.to_datetime(raw[epoch].astype("int64"), unit="ms", utc=True)
+    events["ts"] = ts.dt.tz_localize(None)
+    events = events[events["ts"].notna()]
     frame = (
         events[events["weight"] > 0]
         .groupby(["user_id", "item_id"], as_index=False)
-        .agg(weight=("weight", "sum"))
+        .agg(weight=("weight", "sum"), last_ts=("ts", "max"))
     )
-    frame["last_ts"] = pd.Timestamp(spec.start_dt).tz_localize(None)  # the split is by item
     return frame, world.items
 
 

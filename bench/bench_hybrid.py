@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_content import movielens, shop  # the same datasets (run from bench/)
 
 from jobs.config import Settings, get_settings
 from jobs.content.encoder import Encoder
@@ -45,40 +46,6 @@ from jobs.train.evaluate import evaluate
 from jobs.train.splits import Holdout, user_time_split
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def shop(
-    settings: Settings, users: int, items: int, days: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from jobs.sources.shop import ShopSpec, build_world, simulate_day
-
-    spec = ShopSpec.from_settings(settings, n_users=users, n_items=items)
-    world = build_world(spec)
-    events = pd.concat([simulate_day(spec, world, d) for d in range(days)], ignore_index=True)
-    events["weight"] = events["event_type"].map(settings.event_weights).fillna(0.0)
-    # The generator writes times as ISO strings or epoch milliseconds, as real feeds do.
-    raw = events["ts"].astype(str)
-    epoch = raw.str.fullmatch(r"\d+")
-    ts = pd.to_datetime(raw.where(~epoch), format="ISO8601", utc=True, errors="coerce")
-    ts[epoch] = pd.to_datetime(raw[epoch].astype("int64"), unit="ms", utc=True)
-    events["ts"] = ts.dt.tz_localize(None)
-    events = events[events["ts"].notna()]
-    frame = (
-        events[events["weight"] > 0]
-        .groupby(["user_id", "item_id"], as_index=False)
-        .agg(weight=("weight", "sum"), last_ts=("ts", "max"))
-    )
-    return frame, world.items
-
-
-def movielens(path: Path, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from jobs.sources.movielens import ratings_to_interactions, read_items, read_ratings
-
-    frame = ratings_to_interactions(read_ratings(path), settings.event_weights)
-    items = read_items(path)
-    if not frame["item_id"].isin(items["item_id"]).any():  # raw ids against contract ids
-        frame["item_id"] = "ml-i" + frame["item_id"].astype(str)
-    return frame, items
 
 
 def report(

@@ -127,40 +127,20 @@ resource "aws_cloudfront_distribution" "recs" {
     response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
   }
 
-  ordered_cache_behavior {
-    path_pattern               = "/${var.publish_prefix}recs/latest.json"
-    target_origin_id           = "recs"
-    viewer_protocol_policy     = "redirect-to-https"
-    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
-    cached_methods             = ["GET", "HEAD"]
-    compress                   = false
-    cache_policy_id            = aws_cloudfront_cache_policy.changing.id
-    origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
-    response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
-  }
-
-  ordered_cache_behavior {
-    path_pattern               = "/${var.publish_prefix}recs/404.json"
-    target_origin_id           = "recs"
-    viewer_protocol_policy     = "redirect-to-https"
-    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
-    cached_methods             = ["GET", "HEAD"]
-    compress                   = false
-    cache_policy_id            = aws_cloudfront_cache_policy.changing.id
-    origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
-    response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
-  }
-
-  ordered_cache_behavior {
-    path_pattern               = "/${var.publish_prefix}recs/s/*"
-    target_origin_id           = "recs"
-    viewer_protocol_policy     = "redirect-to-https"
-    allowed_methods            = ["GET", "HEAD", "OPTIONS"]
-    cached_methods             = ["GET", "HEAD"]
-    compress                   = false
-    cache_policy_id            = aws_cloudfront_cache_policy.changing.id
-    origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
-    response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
+  # What every publish rewrites, and the 404 page: the short policy.
+  dynamic "ordered_cache_behavior" {
+    for_each = local.changing_paths
+    content {
+      path_pattern               = ordered_cache_behavior.value
+      target_origin_id           = "recs"
+      viewer_protocol_policy     = "redirect-to-https"
+      allowed_methods            = ["GET", "HEAD", "OPTIONS"]
+      cached_methods             = ["GET", "HEAD"]
+      compress                   = false
+      cache_policy_id            = aws_cloudfront_cache_policy.changing.id
+      origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
+      response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
+    }
   }
 
   # Without s3:ListBucket (which would let GET / list every user's key), S3 answers 403

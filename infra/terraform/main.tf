@@ -11,6 +11,12 @@ locals {
   # What CloudFront answers for a key the bucket does not hold (jobs.publish.layout
   # not_found_key; every publish's flip step writes it).
   not_found_page = "/${var.publish_prefix}recs/404.json"
-  lake_arn       = "arn:aws:s3:::${var.lake_bucket_name}"
-  with_lake      = var.lake_bucket_name != ""
+  # Keys every publish rewrites (jobs.publish.layout latest_key, slot_root) and the page.
+  changing_paths = [
+    "/${var.publish_prefix}recs/latest.json",
+    "/${var.publish_prefix}recs/s/*",
+    local.not_found_page,
+  ]
+  lake_arn  = "arn:aws:s3:::${var.lake_bucket_name}"
+  with_lake = var.lake_bucket_name != ""
 }

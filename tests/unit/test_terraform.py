@@ -110,12 +110,20 @@ def test_immutable_and_changing_objects_get_their_own_cache_policies(tf) -> None
     dist = res["aws_cloudfront_distribution.recs"]
     default = _one(dist["default_cache_behavior"])
     assert default["cache_policy_id"] == "${aws_cloudfront_cache_policy.immutable.id}"
-    ordered = {b["path_pattern"]: b for b in dist["ordered_cache_behavior"]}
+    # One ordered behaviour per path of local.changing_paths (a dynamic block).
+    (dynamic,) = [d["ordered_cache_behavior"] for d in dist["dynamic"]]
+    assert dynamic["for_each"] == "${local.changing_paths}"
+    template = _one(dynamic["content"])
+    assert template["path_pattern"] == "${ordered_cache_behavior.value}"
     # The layout's keys (jobs.publish.layout) that change between publishes, and the 404.
     latest = "/${var.publish_prefix}" + layout.latest_key("")
     slots = "/${var.publish_prefix}" + layout.slot_root("", 0).rsplit("/", 2)[0] + "/*"
-    missing = "/${var.publish_prefix}" + layout.not_found_key("")
-    assert set(ordered) == {latest, slots, missing}
+    paths = [
+        p.replace("${local.not_found_page}", tf["locals"]["not_found_page"])
+        for p in tf["locals"]["changing_paths"]
+    ]
+    assert set(paths) == {latest, slots, "/${var.publish_prefix}" + layout.not_found_key("")}
+    ordered = {p: template for p in paths}
     for behaviour in ordered.values():
         assert behaviour["cache_policy_id"] == "${aws_cloudfront_cache_policy.changing.id}"
     for behaviour in [default, *ordered.values()]:
