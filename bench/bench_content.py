@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +80,12 @@ def embed(items: pd.DataFrame, encoder: Encoder) -> tuple[np.ndarray, float]:
     return vecs, time.perf_counter() - started
 
 
-def report(
-    name: str, frame: pd.DataFrame, items: pd.DataFrame, settings: Settings, seeds: int
-) -> None:
-    encoder = Encoder()
-    vecs, _ = embed(items, encoder)
-    enc = Encoded.from_frame(frame)
-    ids = items["item_id"].astype(str).to_numpy()
+def als_fit(settings: Settings, enc: Encoded) -> Callable[[pd.DataFrame, int], tuple]:
+    """(frame, seed) -> (user, item) factors: implicit ALS with the configured recipe."""
 
-    def fit(train: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def fit(frame: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
         return als_implicit.fit(
-            train,
+            frame,
             enc.n_users,
             enc.n_items,
             settings.als_rank,
@@ -98,6 +94,19 @@ def report(
             settings.als_iterations,
             seed,
         )
+
+    return fit
+
+
+def report(
+    name: str, frame: pd.DataFrame, items: pd.DataFrame, settings: Settings, seeds: int
+) -> None:
+    encoder = Encoder()
+    vecs, _ = embed(items, encoder)
+    enc = Encoded.from_frame(frame)
+    ids = items["item_id"].astype(str).to_numpy()
+
+    fit = als_fit(settings, enc)
 
     # The map's cost, on all warm items (what a training run pays once).
     _, v = fit(enc.frame, settings.seed)

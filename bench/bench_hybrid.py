@@ -34,13 +34,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_content import movielens, shop  # the same datasets (run from bench/)
+from bench_content import als_fit, movielens, shop  # the same datasets (run from bench/)
 
 from jobs.config import Settings, get_settings
 from jobs.content.encoder import Encoder
 from jobs.content.text import item_text
 from jobs.model.ranking import top_k
-from jobs.train import als_implicit, blend
+from jobs.train import blend
 from jobs.train.data import Encoded
 from jobs.train.evaluate import evaluate
 from jobs.train.splits import Holdout, user_time_split
@@ -64,17 +64,7 @@ def report(
     p_valid = content.profiles(fit_part, enc.n_users)
     p_test = content.profiles(train_full, enc.n_users)
 
-    def fit(part: pd.DataFrame, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        return als_implicit.fit(
-            part,
-            enc.n_users,
-            enc.n_items,
-            settings.als_rank,
-            settings.als_reg,
-            settings.als_alpha,
-            settings.als_iterations,
-            seed,
-        )
+    fit = als_fit(settings, enc)
 
     picked: list[float] = []
     rows: dict[str, list[float]] = {}

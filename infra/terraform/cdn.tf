@@ -7,38 +7,26 @@ resource "aws_cloudfront_origin_access_control" "recs" {
   signing_protocol                  = "sigv4"
 }
 
-# recs/v/<publish_id>/...: written once, never changed (Cache-Control: immutable, a
-# year). Cached as long as the object says, at least a day.
-resource "aws_cloudfront_cache_policy" "immutable" {
-  name        = "${var.bucket_name}-immutable"
-  comment     = "recflow publishes: immutable objects"
-  min_ttl     = 86400
-  default_ttl = 31536000
-  max_ttl     = 31536000
-  parameters_in_cache_key_and_forwarded_to_origin {
-    enable_accept_encoding_gzip   = true
-    enable_accept_encoding_brotli = false
-    cookies_config {
-      cookie_behavior = "none"
-    }
-    headers_config {
-      header_behavior = "none"
-    }
-    query_strings_config {
-      query_string_behavior = "none"
-    }
+# Two cache policies, differing only in their lifetimes:
+# - immutable: recs/v/<publish_id>/..., written once, never changed (Cache-Control:
+#   immutable, a year); cached as long as the object says, at least a day;
+# - changing: recs/latest.json, recs/404.json and recs/s/<slot>/..., rewritten by every
+#   publish; never cached past the publisher's RECFLOW_PUBLISH_CACHE_SECONDS, so a flip
+#   reaches every client within it even without the invalidation sent for latest.json.
+locals {
+  cache_ttls = {
+    immutable = { min = 86400, default = 31536000, max = 31536000 }
+    changing  = { min = 0, default = var.latest_cache_seconds, max = var.latest_cache_seconds }
   }
 }
 
-# recs/latest.json and recs/s/<slot>/...: rewritten by every publish. Never cached past
-# the publisher's RECFLOW_PUBLISH_CACHE_SECONDS, so a flip reaches every client within it
-# even without the invalidation the publisher sends for latest.json.
-resource "aws_cloudfront_cache_policy" "changing" {
-  name        = "${var.bucket_name}-changing"
-  comment     = "recflow publishes: latest.json and slots"
-  min_ttl     = 0
-  default_ttl = var.latest_cache_seconds
-  max_ttl     = var.latest_cache_seconds
+resource "aws_cloudfront_cache_policy" "recs" {
+  for_each    = local.cache_ttls
+  name        = "${var.bucket_name}-${each.key}"
+  comment     = "recflow publishes: ${each.key} objects"
+  min_ttl     = each.value.min
+  default_ttl = each.value.default
+  max_ttl     = each.value.max
   parameters_in_cache_key_and_forwarded_to_origin {
     enable_accept_encoding_gzip   = true
     enable_accept_encoding_brotli = false
@@ -122,7 +110,7 @@ resource "aws_cloudfront_distribution" "recs" {
     allowed_methods            = ["GET", "HEAD", "OPTIONS"]
     cached_methods             = ["GET", "HEAD"]
     compress                   = false # objects are stored gzip-encoded already
-    cache_policy_id            = aws_cloudfront_cache_policy.immutable.id
+    cache_policy_id            = aws_cloudfront_cache_policy.recs["immutable"].id
     origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
     response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
   }
@@ -137,7 +125,7 @@ resource "aws_cloudfront_distribution" "recs" {
       allowed_methods            = ["GET", "HEAD", "OPTIONS"]
       cached_methods             = ["GET", "HEAD"]
       compress                   = false
-      cache_policy_id            = aws_cloudfront_cache_policy.changing.id
+      cache_policy_id            = aws_cloudfront_cache_policy.recs["changing"].id
       origin_request_policy_id   = data.aws_cloudfront_origin_request_policy.cors.id
       response_headers_policy_id = aws_cloudfront_response_headers_policy.recs.id
     }

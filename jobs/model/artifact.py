@@ -126,16 +126,12 @@ class RecModel:
         that is not a positive finite number (a hand-edited artifact) means ALS alone."""
         if self.item_content is None:
             return 0.0
-        try:
-            weight = float(self.params.get("hybrid_weight", 0.0))
-        except (TypeError, ValueError):
-            return 0.0
-        return weight if np.isfinite(weight) and weight > 0 else 0.0
+        return hybrid.weight_of(self.params.get("hybrid_weight", 0.0))
 
     @property
     def hybrid_recent(self) -> int:
         """How many latest items a stored profile is the mean of."""
-        return int(self.params.get("hybrid_recent_items", 20))
+        return int(self.params.get("hybrid_recent_items", hybrid.DEFAULT_RECENT))
 
     @property
     def scoring_items(self) -> np.ndarray:

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# How many latest items a profile is the mean of, for an artifact that does not say.
+DEFAULT_RECENT = 20
 # Fewer catalog items with text than this: no projection (nothing to learn directions from).
 MIN_ITEMS = 10
 _CHUNK = 65_536
@@ -141,6 +143,16 @@ def unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0).astype(np.float32)
+
+
+def weight_of(value: object) -> float:
+    """A recorded hybrid weight as every reader takes it (the artifact, a recipe): a value
+    that is not a positive finite number (a hand-edited artifact) is 0, ALS alone."""
+    try:
+        weight = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0
+    return weight if np.isfinite(weight) and weight > 0 else 0.0
 
 
 def augment(factors: np.ndarray, extra: np.ndarray, weight: float = 1.0) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.config import Settings
+from jobs.model import hybrid
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -72,7 +73,7 @@ class ALSParams:
             int(params["iterations"]),
             str(params.get("weighting", "none")),
             float(params.get("half_life_days", 0.0)),
-            _weight(params.get("hybrid_weight", 0.0)),
+            hybrid.weight_of(params.get("hybrid_weight", 0.0)),
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -250,13 +251,3 @@ def _factors(pdf: pd.DataFrame, n: int, rank: int) -> np.ndarray:
     if len(pdf):
         out[pdf["id"].to_numpy()] = np.stack(pdf["features"].to_numpy()).astype(np.float32)
     return out
-
-
-def _weight(value: Any) -> float:
-    """A recipe's hybrid weight as the artifact reads it (``RecModel.hybrid_weight``): a
-    value that is not a positive finite number is 0, ALS alone."""
-    try:
-        weight = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return weight if np.isfinite(weight) and weight > 0 else 0.0

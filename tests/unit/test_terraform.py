@@ -109,7 +109,7 @@ def test_immutable_and_changing_objects_get_their_own_cache_policies(tf) -> None
     res = tf["resource"]
     dist = res["aws_cloudfront_distribution.recs"]
     default = _one(dist["default_cache_behavior"])
-    assert default["cache_policy_id"] == "${aws_cloudfront_cache_policy.immutable.id}"
+    assert default["cache_policy_id"] == '${aws_cloudfront_cache_policy.recs["immutable"].id}'
     # One ordered behaviour per path of local.changing_paths (a dynamic block).
     (dynamic,) = [d["ordered_cache_behavior"] for d in dist["dynamic"]]
     assert dynamic["for_each"] == "${local.changing_paths}"
@@ -125,18 +125,21 @@ def test_immutable_and_changing_objects_get_their_own_cache_policies(tf) -> None
     assert set(paths) == {latest, slots, "/${var.publish_prefix}" + layout.not_found_key("")}
     ordered = {p: template for p in paths}
     for behaviour in ordered.values():
-        assert behaviour["cache_policy_id"] == "${aws_cloudfront_cache_policy.changing.id}"
+        assert behaviour["cache_policy_id"] == '${aws_cloudfront_cache_policy.recs["changing"].id}'
     for behaviour in [default, *ordered.values()]:
         assert behaviour["viewer_protocol_policy"] == "redirect-to-https"
         assert behaviour["compress"] is False  # the objects are stored gzip-encoded
         assert behaviour["response_headers_policy_id"].startswith(
             "${aws_cloudfront_response_headers_policy.recs"
         )
-    changing = res["aws_cloudfront_cache_policy.changing"]
-    assert changing["max_ttl"] == "${var.latest_cache_seconds}"
+    policy = res["aws_cloudfront_cache_policy.recs"]
+    assert policy["for_each"] == "${local.cache_ttls}"
+    assert policy["max_ttl"] == "${each.value.max}" and policy["min_ttl"] == "${each.value.min}"
+    ttls = tf["locals"]["cache_ttls"]
+    assert set(ttls) == {"immutable", "changing"}
+    assert ttls["changing"]["max"] == "${var.latest_cache_seconds}"
     assert tf["variable"]["latest_cache_seconds"]["default"] == 60
-    immutable = res["aws_cloudfront_cache_policy.immutable"]
-    assert immutable["max_ttl"] == 31536000
+    assert ttls["immutable"]["max"] == 31536000 and ttls["immutable"]["min"] == 86400
     oac = res["aws_cloudfront_origin_access_control.recs"]
     assert (oac["signing_behavior"], oac["signing_protocol"]) == ("always", "sigv4")
 
