@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up airflow test test-all test-fast lint format lock doctor clean monitoring-deps checkov
+.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov screenshots
 
 venv: $(STAMP)
 
@@ -35,7 +35,7 @@ airflow: venv
 
 # What CI runs: unit, integration (Spark, servers) and DAG runs, without the `long` tests
 # (minutes each; see tests/README.md), so a clean machine finishes well inside CI's limit.
-test: venv checkov
+test: venv checkov browser-deps
 	$(BIN)/pytest -m "not long"
 
 # Everything, the `long` tests included (the week-long DAG chain, killed processes).
@@ -101,3 +101,15 @@ monitoring-deps:
 	if [ -d "$(SYSTEMD_RUN_DIR)" ] && command -v systemctl >/dev/null; then \
 	  $$SUDO systemctl disable --now prometheus prometheus-pushgateway; \
 	fi
+
+# Headless Chromium and its WebDriver from Debian's packages: the storefront's browser tests
+# (tests/integration/test_shop_browser.py), its benchmark and `make screenshots` drive them
+# through Selenium. Idempotent: nothing happens when both binaries are there.
+BROWSER_BINARIES ?= chromium chromedriver
+browser-deps:
+	@missing=; for b in $(BROWSER_BINARIES); do command -v $$b >/dev/null || missing=1; done; \
+	if [ -z "$$missing" ]; then echo "browser-deps: already installed"; exit 0; fi; \
+	SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  chromium chromium-driver fonts-dejavu-core

@@ -44,6 +44,17 @@ RecommendRequest, SimilarRequest = schemas.request_types(schemas.Limits.from_set
 # `bentoml serve --arg model_tag=…`, or get the newest model of that name.
 MODEL_TAG = getattr(bentoml.use_arguments(), "model_tag", None) or f"{SETTINGS.model_name}:latest"
 API_ROUTES = {"/recommend": "recommend", "/similar": "similar"}
+CORS = (
+    {
+        "enabled": True,
+        "access_control_allow_origins": [SETTINGS.serve_cors_origin],
+        "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
+        "access_control_allow_headers": ["content-type"],
+        "access_control_max_age": 600,
+    }
+    if SETTINGS.serve_cors_origin
+    else None
+)
 # Online-store lookups in flight at once: a hung store holds at most this many threads.
 LOOKUP_SLOTS = 16
 T = TypeVar("T")
@@ -100,6 +111,9 @@ ANSWER_LOG_DROPPED = bentoml.metrics.Counter(
     # "services.recflow.logging.access.enabled=true" (workers: "services.recflow.workers=2").
     logging={"access": {"enabled": False}},
     labels={"component": "online-recommendations"},
+    # Browsers call /recommend and /similar from the shop's page (jobs/shop); no cookies are
+    # involved (the user key travels in the body), so no credentials are allowed.
+    http={"cors": CORS} if CORS else {},
 )
 class RecflowService:
     """The champion model, the stock mask and the feature store of one worker."""
@@ -380,7 +394,8 @@ class RequestErrors:
             await self._readyz(scope, receive, send)
             return
         endpoint = API_ROUTES.get(path)
-        if endpoint is None:
+        if endpoint is None or scope["method"] != "POST":
+            # A browser's CORS preflight (OPTIONS) is answered by BentoML's CORS middleware.
             await self.app(scope, receive, send)
             return
         # The endpoints take JSON only: a form-encoded or untyped body (curl -d) is parsed

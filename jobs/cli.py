@@ -715,6 +715,51 @@ def cdn(
 
 
 @app.command()
+def shop(
+    port: Annotated[int | None, typer.Option(help="Port (default RECFLOW_SHOP_PORT).")] = None,
+    cdn: Annotated[
+        bool, typer.Option(help="Also serve the CDN stand-in (off when `recflow up` runs).")
+    ] = True,
+) -> None:
+    """The storefront page over the CDN stand-in, the service and the collector; Ctrl-C stops.
+
+    Start `recflow up` (service, collector) for the click-through; without them the page
+    still shows the published lists, as a shop's page does when the service is down.
+    """
+    import uvicorn
+
+    from jobs.publish.cdn import make_server
+    from jobs.shop.server import make_app, urls
+
+    settings = _settings()
+    server = None
+    if cdn:
+        try:
+            server = make_server(settings)
+        except OSError as exc:
+            typer.secho(f"CDN stand-in not started ({exc}): --no-cdn", fg="red", err=True)
+            raise typer.Exit(1) from None
+        import threading
+
+        threading.Thread(target=server.serve_forever, daemon=True, name="recflow-cdn").start()
+    try:
+        app_ = make_app(settings)
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    bound = settings.shop_port if port is None else port
+    where = urls(settings)
+    typer.echo(f"storefront:     http://{settings.shop_host}:{bound}/  (?user=u000001 signs in)")
+    typer.echo(f"  CDN {where['cdn']}, service {where['service']}, collector {where['collector']}")
+    try:
+        uvicorn.run(app_, host=settings.shop_host, port=bound, log_level="warning")
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+
+
+@app.command()
 def airflow(
     port: Annotated[
         int | None, typer.Option(help="API server and UI port (default RECFLOW_AIRFLOW_PORT).")
@@ -834,6 +879,7 @@ def up(
     # (Ctrl-C or SIGTERM while monitoring starts, a failure of monitoring itself).
     monitoring: list[Any] = []
     stream: list[Any] = []
+    page: list[Any] = []
     try:
 
         def stop(*_: object) -> None:
@@ -849,6 +895,7 @@ def up(
         typer.echo("  a known user's own list needs their key: `recflow user-key <user id>`")
         _start_monitoring(settings, monitoring)
         _start_stream(settings, stream)
+        _start_shop(settings, page)
         proc.wait()
     except KeyboardInterrupt:
         pass
@@ -861,6 +908,7 @@ def up(
             ("online service", lambda: _stop_process(proc)),
             ("cdn", lambda: _stop_cdn(server)),
         ]
+        steps += [("storefront", started.stop) for started in page]
         steps += [(started.name, started.stop) for started in reversed(stream)]
         steps += [(started.name, started.stop) for started in reversed(monitoring)]
         _stop_all(steps)
@@ -938,6 +986,19 @@ class _Child:
 
     def stop(self) -> None:
         _stop_process(self.proc)
+
+
+def _start_shop(settings: Settings, started: list[Any]) -> None:
+    """The storefront page for `recflow up`; optional like monitoring (reported, not fatal)."""
+    from jobs.shop.server import Running
+
+    try:
+        running = Running(settings, settings.shop_port, None)
+    except Exception as exc:  # noqa: BLE001 - the page is optional in `up`, the service runs on
+        typer.secho(f"storefront:     not started ({exc})", fg=typer.colors.YELLOW, err=True)
+        return
+    started.append(running)
+    typer.echo(f"storefront:     {running.url}/  (?user=u000001 signs in)")
 
 
 def _start_stream(settings: Settings, started: list[Any]) -> None:

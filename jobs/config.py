@@ -403,6 +403,45 @@ class Settings(BaseSettings):
         8765, description="Port of `recflow cdn`."
     )
     cdn_cors_origin: str = Field("*", description="Access-Control-Allow-Origin of `recflow cdn`.")
+    publish_catalog_max_items: PositiveInt = Field(
+        100_000,
+        description="Largest model (items) whose publish writes recs/v/<publish_id>/catalog.json"
+        " (the cards a CDN-only page draws; above it a shop's own catalog service does).",
+    )
+
+    # -- the storefront page (`recflow shop`, jobs/shop) ------------------------------------
+    shop_host: str = Field("127.0.0.1", description="Bind address of `recflow shop`.")
+    shop_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        8780, description="Port of `recflow shop` (the storefront page)."
+    )
+    shop_cdn_url: str | None = Field(
+        None,
+        description="Base URL the page reads the published JSON from; default the CDN"
+        " stand-in (http://RECFLOW_CDN_HOST:RECFLOW_CDN_PORT).",
+    )
+    shop_service_url: str | None = Field(
+        None,
+        description="Base URL the page asks /recommend and /similar; default"
+        " http://RECFLOW_SERVE_HOST:RECFLOW_SERVE_PORT.",
+    )
+    shop_collector_url: str | None = Field(
+        None,
+        description="Base URL the page posts events to; default"
+        " http://127.0.0.1:RECFLOW_COLLECTOR_PORT.",
+    )
+    shop_timeout_ms: Annotated[int, Field(ge=50, le=60_000)] = Field(
+        1500,
+        description="How long the page waits for the service or the CDN before it keeps what"
+        " it shows (or falls back) and counts an error.",
+    )
+    shop_demo_users: int = Field(
+        6, ge=0, le=50, description="Users of the generated shop the page offers to sign in as."
+    )
+    serve_cors_origin: str = Field(
+        "*",
+        description="Access-Control-Allow-Origin of the online service and the event collector"
+        " (the storefront page calls both from the browser); '' turns CORS off.",
+    )
 
     # -- features (Feast) and the online service (BentoML) -------------------------------
     feast_project: str = Field("recflow", description="Feast project name.")

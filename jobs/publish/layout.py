@@ -5,6 +5,7 @@ One publish is an immutable prefix for what is per publish, and a slot for its u
     recs/s/<slot>/u/<kk>/<key>.json         one user's list (key = HMAC of the user id)
     recs/s/<slot>/_publish.json             which publish the slot holds (its owner)
     recs/v/<publish_id>/popular.json        for anyone without a personal list
+    recs/v/<publish_id>/catalog.json        title, category, price, stock of the items
     recs/v/<publish_id>/_manifest.json      counts, per-shard checksums, slot, model, Delta versions
     recs/latest.json                        the live publish; written last
 
@@ -119,6 +120,11 @@ def users_root(prefix: str, publish_id: str, manifest: dict[str, Any] | None) ->
 
 def popular_key(prefix: str, publish_id: str) -> str:
     return f"{publish_root(prefix, publish_id)}popular.json"
+
+
+def catalog_key(prefix: str, publish_id: str) -> str:
+    """The cards of the items a publish's lists name (:mod:`jobs.publish.catalog`)."""
+    return f"{publish_root(prefix, publish_id)}catalog.json"
 
 
 def manifest_key(prefix: str, publish_id: str) -> str:

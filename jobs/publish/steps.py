@@ -43,11 +43,11 @@ import numpy as np
 from jobs.config import Settings, get_settings, secret_value
 from jobs.model.ranking import round_scores
 from jobs.model.registry import TAG_GOLD_VERSION
-from jobs.publish import bodies, layout
+from jobs.publish import bodies, catalog, layout
 from jobs.publish.storage import ObjectStore, open_store
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from pyspark.sql import SparkSession
 
@@ -63,24 +63,28 @@ class PublishError(RuntimeError):
 # -- 1. score ------------------------------------------------------------------------------
 
 
-def read_stock(settings: Settings, spark: SparkSession) -> tuple[dict[str, bool] | None, int]:
-    """``item_id -> in_stock`` from silver ``items`` and the Delta version read (-1: none)."""
+def read_stock(
+    settings: Settings, spark: SparkSession
+) -> tuple[dict[str, bool] | None, list[dict[str, Any]], int]:
+    """``item_id -> in_stock`` from silver ``items``, its rows for the published catalog
+    (:mod:`jobs.publish.catalog`) and the Delta version read (-1: no table)."""
     from delta.tables import DeltaTable
 
     from jobs import tables
 
     location = tables.path(settings, "items")
     if not DeltaTable.isDeltaTable(spark, location):
-        return None, -1
+        return None, [], -1
     version = tables.version(spark, settings, "items")
-    rows = (
-        spark.read.format("delta")
+    rows = [
+        r.asDict()
+        for r in spark.read.format("delta")
         .option("versionAsOf", version)
         .load(location)
-        .select("item_id", "in_stock")
+        .select("item_id", "title", "category", "price", "in_stock")
         .collect()
-    )
-    return {r.item_id: r.in_stock is not False for r in rows}, version
+    ]
+    return {r["item_id"]: r["in_stock"] is not False for r in rows}, rows, version
 
 
 def score_step(
@@ -91,12 +95,14 @@ def score_step(
     progress: bool = False,
     settings: Settings | None = None,
     store: ObjectStore | None = None,
+    catalog_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Rank every user of the champion (or ``version``) and stage the lists.
 
-    Stock comes from ``in_stock`` when given, else from the lake (Spark). The publish id
-    is derived from ``generated_at`` (the DAG passes its run's date, so a retried run
-    reuses the id) and the model version.
+    Stock (and the catalog's rows) come from ``in_stock`` (and ``catalog_rows``) when
+    given, else from the lake (Spark); a publish given stock but no rows has no catalog.
+    The publish id is derived from ``generated_at`` (the DAG passes its run's date, so a
+    retried run reuses the id) and the model version.
     """
     from jobs.model.registry import load_version
 
@@ -113,7 +119,7 @@ def score_step(
             from jobs.spark import get_spark
 
             spark = get_spark(settings)
-        in_stock, items_version = read_stock(settings, spark)
+        in_stock, catalog_rows, items_version = read_stock(settings, spark)
     generated_at = (generated_at or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     publish_id = layout.publish_id_for(generated_at, found.version)
     scores, score_seconds = _rank_everyone(settings, model, in_stock, progress)
@@ -136,7 +142,18 @@ def score_step(
         # manifest and in popular.json, so a reader can see what was spent).
         "popular_privacy": model.public_budget,
     }
-    _stage(settings, store or open_store(settings), publish_id, meta, scores)
+    card_bytes = None
+    if catalog_rows is not None and len(model.item_ids) <= settings.publish_catalog_max_items:
+        cards = catalog.cards(catalog_rows, [str(i) for i in model.item_ids], in_stock)
+        card_bytes = layout.encode(catalog.catalog_body(meta, cards), settings.publish_gzip_level)
+        meta["catalog_items"] = len(cards)
+    elif catalog_rows is not None:
+        log.info(
+            "no catalog object: %d items is above RECFLOW_PUBLISH_CATALOG_MAX_ITEMS (%d)",
+            len(model.item_ids),
+            settings.publish_catalog_max_items,
+        )
+    _stage(settings, store or open_store(settings), publish_id, meta, scores, card_bytes)
     users_per_s = len(model.user_ids) / max(score_seconds, 1e-9)
     log.info(
         "scored %d users in %.2f s (%.0f users/s) for publish %s",
@@ -230,8 +247,12 @@ def _stage(
     publish_id: str,
     meta: dict[str, Any],
     arrays: dict[str, Any],
+    card_bytes: bytes | None = None,
 ) -> None:
     """Scores first, metadata last: a stage is complete when ``meta.json`` names its scores.
+
+    ``card_bytes`` (the encoded catalog object, uploaded as staged) go up before the
+    metadata too, which names their SHA-256.
 
     A retry first removes the old ``meta.json``, so a failure half-way never pairs new
     scores with an earlier attempt's metadata; the metadata carries the scores' SHA-256,
@@ -245,6 +266,9 @@ def _stage(
         np.savez(path, **arrays)
         store.put_file(f"{root}scores.npz", path, _STAGE_HEADERS)
         meta = {**meta, "scores_sha256": _sha256(path)}
+    if card_bytes is not None:
+        store.put(f"{root}catalog.json", card_bytes, _STAGE_HEADERS)
+        meta["catalog_sha256"] = hashlib.sha256(card_bytes).hexdigest()
     store.put(f"{root}meta.json", json.dumps(meta, indent=2).encode(), _STAGE_HEADERS)
 
 
@@ -386,12 +410,21 @@ def upload_step(
             layout.encode(popular, settings.publish_gzip_level),
             count=False,
         )
+        card_bytes = _staged_catalog(settings, store, publish_id, meta)
+        if card_bytes is not None:
+            up.put(layout.catalog_key(prefix, publish_id), card_bytes, count=False)
     # Users of the slot's previous publish that this one does not have (erased, or no
     # longer in the model): gone before the flip, so the manifest covers the whole slot.
     deleted = store.delete([key for key in existing if key.startswith(users)])
     manifest = _manifest(
         prefix, publish_id, meta, n_users, stats["bytes"], digests, popular, slot, settings
     )
+    if card_bytes is not None:
+        manifest["catalog"] = {
+            "key": layout.catalog_key(prefix, publish_id),
+            "md5": layout.md5_hex(card_bytes),
+            "items": meta["catalog_items"],
+        }
     mkey = layout.manifest_key(prefix, publish_id)
     store.put(
         mkey, layout.encode(manifest), layout.headers_for(mkey, settings.publish_cache_seconds)
@@ -411,6 +444,23 @@ def upload_step(
         "objects_per_second": round(n_users / max(seconds, 1e-9)),
         "puts_per_second": round(stats["uploaded"] / max(seconds, 1e-9)),
     }
+
+
+def _staged_catalog(
+    settings: Settings, store: ObjectStore, publish_id: str, meta: dict[str, Any]
+) -> bytes | None:
+    """The staged catalog object, checked against its metadata; None when it has none."""
+    expected = meta.pop("catalog_sha256", None)
+    if expected is None:
+        return None
+    root = layout.staging_root(settings.publish_prefix, publish_id)
+    data = store.get(f"{root}catalog.json")
+    if data is None or hashlib.sha256(data).hexdigest() != expected:
+        raise PublishError(
+            f"the staged catalog of publish {publish_id} is missing or not the one its "
+            "metadata names (re-run the score step)"
+        )
+    return data
 
 
 def slot_owner(store: ObjectStore, prefix: str, slot: int) -> str | None:
@@ -632,6 +682,11 @@ def verify_step(
     found, expected = digests.as_dict(), manifest["shards"]
     bad = sorted(s for s in set(found) | set(expected) if found.get(s) != expected.get(s))
     popular = store.md5(manifest["popular"]["key"])
+    cards = manifest.get("catalog")
+    if cards is not None and store.md5(cards["key"]) != cards["md5"]:
+        raise PublishError(
+            f"publish {publish_id} does not match its manifest: catalog.json missing or different"
+        )
     if bad or popular != manifest["popular"]["md5"]:
         raise PublishError(
             f"publish {publish_id} does not match its manifest: {n} user objects listed, "
@@ -671,6 +726,8 @@ def flip_step(
         "users": f"{layout.users_root(prefix, publish_id, manifest)}{{kk}}/{{key}}.json",
         "slot": manifest.get("slot"),
         "popular": manifest["popular"]["key"],
+        # The cards of the items lists name (jobs.publish.catalog); None: a page shows ids.
+        "catalog": (manifest.get("catalog") or {}).get("key"),
         "manifest": layout.manifest_key(prefix, publish_id),
         "model": manifest["model"],
         "generated_at": manifest["generated_at"],
@@ -823,10 +880,13 @@ def publish_all(
     spark: SparkSession | None = None,
     store: ObjectStore | None = None,
     progress: bool = False,
+    catalog_rows: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """score → upload → verify → flip → prune → invalidate, as the DAG runs them."""
     store = store or open_store(settings)
-    scored = score_step(generated_at, version, in_stock, spark, progress, settings, store)
+    scored = score_step(
+        generated_at, version, in_stock, spark, progress, settings, store, catalog_rows
+    )
     pid = scored["publish_id"]
     uploaded = upload_step(pid, store, progress, settings)
     verified = verify_step(pid, store, settings)

@@ -32,6 +32,8 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -277,10 +279,25 @@ def make_app(settings: Settings) -> Starlette:
         finally:
             state.pop("out").close()
 
+    # The storefront page posts from the browser (jobs/shop): CORS, without credentials.
+    middleware = (
+        [
+            Middleware(
+                CORSMiddleware,
+                allow_origins=[settings.serve_cors_origin],
+                allow_methods=["POST", "OPTIONS"],
+                allow_headers=["content-type"],
+                max_age=600,
+            )
+        ]
+        if settings.serve_cors_origin
+        else []
+    )
     return Starlette(
         routes=[
             Route("/events", events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )

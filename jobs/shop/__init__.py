@@ -1,0 +1,1 @@
+"""The storefront page: a shop built on recflow's client contract (``recflow shop``)."""
