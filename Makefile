@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov screenshots
+.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ demo: venv
 # After `make demo`: the champion's Bento on :3000 next to the CDN stand-in on :8765.
 up: venv
 	$(BIN)/recflow up
+
+# The storefront page (jobs/shop) over the CDN stand-in; with `make up` running it also
+# follows clicks through the service. Open http://127.0.0.1:8780/?user=u000001
+shop: venv
+	$(BIN)/recflow shop
 
 # After `make demo`: Airflow's scheduler, API server and UI on the demo's data root, one
 # daily ingest interval per generated day, every task its own process; prints URL and login.

@@ -732,6 +732,11 @@ def shop(
     from jobs.shop.server import make_app, urls
 
     settings = _settings()
+    try:
+        app_ = make_app(settings)  # refused (prod, a real bucket) before anything starts
+    except ConfigError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     server = None
     if cdn:
         try:
@@ -742,11 +747,6 @@ def shop(
         import threading
 
         threading.Thread(target=server.serve_forever, daemon=True, name="recflow-cdn").start()
-    try:
-        app_ = make_app(settings)
-    except ConfigError as exc:
-        typer.secho(str(exc), fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     bound = settings.shop_port if port is None else port
     where = urls(settings)
     typer.echo(f"storefront:     http://{settings.shop_host}:{bound}/  (?user=u000001 signs in)")

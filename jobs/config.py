@@ -404,7 +404,7 @@ class Settings(BaseSettings):
     )
     cdn_cors_origin: str = Field("*", description="Access-Control-Allow-Origin of `recflow cdn`.")
     publish_catalog_max_items: PositiveInt = Field(
-        100_000,
+        20_000,
         description="Largest model (items) whose publish writes recs/v/<publish_id>/catalog.json"
         " (the cards a CDN-only page draws; above it a shop's own catalog service does).",
     )

@@ -32,6 +32,10 @@ def make_handler(root: Path, cache_seconds: int, cors_origin: str, served: str =
     class Handler(BaseHTTPRequestHandler):
         server_version = "recflow-cdn"
         protocol_version = "HTTP/1.1"
+        # Headers and body go out as two writes; with Nagle's algorithm the body then waits
+        # for the client's delayed ACK of the headers (~40 ms per object on a kept-alive
+        # connection, measured by bench/bench_shop.py).
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # a CDN does not print a line per request

@@ -69,6 +69,7 @@ def read_stock(
     """``item_id -> in_stock`` from silver ``items``, its rows for the published catalog
     (:mod:`jobs.publish.catalog`) and the Delta version read (-1: no table)."""
     from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
 
     from jobs import tables
 
@@ -81,7 +82,14 @@ def read_stock(
         for r in spark.read.format("delta")
         .option("versionAsOf", version)
         .load(location)
-        .select("item_id", "title", "category", "price", "in_stock")
+        # Cut to what a card shows in Spark: a silver title may be a megabyte long.
+        .select(
+            "item_id",
+            F.substring("title", 1, catalog.MAX_TEXT + 1).alias("title"),
+            F.substring("category", 1, catalog.MAX_TEXT + 1).alias("category"),
+            "price",
+            "in_stock",
+        )
         .collect()
     ]
     return {r["item_id"]: r["in_stock"] is not False for r in rows}, rows, version

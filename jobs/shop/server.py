@@ -39,6 +39,9 @@ STATIC = Path(__file__).with_name("static")
 # What the page may report as failed (a Prometheus label: a fixed set, anything else "other").
 ERROR_KINDS: tuple[str, ...] = ("cdn", "service", "similar", "collector", "other")
 MAX_ERROR_BODY = 4096
+CATALOG_TIMEOUT_MS = 10_000
+# Addresses `recflow shop` may listen on: its demo sign-in must not reach a network.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # Items per row on the page (the published lists hold more; a row shows a screenful).
 ROW_ITEMS = 8
 
@@ -81,14 +84,23 @@ def page_config(settings: Settings, user: str | None, where: dict[str, str]) -> 
         ),
         "demo_users": demo_users(settings),
         "timeout_ms": settings.shop_timeout_ms,
+        # The catalog may be megabytes; the row is drawn without it meanwhile.
+        "catalog_timeout_ms": max(settings.shop_timeout_ms, CATALOG_TIMEOUT_MS),
+        # Longer than the collector may take to answer (its broker wait plus margin): a
+        # page that gave up earlier would resend events the broker already has.
+        "collector_timeout_ms": int(settings.collector_timeout_seconds * 1000) + 5000,
+        "collector_max_events": settings.collector_max_events,
         "k": ROW_ITEMS,
     }
 
 
 def make_app(settings: Settings, where: dict[str, str] | None = None) -> Starlette:
     """The page's app; ``where`` overrides :func:`urls` (tests start servers on free ports)."""
-    if settings.env == "prod":
-        raise ConfigError("recflow shop signs anyone in: a demonstration, refused in prod")
+    demo = "recflow shop signs anyone in (it hands out any user's key): a demonstration,"
+    if settings.env == "prod" or settings.publish_target == "s3":
+        raise ConfigError(f"{demo} refused in prod and next to a real bucket")
+    if settings.shop_host not in LOOPBACK:
+        raise ConfigError(f"{demo} served on 127.0.0.1 only, not {settings.shop_host}")
     settings.hmac_secret()  # a refused secret stops the server here, not at the first page
     where = where or urls(settings)
     registry = CollectorRegistry()
@@ -119,7 +131,7 @@ def make_app(settings: Settings, where: dict[str, str] | None = None) -> Starlet
             return JSONResponse({"error": "too large"}, status_code=413)
         try:
             kind = json.loads(body).get("kind")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return JSONResponse({"error": "a JSON object with a kind"}, status_code=400)
         errors.labels(kind=kind if kind in ERROR_KINDS else "other").inc()
         return JSONResponse({"counted": True}, status_code=202)
@@ -152,14 +164,17 @@ class Running:
 
         import uvicorn
 
+        app = make_app(settings, where)  # a refusal before any port is taken
         # Bound here, so port 0 gets a free port and a busy one fails at once.
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.shop_host, port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((settings.shop_host, port))
+        except OSError:
+            sock.close()
+            raise
         self.url = f"http://{settings.shop_host}:{sock.getsockname()[1]}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(make_app(settings, where), log_level="warning", access_log=False)
-        )
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="recflow-shop", daemon=True
         )

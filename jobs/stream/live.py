@@ -75,7 +75,8 @@ def _thread_collector(settings: Settings, stack: ExitStack) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _bento(settings: Settings, stack: ExitStack, log: Path) -> str:
+def serve_champion(settings: Settings, stack: ExitStack, log: Path) -> str:
+    """The champion's Bento built and served on a free port until ``stack`` closes; its URL."""
     import httpx
 
     from jobs.serve import bento_build
@@ -121,5 +122,5 @@ def live_stack(settings: Settings) -> Iterator[LiveStack]:
         ensure_topics(live)
         worker = _thread_worker(live, stack)
         collector = _thread_collector(live, stack)
-        service = _bento(live, stack, work / "serve.log")
+        service = serve_champion(live, stack, work / "serve.log")
         yield LiveStack(live, collector, service, worker)

@@ -34,7 +34,7 @@ from jobs.publish import layout
 from jobs.publish.cdn import serve_in_background
 from jobs.publish.steps import current, publish_all, recs_for
 from jobs.publish.storage import open_store
-from jobs.shop.browser import browser_log, chromium
+from jobs.shop.browser import binaries, browser_log, chromium
 from jobs.shop.server import Running
 from jobs.sources.shop import ShopSpec, build_world, user_id
 from jobs.sources.storefront import reference_model
@@ -58,6 +58,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka: str) -> Iterator[Stack]:
+    binaries()  # no browser (make browser-deps): fail before building anything
     base = tmp_path_factory.mktemp("shop")
     root = base / "var"
     settings = load_settings(data_root=root, gen_users=USERS, gen_items=ITEMS, publish_k=10)
@@ -253,8 +254,10 @@ def test_a_click_changes_the_next_answer_and_the_events_carry_attribution(
     shot(browser, stack, "after-click")
     assert severe(browser) == []
     sent = state(browser)["eventsSent"]
+    assert state(browser)["eventsQueued"] == 0
     mine = topic_events(stack, user, sent)
     assert len(mine) == sent and {e["user_id"] for e in mine} == {user}
+    assert len({e["event_id"] for e in mine}) == sent
     pointer = current(stack.settings)
     cdn_impressions = [
         e for e in mine if e["event_type"] == "impression" and e.get("rec_source") == "cdn"
@@ -335,7 +338,7 @@ def test_a_service_that_never_answers_times_out(stack: Stack, page: Any, browser
         thread.start()
         try:
             user = known_user(stack, 3)
-            page(user, timeout_ms=400, service=f"http://127.0.0.1:{sock.getsockname()[1]}")
+            page(user, timeout_ms=800, service=f"http://127.0.0.1:{sock.getsockname()[1]}")
             before = row(browser, "personal")
             started = time.monotonic()
             click_first(browser)
@@ -349,6 +352,22 @@ def test_a_service_that_never_answers_times_out(stack: Stack, page: Any, browser
     assert after["items"] == before["items"] and after["source"] == "cdn"
     assert state(browser)["errors"]["service"] == 1
     assert took < 10  # bounded by the page's timeout, not by the server
+
+
+def test_the_collector_down_keeps_the_events_and_the_page_working(
+    stack: Stack, page: Any, browser: Any
+):
+    user = known_user(stack, 5)
+    page(user, collector=f"http://127.0.0.1:{free_port()}")
+    click_first(browser)
+    assert row(browser, "personal")["source"] == "service:als_session"
+    shown = state(browser)
+    # 8 impressions, the click and the view, 8 + the similar row's impressions: all kept.
+    assert shown["eventsSent"] == 0 and shown["eventsQueued"] >= 18
+    assert shown["errors"]["collector"] >= 1
+    saved = browser.execute_script("return JSON.parse(sessionStorage.getItem('recflow.queue'))")
+    assert len(saved) == shown["eventsQueued"]
+    assert severe(browser, allowed=("/events",)) == []
 
 
 def test_no_cdn_at_all_is_answered_by_the_service(stack: Stack, page: Any, browser: Any):

@@ -81,25 +81,43 @@
       document.body.dataset.busy = String(shop.busy);
     });
   }
-  async function fetchJSON(url, init = {}) {
-    // The page's one way to call a server: a timeout, JSON, and a 404 told apart.
+  class HttpError extends Error {
+    constructor(url, response, body) {
+      super(`${url}: HTTP ${response.status}`);
+      this.status = response.status;
+      this.body = body;
+    }
+  }
+  async function fetchJSON(url, init = {}, timeoutMs = null) {
+    // The page's one way to call a server: a timeout and JSON. Only a GET's 404 means
+    // "absent" (null): the CDN's answer for a key it does not hold. Any other status
+    // outside 2xx is an HttpError carrying the server's JSON body when it has one.
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), config ? config.timeout_ms : 5000);
+    const limit = timeoutMs ?? (config ? config.timeout_ms : 5000);
+    const timer = setTimeout(() => abort.abort(), limit);
     try {
       const response = await fetch(url, { ...init, signal: abort.signal });
-      if (response.status === 404) return null;
-      if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+      if (response.status === 404 && (init.method || "GET") === "GET") return null;
+      if (!response.ok) {
+        const body = await response.json().catch(() => null);
+        throw new HttpError(url, response, body);
+      }
       return await response.json();
     } finally {
       clearTimeout(timer);
     }
   }
-  function postJSON(url, body) {
-    return fetchJSON(url, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
+  function postJSON(url, body, timeoutMs = null, keepalive = false) {
+    return fetchJSON(
+      url,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify(body),
+        keepalive,
+      },
+      timeoutMs,
+    );
   }
   function failed(kind, error) {
     // Counted, never shown to the shopper; the backend turns it into a metric.
@@ -134,52 +152,101 @@
   }
   function send(events) {
     queue.push(...events);
-    if (queue.length > MAX_QUEUE) queue.splice(0, queue.length - MAX_QUEUE);
+    if (queue.length > MAX_QUEUE) queue.splice(0, queue.length - MAX_QUEUE); // oldest go
     shop.eventsQueued = queue.length;
     return flush();
   }
-  async function flush() {
-    if (!queue.length) return;
-    const batch = queue.splice(0, queue.length);
-    try {
-      await postJSON(`${config.collector}/events`, batch);
-      shop.eventsSent += batch.length;
-    } catch (error) {
-      // A 422 is this page's bug (the collector named the field); anything else is an
-      // outage: the batch goes back to be sent with the next one.
-      if (!(error instanceof Error && / HTTP 422$/.test(error.message))) {
-        queue.unshift(...batch.slice(0, MAX_QUEUE - queue.length));
+  let flushing = null;
+  let retryTimer = null;
+  let retryMs = 1000;
+  function flush() {
+    // One flush at a time, so batches leave (and come back) in order; a send during a
+    // flush is picked up by the same loop.
+    if (!flushing) flushing = drain().finally(() => (flushing = null));
+    return flushing;
+  }
+  async function drain() {
+    while (queue.length) {
+      // At most what one request may carry (the collector answers 413 above it).
+      const batch = queue.slice(0, config.collector_max_events);
+      try {
+        // keepalive: a batch in flight survives the page being closed or left.
+        await postJSON(`${config.collector}/events`, batch, config.collector_timeout_ms, true);
+        queue.splice(0, batch.length);
+        shop.eventsSent += batch.length;
+        retryMs = 1000;
+      } catch (error) {
+        if (error instanceof HttpError && error.status === 422) {
+          // All or nothing: the collector names the bad event (this page's bug). Only
+          // that one is dropped; the rest go again at once.
+          const index = error.body && Number.isInteger(error.body.index) ? error.body.index : 0;
+          queue.splice(Math.min(index, batch.length - 1), 1);
+          shop.eventsDropped = (shop.eventsDropped || 0) + 1;
+          failed("collector", error);
+          continue;
+        }
+        // An outage (no answer, 5xx, 503 with Retry-After): the events stay queued and
+        // are sent again later, oldest first; nothing is lost unless the queue overflows.
+        failed("collector", error);
+        if (!retryTimer) {
+          retryTimer = setTimeout(() => {
+            retryTimer = null;
+            flush();
+          }, retryMs);
+          retryMs = Math.min(retryMs * 2, 30000);
+        }
+        break;
+      } finally {
+        shop.eventsQueued = queue.length;
+        document.body.dataset.eventsSent = String(shop.eventsSent);
       }
-      failed("collector", error);
     }
-    shop.eventsQueued = queue.length;
-    document.body.dataset.eventsSent = String(shop.eventsSent);
+    saveQueue();
+  }
+  function saveQueue() {
+    // A reload or a closed tab must not lose what an outage kept: the queue outlives
+    // the page in sessionStorage and is sent by the next page of the session.
+    try {
+      sessionStorage.setItem("recflow.queue", JSON.stringify(queue));
+    } catch (_) {
+      // Storage full or disabled: the queue lives in memory only.
+    }
+  }
+  function restoreQueue() {
+    try {
+      const saved = JSON.parse(sessionStorage.getItem("recflow.queue") || "[]");
+      if (Array.isArray(saved)) queue.push(...saved.slice(-MAX_QUEUE));
+    } catch (_) {
+      // A damaged saved queue is dropped: its events cannot be trusted to be whole.
+    }
   }
 
   // -- rendering ------------------------------------------------------------------------
   function priceText(price) {
     return typeof price === "number" ? `$${price.toFixed(2)}` : "";
   }
+  function fill(li) {
+    // A card's text from the catalog (item id only until the catalog has arrived).
+    const card = cards[li.dataset.itemId] || {};
+    const [title, category, price, stock] = li.children;
+    title.textContent = card.title || li.dataset.itemId;
+    category.textContent = card.category || "";
+    price.textContent = priceText(card.price);
+    stock.className = card.in_stock === false ? "stock out" : "stock";
+    stock.textContent = card.in_stock === false ? "out of stock" : card.title ? "in stock" : "";
+  }
   function cardOf(item, position, attribution) {
-    const card = cards[item.item_id] || {};
     const li = document.createElement("li");
     li.className = "card";
     li.tabIndex = 0;
     li.dataset.itemId = item.item_id;
     li.dataset.position = String(position);
-    const title = document.createElement("span");
-    title.className = "title";
-    title.textContent = card.title || item.item_id;
-    const category = document.createElement("span");
-    category.className = "category";
-    category.textContent = card.category || "";
-    const price = document.createElement("span");
-    price.className = "price";
-    price.textContent = priceText(card.price);
-    const stock = document.createElement("span");
-    stock.className = card.in_stock === false ? "stock out" : "stock";
-    stock.textContent = card.in_stock === false ? "out of stock" : card.title ? "in stock" : "";
-    li.append(title, category, price, stock);
+    for (const name of ["title", "category", "price", "stock"]) {
+      const part = document.createElement("span");
+      part.className = name;
+      li.append(part);
+    }
+    fill(li);
     const open = () => clicked(item.item_id, { ...attribution, position });
     li.addEventListener("click", open);
     li.addEventListener("keydown", (e) => {
@@ -204,11 +271,16 @@
     row.dataset.items = items.map((i) => i.item_id).join(" ");
     shop.rows[rowId] = { source: attribution.label, items: items.map((i) => i.item_id) };
     if (rowId === "personal" && shop.timings.firstRow === undefined) {
-      shop.timings.firstRow = performance.now();
+      shop.timings.firstRow = performance.now(); // from the navigation's start
       shop.timings.firstRowSource = attribution.label;
     }
+    if (rowId === "personal" && attribution.rec_source === "service") {
+      shop.timings.serviceRow ??= performance.now();
+    }
     const { label: _unused, ...fields } = attribution;
-    return send(items.map((item, i) => event("impression", item.item_id, { ...fields, position: i + 1 })));
+    return send(
+      items.map((item, i) => event("impression", item.item_id, { ...fields, position: i + 1 })),
+    );
   }
   function cdnAttribution(label) {
     return {
@@ -228,57 +300,77 @@
   }
 
   // -- the rows -------------------------------------------------------------------------
+  function loadCatalog() {
+    // The cards arrive on their own time: the row is drawn first with item ids and
+    // filled in when (if) the catalog comes. It has a longer timeout than a list.
+    if (!pointer.catalog) return Promise.resolve();
+    return fetchJSON(cdnUrl(pointer.catalog), {}, config.catalog_timeout_ms)
+      .then((body) => {
+        if (!body || typeof body.items !== "object") throw new Error("catalog.json missing");
+        cards = body.items;
+        document.querySelectorAll(".card").forEach(fill);
+        if (document.querySelector("#similar .seed").dataset.itemId) {
+          const seed = document.querySelector("#similar .seed");
+          seed.textContent = (cards[seed.dataset.itemId] || {}).title || seed.dataset.itemId;
+        }
+      })
+      .catch((error) => failed("cdn", error)); // the cards keep their item ids
+  }
   async function fromCdn() {
-    // latest.json, then the user's list (404: popular.json) and the catalog in parallel.
+    // latest.json, then the user's list (404: popular.json); the catalog in parallel.
     pointer = await fetchJSON(cdnUrl(config.latest));
     if (!pointer) throw new Error("nothing published yet");
-    const personal = config.user
-      ? fetchJSON(
-          cdnUrl(
-            pointer.users
-              .replace("{kk}", config.user.key.slice(0, 2))
-              .replace("{key}", config.user.key),
-          ),
-        )
-      : Promise.resolve(null);
-    const catalog = pointer.catalog
-      ? fetchJSON(cdnUrl(pointer.catalog)).catch((error) => {
-          failed("cdn", error); // cards show item ids
-          return null;
-        })
-      : Promise.resolve(null);
-    let [list, catalogBody] = await Promise.all([personal, catalog]);
-    if (catalogBody && catalogBody.items) cards = catalogBody.items;
-    const version = pointer.model ? `model v${pointer.model.version}` : "";
-    if (list) {
-      return render("personal", list.items, `from the CDN · ${version}`, cdnAttribution("cdn"),
-        "Recommended for you");
+    const catalog = track(loadCatalog());
+    let list = null;
+    if (config.user) {
+      const key = config.user.key;
+      try {
+        list = await fetchJSON(
+          cdnUrl(pointer.users.replace("{kk}", key.slice(0, 2)).replace("{key}", key)),
+        );
+      } catch (error) {
+        failed("cdn", error); // slow or failing: popular.json rather than nothing
+      }
     }
-    const popular = await fetchJSON(cdnUrl(pointer.popular));
-    if (!popular) throw new Error("popular.json missing");
-    const why = config.user ? "no personal list yet" : "anonymous visitor";
-    return render("personal", popular.items, `from the CDN · popular (${why}) · ${version}`,
-      cdnAttribution("cdn:popular"), "Popular");
+    const version = pointer.model ? `model v${pointer.model.version}` : "";
+    if (list && Array.isArray(list.items)) {
+      await render("personal", list.items, `from the CDN · ${version}`, cdnAttribution("cdn"),
+        "Recommended for you");
+    } else {
+      const popular = await fetchJSON(cdnUrl(pointer.popular));
+      if (!popular || !Array.isArray(popular.items)) throw new Error("popular.json missing");
+      const why = config.user ? "no personal list yet" : "anonymous visitor";
+      await render("personal", popular.items, `from the CDN · popular (${why}) · ${version}`,
+        cdnAttribution("cdn:popular"), "Popular");
+    }
+    return catalog;
   }
+  let asked = 0; // the newest /recommend asked: an older answer arriving later is dropped
   async function fromService() {
     const request = { user_id: visitor, k: config.k };
     if (config.user) request.user_key = config.user.key;
     if (session.recent.length) request.recent_item_ids = session.recent;
+    const mine = ++asked;
     const answer = await postJSON(`${config.service}/recommend`, request);
     if (!answer || !Array.isArray(answer.items)) throw new Error("no answer");
+    if (mine !== asked) return null;
     const label = `from the service · ${SERVICE_SOURCES[answer.source] || answer.source} · model v${answer.model_version}`;
     const heading = answer.source === "popular" ? "Popular" : "Recommended for you";
     return render("personal", answer.items, label, serviceAttribution(answer), heading);
   }
+  let seeded = 0;
   async function similar(itemId) {
+    const mine = ++seeded;
     try {
       const answer = await postJSON(`${config.service}/similar`, { item_id: itemId, k: config.k });
+      if (mine !== seeded) return; // a later click asked since
       if (!answer || !Array.isArray(answer.items) || !answer.items.length) {
         document.getElementById("similar").hidden = true;
         return;
       }
-      const seed = cards[itemId] && cards[itemId].title ? cards[itemId].title : itemId;
-      document.querySelector("#similar .seed").textContent = seed;
+      const seed = document.querySelector("#similar .seed");
+      seed.dataset.itemId = itemId;
+      seed.textContent = (cards[itemId] || {}).title || itemId;
       await render("similar", answer.items, `from the service · model v${answer.model_version}`,
         serviceAttribution(answer, "service:similar"));
     } catch (error) {
@@ -296,10 +388,10 @@
   }
   function clicked(itemId, attribution) {
     const { label: _unused, ...fields } = attribution;
-    send([event("click", itemId, fields), event("view", itemId)]);
+    const sent = send([event("click", itemId, fields), event("view", itemId)]);
     session.recent = [itemId, ...session.recent.filter((i) => i !== itemId)].slice(0, MAX_RECENT);
     saveSession();
-    return track(Promise.all([refresh(), similar(itemId)]));
+    return track(Promise.all([sent, refresh(), similar(itemId)]));
   }
 
   // -- start ----------------------------------------------------------------------------
@@ -320,16 +412,27 @@
       const next = new URL(location.href);
       if (select.value) next.searchParams.set("user", select.value);
       else next.searchParams.delete("user");
+      saveQueue(); // the last shopper's unsent events still go, with the next page
       sessionStorage.removeItem("recflow.session"); // a new shopper, a new session
       location.assign(next);
     });
   }
   async function start() {
-    config = await fetchJSON(`/config.json${location.search}`);
+    try {
+      config = await fetchJSON(`/config.json${location.search}`);
+    } catch (error) {
+      // A ?user= the backend refuses: the visitor is shown the shop as anyone is.
+      console.warn(`recflow shop: ${error.message}; continuing as an anonymous visitor`);
+      config = await fetchJSON("/config.json");
+    }
     visitor = visitorId();
     signIn();
+    restoreQueue();
+    if (queue.length) track(flush()); // what the last page of this session could not send
+    addEventListener("pagehide", saveQueue);
+    let catalog = null;
     try {
-      await fromCdn();
+      catalog = await fromCdn();
     } catch (error) {
       // No CDN answer at all (down, slow, nothing published): the service answers alone.
       failed("cdn", error);
@@ -342,6 +445,7 @@
       return;
     }
     if (session.recent.length) await refresh(); // a reload keeps the session's context
+    await catalog;
   }
   track(
     start()
