@@ -427,8 +427,7 @@
     }
     visitor = visitorId();
     signIn();
-    restoreQueue();
-    if (queue.length) track(flush()); // what the last page of this session could not send
+    restoreQueue(); // sent after the first row: what the last page could not send
     addEventListener("pagehide", saveQueue);
     let catalog = null;
     try {
@@ -444,6 +443,7 @@
       }
       return;
     }
+    if (queue.length) track(flush());
     if (session.recent.length) await refresh(); // a reload keeps the session's context
     await catalog;
   }
