@@ -105,3 +105,37 @@ def test_without_rows_or_above_the_cap_there_is_no_catalog(shop, tmp_path: Path)
     # A rollback to a publish without a catalog flips to a pointer naming none.
     assert flip_step(pid, store, settings)["publish_id"] == pid
     assert current(settings, store)["catalog"] is None
+
+
+def test_stock_and_cards_come_from_silver_items_read_by_spark(shop, spark) -> None:
+    """The DAG's path: no stock given, so score reads silver ``items`` (one Delta version)."""
+    from jobs import tables
+
+    settings, _, rows, _ = shop
+    schema = tables.read_or_create(spark, settings, "items").schema  # silver's own columns
+    silver = [
+        {
+            **{f.name: r.get(f.name) for f in schema.fields},
+            "price": float(r["price"]),
+            "updated_at": datetime.fromisoformat(str(r["updated_at"]).replace("Z", "+00:00"))
+            .astimezone(UTC)
+            .replace(tzinfo=None),
+        }
+        for r in rows
+    ]
+    silver[0]["title"] = "é" * 5000  # a silver title may be long: cut in Spark
+    silver[1]["in_stock"] = False
+    spark.createDataFrame(silver, schema).write.format("delta").mode("append").save(
+        tables.path(settings, "items")
+    )
+    scored = score_step(T0, settings=settings, spark=spark)
+    assert scored["delta_versions"]["silver_items"] == 1  # created, then the rows appended
+    store = open_store(settings)
+    upload_step(scored["publish_id"], store, False, settings)
+    verify_step(scored["publish_id"], store, settings)
+    body = layout.decode(store.get(layout.catalog_key("", scored["publish_id"])))
+    first, second = silver[0]["item_id"], silver[1]["item_id"]
+    assert len(body["items"][first]["title"]) == 200 and body["items"][second]["in_stock"] is False
+    assert {i: c["in_stock"] for i, c in body["items"].items()} == {
+        r["item_id"]: r["in_stock"] is not False for r in silver
+    }
