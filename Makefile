@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov
+.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov screenshots
 
 venv: $(STAMP)
 
@@ -106,6 +106,11 @@ monitoring-deps:
 	if [ -d "$(SYSTEMD_RUN_DIR)" ] && command -v systemctl >/dev/null; then \
 	  $$SUDO systemctl disable --now prometheus prometheus-pushgateway; \
 	fi
+
+# After `make demo`: the README's pictures (docs/img) of the storefront, Airflow, MLflow and
+# the Data Docs, taken in headless Chromium by jobs/screenshots.py.
+screenshots: venv browser-deps
+	$(BIN)/python -m jobs.screenshots
 
 # Headless Chromium and its WebDriver from Debian's packages: the storefront's browser tests
 # (tests/integration/test_shop_browser.py), its benchmark and `make screenshots` drive them
