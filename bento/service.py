@@ -47,12 +47,12 @@ API_ROUTES = {"/recommend": "recommend", "/similar": "similar"}
 CORS = (
     {
         "enabled": True,
-        "access_control_allow_origins": [SETTINGS.serve_cors_origin],
+        "access_control_allow_origins": SETTINGS.serve_cors_origins,
         "access_control_allow_methods": ["GET", "POST", "OPTIONS"],
         "access_control_allow_headers": ["content-type"],
         "access_control_max_age": 600,
     }
-    if SETTINGS.serve_cors_origin
+    if SETTINGS.serve_cors_origins
     else None
 )
 # Online-store lookups in flight at once: a hung store holds at most this many threads.

@@ -439,8 +439,9 @@ class Settings(BaseSettings):
     )
     serve_cors_origin: str = Field(
         "*",
-        description="Access-Control-Allow-Origin of the online service and the event collector"
-        " (the storefront page calls both from the browser); '' turns CORS off.",
+        description="Origins allowed to call the online service and the event collector from"
+        " a browser (the storefront page does): '*', or a comma-separated list; '' turns"
+        " CORS off.",
     )
 
     # -- features (Feast) and the online service (BentoML) -------------------------------
@@ -991,6 +992,11 @@ class Settings(BaseSettings):
     def table_path(self, layer: str, name: str) -> str:
         """Location of one Delta table, e.g. ``table_path("silver", "events")``."""
         return f"{str(self.lake_dir).rstrip('/')}/{layer}/{name}"
+
+    @property
+    def serve_cors_origins(self) -> list[str]:
+        """``serve_cors_origin`` as a list (empty: no CORS)."""
+        return [o.strip() for o in self.serve_cors_origin.split(",") if o.strip()]
 
     @property
     def gx_dir(self) -> Path:

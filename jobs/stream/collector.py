@@ -284,13 +284,13 @@ def make_app(settings: Settings) -> Starlette:
         [
             Middleware(
                 CORSMiddleware,
-                allow_origins=[settings.serve_cors_origin],
+                allow_origins=settings.serve_cors_origins,
                 allow_methods=["POST", "OPTIONS"],
                 allow_headers=["content-type"],
                 max_age=600,
             )
         ]
-        if settings.serve_cors_origin
+        if settings.serve_cors_origins
         else []
     )
     return Starlette(

@@ -275,6 +275,21 @@ def test_a_click_changes_the_next_answer_and_the_events_carry_attribution(
     assert len({e["session_id"] for e in mine}) == 1
 
 
+def test_a_reload_in_a_session_with_clicks_asks_the_service_first(
+    stack: Stack, page: Any, browser: Any
+):
+    user = known_user(stack, 6)
+    page(user)
+    clicked = click_first(browser)
+    browser.refresh()
+    settle(browser)
+    shown = row(browser, "personal")
+    assert shown["source"] == "service:als_session" and clicked not in shown["items"]
+    # No CDN row was drawn (and counted as impressions) only to be replaced.
+    assert state(browser)["timings"]["firstRowSource"] == "service:als_session"
+    assert severe(browser) == []
+
+
 def test_a_user_without_a_published_list_sees_popular(stack: Stack, page: Any, browser: Any):
     user = user_id(KNOWN + 3)
     page(user)

@@ -142,3 +142,12 @@ def test_the_collector_answers_a_browsers_preflight() -> None:
 def test_an_empty_origin_turns_cors_off() -> None:
     got = _preflight("")
     assert "access-control-allow-origin" not in got.headers
+
+
+def test_origins_are_a_comma_separated_list() -> None:
+    assert (
+        _preflight("https://a.test, http://shop.test").headers["access-control-allow-origin"]
+        == "http://shop.test"
+    )
+    assert _preflight("https://a.test,https://b.test").status_code == 400  # not listed
+    assert load_settings(serve_cors_origin=" , ").serve_cors_origins == []

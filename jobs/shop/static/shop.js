@@ -317,10 +317,7 @@
       .catch((error) => failed("cdn", error)); // the cards keep their item ids
   }
   async function fromCdn() {
-    // latest.json, then the user's list (404: popular.json); the catalog in parallel.
-    pointer = await fetchJSON(cdnUrl(config.latest));
-    if (!pointer) throw new Error("nothing published yet");
-    const catalog = track(loadCatalog());
+    // The user's list named by latest.json (404 or failing: popular.json).
     let list = null;
     if (config.user) {
       const key = config.user.key;
@@ -343,7 +340,6 @@
       await render("personal", popular.items, `from the CDN · popular (${why}) · ${version}`,
         cdnAttribution("cdn:popular"), "Popular");
     }
-    return catalog;
   }
   let asked = 0; // the newest /recommend asked: an older answer arriving later is dropped
   async function fromService() {
@@ -431,20 +427,32 @@
     addEventListener("pagehide", saveQueue);
     let catalog = null;
     try {
-      catalog = await fromCdn();
+      pointer = await fetchJSON(cdnUrl(config.latest));
+      if (!pointer) throw new Error("nothing published yet");
+      catalog = track(loadCatalog()); // in parallel with the row
     } catch (error) {
-      // No CDN answer at all (down, slow, nothing published): the service answers alone.
-      failed("cdn", error);
-      try {
-        await fromService();
-      } catch (inner) {
-        failed("service", inner);
-        document.querySelector("#personal .empty").hidden = false;
-      }
-      return;
+      failed("cdn", error); // no CDN at all (down, slow, nothing published)
+      pointer = null;
     }
+    // The row, from the first source that answers. A session with clicks asks the
+    // service first: the CDN's list would be replaced a moment later, and impressions
+    // of a list nobody had time to see would count against the CDN's click-through.
+    const sources = [];
+    if (session.recent.length) sources.push(["service", fromService]);
+    if (pointer) sources.push(["cdn", fromCdn]);
+    if (!session.recent.length) sources.push(["service", fromService]);
+    let shown = false;
+    for (const [kind, source] of sources) {
+      try {
+        await source();
+        shown = true;
+        break;
+      } catch (error) {
+        failed(kind, error);
+      }
+    }
+    if (!shown) document.querySelector("#personal .empty").hidden = false;
     if (queue.length) track(flush());
-    if (session.recent.length) await refresh(); // a reload keeps the session's context
     await catalog;
   }
   track(
