@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -63,6 +64,10 @@ def _server(args: list[str], env: dict[str, str], health: str, log: Path) -> Ite
         yield
     finally:
         stop_process(proc, timeout=30)
+        # mlflow server and airflow api-server run their work in child processes
+        # (uvicorn, job consumers): the whole session goes, not only its leader.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing left in the group: done
 
 
 def save(driver: Any, name: str) -> Path:
@@ -121,12 +126,14 @@ def storefront(settings: Settings, driver: Any, work: Path) -> None:
         cdn, cdn_url = serve_in_background(settings)
         stack.callback(cdn.shutdown)
         service = serve_champion(settings, stack, work / "serve.log")
-        where = {**urls(settings), "cdn": cdn_url, "service": service}
+        # Events to a port nothing listens on: a picture's clicks are nobody's behaviour
+        # (the page keeps them queued; nothing shows it).
+        dead = f"http://127.0.0.1:{_free_port()}"
+        where = {**urls(settings), "cdn": cdn_url, "service": service, "collector": dead}
         page = Running(settings.model_copy(update={"shop_timeout_ms": 5000}), 0, where)
         stack.callback(page.stop)
         driver.get(f"{page.url}/?user={user}")
         _settle(driver)
-        save(driver, "storefront-cdn")
         driver.find_element("css selector", "#personal .card:nth-child(2)").click()
         _settle(driver)
         save(driver, "storefront")
@@ -175,8 +182,6 @@ def mlflow(settings: Settings, driver: Any, work: Path) -> None:
     args = [
         str(BIN / "mlflow"),
         "server",
-        "--backend-store-uri",
-        settings.tracking_uri,
         "--host",
         "127.0.0.1",
         "--port",
@@ -186,11 +191,15 @@ def mlflow(settings: Settings, driver: Any, work: Path) -> None:
     ]
     base = f"http://127.0.0.1:{port}/#"
     run = f"{base}/experiments/{experiment}/runs/{version.run_id}"
-    pages = [("mlflow-run", run, "Parameters")]
+    pages = []
     if plots:
         pages.append(("mlflow-plots", f"{run}/artifacts/{plots[0]}", Path(plots[0]).name))
+    else:
+        pages.append(("mlflow-plots", run, "Parameters"))
     pages.append(("mlflow-registry", f"{base}/models/{settings.model_name}", "Versions"))
-    with _server(args, dict(os.environ), f"http://127.0.0.1:{port}/health", work / "mlflow.log"):
+    # The store's URI through the environment: it may hold credentials `ps` would show.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": settings.tracking_uri}
+    with _server(args, env, f"http://127.0.0.1:{port}/health", work / "mlflow.log"):
         for name, url, text in pages:
             driver.get(url)
             _shows(driver, text)
@@ -260,7 +269,9 @@ def main() -> int:
                     failed.append(name)
     finally:
         driver.quit()
-    return 1 if len(failed) == len(SOURCES) else 0
+    if failed:
+        print(f"not taken (their old pictures stay): {', '.join(failed)}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

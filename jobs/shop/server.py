@@ -41,7 +41,7 @@ ERROR_KINDS: tuple[str, ...] = ("cdn", "service", "similar", "collector", "other
 MAX_ERROR_BODY = 4096
 CATALOG_TIMEOUT_MS = 10_000
 # Addresses `recflow shop` may listen on: its demo sign-in must not reach a network.
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost")
 # Items per row on the page (the published lists hold more; a row shows a screenful).
 ROW_ITEMS = 8
 
@@ -90,6 +90,7 @@ def page_config(settings: Settings, user: str | None, where: dict[str, str]) -> 
         # page that gave up earlier would resend events the broker already has.
         "collector_timeout_ms": int(settings.collector_timeout_seconds * 1000) + 5000,
         "collector_max_events": settings.collector_max_events,
+        "collector_max_body_bytes": settings.collector_max_body_bytes,
         "k": ROW_ITEMS,
     }
 

@@ -17,6 +17,7 @@ from jobs.publish.steps import (
     flip_step,
     publish_all,
     read_manifest,
+    read_stock,
     score_step,
     upload_step,
     verify_step,
@@ -128,6 +129,8 @@ def test_stock_and_cards_come_from_silver_items_read_by_spark(shop, spark) -> No
     spark.createDataFrame(silver, schema).write.format("delta").mode("append").save(
         tables.path(settings, "items")
     )
+    _, read, _ = read_stock(settings, spark)
+    assert max(len(r["title"]) for r in read) == 201  # cut in Spark, before the driver
     scored = score_step(T0, settings=settings, spark=spark)
     assert scored["delta_versions"]["silver_items"] == 1  # created, then the rows appended
     store = open_store(settings)

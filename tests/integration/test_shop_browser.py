@@ -72,20 +72,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka: str) -> Iterator[Stac
     cdn_server, cdn = serve_in_background(settings)
     service_proc, service, _, _ = serve_bento(base, root)
     port = free_port()
-    env = {
-        **os.environ,
-        "RECFLOW_DATA_ROOT": str(root),
-        "RECFLOW_KAFKA_BOOTSTRAP": kafka,
-        "RECFLOW_KAFKA_EVENTS_TOPIC": topic.kafka_events_topic,
-    }
-    collector_proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "recflow"), "collector", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    collector_proc = start_collector(root, topic, port)
     try:
-        wait_for_port(port, collector_proc)
         yield Stack(
             settings,
             world,
@@ -100,6 +88,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka: str) -> Iterator[Stac
         stop_process(service_proc, timeout=30)
         cdn_server.shutdown()
         cdn_server.server_close()
+
+
+def start_collector(root: Path, topic: Settings, port: int) -> subprocess.Popen:
+    """`recflow collector` on ``port``, producing to the test's topic."""
+    env = {
+        **os.environ,
+        "RECFLOW_DATA_ROOT": str(root),
+        "RECFLOW_KAFKA_BOOTSTRAP": topic.kafka_bootstrap,
+        "RECFLOW_KAFKA_EVENTS_TOPIC": topic.kafka_events_topic,
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "recflow"), "collector", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port, proc)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -383,6 +389,37 @@ def test_the_collector_down_keeps_the_events_and_the_page_working(
     saved = browser.execute_script("return JSON.parse(sessionStorage.getItem('recflow.queue'))")
     assert len(saved) == shown["eventsQueued"]
     assert severe(browser, allowed=("/events",)) == []
+
+
+def test_events_kept_through_an_outage_reach_the_collector_when_it_is_back(
+    stack: Stack, page: Any, browser: Any
+):
+    """More events than one keepalive request may carry (64 KiB) pile up while the
+    collector is down; once it is back, every one arrives, once."""
+    user = known_user(stack, 7)
+    port = free_port()
+    page(user, collector=f"http://127.0.0.1:{port}")
+    cards = browser.find_elements("css selector", "#personal .card")
+    for i in range(16):
+        browser.find_elements("css selector", "#personal .card")[i % 4].click()
+        settle(browser)
+    queued = state(browser)["eventsQueued"]
+    assert queued > 250 and state(browser)["eventsSent"] == 0 and cards
+    proc = start_collector(stack.settings.data_root, stack.topic_settings, port)
+    try:
+        click_first(browser)  # the next event sends everything kept, in order
+        deadline = time.monotonic() + 30
+        while state(browser)["eventsQueued"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        shown = state(browser)
+        assert shown["eventsQueued"] == 0 and shown.get("eventsDropped", 0) == 0
+        mine = topic_events(stack, user, shown["eventsSent"])
+    finally:
+        stop_process(proc, timeout=30)
+    assert shown["eventsSent"] >= queued + 2
+    assert len(mine) == shown["eventsSent"] == len({e["event_id"] for e in mine})
+    clicks = [e for e in mine if e["event_type"] == "click"]
+    assert len(clicks) == 17  # every click of the outage, then the one after it
 
 
 def test_no_cdn_at_all_is_answered_by_the_service(stack: Stack, page: Any, browser: Any):

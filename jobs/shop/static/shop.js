@@ -159,44 +159,77 @@
   let flushing = null;
   let retryTimer = null;
   let retryMs = 1000;
+  let inFlight = [];
+  // Browsers refuse keepalive requests whose bodies in flight pass 64 KiB: a batch stays
+  // well under it (and under the collector's own body limit, which a 413 halves).
+  let maxBatchBytes = 48000;
   function flush() {
     // One flush at a time, so batches leave (and come back) in order; a send during a
     // flush is picked up by the same loop.
     if (!flushing) flushing = drain().finally(() => (flushing = null));
     return flushing;
   }
+  function takeBatch() {
+    // The oldest events, at most what one request may carry (count and bytes), taken out
+    // of the queue while in flight: a trim of the queue meanwhile cannot touch them.
+    const limit = Math.min(maxBatchBytes, config.collector_max_body_bytes - 2);
+    let bytes = 2;
+    let n = 0;
+    while (n < queue.length && n < config.collector_max_events) {
+      const size = JSON.stringify(queue[n]).length + 1;
+      if (n > 0 && bytes + size > limit) break;
+      bytes += size;
+      n += 1;
+    }
+    return queue.splice(0, n);
+  }
+  function retryLater() {
+    if (retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = null;
+      flush();
+    }, retryMs);
+    retryMs = Math.min(retryMs * 2, 30000);
+  }
   async function drain() {
     while (queue.length) {
-      // At most what one request may carry (the collector answers 413 above it).
-      const batch = queue.slice(0, config.collector_max_events);
+      const batch = takeBatch();
+      inFlight = batch;
       try {
         // keepalive: a batch in flight survives the page being closed or left.
         await postJSON(`${config.collector}/events`, batch, config.collector_timeout_ms, true);
-        queue.splice(0, batch.length);
         shop.eventsSent += batch.length;
         retryMs = 1000;
       } catch (error) {
-        if (error instanceof HttpError && error.status === 422) {
+        const index = error instanceof HttpError && error.body ? error.body.index : null;
+        if (
+          error instanceof HttpError &&
+          error.status === 422 &&
+          Number.isInteger(index) &&
+          index >= 0 &&
+          index < batch.length
+        ) {
           // All or nothing: the collector names the bad event (this page's bug). Only
           // that one is dropped; the rest go again at once.
-          const index = error.body && Number.isInteger(error.body.index) ? error.body.index : 0;
-          queue.splice(Math.min(index, batch.length - 1), 1);
+          batch.splice(index, 1);
+          queue.unshift(...batch);
           shop.eventsDropped = (shop.eventsDropped || 0) + 1;
           failed("collector", error);
           continue;
         }
-        // An outage (no answer, 5xx, 503 with Retry-After): the events stay queued and
-        // are sent again later, oldest first; nothing is lost unless the queue overflows.
+        queue.unshift(...batch);
         failed("collector", error);
-        if (!retryTimer) {
-          retryTimer = setTimeout(() => {
-            retryTimer = null;
-            flush();
-          }, retryMs);
-          retryMs = Math.min(retryMs * 2, 30000);
+        if (error instanceof HttpError && error.status === 413 && maxBatchBytes > 1000) {
+          maxBatchBytes = Math.floor(maxBatchBytes / 2); // smaller batches, at once
+          continue;
         }
+        // An outage (no answer, 5xx, 503 with Retry-After, an answer the page cannot
+        // read): the events stay queued, oldest first, and go again later.
+        if (queue.length > MAX_QUEUE) queue.splice(0, queue.length - MAX_QUEUE);
+        retryLater();
         break;
       } finally {
+        inFlight = [];
         shop.eventsQueued = queue.length;
         document.body.dataset.eventsSent = String(shop.eventsSent);
       }
@@ -207,7 +240,9 @@
     // A reload or a closed tab must not lose what an outage kept: the queue outlives
     // the page in sessionStorage and is sent by the next page of the session.
     try {
-      sessionStorage.setItem("recflow.queue", JSON.stringify(queue));
+      // A batch in flight is saved too: a keepalive request may not arrive, and a copy
+      // that does is absorbed (silver keeps one row per event_id).
+      sessionStorage.setItem("recflow.queue", JSON.stringify([...inFlight, ...queue]));
     } catch (_) {
       // Storage full or disabled: the queue lives in memory only.
     }
@@ -306,7 +341,9 @@
     if (!pointer.catalog) return Promise.resolve();
     return fetchJSON(cdnUrl(pointer.catalog), {}, config.catalog_timeout_ms)
       .then((body) => {
-        if (!body || typeof body.items !== "object") throw new Error("catalog.json missing");
+        if (!body || !body.items || typeof body.items !== "object" || Array.isArray(body.items)) {
+          throw new Error("catalog.json missing or damaged");
+        }
         cards = body.items;
         document.querySelectorAll(".card").forEach(fill);
         if (document.querySelector("#similar .seed").dataset.itemId) {
@@ -348,7 +385,9 @@
     if (session.recent.length) request.recent_item_ids = session.recent;
     const mine = ++asked;
     const answer = await postJSON(`${config.service}/recommend`, request);
-    if (!answer || !Array.isArray(answer.items)) throw new Error("no answer");
+    if (!answer || !Array.isArray(answer.items) || !answer.items.length) {
+      throw new Error("no answer"); // an empty list: the next source may have one
+    }
     if (mine !== asked) return null;
     const label = `from the service · ${SERVICE_SOURCES[answer.source] || answer.source} · model v${answer.model_version}`;
     const heading = answer.source === "popular" ? "Popular" : "Recommended for you";
@@ -370,6 +409,7 @@
       await render("similar", answer.items, `from the service · model v${answer.model_version}`,
         serviceAttribution(answer, "service:similar"));
     } catch (error) {
+      if (mine !== seeded) return; // a later click's row is shown: leave it
       document.getElementById("similar").hidden = true;
       failed("similar", error);
     }
@@ -417,6 +457,7 @@
     try {
       config = await fetchJSON(`/config.json${location.search}`);
     } catch (error) {
+      if (!(error instanceof HttpError && error.status === 400)) throw error;
       // A ?user= the backend refuses: the visitor is shown the shop as anyone is.
       console.warn(`recflow shop: ${error.message}; continuing as an anonymous visitor`);
       config = await fetchJSON("/config.json");
