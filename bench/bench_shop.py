@@ -7,9 +7,9 @@ script, latest.json, the user's object and the catalog all fetched again). Two p
 measured alternately in one browser:
 
 - **CDN**: a signed-in user with a published list; the row is their object on the CDN.
-- **service**: the same user in a session that already clicked an item; after the CDN
-  row the page asks ``/recommend`` with the session's items and shows its answer
-  (session-aware). Timed to that answer's row.
+- **service**: the same user in a session that already clicked an item; the page asks
+  ``/recommend`` first with the session's items (the CDN's list would only be replaced)
+  and draws its session-aware answer. Timed to that row.
 
 Times are ``performance.now()`` at the row's rendering, i.e. from the navigation's start.
 The page's events go to a port nothing listens on (the collector is not part of what is

@@ -198,7 +198,11 @@ def mlflow(settings: Settings, driver: Any, work: Path) -> None:
         pages.append(("mlflow-plots", run, "Parameters"))
     pages.append(("mlflow-registry", f"{base}/models/{settings.model_name}", "Versions"))
     # The store's URI through the environment: it may hold credentials `ps` would show.
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": settings.tracking_uri}
+    env = {
+        **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": settings.tracking_uri,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # seven job processes it needs not
+    }
     with _server(args, env, f"http://127.0.0.1:{port}/health", work / "mlflow.log"):
         for name, url, text in pages:
             driver.get(url)

@@ -4,6 +4,7 @@ yet" (the first gate swallowed every MLflow error there and promoted unchallenge
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -14,8 +15,9 @@ from typing import Any
 
 import pytest
 from mlflow.exceptions import MlflowException
-from support import free_port, stop_process, wait_for_port
+from support import free_port, wait_for_port
 
+from jobs.airflow_local import stop_group
 from jobs.config import Settings, load_settings
 from jobs.model.registry import CHAMPION, alias_version, setup
 from jobs.train.gate import Incumbent, apply_gate, gate
@@ -35,6 +37,10 @@ def _start(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # MLflow 3's server also starts job consumers (seven processes): recflow uses no
+        # server jobs, and every process of its group must go for the outage to be real.
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        start_new_session=True,
     )  # fmt: skip
     wait_for_port(port, proc, timeout=120)
     # The port opens before the app answers (first start migrates the store): ask it.
@@ -61,7 +67,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str
     db, artifacts = tmp_path / "mlflow.db", tmp_path / "artifacts"
     state = {"proc": _start(db, artifacts, port), "port": port, "db": db, "art": artifacts}
     yield state
-    stop_process(state["proc"])
+    stop_group(state["proc"], timeout=30)
 
 
 def test_an_outage_between_comparison_and_promotion_promotes_nothing(
@@ -85,7 +91,7 @@ def test_an_outage_between_comparison_and_promotion_promotes_nothing(
     expected = str(alias_version(client, name, CHAMPION).version)  # read at the run's start
     assert expected == v1
 
-    stop_process(server["proc"])  # the tracking server goes away mid-run
+    stop_group(server["proc"], timeout=30)  # the tracking server goes away mid-run
     with pytest.raises(MlflowException):
         alias_version(client, name, CHAMPION)  # the old lookup said None: "no champion"
     with pytest.raises(MlflowException):
