@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV     := $(shell command -v uv 2>/dev/null)
 
-.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov screenshots
+.PHONY: venv demo up shop airflow test test-all test-fast lint format lock doctor clean monitoring-deps browser-deps checkov screenshots k8s-tools
 
 venv: $(STAMP)
 
@@ -40,7 +40,7 @@ airflow: venv
 
 # What CI runs: unit, integration (Spark, servers) and DAG runs, without the `long` tests
 # (minutes each; see tests/README.md), so a clean machine finishes well inside CI's limit.
-test: venv checkov browser-deps
+test: venv checkov browser-deps k8s-tools
 	$(BIN)/pytest -m "not long"
 
 # Everything, the `long` tests included (the week-long DAG chain, killed processes).
@@ -123,3 +123,12 @@ browser-deps:
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  chromium chromium-driver fonts-dejavu-core
+
+# kubeconform (tests/unit/test_k8s.py) built from the Go module proxy into .cache/bin; the
+# schemas it checks against come from the kubernetes-validate wheel in the lock.
+KUBECONFORM_VERSION ?= v0.8.0
+k8s-tools: .cache/bin/kubeconform
+.cache/bin/kubeconform:
+	@command -v go >/dev/null || { echo "k8s-tools: Go is needed (https://go.dev/dl)"; exit 1; }
+	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install \
+	  github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)

@@ -1,0 +1,198 @@
+"""deploy/k8s checked offline, in layers: the API's own JSON schemas (kubeconform -strict,
+the schemas of the kubernetes-validate wheel), then rules that span objects (selectors,
+probe ports, autoscaler targets, resources, the restricted security profile)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "deploy" / "k8s" / "base"
+KUBERNETES = "1.37.0"
+KUBECONFORM = ROOT / ".cache" / "bin" / "kubeconform"
+
+
+def _objects() -> list[dict[str, Any]]:
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    return [
+        doc
+        for name in kustomization["resources"]
+        for doc in yaml.safe_load_all((BASE / name).read_text())
+        if doc
+    ]
+
+
+OBJECTS = _objects()
+
+
+def of_kind(kind: str) -> list[dict[str, Any]]:
+    return [o for o in OBJECTS if o["kind"] == kind]
+
+
+def by_name(kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in of_kind(kind) if o["metadata"]["name"] == name]
+    return found
+
+
+def containers(workload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from workload["spec"]["template"]["spec"]["containers"]
+
+
+@pytest.fixture(scope="module")
+def schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel's strict schemas, their references made file URLs kubeconform resolves.
+
+    They reference ``/api/_definitions.json`` under an ``https://kubernetes.io`` ``$id``
+    (kubernetes-validate maps it itself); kubeconform would fetch that URL.
+    """
+    source = resources.files("kubernetes_validate") / "kubernetes-json-schema"
+    folder = f"v{KUBERNETES}-local-strict"
+    out = tmp_path_factory.mktemp("k8s-schemas") / folder
+    out.mkdir()
+    definitions = f'"{(out / "_definitions.json").as_uri()}'
+    for schema in (source / folder).iterdir():
+        text = schema.read_text().replace('"/api/_definitions.json', definitions)
+        (out / schema.name).write_text(text)
+    return out.parent
+
+
+def kubeconform(schemas: Path, *files: Path) -> subprocess.CompletedProcess[str]:
+    binary = str(KUBECONFORM) if KUBECONFORM.exists() else shutil.which("kubeconform")
+    assert binary, "kubeconform is missing: `make k8s-tools`"
+    location = f"{schemas}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}/"
+    location += "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    return subprocess.run(
+        [binary, "-strict", "-summary", "-kubernetes-version", KUBERNETES,
+         "-schema-location", location, "-skip", "Kustomization", *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+
+
+def test_every_object_is_valid_for_the_api_strictly(schemas: Path) -> None:
+    done = kubeconform(schemas, *sorted(BASE.glob("*.yaml")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"Valid: {len(OBJECTS)}, Invalid: 0, Errors: 0" in done.stdout
+
+
+def test_the_schema_check_catches_a_misspelt_field(schemas: Path, tmp_path: Path) -> None:
+    text = (BASE / "service.yaml").read_text().replace("  replicas: 2", "  replica: 2", 1)
+    (tmp_path / "bad.yaml").write_text(text)
+    done = kubeconform(schemas, tmp_path / "bad.yaml")
+    assert done.returncode != 0 and "additional properties 'replica' not allowed" in done.stdout
+
+
+def test_selectors_select_their_pods_and_services_reach_them() -> None:
+    for workload in of_kind("Deployment"):
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        selector = workload["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= labels.items(), workload["metadata"]["name"]
+    pods = [w["spec"]["template"] for w in of_kind("Deployment")]
+    for kind in ("Service", "PodDisruptionBudget"):
+        for obj in of_kind(kind):
+            wanted = obj["spec"]["selector"]
+            wanted = wanted.get("matchLabels", wanted)
+            hits = [p for p in pods if wanted.items() <= p["metadata"]["labels"].items()]
+            assert len(hits) == 1, f"{kind} {obj['metadata']['name']} selects {len(hits)}"
+
+
+def test_service_and_probe_ports_are_ports_the_container_declares() -> None:
+    for workload in of_kind("Deployment"):
+        named = {
+            p["name"]: p["containerPort"] for c in containers(workload) for p in c.get("ports", [])
+        }
+        for c in containers(workload):
+            for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+                if probe in c:
+                    port = c[probe]["httpGet"]["port"]
+                    assert port in named or port in named.values(), (c["name"], probe)
+        for service in of_kind("Service"):
+            if (
+                service["spec"]["selector"].items()
+                <= workload["spec"]["template"]["metadata"]["labels"].items()
+            ):
+                for port in service["spec"]["ports"]:
+                    assert port["targetPort"] in named, service["metadata"]["name"]
+
+
+def test_servers_are_probed_on_their_real_endpoints() -> None:
+    service = next(containers(by_name("Deployment", "recflow-service")))
+    assert service["readinessProbe"]["httpGet"]["path"] == "/readyz"  # bento/service.py
+    assert service["livenessProbe"]["httpGet"]["path"] == "/livez"
+    collector = next(containers(by_name("Deployment", "recflow-collector")))
+    assert collector["readinessProbe"]["httpGet"]["path"] == "/healthz"  # jobs/stream/collector.py
+
+
+def test_autoscalers_target_deployments_that_exist_and_never_fight_a_disruption_budget() -> None:
+    for hpa in of_kind("HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
+        by_name("Deployment", target["name"])
+        budgets = [
+            p for p in of_kind("PodDisruptionBudget") if p["metadata"]["name"] == target["name"]
+        ]
+        for budget in budgets:
+            assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
+    metrics = {
+        m["type"] for m in by_name("HorizontalPodAutoscaler", "recflow-service")["spec"]["metrics"]
+    }
+    assert metrics == {"Resource", "Pods"}  # CPU and a request rate
+
+
+QUANTITY = re.compile(r"^([0-9.]+)(m|Ki|Mi|Gi)?$")
+
+
+def quantity(value: str | int) -> float:
+    number, unit = QUANTITY.fullmatch(str(value)).groups()  # type: ignore[union-attr]
+    scale = {None: 1, "m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}[unit]
+    return float(number) * scale
+
+
+def test_every_container_requests_no_more_than_its_limits() -> None:
+    for workload in of_kind("Deployment"):
+        for c in containers(workload):
+            requests, limits = c["resources"]["requests"], c["resources"]["limits"]
+            assert set(requests) == set(limits) == {"cpu", "memory"}, c["name"]
+            for resource in requests:
+                assert quantity(requests[resource]) <= quantity(limits[resource]), c["name"]
+
+
+def test_every_pod_meets_the_restricted_security_profile() -> None:
+    namespace = by_name("Namespace", "recflow")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for workload in of_kind("Deployment"):
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for c in containers(workload):
+            security = c["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
+
+
+def test_secrets_come_from_the_secret_and_settings_are_real() -> None:
+    from jobs.config import Settings
+
+    settings = {f"RECFLOW_{name.upper()}" for name in Settings.model_fields}
+    config = by_name("ConfigMap", "recflow-settings")["data"]
+    assert set(config) <= settings, set(config) - settings
+    assert not {"RECFLOW_PUBLISH_SECRET", "RECFLOW_SUBJECT_SECRET"} & set(config)
+    for workload in of_kind("Deployment"):
+        for c in containers(workload):
+            for env in c.get("env", []):
+                assert env["name"] in settings, env["name"]
+                if env["name"].endswith(("_SECRET", "_CONNECTION")):
+                    assert env["valueFrom"]["secretKeyRef"]["name"] == "recflow-secrets"
