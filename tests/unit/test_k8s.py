@@ -196,3 +196,11 @@ def test_secrets_come_from_the_secret_and_settings_are_real() -> None:
                 assert env["name"] in settings, env["name"]
                 if env["name"].endswith(("_SECRET", "_CONNECTION")):
                     assert env["valueFrom"]["secretKeyRef"]["name"] == "recflow-secrets"
+
+
+def test_every_claimed_volume_is_declared() -> None:
+    claims = {p["metadata"]["name"] for p in of_kind("PersistentVolumeClaim")}
+    for workload in of_kind("Deployment"):
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
