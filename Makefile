@@ -124,11 +124,17 @@ browser-deps:
 	$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 	  chromium chromium-driver fonts-dejavu-core
 
-# kubeconform (tests/unit/test_k8s.py) built from the Go module proxy into .cache/bin; the
-# schemas it checks against come from the kubernetes-validate wheel in the lock.
+# kubeconform and kustomize (tests/unit/test_k8s.py) built from the Go module proxy into
+# .cache/bin (~40 s once); the schemas kubeconform checks against come from the
+# kubernetes-validate wheel in the lock. kustomize 5.8 needs Go 1.27: 5.7.1 builds with 1.26.
 KUBECONFORM_VERSION ?= v0.8.0
-k8s-tools: .cache/bin/kubeconform
+KUSTOMIZE_VERSION ?= v5.7.1
+k8s-tools: .cache/bin/kubeconform .cache/bin/kustomize
 .cache/bin/kubeconform:
 	@command -v go >/dev/null || { echo "k8s-tools: Go is needed (https://go.dev/dl)"; exit 1; }
 	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install \
 	  github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
+.cache/bin/kustomize:
+	@command -v go >/dev/null || { echo "k8s-tools: Go is needed (https://go.dev/dl)"; exit 1; }
+	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-mod=mod go install \
+	  sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

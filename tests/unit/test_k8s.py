@@ -19,9 +19,18 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "k8s" / "base"
 KUBERNETES = "1.37.0"
 KUBECONFORM = ROOT / ".cache" / "bin" / "kubeconform"
+KUSTOMIZE = ROOT / ".cache" / "bin" / "kustomize"
+# What is deployed: kustomize's output for the base and for each overlay.
+RENDERS = {"base": "deploy/k8s/base", "prod": "deploy/k8s/overlays/prod"}
 
 
-def _objects() -> list[dict[str, Any]]:
+def tool(path: Path, name: str) -> str:
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is missing: `make k8s-tools`"
+    return found
+
+
+def _base_files() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
     return [
         doc
@@ -31,15 +40,35 @@ def _objects() -> list[dict[str, Any]]:
     ]
 
 
-OBJECTS = _objects()
+OBJECTS = _base_files()  # the files as written (checkov and the skip notes read them)
+_RENDERED: dict[str, str] = {}
 
 
-def of_kind(kind: str) -> list[dict[str, Any]]:
-    return [o for o in OBJECTS if o["kind"] == kind]
+def rendered_text(name: str) -> str:
+    if name not in _RENDERED:
+        done = subprocess.run(
+            [tool(KUSTOMIZE, "kustomize"), "build", str(ROOT / RENDERS[name])],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        _RENDERED[name] = done.stdout
+    return _RENDERED[name]
 
 
-def by_name(kind: str, name: str) -> dict[str, Any]:
-    (found,) = [o for o in of_kind(kind) if o["metadata"]["name"] == name]
+@pytest.fixture(params=list(RENDERS))
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """Every object of one render (base, prod)."""
+    return [d for d in yaml.safe_load_all(rendered_text(request.param)) if d]
+
+
+def of_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def by_name(objs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [o for o in of_kind(objs, kind) if o["metadata"]["name"] == name]
     return found
 
 
@@ -66,8 +95,7 @@ def schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def kubeconform(schemas: Path, *files: Path) -> subprocess.CompletedProcess[str]:
-    binary = str(KUBECONFORM) if KUBECONFORM.exists() else shutil.which("kubeconform")
-    assert binary, "kubeconform is missing: `make k8s-tools`"
+    binary = tool(KUBECONFORM, "kubeconform")
     location = f"{schemas}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}/"
     location += "{{ .ResourceKind }}{{ .KindSuffix }}.json"
     return subprocess.run(
@@ -79,10 +107,16 @@ def kubeconform(schemas: Path, *files: Path) -> subprocess.CompletedProcess[str]
     )  # fmt: skip
 
 
-def test_every_object_is_valid_for_the_api_strictly(schemas: Path) -> None:
-    done = kubeconform(schemas, *sorted(BASE.glob("*.yaml")))
+@pytest.mark.parametrize("render", list(RENDERS))
+def test_every_object_is_valid_for_the_api_strictly(
+    schemas: Path, tmp_path: Path, render: str
+) -> None:
+    text = rendered_text(render)
+    (tmp_path / f"{render}.yaml").write_text(text)
+    done = kubeconform(schemas, tmp_path / f"{render}.yaml")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"Valid: {len(OBJECTS)}, Invalid: 0, Errors: 0" in done.stdout
+    count = len([d for d in yaml.safe_load_all(text) if d])
+    assert count >= 18 and f"Valid: {count}, Invalid: 0, Errors: 0" in done.stdout
 
 
 def test_the_schema_check_catches_a_misspelt_field(schemas: Path, tmp_path: Path) -> None:
@@ -92,22 +126,24 @@ def test_the_schema_check_catches_a_misspelt_field(schemas: Path, tmp_path: Path
     assert done.returncode != 0 and "additional properties 'replica' not allowed" in done.stdout
 
 
-def test_selectors_select_their_pods_and_services_reach_them() -> None:
-    for workload in of_kind("Deployment"):
+def test_selectors_select_their_pods_and_services_reach_them(objects: list[dict[str, Any]]) -> None:
+    for workload in of_kind(objects, "Deployment"):
         labels = workload["spec"]["template"]["metadata"]["labels"]
         selector = workload["spec"]["selector"]["matchLabels"]
         assert selector.items() <= labels.items(), workload["metadata"]["name"]
-    pods = [w["spec"]["template"] for w in of_kind("Deployment")]
+    pods = [w["spec"]["template"] for w in of_kind(objects, "Deployment")]
     for kind in ("Service", "PodDisruptionBudget"):
-        for obj in of_kind(kind):
+        for obj in of_kind(objects, kind):
             wanted = obj["spec"]["selector"]
             wanted = wanted.get("matchLabels", wanted)
             hits = [p for p in pods if wanted.items() <= p["metadata"]["labels"].items()]
             assert len(hits) == 1, f"{kind} {obj['metadata']['name']} selects {len(hits)}"
 
 
-def test_service_and_probe_ports_are_ports_the_container_declares() -> None:
-    for workload in of_kind("Deployment"):
+def test_service_and_probe_ports_are_ports_the_container_declares(
+    objects: list[dict[str, Any]],
+) -> None:
+    for workload in of_kind(objects, "Deployment"):
         named = {
             p["name"]: p["containerPort"] for c in containers(workload) for p in c.get("ports", [])
         }
@@ -116,7 +152,7 @@ def test_service_and_probe_ports_are_ports_the_container_declares() -> None:
                 if probe in c:
                     port = c[probe]["httpGet"]["port"]
                     assert port in named or port in named.values(), (c["name"], probe)
-        for service in of_kind("Service"):
+        for service in of_kind(objects, "Service"):
             if (
                 service["spec"]["selector"].items()
                 <= workload["spec"]["template"]["metadata"]["labels"].items()
@@ -125,26 +161,31 @@ def test_service_and_probe_ports_are_ports_the_container_declares() -> None:
                     assert port["targetPort"] in named, service["metadata"]["name"]
 
 
-def test_servers_are_probed_on_their_real_endpoints() -> None:
-    service = next(containers(by_name("Deployment", "recflow-service")))
+def test_servers_are_probed_on_their_real_endpoints(objects: list[dict[str, Any]]) -> None:
+    service = next(containers(by_name(objects, "Deployment", "recflow-service")))
     assert service["readinessProbe"]["httpGet"]["path"] == "/readyz"  # bento/service.py
     assert service["livenessProbe"]["httpGet"]["path"] == "/livez"
-    collector = next(containers(by_name("Deployment", "recflow-collector")))
+    collector = next(containers(by_name(objects, "Deployment", "recflow-collector")))
     assert collector["readinessProbe"]["httpGet"]["path"] == "/healthz"  # jobs/stream/collector.py
 
 
-def test_autoscalers_target_deployments_that_exist_and_never_fight_a_disruption_budget() -> None:
-    for hpa in of_kind("HorizontalPodAutoscaler"):
+def test_autoscalers_target_deployments_that_exist_and_never_fight_a_disruption_budget(
+    objects: list[dict[str, Any]],
+) -> None:
+    for hpa in of_kind(objects, "HorizontalPodAutoscaler"):
         target = hpa["spec"]["scaleTargetRef"]
         assert (target["apiVersion"], target["kind"]) == ("apps/v1", "Deployment")
-        by_name("Deployment", target["name"])
+        by_name(objects, "Deployment", target["name"])
         budgets = [
-            p for p in of_kind("PodDisruptionBudget") if p["metadata"]["name"] == target["name"]
+            p
+            for p in of_kind(objects, "PodDisruptionBudget")
+            if p["metadata"]["name"] == target["name"]
         ]
         for budget in budgets:
             assert budget["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
     metrics = {
-        m["type"] for m in by_name("HorizontalPodAutoscaler", "recflow-service")["spec"]["metrics"]
+        m["type"]
+        for m in by_name(objects, "HorizontalPodAutoscaler", "recflow-service")["spec"]["metrics"]
     }
     assert metrics == {"Resource", "Pods"}  # CPU and a request rate
 
@@ -158,8 +199,8 @@ def quantity(value: str | int) -> float:
     return float(number) * scale
 
 
-def test_every_container_requests_no_more_than_its_limits() -> None:
-    for workload in of_kind("Deployment"):
+def test_every_container_requests_no_more_than_its_limits(objects: list[dict[str, Any]]) -> None:
+    for workload in of_kind(objects, "Deployment"):
         for c in containers(workload):
             requests, limits = c["resources"]["requests"], c["resources"]["limits"]
             assert set(requests) == set(limits) == {"cpu", "memory"}, c["name"]
@@ -167,10 +208,10 @@ def test_every_container_requests_no_more_than_its_limits() -> None:
                 assert quantity(requests[resource]) <= quantity(limits[resource]), c["name"]
 
 
-def test_every_pod_meets_the_restricted_security_profile() -> None:
-    namespace = by_name("Namespace", "recflow")
+def test_every_pod_meets_the_restricted_security_profile(objects: list[dict[str, Any]]) -> None:
+    namespace = by_name(objects, "Namespace", "recflow")
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    for workload in of_kind("Deployment"):
+    for workload in of_kind(objects, "Deployment"):
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
@@ -183,14 +224,14 @@ def test_every_pod_meets_the_restricted_security_profile() -> None:
             assert ":" in c["image"] and not c["image"].endswith(":latest"), c["image"]
 
 
-def test_secrets_come_from_the_secret_and_settings_are_real() -> None:
+def test_secrets_come_from_the_secret_and_settings_are_real(objects: list[dict[str, Any]]) -> None:
     from jobs.config import Settings
 
     settings = {f"RECFLOW_{name.upper()}" for name in Settings.model_fields}
-    config = by_name("ConfigMap", "recflow-settings")["data"]
+    config = by_name(objects, "ConfigMap", "recflow-settings")["data"]
     assert set(config) <= settings, set(config) - settings
     assert not {"RECFLOW_PUBLISH_SECRET", "RECFLOW_SUBJECT_SECRET"} & set(config)
-    for workload in of_kind("Deployment"):
+    for workload in of_kind(objects, "Deployment"):
         for c in containers(workload):
             for env in c.get("env", []):
                 assert env["name"] in settings, env["name"]
@@ -198,9 +239,9 @@ def test_secrets_come_from_the_secret_and_settings_are_real() -> None:
                     assert env["valueFrom"]["secretKeyRef"]["name"] == "recflow-secrets"
 
 
-def test_every_claimed_volume_is_declared() -> None:
-    claims = {p["metadata"]["name"] for p in of_kind("PersistentVolumeClaim")}
-    for workload in of_kind("Deployment"):
+def test_every_claimed_volume_is_declared(objects: list[dict[str, Any]]) -> None:
+    claims = {p["metadata"]["name"] for p in of_kind(objects, "PersistentVolumeClaim")}
+    for workload in of_kind(objects, "Deployment"):
         for volume in workload["spec"]["template"]["spec"].get("volumes", []):
             if "persistentVolumeClaim" in volume:
                 assert volume["persistentVolumeClaim"]["claimName"] in claims, volume
