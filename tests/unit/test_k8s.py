@@ -289,3 +289,35 @@ def test_checkovs_kubernetes_policies_pass() -> None:
     assert report["summary"]["passed"] > 200
     skipped = {c["check_id"] for c in report["results"]["skipped_checks"]}
     assert skipped == {"CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_35", "CKV_K8S_38", "CKV_K8S_43"}
+
+
+def executor_template(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    templates = by_name(objects, "ConfigMap", "recflow-spark-templates")["data"]
+    return yaml.safe_load(templates["executor.yaml"])
+
+
+def test_spark_executors_get_a_pod_template_the_namespace_admits(
+    objects: list[dict[str, Any]], schemas: Path, tmp_path: Path
+) -> None:
+    connect = next(containers(by_name(objects, "Deployment", "recflow-spark-connect")))
+    (mount,) = [m for m in connect["volumeMounts"] if m["name"] == "templates"]
+    assert (
+        f"spark.kubernetes.executor.podTemplateFile={mount['mountPath']}/executor.yaml"
+        in (connect["args"])
+    )
+    pod = executor_template(objects)
+    (tmp_path / "executor.yaml").write_text(yaml.safe_dump(pod))
+    done = kubeconform(schemas, tmp_path / "executor.yaml")
+    assert done.returncode == 0, done.stdout
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    (executor,) = spec["containers"]
+    assert executor["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert executor["securityContext"]["allowPrivilegeEscalation"] is False
+    # The driver's NetworkPolicy lets exactly these pods call it back.
+    policy = by_name(objects, "NetworkPolicy", "recflow-spark-connect")
+    allowed = [
+        rule["from"][0]["podSelector"].get("matchLabels", {}) for rule in policy["spec"]["ingress"]
+    ]
+    assert any(a and a.items() <= pod["metadata"]["labels"].items() for a in allowed)
