@@ -27,15 +27,10 @@ from typing import Any
 
 from jobs.config import Settings, get_settings
 from jobs.procs import stop_process
+from jobs.stream.broker import free_port
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "img"
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    from jobs.stream.broker import free_port
-
-    return free_port()
 
 
 def _wait(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -128,7 +123,7 @@ def storefront(settings: Settings, driver: Any, work: Path) -> None:
         service = serve_champion(settings, stack, work / "serve.log")
         # Events to a port nothing listens on: a picture's clicks are nobody's behaviour
         # (the page keeps them queued; nothing shows it).
-        dead = f"http://127.0.0.1:{_free_port()}"
+        dead = f"http://127.0.0.1:{free_port()}"
         where = {**urls(settings), "cdn": cdn_url, "service": service, "collector": dead}
         page = Running(settings.model_copy(update={"shop_timeout_ms": 5000}), 0, where)
         stack.callback(page.stop)
@@ -146,7 +141,7 @@ def airflow(settings: Settings, driver: Any, work: Path) -> None:
     home = settings.data_root / "airflow"
     if not (home / "airflow.db").exists():
         raise RuntimeError(f"no Airflow metadata DB at {home} (run `make demo`)")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home.resolve()),
@@ -178,7 +173,7 @@ def mlflow(settings: Settings, driver: Any, work: Path) -> None:
     version = client.get_model_version_by_alias(settings.model_name, CHAMPION)
     experiment = client.get_run(version.run_id).info.experiment_id
     plots = [a.path for a in client.list_artifacts(version.run_id, "plots")]
-    port = _free_port()
+    port = free_port()
     args = [
         str(BIN / "mlflow"),
         "server",
